@@ -1,0 +1,69 @@
+/*
+ * core.h -- declarations shared by the CPython half of the C core.
+ */
+#ifndef SUBRING_CORE_H
+#define SUBRING_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include "ring.h"
+
+/* ---- exceptions (defined in subring/errors.py, imported at module init) -- */
+extern PyObject *SR_SubringError;     /* base */
+extern PyObject *SR_RingClosedError;  /* used after close() */
+extern PyObject *SR_ForkedRingError;  /* used in a child after fork() */
+extern PyObject *SR_RingFullError;    /* no room: SQ full inside a link chain, or max_inflight */
+extern PyObject *SR_RingBusyError;    /* resource in use by in-flight ops */
+
+/* Incremented in the child by a pthread_atfork handler.  A ring remembers the
+ * value it was created under; a mismatch means "this is a forked copy". */
+extern volatile uint64_t sr_fork_generation;
+
+/* ---- objects.c ---------------------------------------------------------- */
+extern PyTypeObject SR_CompletionType;
+extern PyTypeObject SR_PinType;
+extern PyTypeObject SR_BufferRingType;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *user_data;
+    int32_t   res;
+    uint32_t  flags;
+    uint8_t   opcode;
+    uint8_t   has_big;      /* CQE32: big[] is valid */
+    uint64_t  big[2];
+} SR_Completion;
+
+/* A pinned buffer export: holds a Py_buffer until the Pin dies.  In-flight ops
+ * hold Pins (or their own Py_buffer) so memory the peer may still write stays
+ * alive and un-resizable (bytearray refuses to resize while exported). */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+} SR_Pin;
+
+SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
+                                 uint32_t flags, uint8_t opcode,
+                                 const uint64_t *big);
+SR_Pin *sr_pin_new(PyObject *obj, int writable);
+const char *sr_opcode_name(unsigned opcode);
+/* Raise an OSError subclass for -err with "what: strerror" as message. */
+PyObject *sr_raise_errno(int err, const char *what);
+
+/* ---- argument parsing for METH_FASTCALL|METH_KEYWORDS --------------------
+ * Fills out[0..n) from positionals then keywords; missing ones stay NULL.
+ * `nreq` leading names are required.  Returns 0 or -1 with TypeError set. */
+int sr_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames, const char *const *names, int n, int nreq,
+             PyObject **out);
+/* Integer conversion helpers: NULL -> default. Return -1 with error set. */
+int sr_as_i64(PyObject *o, int64_t dflt, int64_t *out, const char *what);
+int sr_as_u64(PyObject *o, uint64_t dflt, uint64_t *out, const char *what);
+int sr_as_int(PyObject *o, int dflt, int *out, const char *what);
+int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
+
+/* ---- pykring.c ---------------------------------------------------------- */
+extern PyTypeObject SR_KernelRingType;
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * module.c -- subring._core: module init, exceptions, fork detection.
+ */
+#include <pthread.h>
+#include "core.h"
+
+PyObject *SR_SubringError, *SR_RingClosedError, *SR_ForkedRingError;
+PyObject *SR_RingFullError, *SR_RingBusyError;
+
+volatile uint64_t sr_fork_generation = 1;
+
+/* Runs in the child of every fork() (os.fork, multiprocessing's fork start
+ * method, subprocess with preexec_fn...).  Rings created before the fork now
+ * see a different generation and refuse to run: the rings are the parent's. */
+static void after_fork_child(void)
+{
+    sr_fork_generation++;
+}
+
+static PyObject *fork_generation(PyObject *m, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(sr_fork_generation);
+}
+
+static PyMethodDef module_methods[] = {
+    {"fork_generation", fork_generation, METH_NOARGS,
+     "Counter bumped in each forked child (for objects that must not cross fork)."},
+    {NULL}
+};
+
+static struct PyModuleDef coremodule = {
+    PyModuleDef_HEAD_INIT, "subring._core",
+    "The C core of subring: ring index arithmetic, barriers and syscalls.", -1,
+    module_methods,
+};
+
+static int import_error(PyObject *errors, const char *name, PyObject **out)
+{
+    *out = PyObject_GetAttrString(errors, name);
+    return *out ? 0 : -1;
+}
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    static int atfork_done;
+    PyObject *errors = PyImport_ImportModule("subring.errors");
+    if (!errors)
+        return NULL;
+    if (import_error(errors, "SubringError", &SR_SubringError) < 0 ||
+        import_error(errors, "RingClosedError", &SR_RingClosedError) < 0 ||
+        import_error(errors, "ForkedRingError", &SR_ForkedRingError) < 0 ||
+        import_error(errors, "RingFullError", &SR_RingFullError) < 0 ||
+        import_error(errors, "RingBusyError", &SR_RingBusyError) < 0) {
+        Py_DECREF(errors);
+        return NULL;
+    }
+    Py_DECREF(errors);
+    if (!atfork_done) {
+        pthread_atfork(NULL, NULL, after_fork_child);
+        atfork_done = 1;
+    }
+    if (PyType_Ready(&SR_CompletionType) < 0 || PyType_Ready(&SR_PinType) < 0 ||
+        PyType_Ready(&SR_BufferRingType) < 0 || PyType_Ready(&SR_KernelRingType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&coremodule);
+    if (!m)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Completion", (PyObject *)&SR_CompletionType) < 0 ||
+        PyModule_AddObjectRef(m, "Pin", (PyObject *)&SR_PinType) < 0 ||
+        PyModule_AddObjectRef(m, "BufferRing", (PyObject *)&SR_BufferRingType) < 0 ||
+        PyModule_AddObjectRef(m, "KernelRing", (PyObject *)&SR_KernelRingType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,406 @@
+/*
+ * objects.c -- small Python objects of the C core: Completion, Pin, the op
+ * table, and argument helpers.
+ */
+#include <errno.h>
+#include <string.h>
+#include "core.h"
+#include "optable.h"
+
+/* ------------------------------------------------------------------------ */
+/* opcode names                                                              */
+/* ------------------------------------------------------------------------ */
+
+static const char *const opnames[IORING_OP_LAST_KNOWN] = {
+    "nop", "readv", "writev", "fsync", "read_fixed", "write_fixed", "poll_add",
+    "poll_remove", "sync_file_range", "sendmsg", "recvmsg", "timeout",
+    "timeout_remove", "accept", "async_cancel", "link_timeout", "connect",
+    "fallocate", "openat", "close", "files_update", "statx", "read", "write",
+    "fadvise", "madvise", "send", "recv", "openat2", "epoll_ctl", "splice",
+    "provide_buffers", "remove_buffers", "tee", "shutdown", "renameat",
+    "unlinkat", "mkdirat", "symlinkat", "linkat", "msg_ring", "fsetxattr",
+    "setxattr", "fgetxattr", "getxattr", "socket", "uring_cmd", "send_zc",
+    "sendmsg_zc", "read_multishot", "waitid", "futex_wait", "futex_wake",
+    "futex_waitv", "fixed_fd_install", "ftruncate", "bind", "listen",
+    "recv_zc", "epoll_wait", "readv_fixed", "writev_fixed", "pipe",
+};
+
+const char *sr_opcode_name(unsigned opcode)
+{
+    return opcode < IORING_OP_LAST_KNOWN ? opnames[opcode] : "op";
+}
+
+PyObject *sr_raise_errno(int err, const char *what)
+{
+    /* OSError(errno, msg) picks the matching subclass (FileNotFoundError,
+     * ConnectionResetError, ...) by itself. */
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "(iN)", err,
+                                          PyUnicode_FromFormat("%s: %s", what,
+                                                               strerror(err)));
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* argument helpers                                                          */
+/* ------------------------------------------------------------------------ */
+
+int sr_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames, const char *const *names, int n, int nreq,
+             PyObject **out)
+{
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)",
+                     fname, n, nargs);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    if (kwnames) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            int found = -1;
+            for (int i = 0; i < n; i++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                    found = i;
+                    break;
+                }
+            }
+            if (found < 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'", fname, key);
+                return -1;
+            }
+            if (out[found]) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got multiple values for argument '%s'", fname,
+                             names[found]);
+                return -1;
+            }
+            out[found] = args[nargs + k];
+        }
+    }
+    for (int i = 0; i < nreq; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'",
+                         fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int not_int(PyObject *o, const char *what)
+{
+    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what,
+                 Py_TYPE(o)->tp_name);
+    return -1;
+}
+
+int sr_as_i64(PyObject *o, int64_t dflt, int64_t *out, const char *what)
+{
+    if (!o || o == Py_None) { *out = dflt; return 0; }
+    if (!PyLong_Check(o)) return not_int(o, what);
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+int sr_as_u64(PyObject *o, uint64_t dflt, uint64_t *out, const char *what)
+{
+    if (!o || o == Py_None) { *out = dflt; return 0; }
+    if (!PyLong_Check(o)) return not_int(o, what);
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_OverflowError, "%s must be in [0, 2**64)", what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int sr_as_int(PyObject *o, int dflt, int *out, const char *what)
+{
+    int64_t v;
+    if (sr_as_i64(o, dflt, &v, what) < 0) return -1;
+    if (v < INT32_MIN || v > INT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s out of range for a 32-bit int", what);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what)
+{
+    int64_t v;
+    if (sr_as_i64(o, dflt, &v, what) < 0) return -1;
+    if (v < 0 || v > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s must be in [0, 2**32), got %lld", what,
+                     (long long)v);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* op table                                                                  */
+/* ------------------------------------------------------------------------ */
+
+int sr_optable_init(sr_optable *t, uint32_t nslots)
+{
+    memset(t, 0, sizeof(*t));
+    t->slots = PyMem_Calloc(nslots, sizeof(sr_slot));
+    t->free_stack = PyMem_Calloc(nslots, sizeof(uint32_t));
+    if (!t->slots || !t->free_stack) {
+        PyMem_Free(t->slots);
+        PyMem_Free(t->free_stack);
+        t->slots = NULL;
+        t->free_stack = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->nslots = nslots;
+    /* Hand out low slots first (stack top = slot 0): keeps the hot part of
+     * the table small for shallow queues. */
+    for (uint32_t k = 0; k < nslots; k++)
+        t->free_stack[k] = nslots - 1 - k;
+    t->nfree = nslots;
+    return 0;
+}
+
+void sr_optable_free(sr_optable *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->free_stack);
+    t->slots = NULL;
+    t->free_stack = NULL;
+    t->nslots = t->nfree = t->live = 0;
+}
+
+static void slot_clear(sr_optable *t, uint32_t i)
+{
+    sr_slot *s = &t->slots[i];
+    Py_CLEAR(s->udata);
+    Py_CLEAR(s->keep);
+    if (s->view.obj)
+        PyBuffer_Release(&s->view);
+    if (s->fixed)
+        t->fixed_live--;
+    s->state = SLOT_FREE;
+    t->live--;
+    t->free_stack[t->nfree++] = i;
+}
+
+void sr_slot_release(sr_optable *t, uint32_t i)
+{
+    uint32_t chain = t->slots[i].chain, cgen = t->slots[i].chain_gen;
+    slot_clear(t, i);
+    /* Walk back through suppressed-success predecessors.  Stop at the first
+     * one that is gone (it failed, so it posted its own CQE and was freed) or
+     * reused (generation mismatch). */
+    while (chain) {
+        uint32_t j = chain - 1;
+        sr_slot *p = &t->slots[j];
+        if (p->state != SLOT_LIVE || p->gen != cgen || !p->skip)
+            break;
+        chain = p->chain;
+        cgen = p->chain_gen;
+        slot_clear(t, j);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Completion                                                                */
+/* ------------------------------------------------------------------------ */
+
+SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
+                                 uint32_t flags, uint8_t opcode, const uint64_t *big)
+{
+    SR_Completion *c = PyObject_New(SR_Completion, &SR_CompletionType);
+    if (!c) {
+        Py_XDECREF(user_data_stolen);
+        return NULL;
+    }
+    c->user_data = user_data_stolen;
+    c->res = res;
+    c->flags = flags;
+    c->opcode = opcode;
+    c->has_big = big != NULL;
+    if (big) {
+        c->big[0] = big[0];
+        c->big[1] = big[1];
+    }
+    return c;
+}
+
+static void completion_dealloc(SR_Completion *c)
+{
+    Py_XDECREF(c->user_data);
+    PyObject_Free(c);
+}
+
+static PyObject *completion_get_user_data(SR_Completion *c, void *closure)
+{
+    return Py_NewRef(c->user_data ? c->user_data : Py_None);
+}
+static PyObject *completion_get_res(SR_Completion *c, void *closure)
+{
+    return PyLong_FromLong(c->res);
+}
+static PyObject *completion_get_flags(SR_Completion *c, void *closure)
+{
+    return PyLong_FromUnsignedLong(c->flags);
+}
+static PyObject *completion_get_buffer_id(SR_Completion *c, void *closure)
+{
+    if (!(c->flags & IORING_CQE_F_BUFFER))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(c->flags >> IORING_CQE_BUFFER_SHIFT);
+}
+static PyObject *completion_get_more(SR_Completion *c, void *closure)
+{
+    return PyBool_FromLong(c->flags & IORING_CQE_F_MORE);
+}
+static PyObject *completion_get_opcode(SR_Completion *c, void *closure)
+{
+    return PyLong_FromLong(c->opcode);
+}
+static PyObject *completion_get_op(SR_Completion *c, void *closure)
+{
+    return PyUnicode_FromString(sr_opcode_name(c->opcode));
+}
+static PyObject *completion_get_extra(SR_Completion *c, void *closure)
+{
+    if (!c->has_big)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KK)", (unsigned long long)c->big[0],
+                         (unsigned long long)c->big[1]);
+}
+
+static PyObject *completion_result(SR_Completion *c, PyObject *unused)
+{
+    if (c->res >= 0)
+        return PyLong_FromLong(c->res);
+    return sr_raise_errno(-c->res, sr_opcode_name(c->opcode));
+}
+
+static PyObject *completion_repr(SR_Completion *c)
+{
+    if (c->res < 0)
+        return PyUnicode_FromFormat("<Completion %s user_data=%R res=%d (%s) flags=0x%x>",
+                                    sr_opcode_name(c->opcode),
+                                    c->user_data ? c->user_data : Py_None,
+                                    c->res, strerror(-c->res), c->flags);
+    return PyUnicode_FromFormat("<Completion %s user_data=%R res=%d flags=0x%x>",
+                                sr_opcode_name(c->opcode),
+                                c->user_data ? c->user_data : Py_None, c->res,
+                                c->flags);
+}
+
+static PyGetSetDef completion_getset[] = {
+    {"user_data", (getter)completion_get_user_data, NULL,
+     "The user_data given when the op was prepared (its token if none was given)."},
+    {"res", (getter)completion_get_res, NULL, "Result: >= 0, or -errno."},
+    {"flags", (getter)completion_get_flags, NULL, "Raw IORING_CQE_F_* flags."},
+    {"buffer_id", (getter)completion_get_buffer_id, NULL,
+     "Provided-buffer id (CQE flag BUFFER), or None."},
+    {"more", (getter)completion_get_more, NULL,
+     "True if the (multishot) op will post more completions."},
+    {"opcode", (getter)completion_get_opcode, NULL, "The op's IORING_OP_* code."},
+    {"op", (getter)completion_get_op, NULL, "The op's name, e.g. 'read'."},
+    {"extra", (getter)completion_get_extra, NULL,
+     "The 16 extra bytes of a CQE32 ring as two ints, or None."},
+    {NULL}
+};
+
+static PyMethodDef completion_methods[] = {
+    {"result", (PyCFunction)completion_result, METH_NOARGS,
+     "Return res, or raise the matching OSError subclass (message names the op)."},
+    {NULL}
+};
+
+PyTypeObject SR_CompletionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring.Completion",
+    .tp_basicsize = sizeof(SR_Completion),
+    .tp_dealloc = (destructor)completion_dealloc,
+    .tp_repr = (reprfunc)completion_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One completion (CQE): user_data, res, flags.  Immutable.",
+    .tp_getset = completion_getset,
+    .tp_methods = completion_methods,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Pin                                                                       */
+/* ------------------------------------------------------------------------ */
+
+SR_Pin *sr_pin_new(PyObject *obj, int writable)
+{
+    SR_Pin *p = PyObject_New(SR_Pin, &SR_PinType);
+    if (!p) return NULL;
+    if (PyObject_GetBuffer(obj, &p->view,
+                           writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        p->view.obj = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    return p;
+}
+
+static PyObject *pin_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"obj", "writable", NULL};
+    PyObject *obj;
+    int writable = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p:Pin", kwlist, &obj, &writable))
+        return NULL;
+    return (PyObject *)sr_pin_new(obj, writable);
+}
+
+static void pin_dealloc(SR_Pin *p)
+{
+    if (p->view.obj)
+        PyBuffer_Release(&p->view);
+    PyObject_Free(p);
+}
+
+static PyObject *pin_get_address(SR_Pin *p, void *c)
+{
+    return PyLong_FromVoidPtr(p->view.buf);
+}
+static PyObject *pin_get_nbytes(SR_Pin *p, void *c)
+{
+    return PyLong_FromSsize_t(p->view.len);
+}
+static PyObject *pin_get_obj(SR_Pin *p, void *c)
+{
+    return Py_NewRef(p->view.obj ? p->view.obj : Py_None);
+}
+
+static PyGetSetDef pin_getset[] = {
+    {"address", (getter)pin_get_address, NULL, "Address of the first byte."},
+    {"nbytes", (getter)pin_get_nbytes, NULL, "Length in bytes."},
+    {"obj", (getter)pin_get_obj, NULL, "The exporting object."},
+    {NULL}
+};
+
+PyTypeObject SR_PinType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.Pin",
+    .tp_basicsize = sizeof(SR_Pin),
+    .tp_dealloc = (destructor)pin_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pin(obj, writable=False): hold a buffer export of obj (so its memory\n"
+              "cannot move or be freed) and expose its address.  Pass it as `keep`\n"
+              "to an op so the pin lives until the op's final completion.",
+    .tp_getset = pin_getset,
+    .tp_new = pin_new,
+};

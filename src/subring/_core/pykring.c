@@ -1,0 +1,2077 @@
+/*
+ * pykring.c -- _core.KernelRing: the kernel io_uring as a Python object.
+ *
+ * Principles (the Python layer builds on these):
+ *   - Python never touches ring memory.  Every prep_* call writes one SQE (or
+ *     a batch) here, every reap call reads CQEs here.
+ *   - Every op gets a slot in the op table (optable.h) that pins its memory
+ *     until its final CQE.  The SQE's user_data is the slot's token.
+ *   - Submitting is explicit (submit / submit_and_wait), except that a full SQ
+ *     is flushed automatically when that cannot split a link chain.
+ *   - Every wait has a timeout, is interruptible by signals (EINTR is retried
+ *     after running Python signal handlers), and refuses to wait when nothing
+ *     is in flight that could ever complete it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "kernel.h"
+#include "optable.h"
+
+typedef struct {
+    PyObject_HEAD
+    struct sr_kring k;
+    sr_optable ops;
+    uint64_t fork_gen;
+    int initialized;
+    int closed;
+    int sqpoll;
+    int defer_taskrun;
+    int taskrun_flag;
+    int in_enter;            /* threads currently inside io_uring_enter */
+    int chain_open;          /* last prepared SQE carries LINK/HARDLINK */
+    uint32_t pending_skip;   /* 1 + slot of a SKIP_SUCCESS op with no successor yet */
+    uint32_t pending_skip_gen;
+    uint32_t pending_skip_sqidx;
+    uint32_t multishot_live;
+    /* registered buffers: the ring holds their exports until unregistered */
+    Py_buffer *regbufs;
+    uint32_t nregbufs;
+    int files_registered;
+    int eventfd_registered;
+    PyObject *buffer_rings;  /* list of BufferRing created on this ring */
+    /* statistics (only ever touched with the GIL held) */
+    uint64_t st_submitted, st_completed, st_enters, st_overflow, st_foreign;
+    uint64_t st_sq_full_flushes;
+    PyObject *weakreflist;
+} KRing;
+
+/* ------------------------------------------------------------------------ */
+/* state checks                                                              */
+/* ------------------------------------------------------------------------ */
+
+static inline int kr_check(KRing *r)
+{
+    if (sr_unlikely(r->closed || r->fork_gen != sr_fork_generation)) {
+        if (!r->initialized)
+            PyErr_SetString(SR_RingClosedError, "ring was never set up");
+        else if (r->fork_gen != sr_fork_generation)
+            PyErr_SetString(SR_ForkedRingError,
+                            "this ring belongs to the parent process: it cannot be used "
+                            "after fork(); create a new ring in the child");
+        else
+            PyErr_SetString(SR_RingClosedError, "ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* timeout argument: None -> -1 (forever), number of seconds -> ns */
+static int parse_timeout(PyObject *o, int64_t *ns)
+{
+    if (!o || o == Py_None) { *ns = -1; return 0; }
+    double t = PyFloat_AsDouble(o);
+    if (t == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
+                     "not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (!(t >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0");
+        return -1;
+    }
+    *ns = t > 9e9 ? (int64_t)9e18 : (int64_t)(t * 1e9);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* entering the kernel                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Publish prepared SQEs.  Returns published-but-unconsumed count. */
+static uint32_t kr_publish(KRing *r)
+{
+    if (r->pending_skip) {
+        /* A CQE_SKIP_SUCCESS op is the last of this submission: no successor
+         * will ever bound its lifetime, so let it post its CQE after all.  Its
+         * SQE is not yet visible to the kernel, so it is still ours to edit. */
+        struct sr_sq *sq = &r->k.sq;
+        struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes +
+            ((size_t)(r->pending_skip_sqidx & sq->mask) << (6 + sq->sqe_shift)));
+        sqe->flags &= ~IOSQE_CQE_SKIP_SUCCESS;
+        r->ops.slots[r->pending_skip - 1].skip = 0;
+        r->pending_skip = 0;
+    }
+    /* The kernel ends link chains at the end of each submission. */
+    r->chain_open = 0;
+    if (r->sqpoll)   /* the SQ thread consumes them without an enter */
+        r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
+    return sr_sq_publish(&r->k.sq);
+}
+
+/* io_uring_enter with the GIL released; retries EINTR after running signal
+ * handlers.  Returns the syscall result (>= 0), 0 on timeout (-ETIME), or -1
+ * with an exception set. */
+static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
+{
+    int64_t deadline = ts_ns >= 0 ? monotonic_ns() + ts_ns : -1;
+    for (;;) {
+        uint32_t to_submit = 0;
+        if (!r->sqpoll)
+            to_submit = sr_load_relaxed(r->k.sq.ktail) - sr_load_acquire(r->k.sq.khead);
+        int ret;
+        r->in_enter++;
+        r->st_enters++;
+        Py_BEGIN_ALLOW_THREADS
+        ret = sr_kring_enter(&r->k, to_submit, min_complete, flags, ts_ns);
+        Py_END_ALLOW_THREADS
+        r->in_enter--;
+        if (ret >= 0) {
+            if (!r->sqpoll)
+                r->st_submitted += (uint32_t)ret;
+            return ret;
+        }
+        if (ret == -ETIME)
+            return 0;
+        if (ret == -EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            if (deadline >= 0) {
+                ts_ns = deadline - monotonic_ns();
+                if (ts_ns <= 0)
+                    return 0;
+            }
+            continue;
+        }
+        if (ret == -EBUSY || ret == -EAGAIN) {
+            PyErr_SetString(SR_RingBusyError,
+                            "the kernel refused new submissions until completions are "
+                            "reaped (completion backlog); reap and retry -- nothing was lost");
+            return -1;
+        }
+        if (ret == -EEXIST) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "io_uring_enter: EEXIST -- this ring was set up with "
+                            "single_issuer and is being used from another thread");
+            return -1;
+        }
+        sr_raise_errno(-ret, "io_uring_enter");
+        return -1;
+    }
+}
+
+/* Does the kernel hold completions we cannot see without entering?  (CQ
+ * overflow backlog, or task work that posts CQEs.) */
+static inline int kr_needs_flush(KRing *r)
+{
+    uint32_t f = sr_load_relaxed(r->k.sq.kflags);
+    return (f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
+}
+
+static int kr_flush_cq(KRing *r)
+{
+    if (sr_load_relaxed(r->k.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        r->st_overflow++;
+    return kr_enter(r, 0, IORING_ENTER_GETEVENTS, -1) < 0 ? -1 : 0;
+}
+
+/* Submit everything prepared; wait for `wait_nr` CQEs (0: don't wait). */
+static int kr_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
+{
+    uint32_t pending = kr_publish(r);
+    uint32_t flags = wait_nr ? IORING_ENTER_GETEVENTS : 0;
+    if (r->sqpoll) {
+        /* The SQ thread consumes the ring by itself; only wake it if it went
+         * to sleep (full fence inside, see ring.h). */
+        if (pending && sr_sq_needs_wakeup(&r->k.sq))
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        if (!flags)
+            return (int)pending;
+        return kr_enter(r, wait_nr, flags, ts_ns);
+    }
+    if (!pending && !wait_nr)
+        return 0;
+    return kr_enter(r, wait_nr, flags, ts_ns);
+}
+
+/* The SQ is full: make room by submitting, unless that would split a chain. */
+static int kr_make_room(KRing *r)
+{
+    if (r->chain_open) {
+        PyErr_SetString(SR_RingFullError,
+                        "submission queue full in the middle of a link chain; a chain "
+                        "must fit in the SQ (use a larger ring or a shorter chain)");
+        return -1;
+    }
+    r->st_sq_full_flushes++;
+    if (kr_submit(r, 0, -1) < 0)
+        return -1;
+    if (sr_sq_space(&r->k.sq) == 0 && r->sqpoll) {
+        if (kr_enter(r, 0, IORING_ENTER_SQ_WAIT, -1) < 0)
+            return -1;
+    }
+    if (sr_sq_space(&r->k.sq) == 0) {
+        PyErr_SetString(SR_RingFullError,
+                        "submission queue full and the kernel did not consume it");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* preparing SQEs                                                            */
+/* ------------------------------------------------------------------------ */
+
+static int check_sqe_flags(uint32_t flags)
+{
+    if (flags > 0x7f) {
+        PyErr_Format(PyExc_ValueError, "unknown SQE flags 0x%x", flags);
+        return -1;
+    }
+    if ((flags & IOSQE_CQE_SKIP_SUCCESS) &&
+        !(flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "CQE_SKIP_SUCCESS needs LINK or HARDLINK: the next op's completion "
+                        "is what tells subring that a skipped op finished with its buffers");
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t kr_alloc(KRing *r, uint8_t opcode)
+{
+    int64_t i = sr_slot_alloc(&r->ops, opcode);
+    if (sr_unlikely(i < 0))
+        PyErr_Format(SR_RingFullError,
+                     "%u operations in flight (max_inflight); reap completions first",
+                     r->ops.nslots);
+    return i;
+}
+
+/* Next SQE, flushing a full SQ if allowed. */
+static inline struct io_uring_sqe *kr_sqe(KRing *r)
+{
+    uint32_t space = sr_sq_space(&r->k.sq);
+    if (sr_unlikely(space == 0)) {
+        if (kr_make_room(r) < 0)
+            return NULL;
+        space = sr_sq_space(&r->k.sq);
+    }
+    return sr_sq_get(&r->k.sq, &space);
+}
+
+/* Fill the bookkeeping of slot i for `sqe` and return the token. */
+static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
+                               PyObject *udata, uint8_t sqe_flags)
+{
+    sr_slot *s = &r->ops.slots[i];
+    uint64_t tok = sr_token(&r->ops, i);
+    sqe->user_data = tok;
+    sqe->flags = sqe_flags;
+    if (udata && udata != Py_None) {
+        s->udata = Py_NewRef(udata);
+    } else {
+        s->udata = NULL;
+        s->int_udata = tok;
+    }
+    if (r->pending_skip) {
+        s->chain = r->pending_skip;
+        s->chain_gen = r->pending_skip_gen;
+        r->pending_skip = 0;
+    }
+    if (sqe_flags & IOSQE_CQE_SKIP_SUCCESS) {
+        s->skip = 1;
+        r->pending_skip = i + 1;
+        r->pending_skip_gen = s->gen;
+        r->pending_skip_sqidx = r->k.sq.sqe_tail - 1;
+    }
+    r->chain_open = (sqe_flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) != 0;
+    return tok;
+}
+
+/* Common front half of every single-op prep: checks, slot, SQE. */
+static inline struct io_uring_sqe *kr_begin(KRing *r, uint8_t opcode, uint32_t sqe_flags,
+                                            int64_t *slot)
+{
+    if (kr_check(r) < 0 || check_sqe_flags(sqe_flags) < 0)
+        return NULL;
+    *slot = kr_alloc(r, opcode);
+    if (*slot < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = kr_sqe(r);
+    if (!sqe) {
+        sr_slot_abort(&r->ops, (uint32_t)*slot);
+        return NULL;
+    }
+    sqe->opcode = opcode;
+    return sqe;
+}
+
+/* prep_nop(user_data=None, flags=0) */
+static PyObject *kr_prep_nop(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    static const char *const names[] = {"user_data", "flags"};
+    PyObject *a[2];
+    uint32_t flags;
+    int64_t i;
+    if (sr_parse("prep_nop", args, nargs, kwnames, names, 2, 0, a) < 0 ||
+        sr_as_u32(a[1], 0, &flags, "flags") < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = kr_begin(r, IORING_OP_NOP, flags, &i);
+    if (!sqe)
+        return NULL;
+    sqe->fd = -1;
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[0], (uint8_t)flags));
+}
+
+/* prep_read / prep_write (fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) */
+static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames, uint8_t opcode)
+{
+    static const char *const names[] = {"fd", "buf", "offset", "user_data", "flags",
+                                        "rw_flags"};
+    const char *fname = opcode == IORING_OP_READ ? "prep_read" : "prep_write";
+    PyObject *a[6];
+    int fd;
+    int64_t off, i;
+    uint32_t flags, rw_flags;
+    if (sr_parse(fname, args, nargs, kwnames, names, 6, 2, a) < 0 ||
+        sr_as_int(a[0], 0, &fd, "fd") < 0 || sr_as_i64(a[2], -1, &off, "offset") < 0 ||
+        sr_as_u32(a[4], 0, &flags, "flags") < 0 ||
+        sr_as_u32(a[5], 0, &rw_flags, "rw_flags") < 0)
+        return NULL;
+    if (off < -1) {
+        PyErr_SetString(PyExc_ValueError, "offset must be >= 0, or -1 for the file position");
+        return NULL;
+    }
+    /* Export the buffer before taking a slot and an SQE, so a bad buffer
+     * leaves the ring untouched. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(a[1], &view,
+                           opcode == IORING_OP_READ ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len > UINT32_MAX) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "buffer larger than 4 GiB - 1");
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = kr_begin(r, opcode, flags, &i);
+    if (!sqe) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    r->ops.slots[i].view = view;   /* the slot now owns the export */
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)view.buf;
+    sqe->len = (uint32_t)view.len;
+    sqe->off = (uint64_t)off;
+    sqe->rw_flags = rw_flags;
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[3], (uint8_t)flags));
+}
+
+static PyObject *kr_prep_read(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rw(r, a, n, k, IORING_OP_READ);
+}
+static PyObject *kr_prep_write(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rw(r, a, n, k, IORING_OP_WRITE);
+}
+
+/* prep_read_fixed / prep_write_fixed
+ *   (fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, flags=0) */
+static PyObject *kr_prep_rw_fixed(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames, uint8_t opcode)
+{
+    static const char *const names[] = {"fd", "buf_index", "offset", "nbytes",
+                                        "buf_offset", "user_data", "flags"};
+    const char *fname = opcode == IORING_OP_READ_FIXED ? "prep_read_fixed"
+                                                       : "prep_write_fixed";
+    PyObject *a[7];
+    int fd;
+    int64_t off, i, boff;
+    uint32_t bidx, nbytes, flags;
+    if (sr_parse(fname, args, nargs, kwnames, names, 7, 4, a) < 0 ||
+        sr_as_int(a[0], 0, &fd, "fd") < 0 || sr_as_u32(a[1], 0, &bidx, "buf_index") < 0 ||
+        sr_as_i64(a[2], -1, &off, "offset") < 0 ||
+        sr_as_u32(a[3], 0, &nbytes, "nbytes") < 0 ||
+        sr_as_i64(a[4], 0, &boff, "buf_offset") < 0 ||
+        sr_as_u32(a[6], 0, &flags, "flags") < 0)
+        return NULL;
+    if (kr_check(r) < 0)
+        return NULL;
+    if (bidx >= r->nregbufs || !r->regbufs[bidx].obj) {
+        PyErr_Format(PyExc_IndexError, "no registered buffer at index %u", bidx);
+        return NULL;
+    }
+    if (boff < 0 || (uint64_t)boff + nbytes > (uint64_t)r->regbufs[bidx].len) {
+        PyErr_Format(PyExc_ValueError,
+                     "buf_offset %lld + nbytes %u is outside registered buffer %u "
+                     "(%zd bytes)", (long long)boff, nbytes, bidx, r->regbufs[bidx].len);
+        return NULL;
+    }
+    if (off < -1) {
+        PyErr_SetString(PyExc_ValueError, "offset must be >= 0, or -1 for the file position");
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = kr_begin(r, opcode, flags, &i);
+    if (!sqe)
+        return NULL;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)((char *)r->regbufs[bidx].buf + boff);
+    sqe->len = nbytes;
+    sqe->off = (uint64_t)off;
+    sqe->buf_index = (uint16_t)bidx;
+    r->ops.slots[i].fixed = 1;
+    r->ops.fixed_live++;
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[5], (uint8_t)flags));
+}
+
+static PyObject *kr_prep_read_fixed(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rw_fixed(r, a, n, k, IORING_OP_READ_FIXED);
+}
+static PyObject *kr_prep_write_fixed(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rw_fixed(r, a, n, k, IORING_OP_WRITE_FIXED);
+}
+
+/* prep_sqe(opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, ioprio=0,
+ *          buf_index=0, file_index=0, addr3=0, user_data=None, keep=None,
+ *          cmd=None, multishot=False)
+ * The generic builder behind the Python-level prep_* methods.  `keep` is held
+ * until the op's final completion: pass the Pins of every address you give. */
+static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    static const char *const names[] = {
+        "opcode", "fd", "addr", "len", "off", "op_flags", "flags", "ioprio",
+        "buf_index", "file_index", "addr3", "user_data", "keep", "cmd", "multishot"};
+    PyObject *a[15];
+    uint32_t opcode, len, op_flags, flags, ioprio, buf_index;
+    int fd;
+    int64_t fi;
+    uint64_t addr, off, addr3;
+    int64_t i;
+    if (sr_parse("prep_sqe", args, nargs, kwnames, names, 15, 1, a) < 0 ||
+        sr_as_u32(a[0], 0, &opcode, "opcode") < 0 || sr_as_int(a[1], -1, &fd, "fd") < 0 ||
+        sr_as_u64(a[2], 0, &addr, "addr") < 0 || sr_as_u32(a[3], 0, &len, "len") < 0 ||
+        sr_as_u64(a[4], 0, &off, "off") < 0 ||
+        sr_as_u32(a[5], 0, &op_flags, "op_flags") < 0 ||
+        sr_as_u32(a[6], 0, &flags, "flags") < 0 ||
+        sr_as_u32(a[7], 0, &ioprio, "ioprio") < 0 ||
+        sr_as_u32(a[8], 0, &buf_index, "buf_index") < 0 ||
+        sr_as_i64(a[9], 0, &fi, "file_index") < 0 || sr_as_u64(a[10], 0, &addr3, "addr3") < 0)
+        return NULL;
+    if (opcode > 0xff || ioprio > 0xffff || buf_index > 0xffff || fi < INT32_MIN ||
+        fi > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "opcode, ioprio, buf_index or file_index out of range");
+        return NULL;
+    }
+    Py_buffer cmd = {0};
+    if (a[13] && a[13] != Py_None) {
+        if (PyObject_GetBuffer(a[13], &cmd, PyBUF_SIMPLE) < 0)
+            return NULL;
+    }
+    int multishot = a[14] ? PyObject_IsTrue(a[14]) : 0;
+    if (multishot < 0) {
+        PyBuffer_Release(&cmd);
+        return NULL;
+    }
+    if (kr_check(r) < 0)
+        goto fail;
+    size_t cmd_max = r->k.sq.sqe_shift ? 80 : 16;
+    if (cmd.obj && (size_t)cmd.len > cmd_max) {
+        PyErr_Format(PyExc_ValueError, "cmd is %zd bytes; this ring's SQEs hold %zu "
+                     "(use sqe128=True for 80)", cmd.len, cmd_max);
+        goto fail;
+    }
+    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)opcode, flags, &i);
+    if (!sqe)
+        goto fail;
+    sqe->fd = fd;
+    sqe->addr = addr;
+    sqe->len = len;
+    sqe->off = off;
+    sqe->op_flags = op_flags;
+    sqe->ioprio = (uint16_t)ioprio;
+    sqe->buf_index = (uint16_t)buf_index;
+    sqe->file_index = (uint32_t)fi;
+    if (cmd.obj)
+        memcpy(sqe->cmd, cmd.buf, (size_t)cmd.len);
+    else
+        sqe->addr3 = addr3;
+    sr_slot *s = &r->ops.slots[i];
+    if (a[12] && a[12] != Py_None)
+        s->keep = Py_NewRef(a[12]);
+    if (multishot) {
+        s->multishot = 1;
+        r->multishot_live++;
+    }
+    PyBuffer_Release(&cmd);
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[11], (uint8_t)flags));
+fail:
+    PyBuffer_Release(&cmd);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* batch preparation                                                         */
+/* ------------------------------------------------------------------------ */
+
+static int kr_batch_room(KRing *r, Py_ssize_t n)
+{
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "count must be >= 0");
+        return -1;
+    }
+    if ((uint64_t)n > r->ops.nfree) {
+        PyErr_Format(SR_RingFullError,
+                     "batch of %zd ops does not fit: %u of %u slots free "
+                     "(max_inflight); reap completions first", n, r->ops.nfree,
+                     r->ops.nslots);
+        return -1;
+    }
+    return 0;
+}
+
+/* prep_nops(count, user_data=0, flags=0): NOPs whose user_data are
+ * user_data + 0 .. user_data + count-1.  Returns count. */
+static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"count", "user_data", "flags"};
+    PyObject *a[3];
+    int64_t n;
+    uint64_t base;
+    uint32_t flags;
+    if (sr_parse("prep_nops", args, nargs, kwnames, names, 3, 1, a) < 0 ||
+        sr_as_i64(a[0], 0, &n, "count") < 0 || sr_as_u64(a[1], 0, &base, "user_data") < 0 ||
+        sr_as_u32(a[2], 0, &flags, "flags") < 0)
+        return NULL;
+    if (kr_check(r) < 0 || check_sqe_flags(flags) < 0 || kr_batch_room(r, n) < 0)
+        return NULL;
+    if (flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) {
+        PyErr_SetString(PyExc_ValueError, "prep_nops does not take LINK/HARDLINK/SKIP_SUCCESS");
+        return NULL;
+    }
+    struct sr_sq *sq = &r->k.sq;
+    uint32_t space = sr_sq_space(sq);
+    for (int64_t k = 0; k < n; k++) {
+        if (space == 0) {
+            if (kr_make_room(r) < 0)
+                return NULL;   /* the first k are prepared and stay prepared */
+            space = sr_sq_space(sq);
+        }
+        struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
+        int64_t i = sr_slot_alloc(&r->ops, IORING_OP_NOP);  /* room checked above */
+        sr_slot *s = &r->ops.slots[i];
+        sqe->opcode = IORING_OP_NOP;
+        sqe->fd = -1;
+        sqe->flags = (uint8_t)flags;
+        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        s->udata = NULL;
+        s->int_udata = base + (uint64_t)k;
+    }
+    r->chain_open = 0;
+    return PyLong_FromLongLong(n);
+}
+
+/* Read an array of 64-bit integers from a buffer (itemsize 8) or a sequence. */
+typedef struct {
+    Py_buffer view;
+    PyObject *seq;
+    Py_ssize_t n;
+} i64_array;
+
+static int i64_array_get(PyObject *o, i64_array *arr, const char *what)
+{
+    memset(arr, 0, sizeof(*arr));
+    if (PyObject_CheckBuffer(o)) {
+        if (PyObject_GetBuffer(o, &arr->view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            return -1;
+        const char *f = arr->view.format ? arr->view.format : "B";
+        if (*f == '<' || *f == '=' || *f == '@') f++;
+        if (arr->view.itemsize != 8 || !strchr("qQlL", *f) || f[1]) {
+            PyErr_Format(PyExc_TypeError, "%s must hold 64-bit integers (array('q'), "
+                         "numpy int64) or be a sequence of ints", what);
+            PyBuffer_Release(&arr->view);
+            return -1;
+        }
+        arr->n = arr->view.len / 8;
+        return 0;
+    }
+    arr->seq = PySequence_Fast(o, what);
+    if (!arr->seq)
+        return -1;
+    arr->n = PySequence_Fast_GET_SIZE(arr->seq);
+    return 0;
+}
+
+static int i64_array_at(i64_array *arr, Py_ssize_t k, int64_t *out, const char *what)
+{
+    if (!arr->seq) {
+        *out = ((int64_t *)arr->view.buf)[k];
+        return 0;
+    }
+    return sr_as_i64(PySequence_Fast_GET_ITEM(arr->seq, k), 0, out, what);
+}
+
+static void i64_array_release(i64_array *arr)
+{
+    if (arr->view.obj)
+        PyBuffer_Release(&arr->view);
+    Py_CLEAR(arr->seq);
+}
+
+/* prep_reads / prep_writes (fd, buf, size, offsets, user_data=None, flags=0)
+ * Op k transfers buf[k*size:(k+1)*size] at file offset offsets[k].  user_data:
+ * None -> k, an int -> user_data + k, or a sequence/array of ints.  One pin of
+ * `buf` is shared by all ops of the batch.  Returns the number prepared. */
+static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames, uint8_t opcode)
+{
+    static const char *const names[] = {"fd", "buf", "size", "offsets", "user_data",
+                                        "flags"};
+    const char *fname = opcode == IORING_OP_READ ? "prep_reads" : "prep_writes";
+    PyObject *a[6];
+    int fd;
+    uint32_t size, flags;
+    uint64_t ud_base = 0;
+    i64_array offs = {0}, uds = {0};
+    int have_uds = 0;
+    SR_Pin *pin = NULL;
+    PyObject *result = NULL;
+    if (sr_parse(fname, args, nargs, kwnames, names, 6, 4, a) < 0 ||
+        sr_as_int(a[0], 0, &fd, "fd") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
+        sr_as_u32(a[5], 0, &flags, "flags") < 0)
+        return NULL;
+    if (kr_check(r) < 0 || check_sqe_flags(flags) < 0)
+        return NULL;
+    if (flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) {
+        PyErr_Format(PyExc_ValueError, "%s does not take LINK/HARDLINK/SKIP_SUCCESS", fname);
+        return NULL;
+    }
+    if (a[4] && a[4] != Py_None) {
+        if (PyLong_Check(a[4])) {
+            if (sr_as_u64(a[4], 0, &ud_base, "user_data") < 0)
+                return NULL;
+        } else {
+            if (i64_array_get(a[4], &uds, "user_data") < 0)
+                return NULL;
+            have_uds = 1;
+        }
+    }
+    if (i64_array_get(a[3], &offs, "offsets") < 0)
+        goto out;
+    Py_ssize_t n = offs.n;
+    if (have_uds && uds.n != n) {
+        PyErr_SetString(PyExc_ValueError, "user_data and offsets differ in length");
+        goto out;
+    }
+    pin = sr_pin_new(a[1], opcode == IORING_OP_READ);
+    if (!pin)
+        goto out;
+    if ((uint64_t)pin->view.len < (uint64_t)n * size) {
+        PyErr_Format(PyExc_ValueError, "buf holds %zd bytes, %zd ops of %u need %llu",
+                     pin->view.len, n, size, (unsigned long long)n * size);
+        goto out;
+    }
+    if (kr_batch_room(r, n) < 0)
+        goto out;
+    /* Validate every offset before preparing anything (all or nothing). */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t off;
+        if (i64_array_at(&offs, k, &off, "offsets") < 0)
+            goto out;
+        if (off < -1) {
+            PyErr_Format(PyExc_ValueError, "offsets[%zd] = %lld is negative", k,
+                         (long long)off);
+            goto out;
+        }
+    }
+    struct sr_sq *sq = &r->k.sq;
+    uint32_t space = sr_sq_space(sq);
+    char *base = pin->view.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t off, ud;
+        if (space == 0) {
+            if (kr_make_room(r) < 0)
+                goto out;
+            space = sr_sq_space(sq);
+        }
+        i64_array_at(&offs, k, &off, "offsets");
+        if (have_uds) {
+            if (i64_array_at(&uds, k, &ud, "user_data") < 0)
+                goto out;
+        } else {
+            ud = (int64_t)(ud_base + (uint64_t)k);
+        }
+        struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
+        int64_t i = sr_slot_alloc(&r->ops, opcode);
+        sr_slot *s = &r->ops.slots[i];
+        sqe->opcode = opcode;
+        sqe->flags = (uint8_t)flags;
+        sqe->fd = fd;
+        sqe->addr = (uint64_t)(uintptr_t)(base + (size_t)k * size);
+        sqe->len = size;
+        sqe->off = (uint64_t)off;
+        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        s->udata = NULL;
+        s->int_udata = (uint64_t)ud;
+        s->keep = Py_NewRef((PyObject *)pin);
+    }
+    r->chain_open = 0;
+    result = PyLong_FromSsize_t(n);
+out:
+    Py_XDECREF(pin);
+    i64_array_release(&offs);
+    i64_array_release(&uds);
+    return result;
+}
+
+static PyObject *kr_prep_reads(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rws(r, a, n, k, IORING_OP_READ);
+}
+static PyObject *kr_prep_writes(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+{
+    return kr_prep_rws(r, a, n, k, IORING_OP_WRITE);
+}
+
+/* ------------------------------------------------------------------------ */
+/* submitting and reaping                                                    */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *kr_submit_py(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    int ret = kr_submit(r, 0, -1);
+    return ret < 0 ? NULL : PyLong_FromLong(ret);
+}
+
+static inline uint32_t kr_cq_ready(KRing *r)
+{
+    return sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+}
+
+/* submit_and_wait(wait_nr=1, timeout=None) -> completions ready to reap */
+static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    static const char *const names[] = {"wait_nr", "timeout"};
+    PyObject *a[2];
+    uint32_t wait_nr;
+    int64_t ts;
+    if (sr_parse("submit_and_wait", args, nargs, kwnames, names, 2, 0, a) < 0 ||
+        sr_as_u32(a[0], 1, &wait_nr, "wait_nr") < 0 || parse_timeout(a[1], &ts) < 0)
+        return NULL;
+    if (kr_check(r) < 0)
+        return NULL;
+    uint32_t ready = kr_cq_ready(r);
+    if (wait_nr > ready && ts < 0 && !r->multishot_live &&
+        (uint64_t)wait_nr > (uint64_t)ready + r->ops.live && !kr_needs_flush(r)) {
+        PyErr_Format(PyExc_ValueError,
+                     "waiting for %u completions with %u ready and %u in flight would "
+                     "never return; pass a timeout or wait for fewer", wait_nr, ready,
+                     r->ops.live);
+        return NULL;
+    }
+    if (wait_nr && ready >= wait_nr && r->k.sq.sqe_tail == sr_load_relaxed(r->k.sq.ktail) &&
+        !r->pending_skip) {
+        return PyLong_FromUnsignedLong(ready);   /* nothing to do: no syscall */
+    }
+    if (kr_submit(r, wait_nr, ts) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(kr_cq_ready(r));
+}
+
+/* The final CQE of slot i was consumed. */
+static inline void kr_retire(KRing *r, uint32_t i)
+{
+    if (r->ops.slots[i].multishot)
+        r->multishot_live--;
+    sr_slot_release(&r->ops, i);
+}
+
+/* Take one CQE apart.  On success the CQE is consumed from the op table's
+ * point of view (slot released if final); on failure nothing changed. */
+static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
+{
+    const uint64_t *big = r->k.cq.cqe_shift ? cqe->big_cqe : NULL;
+    int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+    if (i < 0) {
+        /* Not one of our ops: posted by another ring through MSG_RING, or a
+         * stale token.  Delivered as-is with the raw user_data. */
+        PyObject *ud = PyLong_FromUnsignedLongLong(cqe->user_data);
+        if (!ud)
+            return NULL;
+        r->st_foreign++;
+        return sr_completion_new(ud, cqe->res, cqe->flags, 0xff, big);
+    }
+    sr_slot *s = &r->ops.slots[i];
+    int final = !(cqe->flags & IORING_CQE_F_MORE);
+    PyObject *ud;
+    if (s->udata)
+        ud = final ? s->udata : Py_NewRef(s->udata);
+    else if (!(ud = PyLong_FromUnsignedLongLong(s->int_udata)))
+        return NULL;
+    SR_Completion *c = PyObject_New(SR_Completion, &SR_CompletionType);
+    if (!c) {
+        if (!s->udata || !final)
+            Py_DECREF(ud);
+        return NULL;
+    }
+    c->user_data = ud;
+    c->res = cqe->res;
+    c->flags = cqe->flags;
+    c->opcode = s->opcode;
+    c->has_big = big != NULL;
+    if (big) {
+        c->big[0] = big[0];
+        c->big[1] = big[1];
+    }
+    if (final) {
+        s->udata = NULL;   /* moved into the completion */
+        kr_retire(r, (uint32_t)i);
+    }
+    return c;
+}
+
+/* CQEs with user_data 0 come from internal ops (close()'s cancel-all). */
+static inline int kr_is_internal(KRing *r, const struct io_uring_cqe *cqe)
+{
+    int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+    (void)i;
+    return cqe->user_data == 0;
+}
+
+/* reap(max=None) -> list[Completion]; never blocks. */
+static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    static const char *const names[] = {"max"};
+    PyObject *a[1];
+    int64_t max;
+    if (sr_parse("reap", args, nargs, kwnames, names, 1, 0, a) < 0 ||
+        sr_as_i64(a[0], INT64_MAX, &max, "max") < 0)
+        return NULL;
+    if (kr_check(r) < 0)
+        return NULL;
+    if (max < 0) {
+        PyErr_SetString(PyExc_ValueError, "max must be >= 0");
+        return NULL;
+    }
+    struct sr_cq *cq = &r->k.cq;
+    uint32_t head = sr_load_relaxed(cq->khead);
+    uint32_t ready = sr_cq_ready(cq, head);
+    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
+        if (kr_flush_cq(r) < 0)
+            return NULL;
+        ready = sr_cq_ready(cq, head);
+    }
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    int64_t got = 0;
+    while (got < max) {
+        if (ready == 0) {
+            /* Drained the CQ: if the kernel parked CQEs on its overflow list,
+             * flush them in and keep going (FEAT_NODROP keeps them for us). */
+            if (!kr_needs_flush(r))
+                break;
+            if (kr_flush_cq(r) < 0)
+                goto error;
+            ready = sr_cq_ready(cq, head);
+            if (ready == 0)
+                break;
+        }
+        const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
+        if (sr_unlikely(kr_is_internal(r, cqe))) {
+            head++;
+            ready--;
+            sr_cq_release(cq, head);
+            continue;
+        }
+        SR_Completion *c = kr_take_cqe(r, cqe);
+        if (!c)
+            goto error;
+        if (PyList_Append(list, (PyObject *)c) < 0) {
+            /* The CQE is already consumed: do not lose it silently. */
+            Py_DECREF(c);
+            head++;
+            sr_cq_release(cq, head);
+            goto error;
+        }
+        Py_DECREF(c);
+        head++;
+        ready--;
+        got++;
+        r->st_completed++;
+        /* Release as we go: a producer (SQPOLL, other CPUs) can reuse slots
+         * early.  The store is cheap; it is not a syscall. */
+        sr_cq_release(cq, head);
+    }
+    return list;
+error:
+    sr_cq_release(cq, head);
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* reap_into(user_data_out, res_out, flags_out=None) -> n
+ * Batch reaping into caller-owned arrays: user_data as 64-bit ints (an op
+ * whose user_data is not an int reports its token), res as int32, flags as
+ * uint32.  Fills at most the shortest array; never blocks. */
+static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"user_data_out", "res_out", "flags_out"};
+    PyObject *a[3];
+    Py_buffer ub = {0}, rb = {0}, fb = {0};
+    PyObject *result = NULL;
+    if (sr_parse("reap_into", args, nargs, kwnames, names, 3, 2, a) < 0)
+        return NULL;
+    if (kr_check(r) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(a[0], &ub, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(a[1], &rb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        goto out;
+    if (a[2] && a[2] != Py_None &&
+        PyObject_GetBuffer(a[2], &fb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        goto out;
+    if (ub.itemsize != 8 || rb.itemsize != 4 || (fb.obj && fb.itemsize != 4)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "reap_into needs user_data_out with 8-byte items (array('Q')), "
+                        "res_out with 4-byte items (array('i')) and flags_out with 4-byte "
+                        "items (array('I'))");
+        goto out;
+    }
+    Py_ssize_t cap = ub.len / 8;
+    if (rb.len / 4 < cap) cap = rb.len / 4;
+    if (fb.obj && fb.len / 4 < cap) cap = fb.len / 4;
+    uint64_t *uo = ub.buf;
+    int32_t *ro = rb.buf;
+    uint32_t *fo = fb.obj ? fb.buf : NULL;
+
+    struct sr_cq *cq = &r->k.cq;
+    uint32_t head = sr_load_relaxed(cq->khead);
+    uint32_t ready = sr_cq_ready(cq, head);
+    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
+        if (kr_flush_cq(r) < 0)
+            goto out;
+        ready = sr_cq_ready(cq, head);
+    }
+    Py_ssize_t got = 0;
+    while (got < cap) {
+        if (ready == 0) {
+            if (!kr_needs_flush(r))
+                break;
+            sr_cq_release(cq, head);
+            if (kr_flush_cq(r) < 0)
+                goto out;
+            ready = sr_cq_ready(cq, head);
+            if (ready == 0)
+                break;
+        }
+        const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
+        head++;
+        ready--;
+        int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+        uint64_t ud;
+        if (sr_likely(i >= 0)) {
+            sr_slot *s = &r->ops.slots[i];
+            if (s->udata) {
+                ud = PyLong_Check(s->udata) ? PyLong_AsUnsignedLongLongMask(s->udata)
+                                            : sr_token(&r->ops, (uint32_t)i);
+                if (PyErr_Occurred()) {
+                    PyErr_Clear();
+                    ud = sr_token(&r->ops, (uint32_t)i);
+                }
+            } else {
+                ud = s->int_udata;
+            }
+            if (!(cqe->flags & IORING_CQE_F_MORE))
+                kr_retire(r, (uint32_t)i);
+        } else {
+            if (cqe->user_data == 0)
+                continue;                      /* internal */
+            ud = cqe->user_data;
+            r->st_foreign++;
+        }
+        uo[got] = ud;
+        ro[got] = cqe->res;
+        if (fo)
+            fo[got] = cqe->flags;
+        got++;
+    }
+    sr_cq_release(cq, head);
+    r->st_completed += (uint64_t)got;
+    result = PyLong_FromSsize_t(got);
+out:
+    if (ub.obj) PyBuffer_Release(&ub);
+    if (rb.obj) PyBuffer_Release(&rb);
+    if (fb.obj) PyBuffer_Release(&fb);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* registration                                                              */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *raise_register(int err, const char *what)
+{
+    if (err == ENOMEM) {
+        PyErr_Format(PyExc_MemoryError,
+                     "%s: ENOMEM -- registered memory counts against RLIMIT_MEMLOCK "
+                     "(see `ulimit -l`); register less or raise the limit", what);
+        return NULL;
+    }
+    return sr_raise_errno(err, what);
+}
+
+static void release_regbufs(KRing *r)
+{
+    for (uint32_t k = 0; k < r->nregbufs; k++)
+        if (r->regbufs[k].obj)
+            PyBuffer_Release(&r->regbufs[k]);
+    PyMem_Free(r->regbufs);
+    r->regbufs = NULL;
+    r->nregbufs = 0;
+}
+
+static int fixed_busy(KRing *r, const char *what)
+{
+    if (r->ops.fixed_live) {
+        PyErr_Format(SR_RingBusyError,
+                     "%s: %u in-flight ops use registered buffers; reap them first",
+                     what, r->ops.fixed_live);
+        return -1;
+    }
+    return 0;
+}
+
+/* Export each buffer (writable) into bufs[k] and describe it in iov[k]; None
+ * leaves an empty entry (for sparse tables).  Returns 0 or -1. */
+static int export_buffers(PyObject *seq, Py_buffer *bufs, struct iovec *iov,
+                          Py_ssize_t n, int allow_none)
+{
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        memset(&bufs[k], 0, sizeof(Py_buffer));
+        iov[k].iov_base = NULL;
+        iov[k].iov_len = 0;
+        if (o == Py_None && allow_none)
+            continue;
+        if (PyObject_GetBuffer(o, &bufs[k], PyBUF_WRITABLE) < 0) {
+            bufs[k].obj = NULL;
+            for (Py_ssize_t j = 0; j < k; j++)
+                if (bufs[j].obj)
+                    PyBuffer_Release(&bufs[j]);
+            return -1;
+        }
+        iov[k].iov_base = bufs[k].buf;
+        iov[k].iov_len = (size_t)bufs[k].len;
+    }
+    return 0;
+}
+
+/* register_buffers(buffers): writable buffers, pinned until unregistered. */
+static PyObject *kr_register_buffers(KRing *r, PyObject *arg)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    if (r->regbufs) {
+        PyErr_SetString(SR_RingBusyError, "buffers already registered; unregister first");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(arg, "buffers must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0 || n > 16384) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "register 1 to 16384 buffers");
+        return NULL;
+    }
+    Py_buffer *bufs = PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+    struct iovec *iov = PyMem_Calloc((size_t)n, sizeof(struct iovec));
+    if (!bufs || !iov) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (export_buffers(seq, bufs, iov, n, 0) < 0)
+        goto fail;
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS, iov, (unsigned)n);
+    if (ret < 0) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            PyBuffer_Release(&bufs[j]);
+        raise_register(-ret, "register_buffers");
+        goto fail;
+    }
+    r->regbufs = bufs;
+    r->nregbufs = (uint32_t)n;
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(bufs);
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+/* register_buffers_sparse(count): an empty table to fill with update_buffers. */
+static PyObject *kr_register_buffers_sparse(KRing *r, PyObject *arg)
+{
+    uint32_t n;
+    if (kr_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
+        return NULL;
+    if (r->regbufs) {
+        PyErr_SetString(SR_RingBusyError, "buffers already registered; unregister first");
+        return NULL;
+    }
+    if (n == 0 || n > 16384) {
+        PyErr_SetString(PyExc_ValueError, "count must be in [1, 16384]");
+        return NULL;
+    }
+    struct io_uring_rsrc_register reg = {.nr = n, .flags = IORING_RSRC_REGISTER_SPARSE};
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS2, &reg, sizeof(reg));
+    if (ret < 0)
+        return raise_register(-ret, "register_buffers_sparse");
+    r->regbufs = PyMem_Calloc(n, sizeof(Py_buffer));
+    if (!r->regbufs)
+        return PyErr_NoMemory();
+    r->nregbufs = n;
+    Py_RETURN_NONE;
+}
+
+/* update_buffers(offset, buffers): replace table entries; None clears one. */
+static PyObject *kr_update_buffers(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t off;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "update_buffers(offset, buffers)");
+        return NULL;
+    }
+    if (kr_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0 ||
+        fixed_busy(r, "update_buffers") < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (!r->regbufs || (uint64_t)off + (uint64_t)n > r->nregbufs) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_IndexError, "update of %zd buffers at %u exceeds the table (%u)",
+                     n, off, r->nregbufs);
+        return NULL;
+    }
+    Py_buffer *bufs = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
+    struct iovec *iov = PyMem_Calloc((size_t)n + 1, sizeof(struct iovec));
+    PyObject *res = NULL;
+    if (!bufs || !iov) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (export_buffers(seq, bufs, iov, n, 1) < 0)
+        goto out;
+    struct io_uring_rsrc_update2 up = {.offset = off, .data = (uint64_t)(uintptr_t)iov,
+                                       .nr = (uint32_t)n};
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS_UPDATE, &up, sizeof(up));
+    if (ret < 0) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            if (bufs[j].obj)
+                PyBuffer_Release(&bufs[j]);
+        raise_register(-ret, "update_buffers");
+        goto out;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (r->regbufs[off + j].obj)
+            PyBuffer_Release(&r->regbufs[off + j]);
+        r->regbufs[off + j] = bufs[j];
+    }
+    res = PyLong_FromLong(ret);
+out:
+    PyMem_Free(bufs);
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    return res;
+}
+
+static PyObject *kr_unregister_buffers(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0 || fixed_busy(r, "unregister_buffers") < 0)
+        return NULL;
+    if (!r->regbufs) {
+        PyErr_SetString(PyExc_ValueError, "no buffers registered");
+        return NULL;
+    }
+    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "unregister_buffers");
+    release_regbufs(r);
+    Py_RETURN_NONE;
+}
+
+static int32_t *fd_array(PyObject *seq, Py_ssize_t n)
+{
+    int32_t *fds = PyMem_Calloc((size_t)n + 1, sizeof(int32_t));
+    if (!fds) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        int fd;
+        if (o == Py_None) {
+            fds[k] = -1;
+            continue;
+        }
+        if (!PyLong_Check(o) && PyObject_HasAttrString(o, "fileno")) {
+            PyObject *f = PyObject_CallMethod(o, "fileno", NULL);
+            if (!f || sr_as_int(f, 0, &fd, "fileno()") < 0) {
+                Py_XDECREF(f);
+                PyMem_Free(fds);
+                return NULL;
+            }
+            Py_DECREF(f);
+        } else if (sr_as_int(o, 0, &fd, "fd") < 0) {
+            PyMem_Free(fds);
+            return NULL;
+        }
+        fds[k] = fd;
+    }
+    return fds;
+}
+
+/* register_files(fds): fds (ints, objects with fileno(), or None = empty). */
+static PyObject *kr_register_files(KRing *r, PyObject *arg)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "fds must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *fds = n > 0 ? fd_array(seq, n) : NULL;
+    Py_DECREF(seq);
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ValueError, "register at least one fd");
+        return NULL;
+    }
+    if (!fds)
+        return NULL;
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES, fds, (unsigned)n);
+    PyMem_Free(fds);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "register_files");
+    r->files_registered = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *kr_register_files_sparse(KRing *r, PyObject *arg)
+{
+    uint32_t n;
+    if (kr_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
+        return NULL;
+    struct io_uring_rsrc_register reg = {.nr = n, .flags = IORING_RSRC_REGISTER_SPARSE};
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+    if (ret < 0)
+        return sr_raise_errno(-ret, "register_files_sparse");
+    r->files_registered = 1;
+    Py_RETURN_NONE;
+}
+
+/* update_files(offset, fds) -> number updated; -1/None clears a slot. */
+static PyObject *kr_update_files(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t off;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "update_files(offset, fds)");
+        return NULL;
+    }
+    if (kr_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[1], "fds must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *fds = fd_array(seq, n);
+    Py_DECREF(seq);
+    if (!fds)
+        return NULL;
+    struct io_uring_rsrc_update2 up = {.offset = off, .data = (uint64_t)(uintptr_t)fds,
+                                       .nr = (uint32_t)n};
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES_UPDATE2, &up, sizeof(up));
+    PyMem_Free(fds);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "update_files");
+    return PyLong_FromLong(ret);
+}
+
+static PyObject *kr_unregister_files(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_FILES, NULL, 0);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "unregister_files");
+    r->files_registered = 0;
+    Py_RETURN_NONE;
+}
+
+/* register_eventfd(fd, async_only=False) */
+static PyObject *kr_register_eventfd(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    static const char *const names[] = {"fd", "async_only"};
+    PyObject *a[2];
+    int fd;
+    if (sr_parse("register_eventfd", args, nargs, kwnames, names, 2, 1, a) < 0 ||
+        sr_as_int(a[0], 0, &fd, "fd") < 0)
+        return NULL;
+    int async_only = a[1] ? PyObject_IsTrue(a[1]) : 0;
+    if (async_only < 0 || kr_check(r) < 0)
+        return NULL;
+    int ret = sr_kring_register(r->k.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
+                                                    : IORING_REGISTER_EVENTFD, &fd, 1);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "register_eventfd");
+    r->eventfd_registered = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *kr_unregister_eventfd(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_EVENTFD, NULL, 0);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "unregister_eventfd");
+    r->eventfd_registered = 0;
+    Py_RETURN_NONE;
+}
+
+/* probe() -> list of supported opcodes */
+static PyObject *kr_probe(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    size_t len = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *p = PyMem_Calloc(1, len);
+    if (!p)
+        return PyErr_NoMemory();
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_PROBE, p, 256);
+    if (ret < 0) {
+        PyMem_Free(p);
+        return sr_raise_errno(-ret, "probe");
+    }
+    PyObject *list = PyList_New(0);
+    for (unsigned k = 0; list && k < p->ops_len; k++) {
+        if (p->ops[k].flags & IO_URING_OP_SUPPORTED) {
+            PyObject *v = PyLong_FromLong(p->ops[k].op);
+            if (!v || PyList_Append(list, v) < 0) {
+                Py_XDECREF(v);
+                Py_CLEAR(list);
+                break;
+            }
+            Py_DECREF(v);
+        }
+    }
+    PyMem_Free(p);
+    return list;
+}
+
+/* register_raw(opcode, arg, nr_args) -> int: io_uring_register escape hatch. */
+static PyObject *kr_register_raw(KRing *r, PyObject *args)
+{
+    unsigned opcode, nr;
+    Py_buffer arg = {0};
+    if (!PyArg_ParseTuple(args, "Iz*I:register_raw", &opcode, &arg, &nr))
+        return NULL;
+    if (kr_check(r) < 0) {
+        PyBuffer_Release(&arg);
+        return NULL;
+    }
+    int ret = sr_kring_register(r->k.fd, opcode, arg.buf, nr);
+    PyBuffer_Release(&arg);
+    if (ret < 0)
+        return sr_raise_errno(-ret, "io_uring_register");
+    return PyLong_FromLong(ret);
+}
+
+/* ------------------------------------------------------------------------ */
+/* provided buffer rings                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A ring of `count` buffers of `size` bytes each, registered as buffer group
+ * `bgid`.  The kernel (consumer) picks a buffer for an op submitted with
+ * IOSQE_BUFFER_SELECT, writes into it, and reports its id in the CQE.  The
+ * application (producer) hands buffers back with recycle().
+ *
+ * Buffer lifetime: a buffer the kernel picked belongs to the application from
+ * the CQE until recycle(bid); after recycle the kernel may overwrite it at any
+ * time, so finish with (or copy) a view from get() before recycling.  The
+ * memory itself lives until the ring is closed and every view is gone. */
+typedef struct {
+    PyObject_HEAD
+    KRing *ring;
+    uint8_t *ring_mem;   /* count * 16 bytes: struct io_uring_buf[] */
+    size_t ring_len;
+    uint8_t *data;       /* count * size bytes */
+    size_t data_len;
+    uint32_t count, mask, size;
+    uint16_t bgid;
+    uint16_t tail;       /* private shadow of the shared 16-bit tail */
+    int registered;
+    Py_ssize_t exports;
+} BufRing;
+
+static void bufring_push(BufRing *b, uint32_t bid)
+{
+    struct io_uring_buf *e = (struct io_uring_buf *)b->ring_mem + (b->tail & b->mask);
+    e->addr = (uint64_t)(uintptr_t)(b->data + (size_t)bid * b->size);
+    e->len = b->size;
+    e->bid = (uint16_t)bid;
+    b->tail++;
+}
+
+static void bufring_publish(BufRing *b)
+{
+    /* release: the entries written by bufring_push are visible before the
+     * kernel can see the tail move over them.  The tail overlays the resv
+     * field of entry 0, which the kernel never reads as buffer data. */
+    sr_store_release((uint16_t *)(b->ring_mem + IO_URING_BUF_RING_TAIL_OFFSET), b->tail);
+}
+
+static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    static const char *const names[] = {"group_id", "count", "size"};
+    PyObject *a[3];
+    uint32_t bgid, count, size;
+    if (sr_parse("register_buffer_ring", args, nargs, kwnames, names, 3, 3, a) < 0 ||
+        sr_as_u32(a[0], 0, &bgid, "group_id") < 0 || sr_as_u32(a[1], 0, &count, "count") < 0 ||
+        sr_as_u32(a[2], 0, &size, "size") < 0)
+        return NULL;
+    if (kr_check(r) < 0)
+        return NULL;
+    if (bgid > 0xffff || count == 0 || count > 32768 || (count & (count - 1)) || size == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "group_id must be < 65536, count a power of two <= 32768, size > 0");
+        return NULL;
+    }
+    BufRing *b = PyObject_New(BufRing, &SR_BufferRingType);
+    if (!b)
+        return NULL;
+    b->ring = r;   /* borrowed: the ring's buffer_rings list owns us, and
+                      ring close sets this to NULL before dropping the list */
+    b->count = count;
+    b->mask = count - 1;
+    b->size = size;
+    b->bgid = (uint16_t)bgid;
+    b->tail = 0;
+    b->registered = 0;
+    b->exports = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    b->ring_len = ((size_t)count * 16 + page - 1) & ~(size_t)(page - 1);
+    b->data_len = (size_t)count * size;
+    b->ring_mem = mmap(NULL, b->ring_len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    b->data = mmap(NULL, b->data_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (b->ring_mem == MAP_FAILED || b->data == MAP_FAILED) {
+        if (b->ring_mem == MAP_FAILED) b->ring_mem = NULL;
+        if (b->data == MAP_FAILED) b->data = NULL;
+        b->ring = NULL;
+        Py_DECREF(b);
+        return PyErr_NoMemory();
+    }
+    for (uint32_t k = 0; k < count; k++)
+        bufring_push(b, k);
+    bufring_publish(b);
+    struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)b->ring_mem,
+                                   .ring_entries = count, .bgid = (uint16_t)bgid};
+    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    if (ret < 0) {
+        b->ring = NULL;
+        Py_DECREF(b);
+        return sr_raise_errno(-ret, "register_buffer_ring");
+    }
+    b->registered = 1;
+    if (PyList_Append(r->buffer_rings, (PyObject *)b) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return (PyObject *)b;
+}
+
+static void bufring_dealloc(BufRing *b)
+{
+    /* Only reached once the ring dropped us (closed) or we never got
+     * registered: the kernel cannot be using this memory any more. */
+    if (b->ring_mem) munmap(b->ring_mem, b->ring_len);
+    if (b->data) munmap(b->data, b->data_len);
+    PyObject_Free(b);
+}
+
+static int bufring_check(BufRing *b, PyObject *bid_o, uint32_t *bid)
+{
+    if (sr_as_u32(bid_o, 0, bid, "buffer_id") < 0)
+        return -1;
+    if (*bid >= b->count) {
+        PyErr_Format(PyExc_IndexError, "buffer_id %u out of range (%u buffers)", *bid,
+                     b->count);
+        return -1;
+    }
+    return 0;
+}
+
+/* get(buffer_id, nbytes=size) -> memoryview of that buffer's first nbytes */
+static PyObject *bufring_get(BufRing *b, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t bid, nbytes = b->size;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(buffer_id, nbytes=size)");
+        return NULL;
+    }
+    if (bufring_check(b, args[0], &bid) < 0 ||
+        (nargs > 1 && sr_as_u32(args[1], 0, &nbytes, "nbytes") < 0))
+        return NULL;
+    if (nbytes > b->size) {
+        PyErr_Format(PyExc_ValueError, "nbytes %u exceeds buffer size %u", nbytes, b->size);
+        return NULL;
+    }
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)b);
+    if (!mv)
+        return NULL;
+    PyObject *sl = PySlice_New(PyLong_FromSize_t((size_t)bid * b->size),
+                               PyLong_FromSize_t((size_t)bid * b->size + nbytes), NULL);
+    PyObject *res = sl ? PyObject_GetItem(mv, sl) : NULL;
+    Py_XDECREF(sl);
+    Py_DECREF(mv);
+    return res;
+}
+
+/* recycle(buffer_id): give the buffer back to the kernel. */
+static PyObject *bufring_recycle(BufRing *b, PyObject *bid_o)
+{
+    uint32_t bid;
+    if (bufring_check(b, bid_o, &bid) < 0)
+        return NULL;
+    if (!b->registered) {
+        PyErr_SetString(SR_RingClosedError, "buffer ring is closed");
+        return NULL;
+    }
+    bufring_push(b, bid);
+    bufring_publish(b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *bufring_close(BufRing *b, PyObject *unused)
+{
+    if (b->registered && b->ring && !b->ring->closed &&
+        b->ring->fork_gen == sr_fork_generation) {
+        struct io_uring_buf_reg reg = {.bgid = b->bgid};
+        int ret = sr_kring_register(b->ring->k.fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+        if (ret < 0)
+            return sr_raise_errno(-ret, "unregister_buffer_ring");
+    }
+    b->registered = 0;
+    Py_RETURN_NONE;
+}
+
+static int bufring_getbuffer(BufRing *b, Py_buffer *view, int flags)
+{
+    if (!b->data) {
+        PyErr_SetString(PyExc_BufferError, "buffer ring memory is gone");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)b, b->data, (Py_ssize_t)b->data_len, 0, flags) < 0)
+        return -1;
+    b->exports++;
+    return 0;
+}
+
+static void bufring_releasebuffer(BufRing *b, Py_buffer *view)
+{
+    b->exports--;
+}
+
+static PyBufferProcs bufring_as_buffer = {
+    (getbufferproc)bufring_getbuffer, (releasebufferproc)bufring_releasebuffer};
+
+static PyObject *bufring_get_group_id(BufRing *b, void *c) { return PyLong_FromLong(b->bgid); }
+static PyObject *bufring_get_count(BufRing *b, void *c) { return PyLong_FromUnsignedLong(b->count); }
+static PyObject *bufring_get_size(BufRing *b, void *c) { return PyLong_FromUnsignedLong(b->size); }
+static PyObject *bufring_get_closed(BufRing *b, void *c) { return PyBool_FromLong(!b->registered); }
+
+static PyGetSetDef bufring_getset[] = {
+    {"group_id", (getter)bufring_get_group_id, NULL, "Buffer group id (sqe buf_group)."},
+    {"count", (getter)bufring_get_count, NULL, "Number of buffers."},
+    {"size", (getter)bufring_get_size, NULL, "Bytes per buffer."},
+    {"closed", (getter)bufring_get_closed, NULL, "True once unregistered."},
+    {NULL}
+};
+
+static PyMethodDef bufring_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))bufring_get, METH_FASTCALL,
+     "get(buffer_id, nbytes=size) -> memoryview onto the buffer (valid until recycle)."},
+    {"recycle", (PyCFunction)bufring_recycle, METH_O,
+     "recycle(buffer_id): return the buffer to the kernel."},
+    {"close", (PyCFunction)bufring_close, METH_NOARGS, "Unregister the buffer group."},
+    {NULL}
+};
+
+PyTypeObject SR_BufferRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring.BufferRing",
+    .tp_basicsize = sizeof(BufRing),
+    .tp_dealloc = (destructor)bufring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A provided-buffer ring registered with a KernelRing "
+              "(KernelRing.register_buffer_ring).",
+    .tp_getset = bufring_getset,
+    .tp_methods = bufring_methods,
+    .tp_as_buffer = &bufring_as_buffer,
+};
+
+/* ------------------------------------------------------------------------ */
+/* lifecycle                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *kr_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    KRing *r = (KRing *)type->tp_alloc(type, 0);
+    if (!r)
+        return NULL;
+    r->k.fd = -1;
+    r->closed = 1;
+    r->fork_gen = sr_fork_generation;
+    return (PyObject *)r;
+}
+
+static int kr_init(KRing *r, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"entries", "cq_entries", "flags", "sq_thread_cpu",
+                             "sq_thread_idle", "max_inflight", "try_flags", NULL};
+    unsigned entries = 128, cq_entries = 0, flags = 0, idle = 0, max_inflight = 0;
+    unsigned try_flags = 0;
+    int cpu = -1;
+    if (r->initialized) {
+        PyErr_SetString(PyExc_RuntimeError, "ring already set up");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|IIIiIII:KernelRing", kwlist, &entries,
+                                     &cq_entries, &flags, &cpu, &idle, &max_inflight,
+                                     &try_flags))
+        return -1;
+    if (entries == 0 || entries > 32768) {
+        PyErr_SetString(PyExc_ValueError, "entries must be in [1, 32768]");
+        return -1;
+    }
+    struct io_uring_params p;
+    int ret;
+    for (;;) {
+        memset(&p, 0, sizeof(p));
+        p.flags = flags | try_flags;
+        if (cq_entries) {
+            p.flags |= IORING_SETUP_CQSIZE;
+            p.cq_entries = cq_entries;
+        }
+        if (cpu >= 0) {
+            p.flags |= IORING_SETUP_SQ_AFF;
+            p.sq_thread_cpu = (uint32_t)cpu;
+        }
+        p.sq_thread_idle = idle;
+        Py_BEGIN_ALLOW_THREADS
+        ret = sr_kring_setup(&r->k, entries, &p);
+        Py_END_ALLOW_THREADS
+        /* Optional flags (e.g. NO_SQARRAY on kernels before 6.6) are dropped
+         * one at a time on EINVAL. */
+        if (ret == -EINVAL && try_flags) {
+            try_flags &= try_flags - 1;
+            continue;
+        }
+        break;
+    }
+    if (ret < 0) {
+        if (ret == -EPERM || ret == -EACCES)
+            PyErr_Format(PyExc_PermissionError,
+                         "io_uring_setup: %s -- io_uring is disabled here (sysctl "
+                         "kernel.io_uring_disabled, or a seccomp/container policy)",
+                         strerror(-ret));
+        else if (ret == -ENOSYS)
+            PyErr_SetString(PyExc_OSError, "io_uring_setup: ENOSYS -- kernel without io_uring");
+        else if (ret == -ENOMEM)
+            PyErr_SetString(PyExc_MemoryError,
+                            "io_uring_setup: ENOMEM -- ring memory is limited by "
+                            "RLIMIT_MEMLOCK on older kernels; try fewer entries");
+        else
+            sr_raise_errno(-ret, "io_uring_setup");
+        return -1;
+    }
+    uint32_t nslots = max_inflight ? max_inflight : r->k.cq.entries;
+    if (sr_optable_init(&r->ops, nslots) < 0) {
+        sr_kring_teardown(&r->k, 1);
+        return -1;
+    }
+    r->buffer_rings = PyList_New(0);
+    if (!r->buffer_rings) {
+        sr_optable_free(&r->ops);
+        sr_kring_teardown(&r->k, 1);
+        return -1;
+    }
+    r->sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
+    r->defer_taskrun = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+    r->taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
+    r->fork_gen = sr_fork_generation;
+    r->initialized = 1;
+    r->closed = 0;
+    return 0;
+}
+
+/* Cancel everything in flight and reap until the kernel has posted every
+ * final CQE or `timeout_ns` passed.  Returns the number still in flight. */
+static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
+{
+    if (!r->ops.live)
+        return 0;
+    int64_t deadline = monotonic_ns() + timeout_ns;
+    struct sr_sq *sq = &r->k.sq;
+    struct sr_cq *cq = &r->k.cq;
+    int cancel_sent = 0;
+    int64_t last_cancel = 0;
+    /* Ops prepared but not yet submitted: submit them (as they are) so that
+     * they, too, end with a CQE; the cancel below catches them. */
+    while (r->ops.live) {
+        if (!cancel_sent) {
+            uint32_t space = sr_sq_space(sq);
+            if (space == 0) {
+                kr_publish(r);
+                sr_kring_enter(&r->k, sr_load_relaxed(sq->ktail) - sr_load_acquire(sq->khead),
+                               0, 0, -1);
+                space = sr_sq_space(sq);
+            }
+            if (space) {
+                struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
+                sqe->opcode = IORING_OP_ASYNC_CANCEL;
+                sqe->fd = -1;
+                sqe->cancel_flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+                sqe->user_data = 0;       /* internal: ignored when reaped */
+                cancel_sent = 1;
+                last_cancel = monotonic_ns();
+            }
+        }
+        int64_t left = deadline - monotonic_ns();
+        if (left <= 0)
+            break;
+        uint32_t pending = kr_publish(r);
+        uint32_t flags = IORING_ENTER_GETEVENTS;
+        if (r->sqpoll && pending && sr_sq_needs_wakeup(sq))
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        int ret;
+        Py_BEGIN_ALLOW_THREADS
+        ret = sr_kring_enter(&r->k, r->sqpoll ? 0 : pending, 1, flags,
+                             left > 50000000 ? 50000000 : left);
+        Py_END_ALLOW_THREADS
+        (void)ret;
+        uint32_t head = sr_load_relaxed(cq->khead);
+        uint32_t ready = sr_cq_ready(cq, head);
+        for (; ready; ready--, head++) {
+            const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
+            int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+            if (i >= 0 && !(cqe->flags & IORING_CQE_F_MORE))
+                kr_retire(r, (uint32_t)i);
+        }
+        sr_cq_release(cq, head);
+        /* Ops that were not cancellable at that instant (e.g. just being
+         * issued) get another cancel every 100 ms. */
+        if (r->ops.live && monotonic_ns() - last_cancel > 100000000)
+            cancel_sent = 0;
+    }
+    return r->ops.live;
+}
+
+/* Objects that the kernel may still write to after a failed drain: they are
+ * kept alive forever rather than freed under the kernel. */
+static PyObject *leaked_pins;
+
+static void kr_leak_live(KRing *r)
+{
+    if (!leaked_pins)
+        leaked_pins = PyList_New(0);
+    for (uint32_t k = 0; k < r->ops.nslots; k++) {
+        sr_slot *s = &r->ops.slots[k];
+        if (s->state != SLOT_LIVE)
+            continue;
+        /* Keep the export (so the memory cannot be freed or resized) by
+         * moving it into a Pin-less holder: a bytes-free capsule would do, but
+         * the simplest is to never release it: we forget the Py_buffer. */
+        if (s->view.obj)
+            s->view.obj = NULL;   /* leak the export on purpose */
+        if (s->keep && leaked_pins)
+            PyList_Append(leaked_pins, s->keep);
+        if (s->udata && leaked_pins)
+            PyList_Append(leaked_pins, s->udata);
+    }
+    for (uint32_t k = 0; k < r->nregbufs; k++)
+        r->regbufs[k].obj = NULL;  /* same for registered buffers */
+}
+
+static void kr_do_close(KRing *r, int64_t timeout_ns)
+{
+    if (r->closed)
+        return;
+    r->closed = 1;
+    if (r->fork_gen != sr_fork_generation) {
+        /* Forked child: the parent owns the in-flight ops and the rings (not
+         * even mapped here: MADV_DONTFORK).  Drop our fd and our copies. */
+        close(r->k.fd);
+        r->k.fd = -1;
+        r->k.sq_map = r->k.cq_map = r->k.sqe_map = NULL;
+    } else {
+        uint32_t left = kr_drain(r, timeout_ns);
+        if (left) {
+            PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                             "KernelRing closed with %u ops the kernel did not complete "
+                             "within the timeout; their buffers are kept alive forever",
+                             left);
+            kr_leak_live(r);
+        }
+        sr_kring_teardown(&r->k, 1);
+    }
+    for (uint32_t k = 0; k < r->ops.nslots; k++) {
+        sr_slot *s = &r->ops.slots[k];
+        if (s->state == SLOT_LIVE) {
+            Py_CLEAR(s->udata);
+            Py_CLEAR(s->keep);
+            if (s->view.obj)
+                PyBuffer_Release(&s->view);
+            s->state = SLOT_FREE;
+        }
+    }
+    sr_optable_free(&r->ops);
+    release_regbufs(r);
+    if (r->buffer_rings) {
+        Py_ssize_t n = PyList_GET_SIZE(r->buffer_rings);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            BufRing *b = (BufRing *)PyList_GET_ITEM(r->buffer_rings, k);
+            b->registered = 0;
+            b->ring = NULL;
+        }
+        Py_CLEAR(r->buffer_rings);
+    }
+}
+
+/* close(timeout=5.0) */
+static PyObject *kr_close(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    int64_t ts;
+    if (sr_parse("close", args, nargs, kwnames, names, 1, 0, a) < 0 ||
+        parse_timeout(a[0] ? a[0] : NULL, &ts) < 0)
+        return NULL;
+    if (!a[0])
+        ts = 5000000000LL;
+    if (ts < 0)
+        ts = INT64_MAX / 4;
+    if (r->in_enter) {
+        PyErr_SetString(SR_RingBusyError,
+                        "another thread is waiting in this ring; wake it (or let it time "
+                        "out) before closing");
+        return NULL;
+    }
+    kr_do_close(r, ts);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void kr_dealloc(KRing *r)
+{
+    if (r->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)r);
+    if (!r->closed) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (r->ops.live && r->fork_gen == sr_fork_generation)
+            PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                             "unclosed KernelRing with %u ops in flight", r->ops.live);
+        kr_do_close(r, 1000000000LL);
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)r);
+        PyErr_Restore(et, ev, tb);
+    }
+    Py_CLEAR(r->buffer_rings);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* properties                                                                */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *kr_stats(KRing *r, PyObject *unused)
+{
+    uint32_t dropped = 0, overflow = 0;
+    if (!r->closed && r->fork_gen == sr_fork_generation) {
+        dropped = sr_load_relaxed(r->k.sq.kdropped);
+        overflow = sr_load_relaxed(r->k.cq.koverflow);
+    }
+    return Py_BuildValue("{sKsKsIsKsKsKsKsIsI}",
+                         "submitted", (unsigned long long)r->st_submitted,
+                         "completed", (unsigned long long)r->st_completed,
+                         "inflight", r->ops.live,
+                         "enter_calls", (unsigned long long)r->st_enters,
+                         "overflow_events", (unsigned long long)r->st_overflow,
+                         "foreign_completions", (unsigned long long)r->st_foreign,
+                         "sq_full_flushes", (unsigned long long)r->st_sq_full_flushes,
+                         "sq_dropped", dropped, "cq_dropped", overflow);
+}
+
+static PyObject *kr_get_fd(KRing *r, void *c) { return PyLong_FromLong(r->k.fd); }
+static PyObject *kr_get_closed(KRing *r, void *c)
+{
+    return PyBool_FromLong(r->closed || r->fork_gen != sr_fork_generation);
+}
+static PyObject *kr_get_sq_entries(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.sq.entries); }
+static PyObject *kr_get_cq_entries(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.cq.entries); }
+static PyObject *kr_get_setup_flags(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.setup_flags); }
+static PyObject *kr_get_features(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.features); }
+static PyObject *kr_get_inflight(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->ops.live); }
+static PyObject *kr_get_max_inflight(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->ops.nslots); }
+static PyObject *kr_get_cq_ready(KRing *r, void *c)
+{
+    if (kr_check(r) < 0) return NULL;
+    return PyLong_FromUnsignedLong(kr_cq_ready(r));
+}
+static PyObject *kr_get_sq_space(KRing *r, void *c)
+{
+    if (kr_check(r) < 0) return NULL;
+    return PyLong_FromUnsignedLong(sr_sq_space(&r->k.sq));
+}
+static PyObject *kr_get_sq_pending(KRing *r, void *c)
+{
+    if (kr_check(r) < 0) return NULL;
+    return PyLong_FromUnsignedLong(r->k.sq.sqe_tail - sr_load_acquire(r->k.sq.khead));
+}
+static PyObject *kr_get_registered_buffers(KRing *r, void *c)
+{
+    return PyLong_FromUnsignedLong(r->nregbufs);
+}
+static PyObject *kr_get_sqe_size(KRing *r, void *c) { return PyLong_FromLong(64 << r->k.sq.sqe_shift); }
+static PyObject *kr_get_cqe_size(KRing *r, void *c) { return PyLong_FromLong(16 << r->k.cq.cqe_shift); }
+
+static PyGetSetDef kr_getset[] = {
+    {"fd", (getter)kr_get_fd, NULL, "The io_uring file descriptor."},
+    {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
+    {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size granted by the kernel."},
+    {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size granted by the kernel."},
+    {"setup_flags", (getter)kr_get_setup_flags, NULL, "IORING_SETUP_* flags in effect."},
+    {"features", (getter)kr_get_features, NULL, "IORING_FEAT_* bits reported by the kernel."},
+    {"inflight", (getter)kr_get_inflight, NULL, "Ops prepared and not yet finally completed."},
+    {"max_inflight", (getter)kr_get_max_inflight, NULL, "Cap on ops in flight."},
+    {"cq_ready", (getter)kr_get_cq_ready, NULL, "Completions ready to reap now."},
+    {"sq_space", (getter)kr_get_sq_space, NULL, "Free SQ entries."},
+    {"sq_pending", (getter)kr_get_sq_pending, NULL,
+     "SQEs prepared (or published) that the kernel has not consumed yet."},
+    {"registered_buffers", (getter)kr_get_registered_buffers, NULL,
+     "Size of the registered-buffer table (0: none)."},
+    {"sqe_size", (getter)kr_get_sqe_size, NULL, "64, or 128 with SQE128."},
+    {"cqe_size", (getter)kr_get_cqe_size, NULL, "16, or 32 with CQE32."},
+    {NULL}
+};
+
+#define FAST(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL | METH_KEYWORDS, doc}
+
+static PyMethodDef kr_methods[] = {
+    FAST("prep_nop", kr_prep_nop, "prep_nop(user_data=None, flags=0) -> token"),
+    FAST("prep_read", kr_prep_read,
+         "prep_read(fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) -> token\n"
+         "Read len(buf) bytes into the writable buffer `buf` (pinned until the final CQE)."),
+    FAST("prep_write", kr_prep_write,
+         "prep_write(fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) -> token"),
+    FAST("prep_read_fixed", kr_prep_read_fixed,
+         "prep_read_fixed(fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, "
+         "flags=0) -> token"),
+    FAST("prep_write_fixed", kr_prep_write_fixed,
+         "prep_write_fixed(fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, "
+         "flags=0) -> token"),
+    FAST("prep_sqe", kr_prep_sqe,
+         "prep_sqe(opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, ioprio=0,\n"
+         "         buf_index=0, file_index=0, addr3=0, user_data=None, keep=None,\n"
+         "         cmd=None, multishot=False) -> token\n"
+         "Generic SQE.  `keep` is held until the op's final completion: pass the Pin of\n"
+         "every address you put in the SQE."),
+    FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0, flags=0) -> count"),
+    FAST("prep_reads", kr_prep_reads,
+         "prep_reads(fd, buf, size, offsets, user_data=None, flags=0) -> count\n"
+         "Batch: op k reads buf[k*size:(k+1)*size] from offsets[k]."),
+    FAST("prep_writes", kr_prep_writes,
+         "prep_writes(fd, buf, size, offsets, user_data=None, flags=0) -> count"),
+    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
+     "submit() -> SQEs submitted (no waiting)."},
+    FAST("submit_and_wait", kr_submit_and_wait,
+         "submit_and_wait(wait_nr=1, timeout=None) -> completions ready.\n"
+         "A timeout is not an error: fewer than wait_nr may be ready."),
+    FAST("reap", kr_reap, "reap(max=None) -> list[Completion] (never blocks)"),
+    FAST("reap_into", kr_reap_into,
+         "reap_into(user_data_out, res_out, flags_out=None) -> n (never blocks)"),
+    {"register_buffers", (PyCFunction)kr_register_buffers, METH_O,
+     "register_buffers(buffers): register writable buffers as fixed buffers."},
+    {"register_buffers_sparse", (PyCFunction)kr_register_buffers_sparse, METH_O,
+     "register_buffers_sparse(count)"},
+    {"update_buffers", (PyCFunction)(void (*)(void))kr_update_buffers, METH_FASTCALL,
+     "update_buffers(offset, buffers) -> n; None clears an entry."},
+    {"unregister_buffers", (PyCFunction)kr_unregister_buffers, METH_NOARGS, NULL},
+    {"register_files", (PyCFunction)kr_register_files, METH_O,
+     "register_files(fds): fds as ints, file objects or None (empty)."},
+    {"register_files_sparse", (PyCFunction)kr_register_files_sparse, METH_O, NULL},
+    {"update_files", (PyCFunction)(void (*)(void))kr_update_files, METH_FASTCALL,
+     "update_files(offset, fds) -> n; -1 or None clears a slot."},
+    {"unregister_files", (PyCFunction)kr_unregister_files, METH_NOARGS, NULL},
+    FAST("register_eventfd", kr_register_eventfd, "register_eventfd(fd, async_only=False)"),
+    {"unregister_eventfd", (PyCFunction)kr_unregister_eventfd, METH_NOARGS, NULL},
+    FAST("register_buffer_ring", kr_register_buffer_ring,
+         "register_buffer_ring(group_id, count, size) -> BufferRing"),
+    {"register_raw", (PyCFunction)kr_register_raw, METH_VARARGS,
+     "register_raw(opcode, arg: bytes-like or None, nr_args) -> int"},
+    {"_probe", (PyCFunction)kr_probe, METH_NOARGS, "Supported opcodes (list of ints)."},
+    {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
+    FAST("close", kr_close,
+         "close(timeout=5.0): cancel and reap in-flight ops, then release the ring."),
+    {NULL}
+};
+
+PyTypeObject SR_KernelRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.KernelRing",
+    .tp_basicsize = sizeof(KRing),
+    .tp_dealloc = (destructor)kr_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "C core of subring.KernelRing (use that class).",
+    .tp_weaklistoffset = offsetof(KRing, weakreflist),
+    .tp_methods = kr_methods,
+    .tp_getset = kr_getset,
+    .tp_init = (initproc)kr_init,
+    .tp_new = kr_new,
+};

@@ -1,0 +1,143 @@
+/*
+ * ring.h -- the index arithmetic and memory ordering of one SQ/CQ pair.
+ *
+ * These primitives are the only code in subring that reads or writes a ring
+ * index.  They do not care who the peer is: for a KernelRing the words live in
+ * the kernel's mmap'ed rings, for a user-space subsystem they live in a memfd
+ * region shared with another process.  Either way the protocol is io_uring's:
+ *
+ *   SQ  producer = us       writes: SQEs, then *tail (store-release)
+ *       consumer = peer     writes: *head (store-release); reads our tail (acquire)
+ *   CQ  producer = peer     writes: CQEs, then *tail (store-release)
+ *       consumer = us       writes: *head (store-release); reads its tail (acquire)
+ *
+ * Invariant 1 (DESIGN.md): only the producer writes a tail, only the consumer a
+ * head, and 0 <= tail - head <= entries.  Indices are free-running uint32 and
+ * are masked with (entries - 1) only to address an entry, so wrap-around past
+ * 2^32 is ordinary unsigned arithmetic.  We keep private shadow copies of our
+ * own index (sqe_tail, cq_head) and read the peer's index once per batch.
+ *
+ * Invariant 2: producer writes entries, then store-releases the tail; consumer
+ * load-acquires the tail, reads entries, then store-releases the head (so the
+ * producer cannot overwrite an entry we are still reading).
+ */
+#ifndef SUBRING_RING_H
+#define SUBRING_RING_H
+
+#include <stdint.h>
+#include <string.h>
+#include "abi.h"
+
+#define sr_load_acquire(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define sr_load_relaxed(p)      __atomic_load_n((p), __ATOMIC_RELAXED)
+#define sr_store_release(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define sr_full_fence()         __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+#define sr_likely(x)   __builtin_expect(!!(x), 1)
+#define sr_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Submission queue, seen from its producer. */
+struct sr_sq {
+    uint32_t *khead;      /* consumer writes; we load-acquire */
+    uint32_t *ktail;      /* we store-release; consumer load-acquires */
+    uint32_t *kflags;     /* consumer writes (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN) */
+    uint32_t *kdropped;   /* consumer writes: SQEs it found invalid */
+    uint32_t *array;      /* kernel SQ index array, NULL with NO_SQARRAY */
+    uint8_t  *sqes;       /* entry array, entries << (6 + sqe_shift) bytes */
+    uint32_t  mask;
+    uint32_t  entries;
+    uint32_t  sqe_tail;   /* private: next entry to hand out (not yet visible) */
+    uint32_t  sqe_shift;  /* 0 for 64-byte SQEs, 1 for SQE128 */
+};
+
+/* Completion queue, seen from its consumer. */
+struct sr_cq {
+    uint32_t *khead;      /* we store-release */
+    uint32_t *ktail;      /* producer writes; we load-acquire */
+    uint32_t *kflags;     /* we write (EVENTFD_DISABLED) */
+    uint32_t *koverflow;  /* producer writes: CQEs it had to drop */
+    uint8_t  *cqes;       /* entry array, entries << (4 + cqe_shift) bytes */
+    uint32_t  mask;
+    uint32_t  entries;
+    uint32_t  cqe_shift;  /* 0 for 16-byte CQEs, 1 for CQE32 */
+};
+
+/* ---- SQ, producer side ----------------------------------------------- */
+
+/* Entries the producer may still fill.  Reads the consumer's head once. */
+static inline uint32_t sr_sq_space(const struct sr_sq *sq)
+{
+    /* acquire: once we see the consumer's head move past an entry, the
+     * consumer has finished reading it and we may overwrite it. */
+    uint32_t head = sr_load_acquire(sq->khead);
+    return sq->entries - (sq->sqe_tail - head);
+}
+
+/* Next free SQE, zeroed, or NULL when the SQ is full.  `space` is the caller's
+ * cached sr_sq_space(), decremented here, so a batch reads the head once. */
+static inline struct io_uring_sqe *sr_sq_get(struct sr_sq *sq, uint32_t *space)
+{
+    if (sr_unlikely(*space == 0))
+        return NULL;
+    (*space)--;
+    size_t idx = (size_t)(sq->sqe_tail & sq->mask) << (6 + sq->sqe_shift);
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes + idx);
+    sq->sqe_tail++;
+    memset(sqe, 0, (size_t)64 << sq->sqe_shift);
+    return sqe;
+}
+
+/* Make every SQE handed out so far visible to the consumer.  Returns the number
+ * of published entries the consumer has not yet taken (tail - head). */
+static inline uint32_t sr_sq_publish(struct sr_sq *sq)
+{
+    uint32_t tail = sq->sqe_tail;
+    /* Only we write the tail; a relaxed read of our own last store is exact. */
+    if (sr_load_relaxed(sq->ktail) != tail) {
+        if (sq->array) {
+            /* Pre-6.6 kernels indirect through an index array: identity map.
+             * Filled here, before the release below, like the entries. */
+            for (uint32_t t = sr_load_relaxed(sq->ktail); t != tail; t++)
+                sq->array[t & sq->mask] = t & sq->mask;
+        }
+        /* release: the SQE contents written above become visible before the
+         * consumer can observe the new tail (invariant 2). */
+        sr_store_release(sq->ktail, tail);
+    }
+    return tail - sr_load_acquire(sq->khead);
+}
+
+/* After publishing, may the consumer be asleep?  (SQPOLL NEED_WAKEUP, or a
+ * user-space subsystem that armed its doorbell.)  Invariant 3: the full fence
+ * orders our tail store before our flag load; paired with the consumer's
+ * "set NEED_WAKEUP, full fence, re-check tail" it is impossible for both of us
+ * to miss each other. */
+static inline int sr_sq_needs_wakeup(const struct sr_sq *sq)
+{
+    sr_full_fence();
+    return (sr_load_relaxed(sq->kflags) & IORING_SQ_NEED_WAKEUP) != 0;
+}
+
+/* ---- CQ, consumer side ----------------------------------------------- */
+
+/* Number of CQEs ready.  The acquire pairs with the producer's release of the
+ * tail: every CQE below the tail we read is fully written. */
+static inline uint32_t sr_cq_ready(const struct sr_cq *cq, uint32_t head)
+{
+    return sr_load_acquire(cq->ktail) - head;
+}
+
+static inline const struct io_uring_cqe *sr_cq_at(const struct sr_cq *cq, uint32_t idx)
+{
+    return (const struct io_uring_cqe *)(cq->cqes +
+            ((size_t)(idx & cq->mask) << (4 + cq->cqe_shift)));
+}
+
+/* Give `head`'s entries back to the producer.  release: our reads of the CQEs
+ * happen before the producer may reuse their slots (invariant 2). */
+static inline void sr_cq_release(struct sr_cq *cq, uint32_t head)
+{
+    sr_store_release(cq->khead, head);
+}
+
+#endif /* SUBRING_RING_H */
