@@ -8,6 +8,8 @@ core = Extension(
         "src/subring/_core/objects.c",
         "src/subring/_core/kernel.c",
         "src/subring/_core/pykring.c",
+        "src/subring/_core/pyserver.c",
+        "src/subring/_core/notify.c",
     ],
     depends=[
         "src/subring/_core/abi.h",

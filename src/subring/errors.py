@@ -39,3 +39,14 @@ class RingBusyError(SubringError, RuntimeError):
 
 class UnsupportedError(SubringError, NotImplementedError):
     """The running kernel (or peer) lacks this feature; see ``probe()``."""
+
+
+class PeerDiedError(SubringError, ConnectionResetError):
+    """The subsystem on the other side of a connection is gone (its process
+    exited or it dropped us).  Ops that were in flight complete with
+    ``ECONNRESET``; new ops raise this.  Reconnect to continue."""
+
+
+class CorruptRingError(SubringError, ConnectionError):
+    """The peer broke the ring protocol (impossible indices, bad header); the
+    connection was failed rather than followed."""

@@ -333,4 +333,103 @@ static_assert(sizeof(struct io_uring_getevents_arg) == 24, "getevents_arg");
 struct sr_kernel_timespec { int64_t tv_sec; long long tv_nsec; };
 static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
 
+
+/* ------------------------------------------------------------------------ */
+/* user-space rings: one shared-memory region per client queue pair          */
+/* ------------------------------------------------------------------------ */
+/*
+ * A user-space subsystem (server) and one client share a memfd region created
+ * by the server, sealed against resizing (F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL,
+ * so neither side can make the other SIGBUS), and passed with SCM_RIGHTS.
+ *
+ *   [ header (struct sr_uring_region) | SQE array | CQE array |
+ *     send slots (nslots * slot_size) | result slots (nslots * slot_size) ]
+ *
+ * Every shared index lives on its own cache line and has exactly one writer:
+ *
+ *   field        writer   reader   ordering
+ *   sq_tail      client   server   client store-release after writing SQEs;
+ *                                  server load-acquire before reading them
+ *   sq_head      server   client   server store-release after copying SQEs out;
+ *                                  client load-acquire before reusing entries
+ *   sq_flags     server   client   SR_SQ_NEED_WAKEUP: server sets it, full fence,
+ *                                  re-checks sq_tail, then sleeps; client stores
+ *                                  sq_tail, full fence, reads it, rings doorbell
+ *   cq_tail      server   client   like sq_tail, other direction
+ *   cq_head      client   server   like sq_head, other direction
+ *   cq_flags     client   server   SR_CQ_ARMED: client sets it, full fence,
+ *                                  re-checks cq_tail, then sleeps; server stores
+ *                                  cq_tail, full fence, reads it, signals eventfd
+ *   state        server   client   SR_STATE_* (informational; death is detected
+ *                                  through the attach socket, not this word)
+ *
+ * Each side keeps a private copy of the indices it writes and never reads its
+ * own index back from shared memory (the peer could have scribbled on it).
+ * Everything a side reads from the region is validated before use: a client
+ * can corrupt only its own queue pair (DESIGN.md invariant 8).
+ *
+ * SQE fields for user-space ops ("subring op ABI", version 1; SQEs are 128
+ * bytes so that 80 bytes of payload travel inline):
+ *
+ *   opcode       index of the op in the subsystem's op table (sent at attach)
+ *   off          arg0 (64-bit)         addr   arg1 (64-bit)
+ *   len          payload length
+ *   op_flags     SR_PAYLOAD_* location | SR_OPF_RESULT (write a result into the
+ *                op's result slot)
+ *   fd           the op's data slot (index of its send/result slot), < nslots
+ *   buf_index    pool buffer index (SR_PAYLOAD_POOL)
+ *   file_index   byte offset in that pool buffer (SR_PAYLOAD_POOL)
+ *   cmd[0..80)   inline payload (SR_PAYLOAD_INLINE)
+ *
+ * CQE: user_data, res (>= 0 result / length of result data, or -errno),
+ * flags: IORING_CQE_F_BUFFER + (slot << 16) when result bytes were written
+ * into the op's result slot; SR_CQE_F_ERRTEXT when res < 0 and the result slot
+ * holds the handler's exception text (u16 length, then UTF-8 bytes).
+ */
+#define SR_URING_MAGIC        0x474e5253u   /* "SRNG" little-endian */
+#define SR_URING_ABI_VERSION  1
+#define SR_CACHELINE          64
+
+#define SR_SQ_NEED_WAKEUP     (1U << 0)
+#define SR_CQ_ARMED           (1U << 0)
+#define SR_STATE_RUNNING      1
+#define SR_STATE_STOPPED      2
+
+#define SR_PAYLOAD_NONE       0
+#define SR_PAYLOAD_INLINE     1
+#define SR_PAYLOAD_SLOT       2
+#define SR_PAYLOAD_POOL       3
+#define SR_PAYLOAD_MASK       3
+#define SR_OPF_RESULT         (1U << 2)
+#define SR_OPF_KNOWN          (SR_PAYLOAD_MASK | SR_OPF_RESULT)
+
+#define SR_INLINE_MAX         80            /* bytes of cmd[] in a 128-byte SQE */
+#define SR_CQE_F_ERRTEXT      (1U << 15)
+
+struct sr_idx { uint32_t v; uint8_t pad[SR_CACHELINE - 4]; };
+
+struct sr_uring_region {
+    /* cache lines 0-1: written once by the server before the fd is sent */
+    uint32_t magic, version;
+    uint32_t sq_entries, cq_entries;   /* powers of two */
+    uint32_t sqe_size, cqe_size;       /* 128, 16 */
+    uint32_t nslots, slot_size;        /* send/result slots */
+    uint64_t sqes_off, cqes_off;       /* byte offsets from the region start */
+    uint64_t send_off, result_off;
+    uint64_t region_size;
+    uint32_t server_pid, client_pid;
+    uint8_t  hdr_pad[128 - 80];
+    /* cache lines 2..8: one writer each (see table above) */
+    struct sr_idx sq_tail;
+    struct sr_idx sq_head;
+    struct sr_idx sq_flags;
+    struct sr_idx cq_tail;
+    struct sr_idx cq_head;
+    struct sr_idx cq_flags;
+    struct sr_idx state;
+};
+static_assert(offsetof(struct sr_uring_region, hdr_pad) == 80, "region header fields");
+static_assert(offsetof(struct sr_uring_region, sq_tail) == 128, "indices start on line 2");
+static_assert(sizeof(struct sr_uring_region) == 64 * 9, "region header size");
+
 #endif /* SUBRING_ABI_H */

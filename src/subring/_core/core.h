@@ -15,6 +15,8 @@ extern PyObject *SR_RingClosedError;  /* used after close() */
 extern PyObject *SR_ForkedRingError;  /* used in a child after fork() */
 extern PyObject *SR_RingFullError;    /* no room: SQ full inside a link chain, or max_inflight */
 extern PyObject *SR_RingBusyError;    /* resource in use by in-flight ops */
+extern PyObject *SR_PeerDiedError;    /* the subsystem on the other side is gone */
+extern PyObject *SR_CorruptRingError; /* the peer broke the ring protocol */
 
 /* Incremented in the child by a pthread_atfork handler.  A ring remembers the
  * value it was created under; a mismatch means "this is a forked copy". */
@@ -33,6 +35,8 @@ typedef struct {
     uint8_t   opcode;
     uint8_t   has_big;      /* CQE32: big[] is valid */
     uint64_t  big[2];
+    PyObject *data;         /* user rings: result bytes, or error text (str) */
+    PyObject *opname;       /* user rings: the op's name from the subsystem's table */
 } SR_Completion;
 
 /* A pinned buffer export: holds a Py_buffer until the Pin dies.  In-flight ops
@@ -65,5 +69,18 @@ int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
 
 /* ---- pykring.c ---------------------------------------------------------- */
 extern PyTypeObject SR_KernelRingType;
+extern PyTypeObject SR_UserRingType;
+
+/* ---- pyserver.c --------------------------------------------------------- */
+extern PyTypeObject SR_ServerQueueType;
+extern PyTypeObject SR_RequestType;
+extern PyTypeObject SR_ServerLoopType;
+extern PyObject *SR_PENDING;
+
+/* ---- notify.c ----------------------------------------------------------- */
+int sr_eventfd_signal(int fd);          /* write 1; EAGAIN (counter full) is fine */
+void sr_eventfd_drain(int fd);          /* read until empty (fd is non-blocking) */
+int64_t sr_now_ns(void);                /* CLOCK_MONOTONIC */
+static inline void sr_cpu_relax(void) { __builtin_ia32_pause(); }
 
 #endif

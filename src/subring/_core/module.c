@@ -5,7 +5,7 @@
 #include "core.h"
 
 PyObject *SR_SubringError, *SR_RingClosedError, *SR_ForkedRingError;
-PyObject *SR_RingFullError, *SR_RingBusyError;
+PyObject *SR_RingFullError, *SR_RingBusyError, *SR_PeerDiedError, *SR_CorruptRingError;
 
 volatile uint64_t sr_fork_generation = 1;
 
@@ -50,7 +50,9 @@ PyMODINIT_FUNC PyInit__core(void)
         import_error(errors, "RingClosedError", &SR_RingClosedError) < 0 ||
         import_error(errors, "ForkedRingError", &SR_ForkedRingError) < 0 ||
         import_error(errors, "RingFullError", &SR_RingFullError) < 0 ||
-        import_error(errors, "RingBusyError", &SR_RingBusyError) < 0) {
+        import_error(errors, "RingBusyError", &SR_RingBusyError) < 0 ||
+        import_error(errors, "PeerDiedError", &SR_PeerDiedError) < 0 ||
+        import_error(errors, "CorruptRingError", &SR_CorruptRingError) < 0) {
         Py_DECREF(errors);
         return NULL;
     }
@@ -60,15 +62,28 @@ PyMODINIT_FUNC PyInit__core(void)
         atfork_done = 1;
     }
     if (PyType_Ready(&SR_CompletionType) < 0 || PyType_Ready(&SR_PinType) < 0 ||
-        PyType_Ready(&SR_BufferRingType) < 0 || PyType_Ready(&SR_KernelRingType) < 0)
+        PyType_Ready(&SR_BufferRingType) < 0 || PyType_Ready(&SR_KernelRingType) < 0 ||
+        PyType_Ready(&SR_UserRingType) < 0 || PyType_Ready(&SR_ServerQueueType) < 0 ||
+        PyType_Ready(&SR_RequestType) < 0 || PyType_Ready(&SR_ServerLoopType) < 0)
         return NULL;
+    if (!SR_PENDING) {
+        /* The sentinel a handler returns to complete its request later. */
+        SR_PENDING = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+        if (!SR_PENDING)
+            return NULL;
+    }
     PyObject *m = PyModule_Create(&coremodule);
     if (!m)
         return NULL;
     if (PyModule_AddObjectRef(m, "Completion", (PyObject *)&SR_CompletionType) < 0 ||
         PyModule_AddObjectRef(m, "Pin", (PyObject *)&SR_PinType) < 0 ||
         PyModule_AddObjectRef(m, "BufferRing", (PyObject *)&SR_BufferRingType) < 0 ||
-        PyModule_AddObjectRef(m, "KernelRing", (PyObject *)&SR_KernelRingType) < 0) {
+        PyModule_AddObjectRef(m, "KernelRing", (PyObject *)&SR_KernelRingType) < 0 ||
+        PyModule_AddObjectRef(m, "UserRing", (PyObject *)&SR_UserRingType) < 0 ||
+        PyModule_AddObjectRef(m, "ServerQueue", (PyObject *)&SR_ServerQueueType) < 0 ||
+        PyModule_AddObjectRef(m, "Request", (PyObject *)&SR_RequestType) < 0 ||
+        PyModule_AddObjectRef(m, "ServerLoop", (PyObject *)&SR_ServerLoopType) < 0 ||
+        PyModule_AddObjectRef(m, "PENDING", SR_PENDING) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -237,12 +237,16 @@ SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
         c->big[0] = big[0];
         c->big[1] = big[1];
     }
+    c->data = NULL;
+    c->opname = NULL;
     return c;
 }
 
 static void completion_dealloc(SR_Completion *c)
 {
     Py_XDECREF(c->user_data);
+    Py_XDECREF(c->data);
+    Py_XDECREF(c->opname);
     PyObject_Free(c);
 }
 
@@ -274,7 +278,19 @@ static PyObject *completion_get_opcode(SR_Completion *c, void *closure)
 }
 static PyObject *completion_get_op(SR_Completion *c, void *closure)
 {
+    if (c->opname)
+        return Py_NewRef(c->opname);
     return PyUnicode_FromString(sr_opcode_name(c->opcode));
+}
+
+static const char *completion_opname(SR_Completion *c)
+{
+    const char *n = c->opname ? PyUnicode_AsUTF8(c->opname) : NULL;
+    if (!n) {
+        PyErr_Clear();
+        n = sr_opcode_name(c->opcode);
+    }
+    return n;
 }
 static PyObject *completion_get_extra(SR_Completion *c, void *closure)
 {
@@ -284,22 +300,50 @@ static PyObject *completion_get_extra(SR_Completion *c, void *closure)
                          (unsigned long long)c->big[1]);
 }
 
+static PyObject *completion_get_data(SR_Completion *c, void *closure)
+{
+    if (c->data && PyBytes_Check(c->data))
+        return Py_NewRef(c->data);
+    Py_RETURN_NONE;
+}
+static PyObject *completion_get_error_text(SR_Completion *c, void *closure)
+{
+    if (c->data && PyUnicode_Check(c->data))
+        return Py_NewRef(c->data);
+    Py_RETURN_NONE;
+}
+
 static PyObject *completion_result(SR_Completion *c, PyObject *unused)
 {
-    if (c->res >= 0)
+    if (c->res >= 0) {
+        if (c->data && PyBytes_Check(c->data))
+            return Py_NewRef(c->data);
         return PyLong_FromLong(c->res);
-    return sr_raise_errno(-c->res, sr_opcode_name(c->opcode));
+    }
+    if (c->data && PyUnicode_Check(c->data)) {
+        /* a subsystem handler raised: keep its text in the message */
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "(iN)", -c->res,
+                                              PyUnicode_FromFormat("%s: %s (%U)",
+                                                  completion_opname(c),
+                                                  strerror(-c->res), c->data));
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    return sr_raise_errno(-c->res, completion_opname(c));
 }
 
 static PyObject *completion_repr(SR_Completion *c)
 {
     if (c->res < 0)
         return PyUnicode_FromFormat("<Completion %s user_data=%R res=%d (%s) flags=0x%x>",
-                                    sr_opcode_name(c->opcode),
+                                    completion_opname(c),
                                     c->user_data ? c->user_data : Py_None,
                                     c->res, strerror(-c->res), c->flags);
     return PyUnicode_FromFormat("<Completion %s user_data=%R res=%d flags=0x%x>",
-                                sr_opcode_name(c->opcode),
+                                completion_opname(c),
                                 c->user_data ? c->user_data : Py_None, c->res,
                                 c->flags);
 }
@@ -317,12 +361,17 @@ static PyGetSetDef completion_getset[] = {
     {"op", (getter)completion_get_op, NULL, "The op's name, e.g. 'read'."},
     {"extra", (getter)completion_get_extra, NULL,
      "The 16 extra bytes of a CQE32 ring as two ints, or None."},
+    {"data", (getter)completion_get_data, NULL,
+     "Subsystem rings: the result bytes the handler returned, or None."},
+    {"error_text", (getter)completion_get_error_text, NULL,
+     "Subsystem rings: the text of the exception the handler raised, or None."},
     {NULL}
 };
 
 static PyMethodDef completion_methods[] = {
     {"result", (PyCFunction)completion_result, METH_NOARGS,
-     "Return res, or raise the matching OSError subclass (message names the op)."},
+     "Return res (or the result bytes of a subsystem op), or raise the matching\n"
+     "OSError subclass; the message names the op (and the handler's error text)."},
     {NULL}
 };
 

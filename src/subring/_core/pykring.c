@@ -15,7 +15,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,10 +28,29 @@
 #include "kernel.h"
 #include "optable.h"
 
+enum { BACKEND_KERNEL = 0, BACKEND_USER = 1 };
+enum { WAIT_HYBRID = 0, WAIT_INTERRUPT = 1, WAIT_POLL = 2 };
+
 typedef struct {
     PyObject_HEAD
-    struct sr_kring k;
+    struct sr_kring k;       /* kernel: the io_uring; user: sq/cq point into ureg */
     sr_optable ops;
+    int backend;
+    /* ---- user backend (a client of a user-space subsystem) ---- */
+    struct sr_uring_region *ureg;
+    size_t ureg_len;
+    int doorbell_fd;         /* the server's eventfd: we signal it if it sleeps */
+    int cq_efd;              /* ours: the server signals it if we are ARMED */
+    int sock_fd;             /* attach socket: readable/HUP = server gone */
+    int peer_dead;
+    int wait_mode;           /* WAIT_* */
+    int64_t spin_ns;         /* hybrid: spin this long before sleeping */
+    uint8_t *send_area, *result_area;
+    uint32_t slot_size;
+    uint64_t pool_count, pool_size;   /* a registered BufferPool, if any */
+    uint64_t st_doorbells, st_sleeps;
+    int64_t next_peer_check;
+    PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
     uint64_t fork_gen;
     int initialized;
     int closed;
@@ -117,7 +140,7 @@ static uint32_t kr_publish(KRing *r)
     }
     /* The kernel ends link chains at the end of each submission. */
     r->chain_open = 0;
-    if (r->sqpoll)   /* the SQ thread consumes them without an enter */
+    if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
         r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
     return sr_sq_publish(&r->k.sq);
 }
@@ -177,6 +200,8 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
  * overflow backlog, or task work that posts CQEs.) */
 static inline int kr_needs_flush(KRing *r)
 {
+    if (r->backend != BACKEND_KERNEL)
+        return 0;
     uint32_t f = sr_load_relaxed(r->k.sq.kflags);
     return (f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
 }
@@ -188,9 +213,13 @@ static int kr_flush_cq(KRing *r)
     return kr_enter(r, 0, IORING_ENTER_GETEVENTS, -1) < 0 ? -1 : 0;
 }
 
+static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns);
+
 /* Submit everything prepared; wait for `wait_nr` CQEs (0: don't wait). */
 static int kr_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
 {
+    if (r->backend == BACKEND_USER)
+        return ur_submit(r, wait_nr, ts_ns);
     uint32_t pending = kr_publish(r);
     uint32_t flags = wait_nr ? IORING_ENTER_GETEVENTS : 0;
     if (r->sqpoll) {
@@ -229,6 +258,158 @@ static int kr_make_room(KRing *r)
         return -1;
     }
     return 0;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* the user backend: this ring is a client of a user-space subsystem        */
+/* ------------------------------------------------------------------------ */
+/*
+ * The peer is another process reading our SQ and writing our CQ through a
+ * shared memfd region (layout and ownership of every word: abi.h).  There is
+ * no syscall in the data path.  The interrupt path, both directions, follows
+ * DESIGN.md invariant 3 (arm, full fence, re-check, only then sleep / wake):
+ *
+ *   submit:  store-release sq_tail; full fence; if the server set
+ *            NEED_WAKEUP, write its doorbell eventfd.
+ *   wait:    spin (hybrid/poll); then set ARMED in cq_flags; full fence;
+ *            re-check cq_tail; sleep in ppoll() on our eventfd and the attach
+ *            socket; clear ARMED.  The server posts CQEs, fences, and signals
+ *            our eventfd only if it saw ARMED.
+ *
+ * The attach socket doubles as the death detector: when the server process
+ * dies the kernel closes its end and our end polls readable/HUP.  From then on
+ * every op still in flight completes with -ECONNRESET (made up here, since the
+ * peer cannot), so nobody waits forever and every op gets its final CQE
+ * (invariant 4).
+ */
+
+static int ur_peer_gone(KRing *r)
+{
+    struct pollfd p = {.fd = r->sock_fd, .events = POLLIN};
+    if (r->peer_dead)
+        return 1;
+    if (poll(&p, 1, 0) > 0)
+        r->peer_dead = 1;
+    return r->peer_dead;
+}
+
+static uint32_t ur_publish(KRing *r)
+{
+    uint32_t pending = kr_publish(r);
+    if (pending) {
+        /* Invariant 3, submit side: the release store of sq_tail (in
+         * kr_publish) must be ordered before the load of sq_flags, or we and a
+         * server going to sleep could both miss each other.  Full fence. */
+        sr_full_fence();
+        if (sr_load_relaxed(&r->ureg->sq_flags.v) & SR_SQ_NEED_WAKEUP) {
+            r->st_doorbells++;
+            sr_eventfd_signal(r->doorbell_fd);
+        }
+    }
+    return pending;
+}
+
+/* CQEs visible; a server that pushed the tail past our head + entries broke
+ * the protocol: treat it as dead (corrupt) rather than read garbage. */
+static inline uint32_t ur_cq_ready(KRing *r)
+{
+    uint32_t n = sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+    if (sr_unlikely(n > r->k.cq.entries)) {
+        r->peer_dead = 2;
+        return 0;
+    }
+    return n;
+}
+
+/* Wait without the GIL.  Returns 0 (condition, timeout or peer death) or
+ * -EINTR. */
+static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int mode,
+                         int64_t spin_ns, uint64_t *sleeps)
+{
+    int64_t now = sr_now_ns();
+    int64_t spin_until = mode == WAIT_POLL ? deadline
+                        : mode == WAIT_HYBRID ? now + spin_ns : now;
+    int64_t next_peer_check = now + 1000000;
+    for (;;) {
+        if (ur_cq_ready(r) >= min_complete || r->peer_dead)
+            return 0;
+        now = sr_now_ns();
+        if (now >= deadline)
+            return 0;
+        if (now < spin_until) {
+            for (int k = 0; k < 64; k++) {
+                sr_cpu_relax();
+                if (ur_cq_ready(r) >= min_complete)
+                    return 0;
+            }
+            if (now >= next_peer_check) {   /* poll mode never sleeps: look for death */
+                next_peer_check = now + 1000000;
+                if (ur_peer_gone(r))
+                    return 0;
+            }
+            continue;
+        }
+        /* Arm, fence, re-check (invariant 3, wait side).  We are the only
+         * writer of cq_flags. */
+        sr_store_release(&r->ureg->cq_flags.v, SR_CQ_ARMED);
+        sr_full_fence();
+        if (ur_cq_ready(r) >= min_complete || r->peer_dead) {
+            sr_store_release(&r->ureg->cq_flags.v, 0);
+            return 0;
+        }
+        struct pollfd pf[2] = {{.fd = r->cq_efd, .events = POLLIN},
+                               {.fd = r->sock_fd, .events = POLLIN}};
+        struct timespec ts, *tsp = NULL;
+        if (deadline != INT64_MAX) {
+            int64_t left = deadline - now;
+            ts.tv_sec = left / 1000000000LL;
+            ts.tv_nsec = left % 1000000000LL;
+            tsp = &ts;
+        }
+        (*sleeps)++;
+        int n = ppoll(pf, 2, tsp, NULL);
+        int err = errno;
+        sr_store_release(&r->ureg->cq_flags.v, 0);
+        if (n < 0) {
+            if (err == EINTR)
+                return -EINTR;
+            return 0;
+        }
+        if (pf[0].revents & POLLIN)
+            sr_eventfd_drain(r->cq_efd);
+        if (pf[1].revents)
+            r->peer_dead = 1;
+    }
+}
+
+static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
+{
+    uint32_t pending = 0;
+    if (!r->peer_dead)
+        pending = ur_publish(r);
+    if (!wait_nr)
+        return (int)pending;
+    int64_t deadline = ts_ns < 0 ? INT64_MAX : sr_now_ns() + ts_ns;
+    for (;;) {
+        int ret;
+        uint64_t sleeps = 0;
+        int mode = r->wait_mode;
+        int64_t spin = r->spin_ns;
+        r->in_enter++;
+        Py_BEGIN_ALLOW_THREADS
+        ret = ur_wait_nogil(r, wait_nr, deadline, mode, spin, &sleeps);
+        Py_END_ALLOW_THREADS
+        r->in_enter--;
+        r->st_sleeps += sleeps;
+        r->st_enters += sleeps;
+        if (ret == -EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        return (int)pending;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -303,11 +484,24 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
 }
 
 /* Common front half of every single-op prep: checks, slot, SQE. */
+static int ur_refuse_dead(KRing *r)
+{
+    PyErr_SetString(SR_PeerDiedError, r->peer_dead == 2
+                    ? "the subsystem broke the ring protocol; the connection was failed"
+                    : "the subsystem is gone (process exited or closed the connection); "
+                      "reconnect to submit more");
+    return -1;
+}
+
 static inline struct io_uring_sqe *kr_begin(KRing *r, uint8_t opcode, uint32_t sqe_flags,
                                             int64_t *slot)
 {
     if (kr_check(r) < 0 || check_sqe_flags(sqe_flags) < 0)
         return NULL;
+    if (r->backend == BACKEND_USER && (r->peer_dead || (r->ops.live == 0 && ur_peer_gone(r)))) {
+        ur_refuse_dead(r);
+        return NULL;
+    }
     *slot = kr_alloc(r, opcode);
     if (*slot < 0)
         return NULL;
@@ -842,9 +1036,36 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
     c->flags = cqe->flags;
     c->opcode = s->opcode;
     c->has_big = big != NULL;
+    c->data = NULL;
+    c->opname = NULL;
     if (big) {
         c->big[0] = big[0];
         c->big[1] = big[1];
+    }
+    if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
+        c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
+    if (r->backend == BACKEND_USER &&
+        (cqe->flags & (IORING_CQE_F_BUFFER | SR_CQE_F_ERRTEXT)) &&
+        (cqe->flags >> IORING_CQE_BUFFER_SHIFT) == (uint32_t)i) {
+        /* The server wrote into this op's result slot (ours until we release
+         * the slot below).  Lengths come from the peer: bound them. */
+        const uint8_t *p = r->result_area + (size_t)i * r->slot_size;
+        if (cqe->flags & SR_CQE_F_ERRTEXT) {
+            uint16_t n;
+            memcpy(&n, p, 2);
+            if (n > r->slot_size - 2)
+                n = (uint16_t)(r->slot_size - 2);
+            c->data = PyUnicode_DecodeUTF8((const char *)p + 2, n, "replace");
+        } else if (cqe->res >= 0 && (uint32_t)cqe->res <= r->slot_size) {
+            c->data = PyBytes_FromStringAndSize((const char *)p, cqe->res);
+        }
+        if (!c->data && PyErr_Occurred()) {
+            c->user_data = NULL;      /* not consumed: give the ref back */
+            if (!s->udata || !final)
+                Py_DECREF(ud);
+            Py_DECREF(c);
+            return NULL;
+        }
     }
     if (final) {
         s->udata = NULL;   /* moved into the completion */
@@ -859,6 +1080,80 @@ static inline int kr_is_internal(KRing *r, const struct io_uring_cqe *cqe)
     int64_t i = sr_slot_find(&r->ops, cqe->user_data);
     (void)i;
     return cqe->user_data == 0;
+}
+
+/* CQEs ready at `head`: the user backend validates the peer's tail. */
+static inline uint32_t kr_ready(KRing *r, uint32_t head)
+{
+    if (r->backend == BACKEND_USER) {
+        uint32_t n = sr_cq_ready(&r->k.cq, head);
+        if (sr_unlikely(n > r->k.cq.entries)) {
+            r->peer_dead = 2;
+            return 0;
+        }
+        return n;
+    }
+    return sr_cq_ready(&r->k.cq, head);
+}
+
+/* After the CQ is drained: is the subsystem gone?  (At most one poll()
+ * syscall per millisecond, and only while ops are in flight.) */
+static int ur_dead_after_drain(KRing *r)
+{
+    if (r->backend != BACKEND_USER || !r->ops.live)
+        return 0;
+    if (r->peer_dead)
+        return 1;
+    int64_t now = sr_now_ns();
+    if (now < r->next_peer_check)
+        return 0;
+    r->next_peer_check = now + 1000000;
+    return ur_peer_gone(r);
+}
+
+/* The subsystem died (or broke the protocol): every op still in flight gets
+ * its final completion here, -ECONNRESET (-EPROTO), since the peer cannot
+ * post it any more.  Appends to `list` or writes to the arrays. */
+static int ur_synth_dead(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
+                         int64_t max, int64_t *got)
+{
+    int err = r->peer_dead == 2 ? EPROTO : ECONNRESET;
+    for (uint32_t k = 0; k < r->ops.nslots && *got < max; k++) {
+        sr_slot *s = &r->ops.slots[k];
+        if (s->state != SLOT_LIVE)
+            continue;
+        if (list) {
+            PyObject *ud = s->udata ? Py_NewRef(s->udata)
+                                    : PyLong_FromUnsignedLongLong(s->int_udata);
+            if (!ud)
+                return -1;
+            SR_Completion *c = sr_completion_new(ud, -err, 0, s->opcode, NULL);
+            if (!c)
+                return -1;
+            if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
+                c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
+            if (PyList_Append(list, (PyObject *)c) < 0) {
+                Py_DECREF(c);
+                return -1;
+            }
+            Py_DECREF(c);
+        } else {
+            uint64_t ud = s->int_udata;
+            if (s->udata) {
+                ud = PyLong_Check(s->udata) ? PyLong_AsUnsignedLongLongMask(s->udata)
+                                            : sr_token(&r->ops, k);
+                PyErr_Clear();
+            }
+            uo[*got] = ud;
+            ro[*got] = -err;
+            if (fo)
+                fo[*got] = 0;
+        }
+        (*got)++;
+        r->st_completed++;
+        kr_retire(r, k);
+    }
+    return 0;
 }
 
 /* reap(max=None) -> list[Completion]; never blocks. */
@@ -879,11 +1174,11 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     struct sr_cq *cq = &r->k.cq;
     uint32_t head = sr_load_relaxed(cq->khead);
-    uint32_t ready = sr_cq_ready(cq, head);
+    uint32_t ready = kr_ready(r, head);
     if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
         if (kr_flush_cq(r) < 0)
             return NULL;
-        ready = sr_cq_ready(cq, head);
+        ready = kr_ready(r, head);
     }
     PyObject *list = PyList_New(0);
     if (!list)
@@ -897,7 +1192,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                 break;
             if (kr_flush_cq(r) < 0)
                 goto error;
-            ready = sr_cq_ready(cq, head);
+            ready = kr_ready(r, head);
             if (ready == 0)
                 break;
         }
@@ -927,6 +1222,9 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
          * early.  The store is cheap; it is not a syscall. */
         sr_cq_release(cq, head);
     }
+    if (got < max && ready == 0 && ur_dead_after_drain(r) &&
+        ur_synth_dead(r, list, NULL, NULL, NULL, max, &got) < 0)
+        goto error;
     return list;
 error:
     sr_cq_release(cq, head);
@@ -972,11 +1270,11 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
 
     struct sr_cq *cq = &r->k.cq;
     uint32_t head = sr_load_relaxed(cq->khead);
-    uint32_t ready = sr_cq_ready(cq, head);
+    uint32_t ready = kr_ready(r, head);
     if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
         if (kr_flush_cq(r) < 0)
             goto out;
-        ready = sr_cq_ready(cq, head);
+        ready = kr_ready(r, head);
     }
     Py_ssize_t got = 0;
     while (got < cap) {
@@ -986,7 +1284,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             sr_cq_release(cq, head);
             if (kr_flush_cq(r) < 0)
                 goto out;
-            ready = sr_cq_ready(cq, head);
+            ready = kr_ready(r, head);
             if (ready == 0)
                 break;
         }
@@ -1023,6 +1321,12 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     sr_cq_release(cq, head);
     r->st_completed += (uint64_t)got;
+    if (got < cap && ready == 0 && ur_dead_after_drain(r)) {
+        int64_t g = got;
+        if (ur_synth_dead(r, NULL, uo, ro, fo, cap, &g) < 0)
+            goto out;
+        got = (Py_ssize_t)g;
+    }
     result = PyLong_FromSsize_t(got);
 out:
     if (ub.obj) PyBuffer_Release(&ub);
@@ -1653,6 +1957,373 @@ PyTypeObject SR_BufferRingType = {
     .tp_as_buffer = &bufring_as_buffer,
 };
 
+
+/* ------------------------------------------------------------------------ */
+/* user backend: preparing calls                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Where a payload of `len` bytes goes: inline in the SQE or the op's send slot. */
+static int ur_check_payload(KRing *r, Py_ssize_t len)
+{
+    if ((size_t)len > r->slot_size && len > SR_INLINE_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "payload of %zd bytes exceeds this connection's slot_size (%u); "
+                     "put large data in a BufferPool and use prep_call_pool",
+                     len, r->slot_size);
+        return -1;
+    }
+    return 0;
+}
+
+static void ur_fill(KRing *r, struct io_uring_sqe *sqe, uint32_t slot, const void *data,
+                    Py_ssize_t len, int64_t arg0, int64_t arg1)
+{
+    sqe->off = (uint64_t)arg0;
+    sqe->addr = (uint64_t)arg1;
+    sqe->fd = (int32_t)slot;
+    sqe->len = (uint32_t)len;
+    uint32_t where = SR_PAYLOAD_NONE;
+    if (data && len <= SR_INLINE_MAX) {
+        memcpy(sqe->cmd, data, (size_t)len);
+        where = SR_PAYLOAD_INLINE;
+    } else if (data) {
+        memcpy(r->send_area + (size_t)slot * r->slot_size, data, (size_t)len);
+        where = SR_PAYLOAD_SLOT;
+    }
+    sqe->op_flags = where | SR_OPF_RESULT;
+}
+
+static int ur_only(KRing *r, const char *what)
+{
+    if (r->backend != BACKEND_USER) {
+        PyErr_Format(PyExc_TypeError, "%s is for subsystem connections", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* prep_call(op, data=None, arg0=0, arg1=0, user_data=None) -> token */
+static PyObject *ur_prep_call(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"op", "data", "arg0", "arg1", "user_data"};
+    PyObject *a[5];
+    uint32_t op;
+    int64_t arg0, arg1, i;
+    Py_buffer view = {0};
+    if (sr_parse("prep_call", args, nargs, kwnames, names, 5, 1, a) < 0 ||
+        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_i64(a[2], 0, &arg0, "arg0") < 0 ||
+        sr_as_i64(a[3], 0, &arg1, "arg1") < 0 || ur_only(r, "prep_call") < 0)
+        return NULL;
+    if (op > 255) {
+        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
+        return NULL;
+    }
+    if (a[1] && a[1] != Py_None) {
+        if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        if (ur_check_payload(r, view.len) < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)op, 0, &i);
+    if (sqe) {
+        /* The payload is copied into shared memory now: the caller's buffer
+         * is free again as soon as this returns. */
+        ur_fill(r, sqe, (uint32_t)i, view.obj ? view.buf : NULL, view.obj ? view.len : 0,
+                arg0, arg1);
+    }
+    if (view.obj)
+        PyBuffer_Release(&view);
+    if (!sqe)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[4], 0));
+}
+
+/* prep_call_pool(op, buf_index, offset, length, arg0=0, arg1=0, user_data=None)
+ * Zero-copy: the payload is bytes [offset, offset+length) of buffer
+ * `buf_index` of the BufferPool registered on this connection. */
+static PyObject *ur_prep_call_pool(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"op", "buf_index", "offset", "length", "arg0",
+                                        "arg1", "user_data"};
+    PyObject *a[7];
+    uint32_t op, bidx, off, len;
+    int64_t arg0, arg1, i;
+    if (sr_parse("prep_call_pool", args, nargs, kwnames, names, 7, 4, a) < 0 ||
+        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[1], 0, &bidx, "buf_index") < 0 ||
+        sr_as_u32(a[2], 0, &off, "offset") < 0 || sr_as_u32(a[3], 0, &len, "length") < 0 ||
+        sr_as_i64(a[4], 0, &arg0, "arg0") < 0 || sr_as_i64(a[5], 0, &arg1, "arg1") < 0 ||
+        ur_only(r, "prep_call_pool") < 0)
+        return NULL;
+    if (op > 255) {
+        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
+        return NULL;
+    }
+    if (!r->pool_count) {
+        PyErr_SetString(PyExc_ValueError, "no BufferPool is registered on this connection");
+        return NULL;
+    }
+    if (bidx >= r->pool_count || (uint64_t)off + len > r->pool_size) {
+        PyErr_Format(PyExc_IndexError,
+                     "buffer %u [%u, %u+%u) is outside the pool (%llu buffers of %llu bytes)",
+                     bidx, off, off, len, (unsigned long long)r->pool_count,
+                     (unsigned long long)r->pool_size);
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)op, 0, &i);
+    if (!sqe)
+        return NULL;
+    ur_fill(r, sqe, (uint32_t)i, NULL, 0, arg0, arg1);
+    sqe->len = len;
+    sqe->buf_index = (uint16_t)bidx;
+    sqe->file_index = off;
+    sqe->op_flags = SR_PAYLOAD_POOL | SR_OPF_RESULT;
+    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[6], 0));
+}
+
+/* prep_calls(op, data, size, count=None, user_data=None) -> count
+ * Batch: op k carries data[k*size:(k+1)*size] (inline up to 80 bytes, else in
+ * its send slot); user_data None -> k, an int -> user_data + k. */
+static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"op", "data", "size", "count", "user_data"};
+    PyObject *a[5];
+    uint32_t op, size;
+    int64_t count;
+    uint64_t base;
+    Py_buffer view = {0};
+    if (sr_parse("prep_calls", args, nargs, kwnames, names, 5, 3, a) < 0 ||
+        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
+        sr_as_i64(a[3], -1, &count, "count") < 0 ||
+        sr_as_u64(a[4], 0, &base, "user_data") < 0 || ur_only(r, "prep_calls") < 0 ||
+        kr_check(r) < 0)
+        return NULL;
+    if (op > 255) {
+        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
+        return NULL;
+    }
+    if (r->peer_dead) {
+        ur_refuse_dead(r);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (count < 0)
+        count = size ? view.len / size : 0;
+    if ((uint64_t)count * size > (uint64_t)view.len) {
+        PyErr_Format(PyExc_ValueError, "data holds %zd bytes; %lld ops of %u need more",
+                     view.len, (long long)count, size);
+        goto out;
+    }
+    if (ur_check_payload(r, size) < 0 || kr_batch_room(r, count) < 0)
+        goto out;
+    struct sr_sq *sq = &r->k.sq;
+    uint32_t space = sr_sq_space(sq);
+    const char *p = view.buf;
+    for (int64_t k = 0; k < count; k++) {
+        if (space == 0) {
+            if (kr_make_room(r) < 0)
+                goto out;
+            space = sr_sq_space(sq);
+        }
+        struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
+        int64_t i = sr_slot_alloc(&r->ops, (uint8_t)op);
+        sqe->opcode = (uint8_t)op;
+        ur_fill(r, sqe, (uint32_t)i, p + (size_t)k * size, size, 0, 0);
+        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        r->ops.slots[i].udata = NULL;
+        r->ops.slots[i].int_udata = base + (uint64_t)k;
+    }
+    r->chain_open = 0;
+    result = PyLong_FromLongLong(count);
+out:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *ur_get_sock_fd(KRing *r, PyObject *unused)
+{
+    if (kr_check(r) < 0)
+        return NULL;
+    return PyLong_FromLong(r->sock_fd);
+}
+
+/* _set_opnames(tuple_of_str) */
+static PyObject *ur_set_opnames(KRing *r, PyObject *arg)
+{
+    if (!PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of names");
+        return NULL;
+    }
+    Py_XSETREF(r->opnames, Py_NewRef(arg));
+    Py_RETURN_NONE;
+}
+
+/* _set_pool(count, size): the BufferPool the server accepted (for checks). */
+static PyObject *ur_set_pool(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t count, size;
+    if (nargs != 2 || sr_as_u64(args[0], 0, &count, "count") < 0 ||
+        sr_as_u64(args[1], 0, &size, "size") < 0 || ur_only(r, "_set_pool") < 0)
+        return NULL;
+    r->pool_count = count;
+    r->pool_size = size;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ur_get_wait_mode(KRing *r, void *c)
+{
+    static const char *const names[] = {"hybrid", "interrupt", "poll"};
+    return PyUnicode_FromString(names[r->wait_mode]);
+}
+
+static int ur_set_wait_mode(KRing *r, PyObject *v, void *c)
+{
+    static const char *const names[] = {"hybrid", "interrupt", "poll"};
+    for (int k = 0; v && k < 3; k++) {
+        if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, names[k]) == 0) {
+            r->wait_mode = k;
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_ValueError, "mode must be 'hybrid', 'interrupt' or 'poll'");
+    return -1;
+}
+
+static PyObject *ur_get_spin_us(KRing *r, void *c)
+{
+    return PyFloat_FromDouble(r->spin_ns / 1000.0);
+}
+
+static int ur_set_spin_us(KRing *r, PyObject *v, void *c)
+{
+    double us = v ? PyFloat_AsDouble(v) : -1;
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (!(us >= 0 && us <= 1e7)) {
+        PyErr_SetString(PyExc_ValueError, "spin_us must be in [0, 1e7]");
+        return -1;
+    }
+    r->spin_ns = (int64_t)(us * 1000);
+    return 0;
+}
+
+static PyObject *ur_get_peer_dead(KRing *r, void *c)
+{
+    if (r->backend == BACKEND_USER && !r->closed && !r->peer_dead)
+        ur_peer_gone(r);
+    return PyBool_FromLong(r->peer_dead != 0);
+}
+
+/* UserRing(region_fd, doorbell_fd, cq_efd, sock_fd): takes ownership of the
+ * four fds (they are closed with the ring, also on failure). */
+static int ur_init(KRing *r, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"region_fd", "doorbell_fd", "cq_efd", "sock_fd", NULL};
+    int rfd, dfd, cfd, sfd;
+    if (r->initialized) {
+        PyErr_SetString(PyExc_RuntimeError, "ring already set up");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiii:UserRing", kwlist, &rfd, &dfd, &cfd,
+                                     &sfd))
+        return -1;
+    const char *why = NULL;
+    struct stat st;
+    void *base = MAP_FAILED;
+    if (fstat(rfd, &st) < 0 || st.st_size < (off_t)sizeof(struct sr_uring_region)) {
+        why = "region fd is not a shared-memory region of the right size";
+        goto bad;
+    }
+    int seals = fcntl(rfd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        why = "region is not sealed against shrinking (a peer could make us SIGBUS)";
+        goto bad;
+    }
+    base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+    if (base == MAP_FAILED) {
+        why = "cannot map the region";
+        goto bad;
+    }
+    madvise(base, (size_t)st.st_size, MADV_DONTFORK);
+    struct sr_uring_region *g = base;
+    uint64_t size = (uint64_t)st.st_size;
+    /* The header comes from the server: validate everything we will use. */
+    uint32_t sqn = g->sq_entries, cqn = g->cq_entries, ns = g->nslots, ss = g->slot_size;
+    if (g->magic != SR_URING_MAGIC || g->version != SR_URING_ABI_VERSION ||
+        g->sqe_size != 128 || g->cqe_size != 16 || !sqn || (sqn & (sqn - 1)) ||
+        sqn > 32768 || !cqn || (cqn & (cqn - 1)) || cqn > 65536 || !ns || ns > sqn ||
+        ns > cqn || ss < 64 || ss > (64u << 20) || g->region_size != size ||
+        g->sqes_off + (uint64_t)sqn * 128 > size || g->cqes_off + (uint64_t)cqn * 16 > size ||
+        g->send_off + (uint64_t)ns * ss > size || g->result_off + (uint64_t)ns * ss > size ||
+        g->sqes_off < sizeof(*g) || g->cqes_off < sizeof(*g) || g->send_off < sizeof(*g) ||
+        g->result_off < sizeof(*g)) {
+        why = "region header is invalid (version mismatch or corrupt)";
+        goto bad;
+    }
+    memset(&r->k, 0, sizeof(r->k));
+    r->k.fd = -1;
+    r->k.sq_map = base;
+    r->k.sq_map_len = size;
+    struct sr_sq *sq = &r->k.sq;
+    sq->khead = &g->sq_head.v;
+    sq->ktail = &g->sq_tail.v;
+    sq->kflags = &g->sq_flags.v;
+    sq->sqes = (uint8_t *)base + g->sqes_off;
+    sq->mask = sqn - 1;
+    sq->entries = sqn;
+    sq->sqe_tail = sr_load_relaxed(sq->ktail);
+    sq->sqe_shift = 1;
+    struct sr_cq *cq = &r->k.cq;
+    cq->khead = &g->cq_head.v;
+    cq->ktail = &g->cq_tail.v;
+    cq->kflags = &g->cq_flags.v;
+    cq->cqes = (uint8_t *)base + g->cqes_off;
+    cq->mask = cqn - 1;
+    cq->entries = cqn;
+    if (sr_optable_init(&r->ops, ns) < 0) {
+        munmap(base, (size_t)size);
+        goto fail;
+    }
+    r->buffer_rings = PyList_New(0);
+    if (!r->buffer_rings) {
+        sr_optable_free(&r->ops);
+        munmap(base, (size_t)size);
+        goto fail;
+    }
+    close(rfd);   /* the mapping keeps the memory */
+    r->ureg = g;
+    r->ureg_len = size;
+    r->send_area = (uint8_t *)base + g->send_off;
+    r->result_area = (uint8_t *)base + g->result_off;
+    r->slot_size = ss;
+    r->doorbell_fd = dfd;
+    r->cq_efd = cfd;
+    r->sock_fd = sfd;
+    r->backend = BACKEND_USER;
+    r->wait_mode = WAIT_HYBRID;
+    r->spin_ns = 50000;
+    r->fork_gen = sr_fork_generation;
+    r->initialized = 1;
+    r->closed = 0;
+    return 0;
+bad:
+    if (base != MAP_FAILED)
+        munmap(base, (size_t)st.st_size);
+    PyErr_Format(SR_CorruptRingError, "cannot attach: %s", why);
+fail:
+    close(rfd);
+    close(dfd);
+    close(cfd);
+    close(sfd);
+    return -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* lifecycle                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -1663,6 +2334,7 @@ static PyObject *kr_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!r)
         return NULL;
     r->k.fd = -1;
+    r->doorbell_fd = r->cq_efd = r->sock_fd = -1;
     r->closed = 1;
     r->fork_gen = sr_fork_generation;
     return (PyObject *)r;
@@ -1841,7 +2513,20 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
     if (r->closed)
         return;
     r->closed = 1;
-    if (r->fork_gen != sr_fork_generation) {
+    if (r->backend == BACKEND_USER) {
+        /* Nothing of ours can be written by the server after this: it only
+         * ever writes the shared region (which it keeps mapped on its side)
+         * and registered pools (shared memfds).  Closing the socket is how the
+         * server learns we are gone. */
+        if (r->ureg)
+            munmap(r->ureg, r->ureg_len);
+        r->ureg = NULL;
+        r->k.sq_map = NULL;
+        close(r->doorbell_fd);
+        close(r->cq_efd);
+        close(r->sock_fd);
+        r->doorbell_fd = r->cq_efd = r->sock_fd = -1;
+    } else if (r->fork_gen != sr_fork_generation) {
         /* Forked child: the parent owns the in-flight ops and the rings (not
          * even mapped here: MADV_DONTFORK).  Drop our fd and our copies. */
         close(r->k.fd);
@@ -1915,14 +2600,15 @@ static void kr_dealloc(KRing *r)
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         if (r->ops.live && r->fork_gen == sr_fork_generation)
-            PyErr_WarnFormat(PyExc_ResourceWarning, 1,
-                             "unclosed KernelRing with %u ops in flight", r->ops.live);
+            PyErr_WarnFormat(PyExc_ResourceWarning, 1, "unclosed %s with %u ops in flight",
+                             Py_TYPE(r)->tp_name, r->ops.live);
         kr_do_close(r, 1000000000LL);
         if (PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)r);
         PyErr_Restore(et, ev, tb);
     }
     Py_CLEAR(r->buffer_rings);
+    Py_CLEAR(r->opnames);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -1933,10 +2619,18 @@ static void kr_dealloc(KRing *r)
 static PyObject *kr_stats(KRing *r, PyObject *unused)
 {
     uint32_t dropped = 0, overflow = 0;
-    if (!r->closed && r->fork_gen == sr_fork_generation) {
+    if (!r->closed && r->fork_gen == sr_fork_generation && r->backend == BACKEND_KERNEL) {
         dropped = sr_load_relaxed(r->k.sq.kdropped);
         overflow = sr_load_relaxed(r->k.cq.koverflow);
     }
+    if (r->backend == BACKEND_USER)
+        return Py_BuildValue("{sKsKsIsKsKsK}",
+                             "submitted", (unsigned long long)r->st_submitted,
+                             "completed", (unsigned long long)r->st_completed,
+                             "inflight", r->ops.live,
+                             "sleeps", (unsigned long long)r->st_sleeps,
+                             "doorbells", (unsigned long long)r->st_doorbells,
+                             "sq_full_flushes", (unsigned long long)r->st_sq_full_flushes);
     return Py_BuildValue("{sKsKsIsKsKsKsKsIsI}",
                          "submitted", (unsigned long long)r->st_submitted,
                          "completed", (unsigned long long)r->st_completed,
@@ -2073,5 +2767,66 @@ PyTypeObject SR_KernelRingType = {
     .tp_methods = kr_methods,
     .tp_getset = kr_getset,
     .tp_init = (initproc)kr_init,
+    .tp_new = kr_new,
+};
+
+/* ------------------------------------------------------------------------ */
+/* UserRing: the same object, client side of a user-space subsystem          */
+/* ------------------------------------------------------------------------ */
+
+static PyGetSetDef ur_getset[] = {
+    {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
+    {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size."},
+    {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size."},
+    {"inflight", (getter)kr_get_inflight, NULL, "Ops prepared and not yet finally completed."},
+    {"max_inflight", (getter)kr_get_max_inflight, NULL,
+     "Cap on ops in flight (= the number of data slots)."},
+    {"cq_ready", (getter)kr_get_cq_ready, NULL, "Completions ready to reap now."},
+    {"sq_space", (getter)kr_get_sq_space, NULL, "Free SQ entries."},
+    {"sq_pending", (getter)kr_get_sq_pending, NULL, "SQEs the subsystem has not taken yet."},
+    {"wait_mode", (getter)ur_get_wait_mode, (setter)ur_set_wait_mode,
+     "'hybrid' (spin spin_us, then sleep), 'interrupt' (sleep at once) or 'poll' (spin)."},
+    {"spin_us", (getter)ur_get_spin_us, (setter)ur_set_spin_us,
+     "Hybrid mode: microseconds to spin before sleeping."},
+    {"peer_dead", (getter)ur_get_peer_dead, NULL, "True once the subsystem is gone."},
+    {NULL}
+};
+
+static PyMethodDef ur_methods[] = {
+    FAST("prep_nop", kr_prep_nop, "prep_nop(user_data=None) -> token (answered by the C core)"),
+    FAST("prep_call", ur_prep_call,
+         "prep_call(op, data=None, arg0=0, arg1=0, user_data=None) -> token\n"
+         "`data` (bytes-like) is copied into shared memory before this returns."),
+    FAST("prep_call_pool", ur_prep_call_pool,
+         "prep_call_pool(op, buf_index, offset, length, arg0=0, arg1=0, user_data=None)\n"
+         "Zero-copy payload from the registered BufferPool."),
+    FAST("prep_calls", ur_prep_calls,
+         "prep_calls(op, data, size, count=None, user_data=None) -> count (batch)"),
+    FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0) -> count"),
+    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS, "submit() -> SQEs published."},
+    FAST("submit_and_wait", kr_submit_and_wait,
+         "submit_and_wait(wait_nr=1, timeout=None) -> completions ready."),
+    FAST("reap", kr_reap, "reap(max=None) -> list[Completion] (never blocks)"),
+    FAST("reap_into", kr_reap_into,
+         "reap_into(user_data_out, res_out, flags_out=None) -> n (result data dropped)"),
+    {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
+    {"_set_opnames", (PyCFunction)ur_set_opnames, METH_O, NULL},
+    {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
+    {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
+    FAST("close", kr_close, "close(): drop the connection (in-flight ops are abandoned)."),
+    {NULL}
+};
+
+PyTypeObject SR_UserRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.UserRing",
+    .tp_basicsize = sizeof(KRing),
+    .tp_dealloc = (destructor)kr_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "C core of a subsystem client ring (use subring.connect()).",
+    .tp_weaklistoffset = offsetof(KRing, weakreflist),
+    .tp_methods = ur_methods,
+    .tp_getset = ur_getset,
+    .tp_init = (initproc)ur_init,
     .tp_new = kr_new,
 };

@@ -140,4 +140,77 @@ static inline void sr_cq_release(struct sr_cq *cq, uint32_t head)
     sr_store_release(cq->khead, head);
 }
 
+
+/* ---- the peer's halves: SQ consumer and CQ producer --------------------
+ * Used by a user-space subsystem (the server), for which the client is
+ * untrusted: the client's index is read once per batch and validated, and
+ * SQEs are *copied out* before anything looks at them, so the client cannot
+ * change an SQE between validation and use. */
+
+struct sr_sq_cons {
+    const uint32_t *ktail; /* client writes; we load-acquire */
+    uint32_t *khead;       /* we store-release */
+    const uint8_t *sqes;
+    uint32_t mask, entries, sqe_shift;
+    uint32_t head;         /* private: never read back from shared memory */
+};
+
+struct sr_cq_prod {
+    const uint32_t *khead; /* client writes; we load-acquire */
+    uint32_t *ktail;       /* we store-release */
+    uint8_t *cqes;
+    uint32_t mask, entries, cqe_shift;
+    uint32_t tail;         /* private */
+};
+
+/* SQEs available to consume; -1 if the client's tail is impossible. */
+static inline int64_t sr_sqc_avail(const struct sr_sq_cons *c)
+{
+    /* acquire: pairs with the client's release of the tail, so the SQEs
+     * below it are fully written before we copy them. */
+    uint32_t n = sr_load_acquire(c->ktail) - c->head;
+    return n > c->entries ? -1 : (int64_t)n;
+}
+
+/* Copy the next SQE out of shared memory and consume it (not yet visible). */
+static inline void sr_sqc_take(struct sr_sq_cons *c, void *out)
+{
+    size_t sz = (size_t)64 << c->sqe_shift;
+    memcpy(out, c->sqes + ((size_t)(c->head & c->mask) << (6 + c->sqe_shift)), sz);
+    c->head++;
+}
+
+/* Tell the client the taken entries are free.  release: our copies of the
+ * SQEs are complete before the client may overwrite those entries. */
+static inline void sr_sqc_release(struct sr_sq_cons *c)
+{
+    sr_store_release(c->khead, c->head);
+}
+
+/* Free CQ entries; -1 if the client's head is impossible. */
+static inline int64_t sr_cqp_space(const struct sr_cq_prod *p)
+{
+    /* acquire: the client finished reading entries below its head. */
+    uint32_t used = p->tail - sr_load_acquire(p->khead);
+    return used > p->entries ? -1 : (int64_t)(p->entries - used);
+}
+
+/* Write a CQE (caller checked space); visible only after sr_cqp_publish. */
+static inline void sr_cqp_put(struct sr_cq_prod *p, uint64_t user_data, int32_t res,
+                              uint32_t flags)
+{
+    struct io_uring_cqe *cqe = (struct io_uring_cqe *)(p->cqes +
+        ((size_t)(p->tail & p->mask) << (4 + p->cqe_shift)));
+    cqe->user_data = user_data;
+    cqe->res = res;
+    cqe->flags = flags;
+    p->tail++;
+}
+
+/* release: CQE contents are visible before the client sees the new tail. */
+static inline void sr_cqp_publish(struct sr_cq_prod *p)
+{
+    sr_store_release(p->ktail, p->tail);
+}
+
 #endif /* SUBRING_RING_H */

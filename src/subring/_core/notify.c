@@ -1,0 +1,42 @@
+/*
+ * notify.c -- the interrupt plane's primitives.
+ *
+ * subring wakes a sleeping peer through an eventfd: writing adds to its
+ * counter and makes it readable; poll()/epoll/asyncio's add_reader see that.
+ * A writer only writes when the peer announced it is going to sleep (the
+ * NEED_WAKEUP / ARMED flags in the shared region, arm-then-recheck: see
+ * abi.h), so under load neither side makes a syscall.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+#include "core.h"
+
+int sr_eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    for (;;) {
+        ssize_t n = write(fd, &one, sizeof(one));
+        if (n == (ssize_t)sizeof(one) || (n < 0 && errno == EAGAIN))
+            return 0;            /* EAGAIN: counter saturated -- already readable */
+        if (n < 0 && errno == EINTR)
+            continue;
+        return -errno;
+    }
+}
+
+void sr_eventfd_drain(int fd)
+{
+    uint64_t v;
+    while (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+        ;
+}
+
+int64_t sr_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}

@@ -1,0 +1,1294 @@
+/*
+ * pyserver.c -- the server half of user-space subsystems.
+ *
+ *   ServerQueue  one client's queue pair: the shared region (created here,
+ *                sealed, sent to the client), its eventfds, a registered pool.
+ *   Request      one operation handed to a Python handler.
+ *   ServerLoop   the run loop: consume SQEs from every queue in fair batches,
+ *                call handlers, post CQEs, notify only clients that sleep, and
+ *                sleep itself (interrupt / poll / hybrid) when there is no work.
+ *
+ * Trust: the client is untrusted.  Its indices are read once per batch and
+ * validated; SQEs are copied out before being looked at; every slot index,
+ * length, pool index and offset is bounds-checked; our own indices are never
+ * read back from shared memory.  A client that breaks the protocol gets its
+ * queue marked corrupt and dropped; it cannot make us touch memory outside its
+ * own region and pool, and cannot make us SIGBUS (regions and pools must be
+ * sealed against shrinking).
+ *
+ * Backpressure: we take an SQE only if its CQE is guaranteed room in the CQ
+ * (CQ free entries minus ops we hold), so we never need an overflow list.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+
+PyObject *SR_PENDING;
+
+/* ------------------------------------------------------------------------ */
+/* ServerQueue                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    struct sr_uring_region *reg;
+    size_t reg_len;
+    struct sr_sq_cons sq;
+    struct sr_cq_prod cq;
+    uint8_t *send_area, *result_area;
+    uint32_t nslots, slot_size;
+    int region_fd;        /* kept until sent; closed by close_region_fd() */
+    int doorbell_fd;      /* clients write it; we epoll it */
+    int cq_efd;           /* we write it when the client is ARMED */
+    uint8_t *pool;        /* mapped client pool, or NULL */
+    size_t pool_len;
+    uint64_t pool_count, pool_size;
+    uint32_t pending;     /* ops taken and not yet completed */
+    int dead;             /* detached: client gone, or we dropped it */
+    int corrupt;          /* protocol violation seen */
+    int cq_dirty;         /* CQEs written but not yet published */
+    int in_loop;          /* registered with a ServerLoop */
+    uint32_t loop_index;
+    uint64_t st_ops, st_errors, st_notifies;
+    PyObject *info;       /* anything the Python layer wants to keep (peer creds) */
+    PyObject *weakreflist;
+} SQueue;
+
+static void sq_mark_corrupt(SQueue *q)
+{
+    q->corrupt = 1;
+}
+
+/* ServerQueue(entries, slot_size, client_pid=0) */
+static int squeue_init(SQueue *q, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"entries", "slot_size", "client_pid", NULL};
+    unsigned entries, slot_size, pid = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "II|I:ServerQueue", kwlist, &entries,
+                                     &slot_size, &pid))
+        return -1;
+    if (q->reg) {
+        PyErr_SetString(PyExc_RuntimeError, "queue already set up");
+        return -1;
+    }
+    if (entries < 1 || entries > 4096 || (entries & (entries - 1))) {
+        PyErr_SetString(PyExc_ValueError, "entries must be a power of two in [1, 4096]");
+        return -1;
+    }
+    if (slot_size < 64 || slot_size > (16u << 20)) {
+        PyErr_SetString(PyExc_ValueError, "slot_size must be in [64, 16 MiB]");
+        return -1;
+    }
+    slot_size = (slot_size + 63) & ~63u;
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t off = sizeof(struct sr_uring_region);
+    uint64_t sqes_off = off;
+    off += (uint64_t)entries * 128;
+    uint64_t cqes_off = off;
+    off += (uint64_t)entries * 16;
+    off = (off + page - 1) & ~(uint64_t)(page - 1);
+    uint64_t send_off = off;
+    off += (uint64_t)entries * slot_size;
+    uint64_t result_off = off;
+    off += (uint64_t)entries * slot_size;
+    uint64_t size = (off + page - 1) & ~(uint64_t)(page - 1);
+
+    int fd = memfd_create("subring-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return -1;
+    }
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return -1;
+    }
+    madvise(base, size, MADV_DONTFORK);
+    int dfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int cfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (dfd < 0 || cfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (dfd >= 0) close(dfd);
+        if (cfd >= 0) close(cfd);
+        munmap(base, size);
+        close(fd);
+        return -1;
+    }
+    struct sr_uring_region *g = base;   /* fresh memfd: all zero */
+    g->magic = SR_URING_MAGIC;
+    g->version = SR_URING_ABI_VERSION;
+    g->sq_entries = g->cq_entries = entries;
+    g->sqe_size = 128;
+    g->cqe_size = 16;
+    g->nslots = entries;
+    g->slot_size = slot_size;
+    g->sqes_off = sqes_off;
+    g->cqes_off = cqes_off;
+    g->send_off = send_off;
+    g->result_off = result_off;
+    g->region_size = size;
+    g->server_pid = (uint32_t)getpid();
+    g->client_pid = pid;
+    g->state.v = SR_STATE_RUNNING;
+
+    q->reg = g;
+    q->reg_len = size;
+    q->sq = (struct sr_sq_cons){.ktail = &g->sq_tail.v, .khead = &g->sq_head.v,
+                                .sqes = (uint8_t *)base + sqes_off, .mask = entries - 1,
+                                .entries = entries, .sqe_shift = 1, .head = 0};
+    q->cq = (struct sr_cq_prod){.khead = &g->cq_head.v, .ktail = &g->cq_tail.v,
+                                .cqes = (uint8_t *)base + cqes_off, .mask = entries - 1,
+                                .entries = entries, .cqe_shift = 0, .tail = 0};
+    q->send_area = (uint8_t *)base + send_off;
+    q->result_area = (uint8_t *)base + result_off;
+    q->nslots = entries;
+    q->slot_size = slot_size;
+    q->region_fd = fd;
+    q->doorbell_fd = dfd;
+    q->cq_efd = cfd;
+    return 0;
+}
+
+static PyObject *squeue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    SQueue *q = (SQueue *)type->tp_alloc(type, 0);
+    if (q) {
+        q->region_fd = q->doorbell_fd = q->cq_efd = -1;
+        q->info = Py_NewRef(Py_None);
+    }
+    return (PyObject *)q;
+}
+
+static void squeue_close_fds(SQueue *q)
+{
+    if (q->region_fd >= 0) close(q->region_fd);
+    if (q->doorbell_fd >= 0) close(q->doorbell_fd);
+    if (q->cq_efd >= 0) close(q->cq_efd);
+    q->region_fd = q->doorbell_fd = q->cq_efd = -1;
+}
+
+static void squeue_dealloc(SQueue *q)
+{
+    if (q->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)q);
+    squeue_close_fds(q);
+    /* Only now: no Request (and so no memoryview of ours) is alive. */
+    if (q->reg) munmap(q->reg, q->reg_len);
+    if (q->pool) munmap(q->pool, q->pool_len);
+    Py_XDECREF(q->info);
+    Py_TYPE(q)->tp_free((PyObject *)q);
+}
+
+/* Publish written CQEs and wake the client if (and only if) it sleeps. */
+static void sq_flush(SQueue *q)
+{
+    if (!q->cq_dirty)
+        return;
+    q->cq_dirty = 0;
+    sr_cqp_publish(&q->cq);
+    /* Invariant 3, notify side: the release store of cq_tail must be ordered
+     * before our load of cq_flags; the client orders "set ARMED" before its
+     * re-check of cq_tail.  With the full fence on both sides, at least one
+     * of us sees the other. */
+    sr_full_fence();
+    if (sr_load_relaxed(&q->reg->cq_flags.v) & SR_CQ_ARMED) {
+        q->st_notifies++;
+        sr_eventfd_signal(q->cq_efd);
+    }
+}
+
+/* Write one CQE.  Room was reserved when the SQE was taken (q->pending). */
+static void sq_post(SQueue *q, uint64_t ud, int32_t res, uint32_t flags)
+{
+    q->pending--;
+    if (q->dead)
+        return;
+    sr_cqp_put(&q->cq, ud, res, flags);
+    q->cq_dirty = 1;
+    q->st_ops++;
+    if (res < 0)
+        q->st_errors++;
+}
+
+static PyObject *squeue_close_region_fd(SQueue *q, PyObject *unused)
+{
+    if (q->region_fd >= 0) close(q->region_fd);
+    q->region_fd = -1;
+    Py_RETURN_NONE;
+}
+
+/* attach_pool(fd, count, size): map a client's BufferPool (must be sealed). */
+static PyObject *squeue_attach_pool(SQueue *q, PyObject *args)
+{
+    int fd;
+    unsigned long long count, size;
+    if (!PyArg_ParseTuple(args, "iKK:attach_pool", &fd, &count, &size))
+        return NULL;
+    if (q->pool) {
+        PyErr_SetString(PyExc_ValueError, "a pool is already attached to this connection");
+        return NULL;
+    }
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "pool memfd must be sealed with F_SEAL_SHRINK (use subring.BufferPool)");
+        return NULL;
+    }
+    if (!count || !size || count > (1u << 20) || size > (1ull << 40) / count ||
+        fstat(fd, &st) < 0 || (uint64_t)st.st_size < count * size) {
+        PyErr_SetString(PyExc_ValueError, "pool geometry does not match its memfd");
+        return NULL;
+    }
+    void *p = mmap(NULL, count * size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    madvise(p, count * size, MADV_DONTFORK);
+    q->pool = p;
+    q->pool_len = count * size;
+    q->pool_count = count;
+    q->pool_size = size;
+    Py_RETURN_NONE;
+}
+
+/* detach(): stop serving this client.  Memory stays mapped while any Request
+ * (or view of its data) is alive; fds are closed now. */
+static PyObject *squeue_detach(SQueue *q, PyObject *unused)
+{
+    if (!q->dead && q->reg)
+        q->reg->state.v = SR_STATE_STOPPED;
+    q->dead = 1;
+    squeue_close_fds(q);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sq_get_fd(int fd) { return PyLong_FromLong(fd); }
+static PyObject *squeue_get_region_fd(SQueue *q, void *c) { return sq_get_fd(q->region_fd); }
+static PyObject *squeue_get_doorbell_fd(SQueue *q, void *c) { return sq_get_fd(q->doorbell_fd); }
+static PyObject *squeue_get_cq_efd(SQueue *q, void *c) { return sq_get_fd(q->cq_efd); }
+static PyObject *squeue_get_dead(SQueue *q, void *c) { return PyBool_FromLong(q->dead); }
+static PyObject *squeue_get_corrupt(SQueue *q, void *c) { return PyBool_FromLong(q->corrupt); }
+static PyObject *squeue_get_pending(SQueue *q, void *c) { return PyLong_FromUnsignedLong(q->pending); }
+static PyObject *squeue_get_info(SQueue *q, void *c) { return Py_NewRef(q->info); }
+static int squeue_set_info(SQueue *q, PyObject *v, void *c)
+{
+    Py_XSETREF(q->info, Py_NewRef(v ? v : Py_None));
+    return 0;
+}
+static PyObject *squeue_stats(SQueue *q, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsI}", "ops", (unsigned long long)q->st_ops,
+                         "errors", (unsigned long long)q->st_errors,
+                         "notifies", (unsigned long long)q->st_notifies,
+                         "pending", q->pending);
+}
+
+static PyGetSetDef squeue_getset[] = {
+    {"region_fd", (getter)squeue_get_region_fd, NULL, "memfd of the shared region (to send)."},
+    {"doorbell_fd", (getter)squeue_get_doorbell_fd, NULL, "eventfd the client rings."},
+    {"cq_efd", (getter)squeue_get_cq_efd, NULL, "eventfd we signal for the client."},
+    {"dead", (getter)squeue_get_dead, NULL, NULL},
+    {"corrupt", (getter)squeue_get_corrupt, NULL, NULL},
+    {"pending", (getter)squeue_get_pending, NULL, "ops taken and not yet completed"},
+    {"info", (getter)squeue_get_info, (setter)squeue_set_info, "free for the Python layer"},
+    {NULL}
+};
+
+static PyMethodDef squeue_methods[] = {
+    {"close_region_fd", (PyCFunction)squeue_close_region_fd, METH_NOARGS, NULL},
+    {"attach_pool", (PyCFunction)squeue_attach_pool, METH_VARARGS, NULL},
+    {"detach", (PyCFunction)squeue_detach, METH_NOARGS, NULL},
+    {"stats", (PyCFunction)squeue_stats, METH_NOARGS, NULL},
+    {NULL}
+};
+
+PyTypeObject SR_ServerQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.ServerQueue",
+    .tp_basicsize = sizeof(SQueue),
+    .tp_dealloc = (destructor)squeue_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Server side of one client's queue pair.",
+    .tp_weaklistoffset = offsetof(SQueue, weakreflist),
+    .tp_getset = squeue_getset,
+    .tp_methods = squeue_methods,
+    .tp_init = (initproc)squeue_init,
+    .tp_new = squeue_new,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Request                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    SQueue *q;              /* owned: keeps the region and pool mapped */
+    uint64_t user_data;
+    int64_t arg0, arg1;
+    uint8_t *data;          /* into inl, the send slot, or the pool */
+    uint32_t len;
+    uint32_t slot;
+    uint8_t op;
+    uint8_t where;          /* SR_PAYLOAD_* */
+    uint8_t want_result;
+    uint8_t done;
+    Py_ssize_t exports;
+    uint8_t inl[SR_INLINE_MAX];
+} SRequest;
+
+static SRequest *req_freelist[256];
+static int req_nfree;
+
+static SRequest *request_new(SQueue *q)
+{
+    SRequest *r;
+    if (req_nfree) {
+        r = req_freelist[--req_nfree];
+        _Py_NewReference((PyObject *)r);
+    } else {
+        r = PyObject_New(SRequest, &SR_RequestType);
+        if (!r)
+            return NULL;
+    }
+    r->q = (SQueue *)Py_NewRef((PyObject *)q);
+    r->done = 0;
+    r->exports = 0;
+    return r;
+}
+
+static void request_dealloc(SRequest *r)
+{
+    if (!r->done && r->q) {
+        /* A handler returned PENDING and dropped the request without ever
+         * completing it: complete it now so the client is not left waiting
+         * forever (invariant 4). */
+        r->done = 1;
+        sq_post(r->q, r->user_data, -ECANCELED, 0);
+        sq_flush(r->q);
+    }
+    Py_CLEAR(r->q);
+    if (req_nfree < 256)
+        req_freelist[req_nfree++] = r;
+    else
+        PyObject_Free(r);
+}
+
+/* Turn a handler's outcome into the CQE.  `result` may be NULL with an
+ * exception set (the handler raised).  Returns -1 only for BaseExceptions
+ * that must stop the loop (KeyboardInterrupt, SystemExit). */
+static int request_finish(SRequest *r, PyObject *result)
+{
+    SQueue *q = r->q;
+    if (result == SR_PENDING)
+        return 0;
+    r->done = 1;
+    if (!result) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        int stop = !PyErr_GivenExceptionMatches(et, PyExc_Exception);
+        int err = EIO;
+        if (PyErr_GivenExceptionMatches(et, PyExc_OSError) && ev) {
+            PyObject *e = PyObject_GetAttrString(ev, "errno");
+            if (e && PyLong_Check(e)) {
+                long v = PyLong_AsLong(e);
+                if (v > 0 && v < 4096) err = (int)v;
+            }
+            Py_XDECREF(e);
+            PyErr_Clear();
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_NotImplementedError)) {
+            err = ENOSYS;
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_KeyError) ||
+                   PyErr_GivenExceptionMatches(et, PyExc_LookupError)) {
+            err = ENOENT;
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_MemoryError)) {
+            err = ENOMEM;
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_TypeError) ||
+                   PyErr_GivenExceptionMatches(et, PyExc_ValueError)) {
+            err = EINVAL;
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_TimeoutError)) {
+            err = ETIMEDOUT;
+        } else if (PyErr_GivenExceptionMatches(et, PyExc_PermissionError)) {
+            err = EPERM;
+        } else if (stop) {
+            err = ECANCELED;
+        }
+        uint32_t flags = 0;
+        if (r->want_result && !q->dead) {
+            /* "TypeName: message" into the result slot for the client. */
+            PyObject *s = ev ? PyObject_Str(ev) : NULL;
+            PyObject *txt = PyUnicode_FromFormat("%s: %U",
+                                                 ((PyTypeObject *)et)->tp_name,
+                                                 s ? s : Py_None);
+            Py_XDECREF(s);
+            Py_ssize_t n = 0;
+            const char *u = txt ? PyUnicode_AsUTF8AndSize(txt, &n) : NULL;
+            if (u) {
+                uint8_t *p = q->result_area + (size_t)r->slot * q->slot_size;
+                if ((size_t)n > q->slot_size - 2) n = q->slot_size - 2;
+                if (n > 0xffff) n = 0xffff;
+                uint16_t n16 = (uint16_t)n;
+                memcpy(p, &n16, 2);
+                memcpy(p + 2, u, (size_t)n);
+                flags = SR_CQE_F_ERRTEXT | (r->slot << IORING_CQE_BUFFER_SHIFT);
+            }
+            Py_XDECREF(txt);
+            PyErr_Clear();
+        }
+        sq_post(q, r->user_data, -err, flags);
+        if (stop) {
+            PyErr_Restore(et, ev, tb);
+            return -1;
+        }
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return 0;
+    }
+    if (result == Py_None) {
+        sq_post(q, r->user_data, 0, 0);
+    } else if (PyLong_Check(result)) {
+        long long v = PyLong_AsLongLong(result);
+        if ((v == -1 && PyErr_Occurred()) || v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Clear();
+            sq_post(q, r->user_data, -ERANGE, 0);
+        } else {
+            sq_post(q, r->user_data, (int32_t)v, 0);
+        }
+    } else if (PyObject_CheckBuffer(result)) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(result, &v, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            sq_post(q, r->user_data, -EINVAL, 0);
+        } else {
+            if (!r->want_result)
+                sq_post(q, r->user_data, -ENOBUFS, 0);
+            else if ((size_t)v.len > q->slot_size)
+                sq_post(q, r->user_data, -EMSGSIZE, 0);
+            else {
+                if (!q->dead)
+                    memcpy(q->result_area + (size_t)r->slot * q->slot_size, v.buf,
+                           (size_t)v.len);
+                sq_post(q, r->user_data, (int32_t)v.len,
+                        IORING_CQE_F_BUFFER | (r->slot << IORING_CQE_BUFFER_SHIFT));
+            }
+            PyBuffer_Release(&v);
+        }
+    } else {
+        sq_post(q, r->user_data, -EINVAL, 0);
+    }
+    return 0;
+}
+
+/* complete(result=None): finish a request whose handler returned PENDING.
+ * Returns True if the completion was posted, False if the client is gone. */
+static PyObject *request_complete(SRequest *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "complete(result=None)");
+        return NULL;
+    }
+    if (r->done) {
+        PyErr_SetString(PyExc_RuntimeError, "request already completed");
+        return NULL;
+    }
+    PyObject *res = nargs ? args[0] : Py_None;
+    if (res == SR_PENDING) {
+        PyErr_SetString(PyExc_ValueError, "cannot complete with PENDING");
+        return NULL;
+    }
+    int alive = !r->q->dead;
+    request_finish(r, res);
+    sq_flush(r->q);
+    return PyBool_FromLong(alive);
+}
+
+/* fail(errno, text=None) */
+static PyObject *request_fail(SRequest *r, PyObject *args)
+{
+    int err;
+    const char *text = NULL;
+    if (!PyArg_ParseTuple(args, "i|z:fail", &err, &text))
+        return NULL;
+    if (r->done) {
+        PyErr_SetString(PyExc_RuntimeError, "request already completed");
+        return NULL;
+    }
+    if (err <= 0 || err >= 4096) {
+        PyErr_SetString(PyExc_ValueError, "errno must be a positive errno value");
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "(is)", err, text ? text : strerror(err));
+    if (!exc)
+        return NULL;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    int alive = !r->q->dead;
+    request_finish(r, NULL);
+    sq_flush(r->q);
+    return PyBool_FromLong(alive);
+}
+
+static int request_getbuffer(SRequest *r, Py_buffer *view, int flags)
+{
+    int readonly = r->where != SR_PAYLOAD_POOL;
+    if (PyBuffer_FillInfo(view, (PyObject *)r, r->data ? r->data : r->inl,
+                          (Py_ssize_t)r->len, readonly, flags) < 0)
+        return -1;
+    r->exports++;
+    return 0;
+}
+
+static void request_releasebuffer(SRequest *r, Py_buffer *view)
+{
+    r->exports--;
+}
+
+static PyBufferProcs request_as_buffer = {
+    (getbufferproc)request_getbuffer, (releasebufferproc)request_releasebuffer};
+
+static PyObject *request_get_data(SRequest *r, void *c)
+{
+    return PyMemoryView_FromObject((PyObject *)r);
+}
+static PyObject *request_get_op(SRequest *r, void *c) { return PyLong_FromLong(r->op); }
+static PyObject *request_get_arg0(SRequest *r, void *c) { return PyLong_FromLongLong(r->arg0); }
+static PyObject *request_get_arg1(SRequest *r, void *c) { return PyLong_FromLongLong(r->arg1); }
+static PyObject *request_get_user_data(SRequest *r, void *c)
+{
+    return PyLong_FromUnsignedLongLong(r->user_data);
+}
+static PyObject *request_get_done(SRequest *r, void *c) { return PyBool_FromLong(r->done); }
+static PyObject *request_get_client(SRequest *r, void *c)
+{
+    return Py_NewRef(r->q ? r->q->info : Py_None);
+}
+static PyObject *request_get_client_alive(SRequest *r, void *c)
+{
+    return PyBool_FromLong(r->q && !r->q->dead);
+}
+
+static PyGetSetDef request_getset[] = {
+    {"data", (getter)request_get_data, NULL,
+     "memoryview of the payload (zero-copy; writable for pool payloads).  Valid\n"
+     "until the request is completed: copy what you keep."},
+    {"op", (getter)request_get_op, NULL, "Op index."},
+    {"arg0", (getter)request_get_arg0, NULL, "First integer argument."},
+    {"arg1", (getter)request_get_arg1, NULL, "Second integer argument."},
+    {"user_data", (getter)request_get_user_data, NULL, "The client's token (opaque)."},
+    {"done", (getter)request_get_done, NULL, "True once completed."},
+    {"client", (getter)request_get_client, NULL, "Who asked (peer credentials)."},
+    {"client_alive", (getter)request_get_client_alive, NULL, NULL},
+    {NULL}
+};
+
+static PyMethodDef request_methods[] = {
+    {"complete", (PyCFunction)(void (*)(void))request_complete, METH_FASTCALL,
+     "complete(result=None) -> bool: finish a request whose handler returned PENDING."},
+    {"fail", (PyCFunction)request_fail, METH_VARARGS,
+     "fail(errno, text=None) -> bool: finish it with an error."},
+    {NULL}
+};
+
+PyTypeObject SR_RequestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring.Request",
+    .tp_basicsize = sizeof(SRequest),
+    .tp_dealloc = (destructor)request_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One operation sent by a client to a subsystem handler.",
+    .tp_getset = request_getset,
+    .tp_methods = request_methods,
+    .tp_as_buffer = &request_as_buffer,
+};
+
+/* ------------------------------------------------------------------------ */
+/* ServerLoop                                                                */
+/* ------------------------------------------------------------------------ */
+
+enum { MODE_HYBRID = 0, MODE_INTERRUPT = 1, MODE_POLL = 2 };
+#define DOORBELL_TAG (1ULL << 63)
+#define BUDGET 64
+
+typedef struct {
+    PyObject_HEAD
+    int epfd;
+    SQueue **queues;
+    uint32_t nqueues, cap;
+    uint32_t rr;                 /* round-robin start */
+    PyObject **handlers;         /* per op index: callable or NULL */
+    uint8_t *is_batch;
+    uint32_t nhandlers;
+    int mode;
+    int64_t spin_ns;
+    int stop;
+    int running;
+    uint64_t st_rounds, st_sleeps, st_ops;
+} Loop;
+
+static int loop_init(Loop *L, PyObject *args, PyObject *kw)
+{
+    if (L->epfd > 0)
+        return 0;
+    L->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (L->epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    L->mode = MODE_HYBRID;
+    L->spin_ns = 50000;
+    return 0;
+}
+
+static void loop_clear_handlers(Loop *L)
+{
+    for (uint32_t k = 0; k < L->nhandlers; k++)
+        Py_XDECREF(L->handlers[k]);
+    PyMem_Free(L->handlers);
+    PyMem_Free(L->is_batch);
+    L->handlers = NULL;
+    L->is_batch = NULL;
+    L->nhandlers = 0;
+}
+
+static void loop_dealloc(Loop *L)
+{
+    for (uint32_t k = 0; k < L->nqueues; k++) {
+        L->queues[k]->in_loop = 0;
+        Py_DECREF(L->queues[k]);
+    }
+    PyMem_Free(L->queues);
+    loop_clear_handlers(L);
+    if (L->epfd > 0)
+        close(L->epfd);
+    Py_TYPE(L)->tp_free((PyObject *)L);
+}
+
+/* set_handlers(table): table[i] is None or (callable, is_batch) for op i.
+ * Op 0 is the built-in NOP and is never dispatched to Python. */
+static PyObject *loop_set_handlers(Loop *L, PyObject *table)
+{
+    PyObject *seq = PySequence_Fast(table, "handlers must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > 256) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "at most 256 ops");
+        return NULL;
+    }
+    PyObject **h = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
+    uint8_t *b = PyMem_Calloc((size_t)n + 1, 1);
+    if (!h || !b) {
+        PyMem_Free(h);
+        PyMem_Free(b);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *e = PySequence_Fast_GET_ITEM(seq, k);
+        if (e == Py_None)
+            continue;
+        PyObject *fn;
+        int batch;
+        if (!PyArg_ParseTuple(e, "Op;handler entries are (callable, is_batch)", &fn, &batch) ||
+            !PyCallable_Check(fn)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "handler is not callable");
+            for (Py_ssize_t j = 0; j < k; j++)
+                Py_XDECREF(h[j]);
+            PyMem_Free(h);
+            PyMem_Free(b);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        h[k] = Py_NewRef(fn);
+        b[k] = (uint8_t)batch;
+    }
+    Py_DECREF(seq);
+    loop_clear_handlers(L);
+    L->handlers = h;
+    L->is_batch = b;
+    L->nhandlers = (uint32_t)n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_add(Loop *L, PyObject *arg)
+{
+    if (!PyObject_TypeCheck(arg, &SR_ServerQueueType)) {
+        PyErr_SetString(PyExc_TypeError, "add() takes a ServerQueue");
+        return NULL;
+    }
+    SQueue *q = (SQueue *)arg;
+    if (q->in_loop || q->dead || !q->reg) {
+        PyErr_SetString(PyExc_ValueError, "queue is dead, unset or already in a loop");
+        return NULL;
+    }
+    if (L->nqueues == L->cap) {
+        uint32_t cap = L->cap ? L->cap * 2 : 16;
+        SQueue **nq = PyMem_Realloc(L->queues, cap * sizeof(SQueue *));
+        if (!nq)
+            return PyErr_NoMemory();
+        L->queues = nq;
+        L->cap = cap;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = DOORBELL_TAG | (uintptr_t)q};
+    if (epoll_ctl(L->epfd, EPOLL_CTL_ADD, q->doorbell_fd, &ev) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    q->in_loop = 1;
+    L->queues[L->nqueues++] = (SQueue *)Py_NewRef(arg);
+    Py_RETURN_NONE;
+}
+
+static void loop_drop(Loop *L, uint32_t k)
+{
+    SQueue *q = L->queues[k];
+    if (q->doorbell_fd >= 0)
+        epoll_ctl(L->epfd, EPOLL_CTL_DEL, q->doorbell_fd, NULL);
+    q->in_loop = 0;
+    L->queues[k] = L->queues[--L->nqueues];
+    Py_DECREF(q);
+}
+
+static PyObject *loop_remove(Loop *L, PyObject *arg)
+{
+    for (uint32_t k = 0; k < L->nqueues; k++) {
+        if ((PyObject *)L->queues[k] == arg) {
+            loop_drop(L, k);
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_SetString(PyExc_KeyError, "queue not in this loop");
+    return NULL;
+}
+
+/* watch(fd, token): report `token` from run() when fd is readable. */
+static PyObject *loop_watch(Loop *L, PyObject *args)
+{
+    int fd;
+    unsigned long long token;
+    if (!PyArg_ParseTuple(args, "iK:watch", &fd, &token))
+        return NULL;
+    if (token & DOORBELL_TAG) {
+        PyErr_SetString(PyExc_ValueError, "token must be < 2**63");
+        return NULL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = token};
+    if (epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_unwatch(Loop *L, PyObject *arg)
+{
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    epoll_ctl(L->epfd, EPOLL_CTL_DEL, fd, NULL);
+    Py_RETURN_NONE;
+}
+
+/* Fill a Request from a copied SQE; returns 0, or -errno for a bad SQE. */
+static int request_fill(SRequest *r, SQueue *q, const struct io_uring_sqe *sqe)
+{
+    r->user_data = sqe->user_data;
+    r->op = sqe->opcode;
+    r->arg0 = (int64_t)sqe->off;
+    r->arg1 = (int64_t)sqe->addr;
+    r->len = 0;
+    r->data = NULL;
+    r->where = SR_PAYLOAD_NONE;
+    r->want_result = 0;
+    r->slot = 0;
+    uint32_t of = sqe->op_flags;
+    if (of & ~SR_OPF_KNOWN)
+        return -EINVAL;
+    uint32_t slot = (uint32_t)sqe->fd;
+    if (slot >= q->nslots)
+        return -EINVAL;
+    r->slot = slot;
+    r->want_result = (of & SR_OPF_RESULT) != 0;
+    uint32_t len = sqe->len;
+    switch (of & SR_PAYLOAD_MASK) {
+    case SR_PAYLOAD_NONE:
+        break;
+    case SR_PAYLOAD_INLINE:
+        if (len > SR_INLINE_MAX)
+            return -EINVAL;
+        memcpy(r->inl, sqe->cmd, len);
+        r->data = r->inl;
+        r->len = len;
+        break;
+    case SR_PAYLOAD_SLOT:
+        if (len > q->slot_size)
+            return -EINVAL;
+        r->data = q->send_area + (size_t)slot * q->slot_size;
+        r->len = len;
+        break;
+    case SR_PAYLOAD_POOL:
+        if (!q->pool || sqe->buf_index >= q->pool_count ||
+            (uint64_t)sqe->file_index + len > q->pool_size)
+            return -EFAULT;
+        r->data = q->pool + (size_t)sqe->buf_index * q->pool_size + sqe->file_index;
+        r->len = len;
+        break;
+    }
+    r->where = (uint8_t)(of & SR_PAYLOAD_MASK);
+    return 0;
+}
+
+/* Call a batch handler with a list of Requests and finish each one.  It may
+ * return None or an int (the result of every request), a sequence (one result
+ * each), or PENDING (it completes them itself).  If it raises, every request
+ * gets the error.  `stopping`: a BaseException is pending, cancel instead.
+ * Returns -1 if the loop must stop (exception set). */
+static int loop_call_batch(PyObject *h, PyObject *batch, int stopping)
+{
+    Py_ssize_t m = PyList_GET_SIZE(batch);
+    if (stopping) {
+        for (Py_ssize_t j = 0; j < m; j++) {
+            SRequest *br = (SRequest *)PyList_GET_ITEM(batch, j);
+            if (!br->done) {
+                br->done = 1;
+                sq_post(br->q, br->user_data, -ECANCELED, 0);
+            }
+        }
+        return -1;
+    }
+    PyObject *res = PyObject_CallOneArg(h, batch);
+    int rc = 0;
+    if (!res) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            SRequest *br = (SRequest *)PyList_GET_ITEM(batch, j);
+            if (br->done)
+                continue;
+            Py_XINCREF(et); Py_XINCREF(ev); Py_XINCREF(tb);
+            PyErr_Restore(et, ev, tb);
+            if (request_finish(br, NULL) < 0) {
+                rc = -1;
+                PyErr_Clear();   /* we still hold the original */
+            }
+        }
+        if (rc < 0)
+            PyErr_Restore(et, ev, tb);
+        else {
+            Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+        }
+        return rc;
+    }
+    PyObject *seq = NULL;
+    if (res != Py_None && res != SR_PENDING && !PyLong_Check(res)) {
+        seq = PySequence_Fast(res, "a batch handler returns None, an int, a sequence or PENDING");
+        if (!seq)
+            PyErr_Clear();
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        SRequest *br = (SRequest *)PyList_GET_ITEM(batch, j);
+        if (br->done)
+            continue;
+        if (seq)
+            request_finish(br, j < PySequence_Fast_GET_SIZE(seq)
+                                   ? PySequence_Fast_GET_ITEM(seq, j) : Py_None);
+        else if (res != Py_None && res != SR_PENDING && !PyLong_Check(res))
+            request_finish(br, Py_Ellipsis);   /* not a valid result: -EINVAL */
+        else
+            request_finish(br, res);
+    }
+    Py_XDECREF(seq);
+    Py_DECREF(res);
+    return 0;
+}
+
+/* Process up to BUDGET SQEs of one queue.  Returns SQEs taken, or -1 if a
+ * BaseException must stop the loop (every taken SQE still got its CQE). */
+static int loop_process(Loop *L, SQueue *q)
+{
+    if (q->dead || q->corrupt)
+        return 0;
+    int64_t avail = sr_sqc_avail(&q->sq);
+    int64_t space = sr_cqp_space(&q->cq);
+    if (avail < 0 || space < 0) {
+        sq_mark_corrupt(q);
+        return 0;
+    }
+    space -= q->pending;
+    if (avail == 0 || space <= 0)
+        return 0;
+    int n = (int)(avail < space ? avail : space);
+    if (n > BUDGET)
+        n = BUDGET;
+    struct io_uring_sqe sqes[BUDGET * 2];   /* 128-byte SQEs: two structs each */
+    for (int k = 0; k < n; k++)
+        sr_sqc_take(&q->sq, &sqes[2 * k]);
+    sr_sqc_release(&q->sq);
+    q->pending += (uint32_t)n;
+    int rc = 0;
+    PyObject *batch = NULL;
+    uint8_t batch_op = 0;
+    for (int k = 0; k < n; k++) {
+        const struct io_uring_sqe *sqe = &sqes[2 * k];
+        uint8_t op = sqe->opcode;
+        if (batch && (op != batch_op || rc < 0)) {
+            if (loop_call_batch(L->handlers[batch_op], batch, rc < 0) < 0)
+                rc = -1;
+            Py_CLEAR(batch);
+        }
+        if (rc < 0) {
+            sq_post(q, sqe->user_data, -ECANCELED, 0);
+            continue;
+        }
+        if (op == 0) {                          /* built-in NOP */
+            sq_post(q, sqe->user_data, 0, 0);
+            continue;
+        }
+        PyObject *h = op < L->nhandlers ? L->handlers[op] : NULL;
+        if (!h) {
+            sq_post(q, sqe->user_data, -EOPNOTSUPP, 0);
+            continue;
+        }
+        SRequest *r = request_new(q);
+        if (!r) {
+            PyErr_Clear();
+            sq_post(q, sqe->user_data, -ENOMEM, 0);
+            continue;
+        }
+        int bad = request_fill(r, q, sqe);
+        if (bad) {
+            r->done = 1;
+            sq_post(q, sqe->user_data, bad, 0);
+            Py_DECREF(r);
+            continue;
+        }
+        if (L->is_batch[op]) {
+            if (!batch) {
+                batch = PyList_New(0);
+                batch_op = op;
+            }
+            if (!batch || PyList_Append(batch, (PyObject *)r) < 0) {
+                PyErr_Clear();
+                r->done = 1;
+                sq_post(q, sqe->user_data, -ENOMEM, 0);
+            }
+            Py_DECREF(r);
+            continue;
+        }
+        PyObject *res = PyObject_CallOneArg(h, (PyObject *)r);
+        if (request_finish(r, res) < 0)
+            rc = -1;
+        Py_XDECREF(res);
+        Py_DECREF(r);
+    }
+    if (batch) {
+        if (loop_call_batch(L->handlers[batch_op], batch, rc < 0) < 0)
+            rc = -1;
+        Py_DECREF(batch);
+    }
+    sq_flush(q);
+    L->st_ops += (uint64_t)n;
+    return rc < 0 ? -1 : n;
+}
+
+/* One fair round over all queues. */
+static int loop_round(Loop *L)
+{
+    int total = 0;
+    uint32_t nq = L->nqueues;
+    if (!nq)
+        return 0;
+    uint32_t start = L->rr++ % nq;
+    for (uint32_t k = 0; k < nq && k < L->nqueues; k++) {
+        SQueue *q = L->queues[(start + k) % L->nqueues];
+        Py_INCREF(q);
+        int n = loop_process(L, q);
+        Py_DECREF(q);
+        if (n < 0)
+            return -1;
+        total += n;
+    }
+    L->st_rounds++;
+    return total;
+}
+
+static int loop_any_work(Loop *L)
+{
+    for (uint32_t k = 0; k < L->nqueues; k++) {
+        SQueue *q = L->queues[k];
+        if (q->dead || q->corrupt)
+            continue;
+        int64_t a = sr_sqc_avail(&q->sq);
+        if (a != 0)                /* work, or corruption to report */
+            return 1;
+    }
+    return 0;
+}
+
+static void loop_set_need_wakeup(Loop *L, uint32_t v)
+{
+    /* We are the only writer of sq_flags. */
+    for (uint32_t k = 0; k < L->nqueues; k++)
+        if (!L->queues[k]->dead)
+            sr_store_release(&L->queues[k]->reg->sq_flags.v, v);
+}
+
+/* Collect control events; returns 0 or -1. */
+static int loop_collect(Loop *L, struct epoll_event *evs, int n, PyObject *out)
+{
+    for (int k = 0; k < n; k++) {
+        uint64_t d = evs[k].data.u64;
+        if (d & DOORBELL_TAG) {
+            SQueue *q = (SQueue *)(uintptr_t)(d & ~DOORBELL_TAG);
+            if (q->doorbell_fd >= 0)
+                sr_eventfd_drain(q->doorbell_fd);
+            continue;
+        }
+        PyObject *t = PyLong_FromUnsignedLongLong(d);
+        if (!t || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            return -1;
+        }
+        Py_DECREF(t);
+    }
+    return 0;
+}
+
+static int loop_report_corrupt(Loop *L, PyObject *out)
+{
+    for (uint32_t k = 0; k < L->nqueues; k++) {
+        if (L->queues[k]->corrupt && !L->queues[k]->dead) {
+            if (PyList_Append(out, (PyObject *)L->queues[k]) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* run(timeout=None) -> list of events: watch() tokens whose fd is readable,
+ * and ServerQueue objects that broke the protocol.  Serves until there is an
+ * event, the timeout passes, or stop() was called. */
+static PyObject *loop_run(Loop *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    double timeout = -1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "run(timeout=None)");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        timeout = PyFloat_AsDouble(args[0]);
+        if (timeout == -1 && PyErr_Occurred())
+            return NULL;
+        if (timeout < 0) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be >= 0");
+            return NULL;
+        }
+    }
+    if (L->running) {
+        PyErr_SetString(PyExc_RuntimeError, "loop is already running");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    L->running = 1;
+    L->stop = 0;
+    int64_t start = sr_now_ns();
+    int64_t deadline = timeout < 0 ? INT64_MAX : start + (int64_t)(timeout * 1e9);
+    int64_t idle_since = 0, next_ctl = start + 1000000;
+    struct epoll_event evs[64];
+    for (;;) {
+        int did = loop_round(L);
+        if (did < 0)
+            goto error;
+        if (loop_report_corrupt(L, out) < 0)
+            goto error;
+        if (L->stop || PyList_GET_SIZE(out))
+            break;
+        int64_t now = sr_now_ns();
+        if (now >= deadline)
+            break;
+        if (did) {
+            idle_since = 0;
+            if (now >= next_ctl) {          /* under load: still see attaches/deaths */
+                next_ctl = now + 1000000;
+                int n = epoll_wait(L->epfd, evs, 64, 0);
+                if (n > 0 && loop_collect(L, evs, n, out) < 0)
+                    goto error;
+                if (PyErr_CheckSignals() < 0)
+                    goto error;
+                if (PyList_GET_SIZE(out))
+                    break;
+            }
+            continue;
+        }
+        if (!idle_since)
+            idle_since = now;
+        if (L->mode == MODE_POLL || (L->mode == MODE_HYBRID && now - idle_since < L->spin_ns)) {
+            /* Spin without the GIL for a moment (other threads may run). */
+            int found = 0;
+            Py_BEGIN_ALLOW_THREADS
+            for (int k = 0; k < 256 && !found; k++) {
+                sr_cpu_relax();
+                if ((k & 15) == 15)
+                    found = loop_any_work(L);
+            }
+            Py_END_ALLOW_THREADS
+            if (!found && now >= next_ctl) {
+                next_ctl = now + 1000000;
+                int n = epoll_wait(L->epfd, evs, 64, 0);
+                if (n > 0 && loop_collect(L, evs, n, out) < 0)
+                    goto error;
+                if (PyErr_CheckSignals() < 0)
+                    goto error;
+                if (PyList_GET_SIZE(out))
+                    break;
+            }
+            continue;
+        }
+        /* Sleep: arm NEED_WAKEUP everywhere, full fence, re-check every SQ
+         * (invariant 3, consumer side), then epoll_wait. */
+        loop_set_need_wakeup(L, SR_SQ_NEED_WAKEUP);
+        sr_full_fence();
+        if (loop_any_work(L)) {
+            loop_set_need_wakeup(L, 0);
+            continue;
+        }
+        int64_t left = deadline - now;
+        int ms = deadline == INT64_MAX ? 1000 : (int)((left + 999999) / 1000000);
+        if (ms > 1000) ms = 1000;     /* wake up now and then for signals */
+        int n;
+        L->st_sleeps++;
+        Py_BEGIN_ALLOW_THREADS
+        n = epoll_wait(L->epfd, evs, 64, ms);
+        Py_END_ALLOW_THREADS
+        loop_set_need_wakeup(L, 0);
+        idle_since = 0;
+        if (n < 0 && errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto error;
+        }
+        if (n > 0 && loop_collect(L, evs, n, out) < 0)
+            goto error;
+        if (PyErr_CheckSignals() < 0)
+            goto error;
+        if (PyList_GET_SIZE(out) || L->stop)
+            break;
+    }
+    L->running = 0;
+    return out;
+error:
+    L->running = 0;
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *loop_stop(Loop *L, PyObject *unused)
+{
+    L->stop = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_get_mode(Loop *L, void *c)
+{
+    static const char *const names[] = {"hybrid", "interrupt", "poll"};
+    return PyUnicode_FromString(names[L->mode]);
+}
+
+static int loop_set_mode(Loop *L, PyObject *v, void *c)
+{
+    static const char *const names[] = {"hybrid", "interrupt", "poll"};
+    for (int k = 0; v && k < 3; k++) {
+        if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, names[k]) == 0) {
+            L->mode = k;
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_ValueError, "mode must be 'hybrid', 'interrupt' or 'poll'");
+    return -1;
+}
+
+static PyObject *loop_get_spin_us(Loop *L, void *c) { return PyFloat_FromDouble(L->spin_ns / 1e3); }
+static int loop_set_spin_us(Loop *L, PyObject *v, void *c)
+{
+    double us = v ? PyFloat_AsDouble(v) : -1;
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (!(us >= 0 && us <= 1e7)) {
+        PyErr_SetString(PyExc_ValueError, "spin_us must be in [0, 1e7]");
+        return -1;
+    }
+    L->spin_ns = (int64_t)(us * 1e3);
+    return 0;
+}
+
+static PyObject *loop_get_queues(Loop *L, void *c)
+{
+    PyObject *l = PyList_New(L->nqueues);
+    for (uint32_t k = 0; l && k < L->nqueues; k++)
+        PyList_SET_ITEM(l, k, Py_NewRef((PyObject *)L->queues[k]));
+    return l;
+}
+
+static PyObject *loop_stats(Loop *L, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsI}", "rounds", (unsigned long long)L->st_rounds,
+                         "sleeps", (unsigned long long)L->st_sleeps,
+                         "ops", (unsigned long long)L->st_ops, "clients", L->nqueues);
+}
+
+static PyObject *loop_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    Loop *L = (Loop *)type->tp_alloc(type, 0);
+    if (L)
+        L->epfd = -1;
+    return (PyObject *)L;
+}
+
+static PyGetSetDef loop_getset[] = {
+    {"mode", (getter)loop_get_mode, (setter)loop_set_mode,
+     "'hybrid' (default), 'interrupt' or 'poll'; may change while running."},
+    {"spin_us", (getter)loop_get_spin_us, (setter)loop_set_spin_us,
+     "Hybrid: microseconds of idle spinning before sleeping."},
+    {"queues", (getter)loop_get_queues, NULL, NULL},
+    {NULL}
+};
+
+static PyMethodDef loop_methods[] = {
+    {"set_handlers", (PyCFunction)loop_set_handlers, METH_O, NULL},
+    {"add", (PyCFunction)loop_add, METH_O, NULL},
+    {"remove", (PyCFunction)loop_remove, METH_O, NULL},
+    {"watch", (PyCFunction)loop_watch, METH_VARARGS, NULL},
+    {"unwatch", (PyCFunction)loop_unwatch, METH_O, NULL},
+    {"run", (PyCFunction)(void (*)(void))loop_run, METH_FASTCALL, NULL},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS, NULL},
+    {"stats", (PyCFunction)loop_stats, METH_NOARGS, NULL},
+    {NULL}
+};
+
+PyTypeObject SR_ServerLoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.ServerLoop",
+    .tp_basicsize = sizeof(Loop),
+    .tp_dealloc = (destructor)loop_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The C run loop of a Subsystem.",
+    .tp_getset = loop_getset,
+    .tp_methods = loop_methods,
+    .tp_init = (initproc)loop_init,
+    .tp_new = loop_new,
+};

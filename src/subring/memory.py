@@ -1,0 +1,111 @@
+"""Shared memory: BufferPool.
+
+A :class:`BufferPool` is ``count`` buffers of ``size`` bytes in one sealed
+memfd (nothing appears in ``/dev/shm``; the memory goes away with the last
+mapping or fd).  The same pool can be
+
+* registered with a subsystem connection (``client.register_pool(pool)``):
+  payloads then travel by ``(buffer index, offset, length)`` with no copy --
+  the subsystem's handler gets a writable ``memoryview`` onto the same pages;
+* registered with a :class:`~subring.KernelRing` as fixed buffers
+  (``ring.register_buffers(pool.buffers())``), so data the kernel reads into a
+  buffer reaches a subsystem without being copied.
+
+The memfd is sealed against shrinking and growing, so no process sharing it
+can make another one fault (SIGBUS) by truncating it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+from typing import Any
+
+__all__ = ["BufferPool"]
+
+
+class BufferPool:
+    """``count`` buffers of ``size`` bytes each in one sealed memfd."""
+
+    def __init__(self, count: int, size: int, *, name: str = "subring-pool") -> None:
+        if not isinstance(count, int) or not isinstance(size, int):
+            raise TypeError("count and size must be ints")
+        if count < 1 or size < 1 or count * size > 1 << 40:
+            raise ValueError("count and size must be >= 1 (and the pool < 1 TiB)")
+        self.count = count
+        self.size = size
+        self._fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self._fd, count * size)
+            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            self._mmap = mmap.mmap(self._fd, count * size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._view: memoryview | None = memoryview(self._mmap)
+
+    @property
+    def fd(self) -> int:
+        """The memfd (sent to subsystems with SCM_RIGHTS)."""
+        if self._fd < 0:
+            raise ValueError("pool is closed")
+        return self._fd
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.size
+
+    def buffer(self, index: int) -> memoryview:
+        """A writable view of buffer ``index`` (zero-copy)."""
+        if self._view is None:
+            raise ValueError("pool is closed")
+        if not 0 <= index < self.count:
+            raise IndexError(f"buffer index {index} out of range ({self.count} buffers)")
+        return self._view[index * self.size:(index + 1) * self.size]
+
+    def buffers(self) -> list[memoryview]:
+        """Views of all buffers, e.g. for ``KernelRing.register_buffers``."""
+        return [self.buffer(i) for i in range(self.count)]
+
+    def array(self, index: int, dtype: Any = "uint8", shape: Any = None) -> Any:
+        """A NumPy array over buffer ``index`` (zero-copy; needs NumPy)."""
+        import numpy as np
+
+        a = np.frombuffer(self.buffer(index), dtype=dtype)
+        return a if shape is None else a.reshape(shape)
+
+    def close(self) -> None:
+        """Unmap and close.  Raises BufferError while views are exported
+        (e.g. while registered with a KernelRing, or a NumPy array lives)."""
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                self._view = memoryview(self._mmap)
+                raise BufferError("pool buffers are still in use (exported views, a "
+                                  "registered KernelRing, NumPy arrays)") from None
+            self._mmap = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> BufferPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            try:
+                self.close()
+            except BufferError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<BufferPool {self.count} x {self.size} bytes>"

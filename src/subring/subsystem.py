@@ -1,0 +1,429 @@
+"""Subsystem: a standalone process that serves io_uring-shaped rings.
+
+The kernel is the model: it runs on its own, clients hand it work through a
+submission ring and get results back through a completion ring, in shared
+memory, with no system call per operation while both sides are busy.  A
+:class:`Subsystem` is the same thing written in Python::
+
+    class Store(subring.Subsystem):
+        def __init__(self):
+            super().__init__()
+            self.data = {}
+
+        @subring.op
+        def put(self, req):                 # req.data: memoryview of the payload
+            self.data[req.arg0] = bytes(req.data)
+
+        @subring.op
+        def get(self, req):
+            return self.data[req.arg0]      # bytes -> the client's result buffer;
+                                            # KeyError -> -ENOENT + its text
+
+    Store().serve("/run/store.sock")
+
+Handlers
+--------
+A handler receives a :class:`~subring.Request` (``op``, ``arg0``, ``arg1``,
+``data``, ``user_data``, ``client``) and returns
+
+* ``None`` (res 0) or an ``int`` (res; negative means -errno),
+* a bytes-like object: copied into the op's result slot (res = its length),
+* :data:`subring.PENDING`: it will call ``req.complete(value)`` or
+  ``req.fail(errno, text)`` later (from the serving thread); a request dropped
+  without completion completes with ``-ECANCELED``;
+
+or raises: ``OSError`` keeps its errno, ``KeyError`` -> ENOENT, ``ValueError``/
+``TypeError`` -> EINVAL, ``NotImplementedError`` -> ENOSYS, anything else ->
+EIO; the text ``"Type: message"`` travels to the client
+(``Completion.error_text``, and the message of ``Completion.result()``).  The
+subsystem keeps running.  ``KeyboardInterrupt``/``SystemExit`` stop it (after
+every taken op got its completion).
+
+``@subring.op(batch=True)`` handlers get a list of requests (consecutive ops of
+that kind in one batch) and return one result for all, a sequence of results,
+or PENDING.
+
+``req.data`` is zero-copy: inline payloads live in the request, larger ones in
+the op's slot of the shared region, pool payloads in the client's BufferPool
+(writable: handlers may write results in place).  It is valid until the
+request completes; copy what you keep.
+
+Modes (the interrupt plane)
+---------------------------
+``interrupt``: sleep in epoll as soon as there is no work; clients ring a
+doorbell eventfd only when the server announced it sleeps (NEED_WAKEUP).
+``poll``: never sleep (lowest latency, one CPU at 100 %).  ``hybrid``
+(default): spin ``spin_us`` after the last work, then sleep.  Switch at run
+time with :attr:`Subsystem.mode`.  Under load no mode makes a syscall.
+
+Faults
+------
+Each client has its own queue pair; a client that breaks the protocol
+(impossible indices, bad slot/pool references) gets error completions or is
+disconnected, and cannot touch any other client's memory.  A client that dies
+is noticed through its socket; its queue is dropped, ops its handlers still
+hold complete into nothing.  See ``docs/subsystems.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import _core, _wire
+
+__all__ = ["Subsystem", "op", "PENDING", "Request", "ClientInfo", "OpSpec"]
+
+PENDING = _core.PENDING
+Request = _core.Request
+
+log = logging.getLogger("subring.subsystem")
+
+_TOKEN_LISTEN = 0
+_TOKEN_WAKE = 1
+_FIRST_CLIENT_TOKEN = 16
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One entry of a subsystem's op table (what clients learn at attach)."""
+
+    index: int
+    name: str
+    batch: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is on the other side of a connection (from SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+    token: int
+
+
+def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, name: str | None = None):
+    """Mark a method as a subsystem operation.  ``@op``, ``@op(batch=True)``,
+    ``@op(name="other_name")``."""
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        f.__subring_op__ = {"batch": batch, "name": name or f.__name__}  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class _Conn:
+    __slots__ = ("sock", "token", "info", "queue", "attached")
+
+    def __init__(self, sock: socket.socket, token: int, info: ClientInfo) -> None:
+        self.sock = sock
+        self.token = token
+        self.info = info
+        self.queue: Any = None
+        self.attached = False
+
+
+class Subsystem:
+    """Base class of a user-space subsystem.  Subclass it, mark operations
+    with :func:`op`, and call :meth:`serve`."""
+
+    #: name announced to clients (default: the class name)
+    name: str | None = None
+    #: limits a client can ask for
+    max_entries = 4096
+    max_slot_size = 1 << 20
+    max_clients = 1024
+
+    def __init__(self) -> None:
+        self._loop: Any = None
+        self._stop = False
+        self._wake_fd = -1
+        self._conns: dict[int, _Conn] = {}
+        self._next_token = _FIRST_CLIENT_TOKEN
+        self._mode = "hybrid"
+        self._spin_us = 50.0
+        self._lock = threading.Lock()
+
+    # -- the op table ---------------------------------------------------------
+
+    @classmethod
+    def op_table(cls) -> list[OpSpec]:
+        """Index 0 is the built-in ``nop`` (answered by the C core)."""
+        table = [OpSpec(0, "nop", False, "No operation (answered without Python).")]
+        seen: set[str] = {"nop"}
+        for klass in reversed(cls.__mro__):
+            for attr, fn in vars(klass).items():
+                meta = getattr(fn, "__subring_op__", None)
+                if meta is None or meta["name"] in seen:
+                    continue
+                seen.add(meta["name"])
+                table.append(OpSpec(len(table), meta["name"], meta["batch"],
+                                    (fn.__doc__ or "").strip().split("\n")[0]))
+        if len(table) > 256:
+            raise ValueError("a subsystem has at most 255 operations")
+        return table
+
+    def _handlers(self) -> list[Any]:
+        out: list[Any] = [None]
+        attrs = {getattr(fn, "__subring_op__", {}).get("name"): attr
+                 for klass in type(self).__mro__ for attr, fn in vars(klass).items()
+                 if hasattr(fn, "__subring_op__")}
+        for spec in self.op_table()[1:]:
+            out.append((getattr(self, attrs[spec.name]), spec.batch))
+        return out
+
+    # -- modes ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in ("hybrid", "interrupt", "poll"):
+            raise ValueError("mode must be 'hybrid', 'interrupt' or 'poll'")
+        self._mode = value
+        if self._loop is not None:
+            self._loop.mode = value
+
+    @property
+    def spin_us(self) -> float:
+        return self._spin_us
+
+    @spin_us.setter
+    def spin_us(self, value: float) -> None:
+        self._spin_us = float(value)
+        if self._loop is not None:
+            self._loop.spin_us = value
+
+    # -- hooks ------------------------------------------------------------------
+
+    def on_connect(self, client: ClientInfo) -> None:
+        """Called when a client attached (override; default does nothing)."""
+
+    def on_disconnect(self, client: ClientInfo) -> None:
+        """Called when a client left, died or was dropped."""
+
+    # -- serving ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return (thread-safe, signal-safe)."""
+        self._stop = True
+        loop, fd = self._loop, self._wake_fd
+        if loop is not None:
+            loop.stop()
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
+
+    def serve(self, address: str, *, mode: str | None = None, spin_us: float | None = None,
+              socket_mode: int = 0o600, allow_uids: set[int] | None = None,
+              ready: Callable[[], None] | None = None) -> None:
+        """Serve clients on the Unix socket ``address`` until :meth:`stop`
+        (or SIGINT/SIGTERM raise).  ``socket_mode`` (default 0600) limits who
+        can connect; ``allow_uids`` additionally checks SO_PEERCRED.
+        ``ready`` is called once the socket accepts connections."""
+        if mode is not None:
+            self.mode = mode
+        if spin_us is not None:
+            self.spin_us = spin_us
+        listener = self._listen(address, socket_mode)
+        loop = _core.ServerLoop()
+        loop.mode = self._mode
+        loop.spin_us = self._spin_us
+        loop.set_handlers(self._handlers())
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._loop = loop
+        self._stop = False
+        self._allow_uids = allow_uids
+        try:
+            loop.watch(listener.fileno(), _TOKEN_LISTEN)
+            loop.watch(self._wake_fd, _TOKEN_WAKE)
+            if ready is not None:
+                ready()
+            while not self._stop:
+                for ev in loop.run(1.0):
+                    if isinstance(ev, _core.ServerQueue):
+                        self._drop_queue(ev, "broke the ring protocol")
+                    elif ev == _TOKEN_LISTEN:
+                        self._accept(listener)
+                    elif ev == _TOKEN_WAKE:
+                        try:
+                            os.eventfd_read(self._wake_fd)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        conn = self._conns.get(ev)
+                        if conn is not None:
+                            self._control(conn)
+        finally:
+            for conn in list(self._conns.values()):
+                self._disconnect(conn)
+            self._loop = None
+            os.close(self._wake_fd)
+            self._wake_fd = -1
+            listener.close()
+            try:
+                if stat.S_ISSOCK(os.stat(address).st_mode):
+                    os.unlink(address)
+            except OSError:
+                pass
+
+    def _listen(self, address: str, mode: int) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            if os.path.exists(address):
+                # A stale socket from a dead server may be replaced; a live one not.
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                try:
+                    probe.connect(address)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    os.unlink(address)
+                else:
+                    raise OSError(errno.EADDRINUSE, f"a subsystem already serves {address}")
+                finally:
+                    probe.close()
+            old = os.umask(0o777 & ~mode)
+            try:
+                s.bind(address)
+            finally:
+                os.umask(old)
+            os.chmod(address, mode)
+            s.listen(128)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                return
+            pid, uid, gid = struct.unpack("3i", sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if (self._allow_uids is not None and uid not in self._allow_uids) or \
+                    len(self._conns) >= self.max_clients:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            token = self._next_token
+            self._next_token += 1
+            conn = _Conn(sock, token, ClientInfo(pid, uid, gid, token))
+            self._conns[token] = conn
+            self._loop.watch(sock.fileno(), token)
+
+    def _control(self, conn: _Conn) -> None:
+        """The client's socket is readable: a control message, or EOF."""
+        try:
+            msg, fds = _wire.recv(conn.sock)
+        except BlockingIOError:
+            return
+        except (OSError, ValueError) as e:
+            log.info("dropping client %s: %s", conn.info, e)
+            self._disconnect(conn)
+            return
+        if msg is None:
+            self._disconnect(conn)
+            return
+        try:
+            if not conn.attached:
+                self._attach(conn, msg)
+            elif msg.get("cmd") == "pool":
+                self._attach_pool(conn, msg, fds)
+            else:
+                _wire.send(conn.sock, {"ok": False, "error": f"unknown command {msg.get('cmd')!r}"})
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            try:
+                _wire.send(conn.sock, {"ok": False, "error": str(e)})
+            except OSError:
+                self._disconnect(conn)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _attach(self, conn: _Conn, hello: dict[str, Any]) -> None:
+        if hello.get("subring") != _wire.PROTOCOL:
+            raise ValueError(f"unsupported protocol {hello.get('subring')!r}")
+        entries = int(hello.get("entries", 256))
+        slot_size = int(hello.get("slot_size", 4096))
+        if entries < 1:
+            raise ValueError("entries must be >= 1")
+        entries = min(1 << (entries - 1).bit_length(), self.max_entries)
+        slot_size = max(64, min(slot_size, self.max_slot_size))
+        q = _core.ServerQueue(entries, slot_size, conn.info.pid)
+        q.info = conn.info
+        table = self.op_table()
+        reply = {"ok": True, "abi": 1, "name": self.name or type(self).__name__,
+                 "ops": [[s.name, s.batch, s.doc] for s in table], "entries": entries,
+                 "slot_size": slot_size, "server_pid": os.getpid()}
+        _wire.send(conn.sock, reply, [q.region_fd, q.doorbell_fd, q.cq_efd])
+        q.close_region_fd()
+        conn.queue = q
+        conn.attached = True
+        self._loop.add(q)
+        try:
+            self.on_connect(conn.info)
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _attach_pool(self, conn: _Conn, msg: dict[str, Any], fds: list[int]) -> None:
+        if len(fds) != 1:
+            raise ValueError("pool registration carries exactly one memfd")
+        conn.queue.attach_pool(fds[0], int(msg["count"]), int(msg["size"]))
+        _wire.send(conn.sock, {"ok": True})
+
+    def _drop_queue(self, q: Any, why: str) -> None:
+        for conn in list(self._conns.values()):
+            if conn.queue is q:
+                log.warning("dropping client %s: %s", conn.info, why)
+                self._disconnect(conn)
+                return
+        try:
+            self._loop.remove(q)
+        except KeyError:
+            pass
+        q.detach()
+
+    def _disconnect(self, conn: _Conn) -> None:
+        self._conns.pop(conn.token, None)
+        try:
+            self._loop.unwatch(conn.sock.fileno())
+        except (OSError, ValueError):
+            pass
+        if conn.queue is not None:
+            try:
+                self._loop.remove(conn.queue)
+            except KeyError:
+                pass
+            conn.queue.detach()
+        conn.sock.close()
+        if conn.attached:
+            try:
+                self.on_disconnect(conn.info)
+            except Exception:
+                log.exception("on_disconnect failed")
+
+    # -- introspection -----------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        loop = self._loop
+        return {"clients": len([c for c in self._conns.values() if c.attached]),
+                **(loop.stats() if loop is not None else {})}
