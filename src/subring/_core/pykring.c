@@ -51,6 +51,7 @@ typedef struct {
     uint64_t st_doorbells, st_sleeps;
     int64_t next_peer_check;
     PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
+    int async_armed;         /* an event loop watches cq_efd: keep ARMED set */
     uint64_t fork_gen;
     int initialized;
     int closed;
@@ -355,7 +356,8 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
         sr_store_release(&r->ureg->cq_flags.v, SR_CQ_ARMED);
         sr_full_fence();
         if (ur_cq_ready(r) >= min_complete || r->peer_dead) {
-            sr_store_release(&r->ureg->cq_flags.v, 0);
+            if (!r->async_armed)
+                sr_store_release(&r->ureg->cq_flags.v, 0);
             return 0;
         }
         struct pollfd pf[2] = {{.fd = r->cq_efd, .events = POLLIN},
@@ -370,7 +372,8 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
         (*sleeps)++;
         int n = ppoll(pf, 2, tsp, NULL);
         int err = errno;
-        sr_store_release(&r->ureg->cq_flags.v, 0);
+        if (!r->async_armed)
+            sr_store_release(&r->ureg->cq_flags.v, 0);
         if (n < 0) {
             if (err == EINTR)
                 return -EINTR;
@@ -2146,6 +2149,20 @@ out:
     return result;
 }
 
+/* _set_async(on) -> cq eventfd: while on, the server signals the eventfd
+ * after every batch of completions it posts (ARMED stays set), which is what
+ * an event loop's add_reader needs.  Costs one eventfd write per batch. */
+static PyObject *ur_set_async(KRing *r, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0 || kr_check(r) < 0)
+        return NULL;
+    r->async_armed = on;
+    sr_store_release(&r->ureg->cq_flags.v, on ? SR_CQ_ARMED : 0);
+    sr_full_fence();
+    return PyLong_FromLong(r->cq_efd);
+}
+
 static PyObject *ur_get_sock_fd(KRing *r, PyObject *unused)
 {
     if (kr_check(r) < 0)
@@ -2812,6 +2829,7 @@ static PyMethodDef ur_methods[] = {
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
     {"_set_opnames", (PyCFunction)ur_set_opnames, METH_O, NULL},
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
+    {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
     FAST("close", kr_close, "close(): drop the connection (in-flight ops are abandoned)."),
     {NULL}
