@@ -29,7 +29,9 @@ extern PyTypeObject SR_BufferRingType;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *user_data;
+    PyObject *user_data;    /* never NULL */
+    PyObject *res_obj;      /* res as an int object: T_OBJECT_EX members get
+                             * CPython 3.11's specialised attribute load */
     int32_t   res;
     uint32_t  flags;
     uint8_t   opcode;
@@ -47,6 +49,7 @@ typedef struct {
     Py_buffer view;
 } SR_Pin;
 
+SR_Completion *sr_completion_alloc(void);
 SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
                                  uint32_t flags, uint8_t opcode,
                                  const uint64_t *big);
@@ -70,6 +73,7 @@ int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
 /* ---- pykring.c ---------------------------------------------------------- */
 extern PyTypeObject SR_KernelRingType;
 extern PyTypeObject SR_UserRingType;
+extern PyMethodDef sr_pykring_functions[];
 
 /* ---- pyserver.c --------------------------------------------------------- */
 extern PyTypeObject SR_ServerQueueType;

@@ -75,6 +75,10 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&coremodule);
     if (!m)
         return NULL;
+    if (PyModule_AddFunctions(m, sr_pykring_functions) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "Completion", (PyObject *)&SR_CompletionType) < 0 ||
         PyModule_AddObjectRef(m, "Pin", (PyObject *)&SR_PinType) < 0 ||
         PyModule_AddObjectRef(m, "BufferRing", (PyObject *)&SR_BufferRingType) < 0 ||

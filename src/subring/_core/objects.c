@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 #include "core.h"
+#include "structmember.h"
 #include "optable.h"
 
 /* ------------------------------------------------------------------------ */
@@ -184,48 +185,38 @@ void sr_optable_free(sr_optable *t)
     t->nslots = t->nfree = t->live = 0;
 }
 
-static void slot_clear(sr_optable *t, uint32_t i)
-{
-    sr_slot *s = &t->slots[i];
-    Py_CLEAR(s->udata);
-    Py_CLEAR(s->keep);
-    if (s->view.obj)
-        PyBuffer_Release(&s->view);
-    if (s->fixed)
-        t->fixed_live--;
-    s->state = SLOT_FREE;
-    t->live--;
-    t->free_stack[t->nfree++] = i;
-}
-
-void sr_slot_release(sr_optable *t, uint32_t i)
-{
-    uint32_t chain = t->slots[i].chain, cgen = t->slots[i].chain_gen;
-    slot_clear(t, i);
-    /* Walk back through suppressed-success predecessors.  Stop at the first
-     * one that is gone (it failed, so it posted its own CQE and was freed) or
-     * reused (generation mismatch). */
-    while (chain) {
-        uint32_t j = chain - 1;
-        sr_slot *p = &t->slots[j];
-        if (p->state != SLOT_LIVE || p->gen != cgen || !p->skip)
-            break;
-        chain = p->chain;
-        cgen = p->chain_gen;
-        slot_clear(t, j);
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Completion                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* Completions are made and dropped at the rate of the ring: keep a small
+ * freelist instead of going through the allocator each time. */
+static SR_Completion *cfree[1024];
+static int ncfree;
+
+SR_Completion *sr_completion_alloc(void)
+{
+    if (ncfree) {
+        SR_Completion *c = cfree[--ncfree];
+        _Py_NewReference((PyObject *)c);
+        return c;
+    }
+    return PyObject_New(SR_Completion, &SR_CompletionType);
+}
+
 SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
                                  uint32_t flags, uint8_t opcode, const uint64_t *big)
 {
-    SR_Completion *c = PyObject_New(SR_Completion, &SR_CompletionType);
+    SR_Completion *c = sr_completion_alloc();
     if (!c) {
         Py_XDECREF(user_data_stolen);
+        return NULL;
+    }
+    c->res_obj = PyLong_FromLong(res);
+    if (!c->res_obj) {
+        c->user_data = NULL;
+        Py_XDECREF(user_data_stolen);
+        Py_DECREF(c);
         return NULL;
     }
     c->user_data = user_data_stolen;
@@ -245,23 +236,15 @@ SR_Completion *sr_completion_new(PyObject *user_data_stolen, int32_t res,
 static void completion_dealloc(SR_Completion *c)
 {
     Py_XDECREF(c->user_data);
+    Py_XDECREF(c->res_obj);
     Py_XDECREF(c->data);
     Py_XDECREF(c->opname);
-    PyObject_Free(c);
+    if (ncfree < 1024)
+        cfree[ncfree++] = c;
+    else
+        PyObject_Free(c);
 }
 
-static PyObject *completion_get_user_data(SR_Completion *c, void *closure)
-{
-    return Py_NewRef(c->user_data ? c->user_data : Py_None);
-}
-static PyObject *completion_get_res(SR_Completion *c, void *closure)
-{
-    return PyLong_FromLong(c->res);
-}
-static PyObject *completion_get_flags(SR_Completion *c, void *closure)
-{
-    return PyLong_FromUnsignedLong(c->flags);
-}
 static PyObject *completion_get_buffer_id(SR_Completion *c, void *closure)
 {
     if (!(c->flags & IORING_CQE_F_BUFFER))
@@ -348,11 +331,17 @@ static PyObject *completion_repr(SR_Completion *c)
                                 c->flags);
 }
 
-static PyGetSetDef completion_getset[] = {
-    {"user_data", (getter)completion_get_user_data, NULL,
+/* Plain member descriptors for the three fields every loop reads. */
+static PyMemberDef completion_members[] = {
+    {"user_data", T_OBJECT_EX, offsetof(SR_Completion, user_data), READONLY,
      "The user_data given when the op was prepared (its token if none was given)."},
-    {"res", (getter)completion_get_res, NULL, "Result: >= 0, or -errno."},
-    {"flags", (getter)completion_get_flags, NULL, "Raw IORING_CQE_F_* flags."},
+    {"res", T_OBJECT_EX, offsetof(SR_Completion, res_obj), READONLY,
+     "Result: >= 0, or -errno."},
+    {"flags", T_UINT, offsetof(SR_Completion, flags), READONLY, "Raw IORING_CQE_F_* flags."},
+    {NULL}
+};
+
+static PyGetSetDef completion_getset[] = {
     {"buffer_id", (getter)completion_get_buffer_id, NULL,
      "Provided-buffer id (CQE flag BUFFER), or None."},
     {"more", (getter)completion_get_more, NULL,
@@ -383,6 +372,7 @@ PyTypeObject SR_CompletionType = {
     .tp_repr = (reprfunc)completion_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "One completion (CQE): user_data, res, flags.  Immutable.",
+    .tp_members = completion_members,
     .tp_getset = completion_getset,
     .tp_methods = completion_methods,
 };

@@ -34,9 +34,9 @@
 enum { SLOT_FREE = 0, SLOT_LIVE = 1 };
 
 typedef struct {
+    /* hot: everything alloc/find/release touch, in the first cache line */
     PyObject *udata;      /* owned; NULL -> int_udata is the user data */
     PyObject *keep;       /* owned; extra objects pinned for the peer */
-    Py_buffer view;       /* view.obj != NULL while a buffer is exported */
     uint64_t  int_udata;
     uint32_t  gen;
     uint32_t  chain;      /* 1 + slot of a CQE_SKIP_SUCCESS predecessor, or 0 */
@@ -46,6 +46,9 @@ typedef struct {
     uint8_t   skip;       /* submitted with IOSQE_CQE_SKIP_SUCCESS */
     uint8_t   fixed;      /* uses a registered buffer */
     uint8_t   multishot;  /* may post several CQEs (F_MORE) */
+    uint8_t   has_view;   /* `view` holds an export */
+    /* cold: only ops that export a buffer */
+    Py_buffer view;       /* view.obj != NULL while a buffer is exported */
 } sr_slot;
 
 typedef struct {
@@ -80,6 +83,7 @@ static inline int64_t sr_slot_alloc(sr_optable *t, uint8_t opcode)
     s->skip = 0;
     s->fixed = 0;
     s->multishot = 0;
+    s->has_view = 0;
     s->chain = 0;
     t->live++;
     return i;
@@ -91,8 +95,10 @@ static inline void sr_slot_abort(sr_optable *t, uint32_t i)
     sr_slot *s = &t->slots[i];
     Py_CLEAR(s->udata);
     Py_CLEAR(s->keep);
-    if (s->view.obj)
+    if (s->has_view) {
         PyBuffer_Release(&s->view);
+        s->has_view = 0;
+    }
     s->state = SLOT_FREE;
     s->gen--;            /* the token was never published: reuse it */
     t->live--;
@@ -111,10 +117,42 @@ static inline int64_t sr_slot_find(const sr_optable *t, uint64_t ud)
     return -1;
 }
 
+static inline void sr_slot_clear(sr_optable *t, uint32_t i)
+{
+    sr_slot *s = &t->slots[i];
+    Py_CLEAR(s->udata);
+    Py_CLEAR(s->keep);
+    if (s->has_view) {
+        PyBuffer_Release(&s->view);
+        s->has_view = 0;
+    }
+    if (s->fixed)
+        t->fixed_live--;
+    s->state = SLOT_FREE;
+    t->live--;
+    t->free_stack[t->nfree++] = i;
+}
+
 /* The op's final CQE was reaped: drop what it pinned and free the slot, then
  * release any CQE_SKIP_SUCCESS predecessors in its link chain (their success
  * CQE was suppressed; this op's CQE proves they finished).  The caller has
  * already taken (stolen) s->udata if it wanted it. */
-void sr_slot_release(sr_optable *t, uint32_t i);
+static inline void sr_slot_release(sr_optable *t, uint32_t i)
+{
+    uint32_t chain = t->slots[i].chain, cgen = t->slots[i].chain_gen;
+    sr_slot_clear(t, i);
+    /* Walk back through suppressed-success predecessors.  Stop at the first
+     * one that is gone (it failed, so it posted its own CQE and was freed) or
+     * reused (generation mismatch). */
+    while (sr_unlikely(chain)) {
+        uint32_t j = chain - 1;
+        sr_slot *p = &t->slots[j];
+        if (p->state != SLOT_LIVE || p->gen != cgen || !p->skip)
+            break;
+        chain = p->chain;
+        cgen = p->chain_gen;
+        sr_slot_clear(t, j);
+    }
+}
 
 #endif

@@ -572,6 +572,7 @@ static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     r->ops.slots[i].view = view;   /* the slot now owns the export */
+    r->ops.slots[i].has_view = 1;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)view.buf;
     sqe->len = (uint32_t)view.len;
@@ -825,7 +826,15 @@ static int i64_array_at(i64_array *arr, Py_ssize_t k, int64_t *out, const char *
         *out = ((int64_t *)arr->view.buf)[k];
         return 0;
     }
-    return sr_as_i64(PySequence_Fast_GET_ITEM(arr->seq, k), 0, out, what);
+    PyObject *o = PySequence_Fast_GET_ITEM(arr->seq, k);
+    if (PyLong_Check(o) && _PyLong_Sign(o) > 0) {   /* user_data may use all 64 bits */
+        uint64_t u;
+        if (sr_as_u64(o, 0, &u, what) < 0)
+            return -1;
+        *out = (int64_t)u;
+        return 0;
+    }
+    return sr_as_i64(o, 0, out, what);
 }
 
 static void i64_array_release(i64_array *arr)
@@ -890,9 +899,10 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     if (kr_batch_room(r, n) < 0)
         goto out;
-    /* Validate every offset before preparing anything (all or nothing). */
+    /* Validate every offset and user_data before preparing anything (all or
+     * nothing: a bad item must not leave the first ones queued). */
     for (Py_ssize_t k = 0; k < n; k++) {
-        int64_t off;
+        int64_t off, ud;
         if (i64_array_at(&offs, k, &off, "offsets") < 0)
             goto out;
         if (off < -1) {
@@ -900,6 +910,8 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                          (long long)off);
             goto out;
         }
+        if (have_uds && i64_array_at(&uds, k, &ud, "user_data") < 0)
+            goto out;
     }
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
@@ -913,8 +925,7 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         }
         i64_array_at(&offs, k, &off, "offsets");
         if (have_uds) {
-            if (i64_array_at(&uds, k, &ud, "user_data") < 0)
-                goto out;
+            i64_array_at(&uds, k, &ud, "user_data");   /* validated above */
         } else {
             ud = (int64_t)(ud_base + (uint64_t)k);
         }
@@ -1028,12 +1039,18 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
         ud = final ? s->udata : Py_NewRef(s->udata);
     else if (!(ud = PyLong_FromUnsignedLongLong(s->int_udata)))
         return NULL;
-    SR_Completion *c = PyObject_New(SR_Completion, &SR_CompletionType);
-    if (!c) {
+    SR_Completion *c = sr_completion_alloc();
+    PyObject *res_obj = c ? PyLong_FromLong(cqe->res) : NULL;
+    if (!res_obj) {
+        if (c) {
+            c->user_data = c->res_obj = c->data = c->opname = NULL;
+            Py_DECREF(c);
+        }
         if (!s->udata || !final)
             Py_DECREF(ud);
         return NULL;
     }
+    c->res_obj = res_obj;
     c->user_data = ud;
     c->res = cqe->res;
     c->flags = cqe->flags;
@@ -1235,6 +1252,16 @@ error:
     return NULL;
 }
 
+/* An integer buffer format ('B' when the exporter gives none). */
+static int int_format(const char *f)
+{
+    if (!f)
+        return 1;
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    return f[0] && strchr("bBhHiIlLqQnN", f[0]) && !f[1];
+}
+
 /* reap_into(user_data_out, res_out, flags_out=None) -> n
  * Batch reaping into caller-owned arrays: user_data as 64-bit ints (an op
  * whose user_data is not an int reports its token), res as int32, flags as
@@ -1250,14 +1277,15 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (kr_check(r) < 0)
         return NULL;
-    if (PyObject_GetBuffer(a[0], &ub, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    const int bf = PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(a[0], &ub, bf) < 0)
         return NULL;
-    if (PyObject_GetBuffer(a[1], &rb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (PyObject_GetBuffer(a[1], &rb, bf) < 0)
         goto out;
-    if (a[2] && a[2] != Py_None &&
-        PyObject_GetBuffer(a[2], &fb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (a[2] && a[2] != Py_None && PyObject_GetBuffer(a[2], &fb, bf) < 0)
         goto out;
-    if (ub.itemsize != 8 || rb.itemsize != 4 || (fb.obj && fb.itemsize != 4)) {
+    if (ub.itemsize != 8 || rb.itemsize != 4 || (fb.obj && fb.itemsize != 4) ||
+        !int_format(ub.format) || !int_format(rb.format) || (fb.obj && !int_format(fb.format))) {
         PyErr_SetString(PyExc_TypeError,
                         "reap_into needs user_data_out with 8-byte items (array('Q')), "
                         "res_out with 4-byte items (array('i')) and flags_out with 4-byte "
@@ -2514,8 +2542,8 @@ static void kr_leak_live(KRing *r)
         /* Keep the export (so the memory cannot be freed or resized) by
          * moving it into a Pin-less holder: a bytes-free capsule would do, but
          * the simplest is to never release it: we forget the Py_buffer. */
-        if (s->view.obj)
-            s->view.obj = NULL;   /* leak the export on purpose */
+        if (s->has_view)
+            s->has_view = 0;      /* leak the export on purpose: never released */
         if (s->keep && leaked_pins)
             PyList_Append(leaked_pins, s->keep);
         if (s->udata && leaked_pins)
@@ -2565,8 +2593,9 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
         if (s->state == SLOT_LIVE) {
             Py_CLEAR(s->udata);
             Py_CLEAR(s->keep);
-            if (s->view.obj)
+            if (s->has_view)
                 PyBuffer_Release(&s->view);
+            s->has_view = 0;
             s->state = SLOT_FREE;
         }
     }
@@ -2847,4 +2876,149 @@ PyTypeObject SR_UserRingType = {
     .tp_getset = ur_getset,
     .tp_init = (initproc)ur_init,
     .tp_new = kr_new,
+};
+
+/* ------------------------------------------------------------------------ */
+/* wait_any: one waiter for many subsystem connections                       */
+/* ------------------------------------------------------------------------ */
+
+/* wait_any(rings, timeout=None, spin_us=50.0) -> list of indices of rings that
+ * have completions ready or whose peer died.  Spins (without the GIL) up to
+ * spin_us, then arms every ring's CQ, fences, re-checks and sleeps in one
+ * ppoll() over all completion eventfds and attach sockets (invariant 3 for
+ * each ring).  Returns [] on timeout.  Used by RingExecutor's completion
+ * thread and by callers that drive completions themselves. */
+static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "wait_any(rings, timeout=None, spin_us=50.0)");
+        return NULL;
+    }
+    int64_t ts;
+    if (parse_timeout(nargs > 1 ? args[1] : NULL, &ts) < 0)
+        return NULL;
+    double spin_us = 50.0;
+    if (nargs > 2) {
+        spin_us = PyFloat_AsDouble(args[2]);
+        if (spin_us == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "rings must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > 1024) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "at most 1024 rings");
+        return NULL;
+    }
+    KRing **rs = PyMem_Calloc((size_t)n + 1, sizeof(KRing *));
+    struct pollfd *pf = PyMem_Calloc((size_t)(2 * n) + 1, sizeof(struct pollfd));
+    uint8_t *hit = PyMem_Calloc((size_t)n + 1, 1);
+    PyObject *out = NULL;
+    if (!rs || !pf || !hit) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyObject_TypeCheck(o, &SR_UserRingType)) {
+            PyErr_SetString(PyExc_TypeError, "wait_any takes subsystem client rings");
+            goto done;
+        }
+        rs[k] = (KRing *)o;
+        if (kr_check(rs[k]) < 0)
+            goto done;
+    }
+    int64_t now = sr_now_ns();
+    int64_t deadline = ts < 0 ? INT64_MAX : now + ts;
+    int64_t spin_until = now + (int64_t)(spin_us * 1000);
+    int any = 0, interrupted = 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        rs[k]->in_enter++;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (ur_cq_ready(rs[k]) || rs[k]->peer_dead) {
+                hit[k] = 1;
+                any = 1;
+            }
+        }
+        if (any)
+            break;
+        now = sr_now_ns();
+        if (now >= deadline)
+            break;
+        if (now < spin_until) {
+            for (int j = 0; j < 32; j++)
+                sr_cpu_relax();
+            continue;
+        }
+        for (Py_ssize_t k = 0; k < n; k++)
+            sr_store_release(&rs[k]->ureg->cq_flags.v, SR_CQ_ARMED);
+        sr_full_fence();
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (ur_cq_ready(rs[k]) || rs[k]->peer_dead) {
+                hit[k] = 1;
+                any = 1;
+            }
+        }
+        if (!any) {
+            for (Py_ssize_t k = 0; k < n; k++) {
+                pf[2 * k] = (struct pollfd){.fd = rs[k]->cq_efd, .events = POLLIN};
+                pf[2 * k + 1] = (struct pollfd){.fd = rs[k]->sock_fd, .events = POLLIN};
+            }
+            struct timespec t, *tp = NULL;
+            if (deadline != INT64_MAX) {
+                int64_t left = deadline - now;
+                t.tv_sec = left / 1000000000LL;
+                t.tv_nsec = left % 1000000000LL;
+                tp = &t;
+            }
+            int m = ppoll(pf, (nfds_t)(2 * n), tp, NULL);
+            if (m < 0 && errno == EINTR)
+                interrupted = 1;
+            for (Py_ssize_t k = 0; m > 0 && k < n; k++) {
+                if (pf[2 * k].revents & POLLIN)
+                    sr_eventfd_drain(rs[k]->cq_efd);
+                if (pf[2 * k + 1].revents)
+                    rs[k]->peer_dead = 1;
+            }
+        }
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (!rs[k]->async_armed)
+                sr_store_release(&rs[k]->ureg->cq_flags.v, 0);
+        if (any || interrupted)
+            break;
+        /* woken: loop to collect what is ready (or sleep again) */
+        spin_until = 0;
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n; k++)
+        rs[k]->in_enter--;
+    if (interrupted && PyErr_CheckSignals() < 0)
+        goto done;
+    out = PyList_New(0);
+    for (Py_ssize_t k = 0; out && k < n; k++) {
+        if (!hit[k])
+            continue;
+        PyObject *v = PyLong_FromSsize_t(k);
+        if (!v || PyList_Append(out, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(v);
+    }
+done:
+    PyMem_Free(rs);
+    PyMem_Free(pf);
+    PyMem_Free(hit);
+    Py_DECREF(seq);
+    return out;
+}
+
+PyMethodDef sr_pykring_functions[] = {
+    {"wait_any", (PyCFunction)(void (*)(void))sr_wait_any, METH_FASTCALL,
+     "wait_any(rings, timeout=None, spin_us=50.0) -> indices with completions or dead peers"},
+    {NULL}
 };
