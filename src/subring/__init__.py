@@ -20,6 +20,7 @@ from .errors import (
     UnsupportedError,
 )
 from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
+from .executor import RingExecutor
 from .memory import BufferPool
 from .ops import CQEFlag, Feature, Op, Setup, SQE
 from .subsystem import PENDING, ClientInfo, OpSpec, Request, Subsystem, op
@@ -33,5 +34,5 @@ __all__ = [
     "SubringError", "RingClosedError", "ForkedRingError", "RingFullError",
     "RingBusyError", "UnsupportedError", "PeerDiedError", "CorruptRingError",
     "Subsystem", "op", "PENDING", "Request", "ClientInfo", "OpSpec",
-    "connect", "SubsystemClient", "ClientStatistics", "BufferPool",
+    "connect", "SubsystemClient", "ClientStatistics", "BufferPool", "RingExecutor",
 ]

@@ -74,6 +74,7 @@ int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
 extern PyTypeObject SR_KernelRingType;
 extern PyTypeObject SR_UserRingType;
 extern PyMethodDef sr_pykring_functions[];
+void sr_user_rings_after_fork(void);
 
 /* ---- pyserver.c --------------------------------------------------------- */
 extern PyTypeObject SR_ServerQueueType;

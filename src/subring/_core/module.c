@@ -15,6 +15,7 @@ volatile uint64_t sr_fork_generation = 1;
 static void after_fork_child(void)
 {
     sr_fork_generation++;
+    sr_user_rings_after_fork();
 }
 
 static PyObject *fork_generation(PyObject *m, PyObject *unused)

@@ -52,6 +52,7 @@ typedef struct {
     int64_t next_peer_check;
     PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
     int async_armed;         /* an event loop watches cq_efd: keep ARMED set */
+    void *fork_prev, *fork_next;  /* list of live user rings (see sr_user_rings_after_fork) */
     uint64_t fork_gen;
     int initialized;
     int closed;
@@ -2265,6 +2266,40 @@ static PyObject *ur_get_peer_dead(KRing *r, void *c)
     return PyBool_FromLong(r->peer_dead != 0);
 }
 
+/* Live user rings.  A forked child must not keep the parent's connection
+ * fds open: the subsystem would never see the connection close (EOF on the
+ * attach socket is how it learns that its client is gone).  The atfork child
+ * handler closes them; the ring objects in the child then refuse to work
+ * (fork generation) like every other ring. */
+static KRing *user_rings;
+
+static void ur_link(KRing *r)
+{
+    r->fork_prev = NULL;
+    r->fork_next = user_rings;
+    if (user_rings)
+        user_rings->fork_prev = r;
+    user_rings = r;
+}
+
+static void ur_unlink(KRing *r)
+{
+    KRing *p = r->fork_prev, *n = r->fork_next;
+    if (p) p->fork_next = n; else if (user_rings == r) user_rings = n;
+    if (n) n->fork_prev = p;
+    r->fork_prev = r->fork_next = NULL;
+}
+
+void sr_user_rings_after_fork(void)
+{
+    for (KRing *r = user_rings; r; r = r->fork_next) {
+        close(r->sock_fd);
+        close(r->doorbell_fd);
+        close(r->cq_efd);
+        r->sock_fd = r->doorbell_fd = r->cq_efd = -1;
+    }
+}
+
 /* UserRing(region_fd, doorbell_fd, cq_efd, sock_fd): takes ownership of the
  * four fds (they are closed with the ring, also on failure). */
 static int ur_init(KRing *r, PyObject *args, PyObject *kw)
@@ -2351,6 +2386,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     r->cq_efd = cfd;
     r->sock_fd = sfd;
     r->backend = BACKEND_USER;
+    ur_link(r);
     r->wait_mode = WAIT_HYBRID;
     r->spin_ns = 50000;
     r->fork_gen = sr_fork_generation;
@@ -2563,13 +2599,14 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
          * ever writes the shared region (which it keeps mapped on its side)
          * and registered pools (shared memfds).  Closing the socket is how the
          * server learns we are gone. */
-        if (r->ureg)
-            munmap(r->ureg, r->ureg_len);
+        if (r->ureg && r->fork_gen == sr_fork_generation)
+            munmap(r->ureg, r->ureg_len);   /* (not mapped in a forked child) */
         r->ureg = NULL;
         r->k.sq_map = NULL;
-        close(r->doorbell_fd);
-        close(r->cq_efd);
-        close(r->sock_fd);
+        ur_unlink(r);
+        if (r->doorbell_fd >= 0) close(r->doorbell_fd);
+        if (r->cq_efd >= 0) close(r->cq_efd);
+        if (r->sock_fd >= 0) close(r->sock_fd);
         r->doorbell_fd = r->cq_efd = r->sock_fd = -1;
     } else if (r->fork_gen != sr_fork_generation) {
         /* Forked child: the parent owns the in-flight ops and the rings (not

@@ -1,0 +1,717 @@
+"""RingExecutor: a ``concurrent.futures`` process pool whose workers are subsystems.
+
+Each worker is a standalone :class:`~subring.Subsystem` process with its own
+queue pair to the executor.  A task is one SQE: the pickled call (protocol 5)
+travels inline or in the op's slot of the shared region when small, and out-
+of-band buffers (bytes, bytearray, memoryview, NumPy arrays, anything with the
+buffer protocol) are written straight into a shared :class:`~subring.BufferPool`
+arena -- nothing goes through a pipe.  Results come back in the op's result
+slot, or, when larger than the slot, are fetched into the arena by a second op.
+
+Differences from ``ProcessPoolExecutor`` (what is the same: ``submit``, ``map``,
+``shutdown(wait, cancel_futures)``, context manager, ``initializer``/
+``initargs``, ``mp_context``, exceptions re-raised with the remote traceback as
+``__cause__``, :class:`BrokenProcessPool`):
+
+* **Worker death** fails exactly the tasks that worker held, with
+  ``BrokenProcessPool``; by default the worker is then replaced and the pool
+  goes on (``on_worker_death="replace"``).  ``on_worker_death="break"`` gives
+  ProcessPoolExecutor's behaviour: the pool is broken, pending tasks fail and
+  ``submit`` raises.
+* **Scheduling**: a task goes to the worker with the fewest tasks in flight;
+  each worker has at most ``max_inflight_per_worker`` queued (default 64);
+  more wait in the executor and are dispatched as completions free room.
+* **map** is lazy: it reads the input iterables as results are consumed (a
+  bounded window of chunks in flight), so it works on endless generators.
+  ``chunksize`` groups inputs as in ProcessPoolExecutor.
+* **Workers start lazily** (on the first tasks that need them) unless
+  ``start="eager"``; ``mp_context`` may be fork, spawn or forkserver.
+* **asyncio**: ``await executor.run(fn, *args)``; also usable with
+  ``loop.run_in_executor(executor, fn, *args)``.  No helper thread per call:
+  one completion thread serves every future.
+* **Argument buffers**: by default the worker copies out-of-band buffers out of
+  the shared arena before calling (the function gets private, writable data,
+  as with ProcessPoolExecutor).  ``zero_copy_args=True`` passes views of the
+  arena instead: faster, but valid only while the call runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures as cf
+import itertools
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import struct
+import tempfile
+import threading
+import time
+import traceback
+import weakref
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
+from typing import Any, Callable, Iterable, Iterator
+
+from . import _core
+from .client import SubsystemClient, connect
+from .errors import RingBusyError
+from .memory import BufferPool
+from .subsystem import Subsystem, op
+
+__all__ = ["RingExecutor", "BrokenProcessPool"]
+
+_HDR = struct.Struct("<II")      # number of out-of-band buffers, in-band pickle length
+_LEN = struct.Struct("<Q")
+_BIG = struct.Struct("<QQ")      # key, size of a result left in the worker
+_TAG_RESULT, _TAG_ERROR, _TAG_BIG = b"R", b"E", b"B"
+_ALIGN = 64
+
+
+def _encode(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    oob: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=oob.append)
+    return data, oob
+
+
+def _frame_size(data: bytes, oob: list[pickle.PickleBuffer]) -> int:
+    return _HDR.size + _LEN.size * len(oob) + len(data) + sum(b.raw().nbytes for b in oob)
+
+
+def _write_frame(dst: memoryview, data: bytes, oob: list[pickle.PickleBuffer]) -> int:
+    """[n_oob, len(data)] [len(buf) for each] data bufs... -> bytes written"""
+    pos = _HDR.size
+    _HDR.pack_into(dst, 0, len(oob), len(data))
+    raws = [b.raw() for b in oob]
+    for r in raws:
+        _LEN.pack_into(dst, pos, r.nbytes)
+        pos += _LEN.size
+    dst[pos:pos + len(data)] = data
+    pos += len(data)
+    for r in raws:
+        dst[pos:pos + r.nbytes] = r
+        pos += r.nbytes
+    return pos
+
+
+def _frame_bytes(data: bytes, oob: list[pickle.PickleBuffer], tag: bytes = b"") -> Any:
+    """A frame (optionally after a one-byte tag) in one buffer, one copy."""
+    if not oob:
+        return tag + _HDR.pack(0, len(data)) + data
+    out = bytearray(len(tag) + _frame_size(data, oob))
+    out[:len(tag)] = tag
+    _write_frame(memoryview(out)[len(tag):], data, oob)
+    return out
+
+
+def _read_frame(src: memoryview, copy: bool) -> Any:
+    n, dlen = _HDR.unpack_from(src, 0)
+    if not n:
+        return pickle.loads(src[_HDR.size:_HDR.size + dlen])
+    pos = _HDR.size
+    lens = []
+    for _ in range(n):
+        lens.append(_LEN.unpack_from(src, pos)[0])
+        pos += _LEN.size
+    data = src[pos:pos + dlen]
+    pos += dlen
+    bufs = []
+    for ln in lens:
+        piece = src[pos:pos + ln]
+        bufs.append(bytearray(piece) if copy else piece)
+        pos += ln
+    return pickle.loads(data, buffers=bufs)
+
+
+def _process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+# -- the worker side ------------------------------------------------------------------
+
+class _Worker(Subsystem):
+    """The subsystem each worker process serves (one client: the executor)."""
+
+    max_slot_size = 64 << 20
+
+    def __init__(self, zero_copy: bool) -> None:
+        super().__init__()
+        self._zero_copy = zero_copy
+        self._big: dict[int, bytes] = {}
+        self._keys = itertools.count(1)
+
+    @op
+    def run(self, req: Any) -> Any:
+        """Run a pickled call; return the pickled outcome."""
+        try:
+            fn, args, kwargs = _read_frame(req.data, copy=not self._zero_copy)
+            result = fn(*args, **kwargs)
+            data, oob = _encode(result)
+            tag = _TAG_RESULT
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            tb = traceback.format_exc()
+            try:
+                data, oob = _encode((e, tb))
+            except Exception:  # noqa: BLE001 - unpicklable exception
+                data, oob = _encode((RuntimeError(f"unpicklable exception {e!r}"), tb))
+            tag = _TAG_ERROR
+        frame = _frame_bytes(data, oob, tag)
+        if len(frame) <= self._slot_size:
+            return frame
+        key = next(self._keys)
+        self._big[key] = frame
+        return _TAG_BIG + _BIG.pack(key, len(frame))
+
+    @op
+    def fetch(self, req: Any) -> int:
+        """Copy a large result (key arg0) into the executor's arena."""
+        frame = self._big.pop(req.arg0)
+        dst = req.data
+        if len(dst) != len(frame):
+            raise ValueError("fetch buffer has the wrong size")
+        dst[:] = frame
+        return len(frame)
+
+    def on_disconnect(self, client: Any) -> None:
+        self.stop()     # our only client is gone: the pool shut down or died
+
+
+def _worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: str,
+                 spin_us: float, slot_size: int, zero_copy: bool, parent: int) -> None:
+    if initializer is not None:
+        initializer(*initargs)
+    w = _Worker(zero_copy)
+    w._slot_size = slot_size
+
+    def watchdog() -> None:
+        while not w._stop:
+            if os.getppid() != parent:     # the executor's process died
+                w.stop()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    w.serve(path, mode=mode, spin_us=spin_us)
+
+
+# -- the executor side ------------------------------------------------------------------
+
+class _Arena:
+    """First-fit allocator over one BufferPool buffer (executor side only)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free: list[tuple[int, int]] = [(0, size)]   # sorted (offset, length)
+
+    def alloc(self, n: int) -> int | None:
+        n = (n + _ALIGN - 1) & ~(_ALIGN - 1)
+        for i, (off, ln) in enumerate(self.free):
+            if ln >= n:
+                if ln == n:
+                    del self.free[i]
+                else:
+                    self.free[i] = (off + n, ln - n)
+                return off
+        return None
+
+    def release(self, off: int, n: int) -> None:
+        n = (n + _ALIGN - 1) & ~(_ALIGN - 1)
+        free = self.free
+        free.append((off, n))
+        free.sort()
+        merged = [free[0]]
+        for o, ln in free[1:]:
+            po, pl = merged[-1]
+            if po + pl == o:
+                merged[-1] = (po, pl + ln)
+            else:
+                merged.append((o, ln))
+        self.free = merged
+
+
+class _Task:
+    __slots__ = ("future", "fn", "args", "kwargs", "frame", "oob", "arena", "fetching")
+
+    def __init__(self, future: cf.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.frame: bytes | None = None
+        self.oob: Any = None
+        self.arena: tuple[int, int] | None = None      # (offset, length) held in the pool
+        self.fetching = False
+
+
+class _RingFuture(cf.Future):  # type: ignore[type-arg]
+    """A Future whose ``result()``/``exception()`` reap completions in the
+    calling thread instead of waiting for the completion thread to hand the
+    result over (one thread wake-up less per round trip)."""
+
+    __slots__ = ("_executor",)
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state == cf._base.PENDING or self._state == cf._base.RUNNING:
+            ex = self._executor
+            if ex is not None:
+                ex._drive(self, timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == cf._base.PENDING or self._state == cf._base.RUNNING:
+            ex = self._executor
+            if ex is not None:
+                ex._drive(self, timeout)
+        return super().exception(timeout)
+
+
+class _WorkerHandle:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: Any = None
+        self.client: SubsystemClient | None = None
+        self.pool: BufferPool | None = None
+        self.arena: _Arena | None = None
+        self.tasks: dict[int, _Task] = {}     # token -> task
+        self.op_run = self.op_fetch = 0
+        self.dead = False
+
+
+class RingExecutor(cf.Executor):
+    """A process pool whose workers are subring subsystems (see module doc)."""
+
+    def __init__(self, max_workers: int | None = None, *, initializer: Any = None,
+                 initargs: tuple[Any, ...] = (), mp_context: Any = None,
+                 on_worker_death: str = "replace", start: str = "lazy",
+                 max_inflight_per_worker: int = 64, slot_size: int = 64 * 1024,
+                 arena_size: int = 256 << 20, mode: str = "hybrid", spin_us: float = 50.0,
+                 zero_copy_args: bool = False, start_timeout: float = 30.0) -> None:
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if on_worker_death not in ("replace", "break"):
+            raise ValueError("on_worker_death must be 'replace' or 'break'")
+        if start not in ("lazy", "eager"):
+            raise ValueError("start must be 'lazy' or 'eager'")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._max_workers = max_workers
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._ctx = mp_context or mp.get_context()
+        self._policy = on_worker_death
+        self._depth = max(1, int(max_inflight_per_worker))
+        self._slot_size = slot_size
+        self._arena_size = arena_size
+        self._mode = mode
+        self._spin_us = spin_us
+        self._zero_copy = zero_copy_args
+        self._start_timeout = start_timeout
+        self._dir = tempfile.mkdtemp(prefix="subring-exec-")
+        self._workers: list[_WorkerHandle] = []
+        self._pending: collections.deque[_Task] = collections.deque()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._shutdown = False
+        self._broken: str | None = None
+        self._inflight = 0
+        self._thread: threading.Thread | None = None
+        self._next_index = 0
+        self._graveyard: list[_WorkerHandle] = []
+        self._drivers = 0                # threads reaping inside result()
+        self._idle = threading.Event()   # set when no thread drives
+        self._idle.set()
+        self._finalizer = weakref.finalize(self, _cleanup_dir, self._dir)
+        if start == "eager":
+            with self._lock:
+                for _ in range(max_workers):
+                    self._spawn()
+
+    # -- workers ------------------------------------------------------------------
+
+    def _spawn(self) -> _WorkerHandle:
+        h = _WorkerHandle(self._next_index)
+        self._next_index += 1
+        path = os.path.join(self._dir, f"w{h.index}.sock")
+        h.process = self._ctx.Process(
+            target=_worker_main, name=f"RingExecutor-worker-{h.index}", daemon=True,
+            args=(path, self._initializer, self._initargs, self._mode, self._spin_us,
+                  self._slot_size, self._zero_copy, os.getpid()))
+        h.process.start()
+        deadline = time.monotonic() + self._start_timeout
+        while True:
+            try:
+                h.client = connect(path, entries=self._depth, slot_size=self._slot_size,
+                                   mode=self._mode, spin_us=self._spin_us, timeout=0.05)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if not h.process.is_alive():
+                    h.process.join(1)
+                    raise BrokenProcessPool(
+                        f"a worker process exited during start-up (exit code "
+                        f"{h.process.exitcode}); the initializer may have failed")
+                if time.monotonic() > deadline:
+                    h.process.kill()
+                    h.process.join(1)
+                    raise BrokenProcessPool("a worker did not start in time")
+        h.pool = BufferPool(1, self._arena_size, name="subring-exec-arena")
+        h.client.register_pool(h.pool)
+        h.arena = _Arena(self._arena_size)
+        h.op_run = h.client.op_index("run")
+        h.op_fetch = h.client.op_index("fetch")
+        self._workers.append(h)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._completions, daemon=True,
+                                            name="RingExecutor-completions")
+            self._thread.start()
+        else:
+            self._wake.set()
+        return h
+
+    def _pick(self) -> _WorkerHandle | None:
+        """The live worker with the fewest tasks in flight and room, or None."""
+        best = None
+        for h in self._workers:
+            if not h.dead and len(h.tasks) < self._depth and (
+                    best is None or len(h.tasks) < len(best.tasks)):
+                best = h
+        if (best is None or best.tasks) and len(self._workers) < self._max_workers:
+            return self._spawn()
+        return best
+
+    # -- submission -----------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        with self._lock:
+            if self._broken:
+                raise BrokenProcessPool(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            f = _RingFuture()
+            f._executor = self
+            task = _Task(f, fn, args, kwargs)
+            # Pickle now: an unpicklable call fails here, in the caller.
+            task.frame, task.oob = _encode((fn, args, kwargs))
+            if self._pending:
+                self._pending.append(task)
+            elif not self._dispatch(task):
+                self._pending.append(task)
+            return f
+
+    def _dispatch(self, task: _Task) -> bool:
+        """Send a task to a worker; False if it has to wait (no worker with
+        room, or no room in the arena).  True if it was sent or dropped."""
+        if task.future.cancelled():
+            return True
+        h = self._pick()
+        if h is None:
+            return False
+        data, oob = task.frame, task.oob
+        client = h.client
+        assert client is not None and h.arena is not None and h.pool is not None
+        size = _frame_size(data, oob)
+        off = None
+        if size > client.slot_size:
+            if size > self._arena_size:
+                if task.future.set_running_or_notify_cancel():
+                    task.future.set_exception(ValueError(
+                        f"task data ({size} bytes) exceeds arena_size ({self._arena_size})"))
+                return True
+            off = h.arena.alloc(size)
+            if off is None:
+                return False              # wait for room in the arena
+        if not task.future.set_running_or_notify_cancel():
+            if off is not None:
+                h.arena.release(off, size)
+            return True                   # cancelled while pending: drop it
+        if off is not None:
+            _write_frame(h.pool.buffer(0)[off:off + size], data, oob)
+            task.arena = (off, size)
+            token = client.prep_call_pool(h.op_run, 0, off, size)
+        else:
+            token = client.prep_call(h.op_run, _frame_bytes(data, oob))
+        task.frame = task.oob = None
+        h.tasks[token] = task
+        self._inflight += 1
+        client.submit()
+        return True
+
+    def _dispatch_pending(self) -> None:
+        while self._pending:
+            task = self._pending[0]
+            if task.future.cancelled():
+                self._pending.popleft()
+                continue
+            if not self._dispatch(task):
+                return
+            self._pending.popleft()
+
+    # -- completions ----------------------------------------------------------------
+
+    def _completions(self) -> None:
+        """The completion thread: waits on every worker ring at once (the GIL
+        is released while waiting), reaps, resolves futures."""
+        while True:
+            with self._lock:
+                if self._graveyard and not self._drivers:
+                    self._bury()
+                live = [h for h in self._workers if not h.dead]
+                done = self._shutdown and not self._inflight and not self._pending
+                if done:
+                    return
+            if self._drivers:
+                # A thread blocked in result() is reaping: stay out of its way
+                # (two spinners on few CPUs slow both down).
+                self._idle.wait(0.01)
+                continue
+            if not live:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                with self._lock:
+                    self._dispatch_pending()
+                continue
+            ready = _core.wait_any([h.client for h in live], 0.05, self._spin_us)
+            if self._wake.is_set():
+                self._wake.clear()
+            self._collect(live, ready)
+
+    def _collect(self, live: list[_WorkerHandle], ready: list[int]) -> None:
+        settle: list[tuple[cf.Future[Any], bool, Any]] = []
+        with self._lock:
+            for i in ready:
+                if not live[i].dead:
+                    self._reap(live[i], settle)
+            self._dispatch_pending()
+        for fut, ok, value in settle:
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _drive(self, fut: cf.Future[Any], timeout: float | None) -> None:
+        """Reap in the calling thread until ``fut`` is done (or the timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._drivers += 1
+            self._idle.clear()
+        try:
+            while not fut.done():
+                with self._lock:
+                    live = [h for h in self._workers if not h.dead]
+                if not live:
+                    return            # nothing to reap here; result() waits normally
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                step = 0.05 if left is None else min(left, 0.05)
+                self._collect(live, _core.wait_any([h.client for h in live], step,
+                                                   self._spin_us))
+        finally:
+            with self._lock:
+                self._drivers -= 1
+                if not self._drivers:
+                    self._idle.set()
+
+    def _reap(self, h: _WorkerHandle, settle: list[Any]) -> None:
+        client = h.client
+        assert client is not None
+        for c in client.reap():
+            task = h.tasks.pop(c.user_data, None)
+            if task is None:
+                continue
+            self._inflight -= 1
+            if task.arena is not None:
+                h.arena.release(*task.arena)            # type: ignore[union-attr]
+                task.arena = None
+            if c.res < 0:
+                if client.peer_dead:
+                    settle.append((task.future, False, self._died(h)))
+                else:
+                    settle.append((task.future, False, OSError(-c.res, c.error_text or
+                                                               os.strerror(-c.res))))
+                continue
+            if task.fetching:
+                frame = h.pool.buffer(0)[task.fetching[0]:task.fetching[0] + c.res]
+                self._finish(task, frame, settle)
+                h.arena.release(task.fetching[0], task.fetching[1])   # type: ignore[union-attr]
+                continue
+            data = c.data
+            if data[:1] == _TAG_BIG:
+                key, size = _BIG.unpack_from(data, 1)
+                off = h.arena.alloc(size)                 # type: ignore[union-attr]
+                if off is None:
+                    settle.append((task.future, False, MemoryError(
+                        f"result of {size} bytes does not fit the arena ({self._arena_size})")))
+                    continue
+                token = client.prep_call_pool(h.op_fetch, 0, off, size, key)
+                task.fetching = (off, size)
+                h.tasks[token] = task
+                self._inflight += 1
+                client.submit()
+                continue
+            self._finish(task, memoryview(data), settle)
+        if client.peer_dead and not h.dead:
+            self._worker_lost(h, settle)
+
+    def _finish(self, task: _Task, frame: memoryview, settle: list[Any]) -> None:
+        tag = bytes(frame[:1])
+        try:
+            value = _read_frame(frame[1:], copy=True)
+        except Exception as e:  # noqa: BLE001
+            settle.append((task.future, False, e))
+            return
+        if tag == _TAG_RESULT:
+            settle.append((task.future, True, value))
+        else:
+            exc, tb = value
+            exc.__cause__ = _RemoteTraceback(tb)
+            settle.append((task.future, False, exc))
+
+    def _died(self, h: _WorkerHandle) -> BrokenProcessPool:
+        code = None
+        if h.process is not None:
+            h.process.join(0.2)
+            code = h.process.exitcode
+        how = f"exit code {code}" if code is None or code >= 0 else f"signal {-code}"
+        return BrokenProcessPool(f"worker {h.index} (pid {h.process.pid}) died ({how}) "
+                                 "while running this task")
+
+    def _worker_lost(self, h: _WorkerHandle, settle: list[Any]) -> None:
+        h.dead = True
+        err = self._died(h)
+        for task in h.tasks.values():
+            settle.append((task.future, False, err))
+            self._inflight -= 1
+        h.tasks.clear()
+        self._workers.remove(h)
+        self._graveyard.append(h)     # closed once no thread waits on its ring
+        if h.process is not None and h.process.is_alive():
+            h.process.kill()
+        if self._policy == "break":
+            self._broken = f"a worker died ({err}); the pool is broken"
+            while self._pending:
+                t = self._pending.popleft()
+                if t.future.set_running_or_notify_cancel():
+                    settle.append((t.future, False, BrokenProcessPool(self._broken)))
+
+    def _bury(self) -> None:
+        """Close the rings of dead workers that no thread is waiting on."""
+        for h in list(self._graveyard):
+            try:
+                self._close_worker(h, kill=True)
+            except RingBusyError:
+                continue
+            self._graveyard.remove(h)
+
+    def _close_worker(self, h: _WorkerHandle, kill: bool = False) -> None:
+        if h.client is not None and not h.client.closed:
+            h.client.close()
+        if h.process is not None:
+            if kill and h.process.is_alive():
+                h.process.kill()
+            h.process.join(5)
+            if h.process.is_alive():
+                h.process.kill()
+                h.process.join(5)
+        if h.pool is not None:
+            try:
+                h.pool.close()
+            except BufferError:
+                pass
+
+    # -- the rest of the Executor API ---------------------------------------------
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like ``Executor.map``, but lazy: at most a window of chunks is in
+        flight, and input is read as results are consumed."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        window = max(2, self._max_workers * 2 * (1 if chunksize > 1 else 16))
+        args = zip(*iterables)
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            while True:
+                chunk = list(itertools.islice(args, chunksize))
+                if not chunk:
+                    return
+                yield chunk
+
+        def gen() -> Iterator[Any]:
+            src = chunks()
+            futs: collections.deque[cf.Future[Any]] = collections.deque()
+            try:
+                for chunk in itertools.islice(src, window):
+                    futs.append(self._submit_chunk(fn, chunk, chunksize))
+                while futs:
+                    f = futs.popleft()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    out = f.result(left)
+                    nxt = next(src, None)
+                    if nxt is not None:
+                        futs.append(self._submit_chunk(fn, nxt, chunksize))
+                    if chunksize == 1:
+                        yield out
+                    else:
+                        yield from out
+            finally:
+                for f in futs:
+                    f.cancel()
+
+        return gen()
+
+    def _submit_chunk(self, fn: Any, chunk: list[tuple[Any, ...]], chunksize: int) -> cf.Future[Any]:
+        if chunksize == 1:
+            return self.submit(fn, *chunk[0])
+        return self.submit(_process_chunk, fn, chunk)
+
+    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``await executor.run(fn, *args)``: no thread per call."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while self._pending:
+                    t = self._pending.popleft()
+                    t.future.cancel()
+        self._wake.set()
+        if wait:
+            if self._thread is not None:
+                # Bounded: tasks in workers finish (or their workers die and
+                # fail them); the completion thread then returns.
+                while self._thread.is_alive():
+                    self._thread.join(0.1)
+            with self._lock:
+                workers, self._workers = list(self._workers), []
+                workers += self._graveyard
+                self._graveyard = []
+            for h in workers:
+                self._close_worker(h)
+            self._finalizer()
+        else:
+            threading.Thread(target=self.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    def statistics(self) -> dict[str, Any]:
+        with self._lock:
+            return {"workers": len(self._workers), "inflight": self._inflight,
+                    "pending": len(self._pending),
+                    "per_worker": [len(h.tasks) for h in self._workers]}
+
+    def __enter__(self) -> RingExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+
+def _cleanup_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
