@@ -276,7 +276,9 @@ class KernelRing(_core.KernelRing):
                 -1 if sq_thread_cpu is None else sq_thread_cpu,
                 sq_thread_idle_ms if sqpoll else 0,
                 max_inflight or 0,
-                int(Setup.NO_SQARRAY) if no_sqarray else 0,
+                # optional, dropped one by one if the kernel refuses them:
+                # SUBMIT_ALL (5.18) keeps submitting past a rejected SQE
+                (int(Setup.NO_SQARRAY) if no_sqarray else 0) | int(Setup.SUBMIT_ALL),
             )
         except OSError as e:
             if e.errno == errno.EINVAL and f:
@@ -381,13 +383,16 @@ class KernelRing(_core.KernelRing):
                     dir_fd: int = AT_FDCWD, file_index: int | None = None,
                     flags: int = 0) -> int:
         """openat(2); res is the new fd.  ``open_flags`` get O_CLOEXEC added.
-        ``file_index`` opens straight into the registered-file table (slot
-        index, or ``ops.FILE_INDEX_ALLOC``) and res is then the slot."""
+        ``file_index`` opens straight into the registered-file table instead:
+        a slot index (res is 0) or ``ops.FILE_INDEX_ALLOC`` (res is the slot
+        the kernel picked)."""
         p = _path(path)
-        fi = 0 if file_index is None else (
-            file_index if file_index == 0xFFFFFFFF else file_index + 1)
+        if file_index is None:
+            fi, open_flags = 0, open_flags | os.O_CLOEXEC
+        else:   # direct descriptors have no close-on-exec; the kernel refuses it
+            fi = file_index if file_index == 0xFFFFFFFF else file_index + 1
         return self.prep_sqe(Op.OPENAT, dir_fd, p.address, mode, 0,
-                             open_flags | os.O_CLOEXEC, flags, 0, 0, fi, 0, user_data, p)
+                             open_flags, flags, 0, 0, fi, 0, user_data, p)
 
     def prep_close(self, fd: int, user_data: Any = _NO_USER_DATA, *, fixed: bool = False,
                    flags: int = 0) -> int:
@@ -474,8 +479,10 @@ class KernelRing(_core.KernelRing):
     def prep_cancel(self, target: int | None = None, user_data: Any = _NO_USER_DATA, *,
                     fd: int | None = None, all: bool = False, any: bool = False,
                     fixed_file: bool = False, flags: int = 0) -> int:
-        """Async cancel by token (``target``), by ``fd``, or ``any`` op; with
-        ``all`` every match.  res: matches cancelled (0 for one), -ENOENT, -EALREADY."""
+        """Async cancel by token (``target``), by ``fd``, or ``any`` op (the
+        kernel treats ``any`` as every op); with ``all`` every match.  res: 0
+        for one op cancelled, the count with ``all``/``any``, -ENOENT (none
+        found), -EALREADY (too far along)."""
         cf = (ASYNC_CANCEL_ALL if all else 0) | (ASYNC_CANCEL_ANY if any else 0)
         if fd is not None:
             cf |= ASYNC_CANCEL_FD | (ASYNC_CANCEL_FD_FIXED if fixed_file else 0)
@@ -487,10 +494,13 @@ class KernelRing(_core.KernelRing):
     def prep_socket(self, domain: int, type: int, protocol: int = 0,
                     user_data: Any = _NO_USER_DATA, *, file_index: int | None = None,
                     flags: int = 0) -> int:
-        """socket(2); res is the new fd (SOCK_CLOEXEC is added)."""
-        fi = 0 if file_index is None else (
-            file_index if file_index == 0xFFFFFFFF else file_index + 1)
-        return self.prep_sqe(Op.SOCKET, domain, 0, protocol, type | socket.SOCK_CLOEXEC, 0,
+        """socket(2); res is the new fd (SOCK_CLOEXEC is added), or with
+        ``file_index`` a registered-file slot (as for prep_openat)."""
+        if file_index is None:
+            fi, type = 0, type | socket.SOCK_CLOEXEC
+        else:
+            fi = file_index if file_index == 0xFFFFFFFF else file_index + 1
+        return self.prep_sqe(Op.SOCKET, domain, 0, protocol, type, 0,
                              flags, 0, 0, fi, 0, user_data)
 
     def prep_accept(self, fd: int, user_data: Any = _NO_USER_DATA, *, multishot: bool = False,

@@ -47,6 +47,9 @@ typedef struct {
     uint8_t   fixed;      /* uses a registered buffer */
     uint8_t   multishot;  /* may post several CQEs (F_MORE) */
     uint8_t   has_view;   /* `view` holds an export */
+    uint8_t   linkflag;   /* 1: submitted with IOSQE_IO_LINK, 2: HARDLINK */
+    uint32_t  link_next;  /* 1 + slot of the next op in its link chain, or 0 */
+    uint32_t  link_next_gen;
     /* cold: only ops that export a buffer */
     Py_buffer view;       /* view.obj != NULL while a buffer is exported */
 } sr_slot;
@@ -84,6 +87,8 @@ static inline int64_t sr_slot_alloc(sr_optable *t, uint8_t opcode)
     s->fixed = 0;
     s->multishot = 0;
     s->has_view = 0;
+    s->linkflag = 0;
+    s->link_next = 0;
     s->chain = 0;
     t->live++;
     return i;

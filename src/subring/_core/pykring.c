@@ -65,6 +65,10 @@ typedef struct {
     uint32_t pending_skip_gen;
     uint32_t pending_skip_sqidx;
     uint32_t multishot_live;
+    uint32_t last_slot;      /* 1 + slot of the last op prepared (for link chains) */
+    uint32_t last_gen;
+    uint32_t *synth;         /* slots whose final completion we must make up */
+    uint32_t nsynth;
     /* registered buffers: the ring holds their exports until unregistered */
     Py_buffer *regbufs;
     uint32_t nregbufs;
@@ -142,6 +146,7 @@ static uint32_t kr_publish(KRing *r)
     }
     /* The kernel ends link chains at the end of each submission. */
     r->chain_open = 0;
+    r->last_slot = 0;
     if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
         r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
     return sr_sq_publish(&r->k.sq);
@@ -167,6 +172,17 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
         if (ret >= 0) {
             if (!r->sqpoll)
                 r->st_submitted += (uint32_t)ret;
+            /* Without SUBMIT_ALL (kernels before 5.18) the kernel stops at
+             * the first SQE it rejects, and then does not wait either: go on
+             * with the rest (the rejected one already has its error CQE). */
+            if (!r->sqpoll && ret > 0 && (uint32_t)ret < to_submit) {
+                if (deadline >= 0) {
+                    ts_ns = deadline - monotonic_ns();
+                    if (ts_ns < 0)
+                        ts_ns = 0;
+                }
+                continue;
+            }
             return ret;
         }
         if (ret == -ETIME)
@@ -477,6 +493,16 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
         s->chain_gen = r->pending_skip_gen;
         r->pending_skip = 0;
     }
+    if (r->chain_open && r->last_slot) {
+        sr_slot *p = &r->ops.slots[r->last_slot - 1];
+        if (p->state == SLOT_LIVE && p->gen == r->last_gen) {
+            p->link_next = i + 1;
+            p->link_next_gen = s->gen;
+        }
+    }
+    s->linkflag = (sqe_flags & IOSQE_IO_LINK) ? 1 : (sqe_flags & IOSQE_IO_HARDLINK) ? 2 : 0;
+    r->last_slot = i + 1;
+    r->last_gen = s->gen;
     if (sqe_flags & IOSQE_CQE_SKIP_SUCCESS) {
         s->skip = 1;
         r->pending_skip = i + 1;
@@ -1010,11 +1036,33 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
     return PyLong_FromUnsignedLong(kr_cq_ready(r));
 }
 
+/* A CQE_SKIP_SUCCESS op only posts a CQE when it failed, and then the kernel
+ * cancels the rest of its IOSQE_IO_LINK chain *without posting their CQEs*
+ * (req_set_fail turns REQ_F_CQE_SKIP into REQ_F_SKIP_LINK_CQES).  Those ops
+ * must still get their one final completion (invariant 4): queue them, and
+ * reap makes up -ECANCELED for each. */
+static void kr_silent_successors(KRing *r, uint32_t i)
+{
+    sr_slot *s = &r->ops.slots[i];
+    uint32_t nxt = s->link_next, g = s->link_next_gen;
+    while (nxt) {
+        sr_slot *n = &r->ops.slots[nxt - 1];
+        if (n->state != SLOT_LIVE || n->gen != g)
+            break;
+        r->synth[r->nsynth++] = nxt - 1;
+        g = n->link_next_gen;
+        nxt = n->link_next;
+    }
+}
+
 /* The final CQE of slot i was consumed. */
 static inline void kr_retire(KRing *r, uint32_t i)
 {
-    if (r->ops.slots[i].multishot)
+    sr_slot *s = &r->ops.slots[i];
+    if (s->multishot)
         r->multishot_live--;
+    if (sr_unlikely(s->skip && s->linkflag == 1))
+        kr_silent_successors(r, i);
     sr_slot_release(&r->ops, i);
 }
 
@@ -1095,13 +1143,6 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
     return c;
 }
 
-/* CQEs with user_data 0 come from internal ops (close()'s cancel-all). */
-static inline int kr_is_internal(KRing *r, const struct io_uring_cqe *cqe)
-{
-    int64_t i = sr_slot_find(&r->ops, cqe->user_data);
-    (void)i;
-    return cqe->user_data == 0;
-}
 
 /* CQEs ready at `head`: the user backend validates the peer's tail. */
 static inline uint32_t kr_ready(KRing *r, uint32_t head)
@@ -1132,47 +1173,70 @@ static int ur_dead_after_drain(KRing *r)
     return ur_peer_gone(r);
 }
 
+/* Make up the final completion of slot k with res -err (the peer will never
+ * post it).  Appends to `list` or writes to the arrays. */
+static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t *uo,
+                        int32_t *ro, uint32_t *fo, int64_t *got)
+{
+    sr_slot *s = &r->ops.slots[k];
+    if (list) {
+        PyObject *ud = s->udata ? Py_NewRef(s->udata)
+                                : PyLong_FromUnsignedLongLong(s->int_udata);
+        if (!ud)
+            return -1;
+        SR_Completion *c = sr_completion_new(ud, -err, 0, s->opcode, NULL);
+        if (!c)
+            return -1;
+        if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
+            c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
+        if (PyList_Append(list, (PyObject *)c) < 0) {
+            Py_DECREF(c);
+            return -1;
+        }
+        Py_DECREF(c);
+    } else {
+        uint64_t ud = s->int_udata;
+        if (s->udata) {
+            ud = PyLong_Check(s->udata) ? PyLong_AsUnsignedLongLongMask(s->udata)
+                                        : sr_token(&r->ops, k);
+            PyErr_Clear();
+        }
+        uo[*got] = ud;
+        ro[*got] = -err;
+        if (fo)
+            fo[*got] = 0;
+    }
+    (*got)++;
+    r->st_completed++;
+    kr_retire(r, k);
+    return 0;
+}
+
 /* The subsystem died (or broke the protocol): every op still in flight gets
  * its final completion here, -ECONNRESET (-EPROTO), since the peer cannot
- * post it any more.  Appends to `list` or writes to the arrays. */
+ * post it any more. */
 static int ur_synth_dead(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
                          int64_t max, int64_t *got)
 {
     int err = r->peer_dead == 2 ? EPROTO : ECONNRESET;
     for (uint32_t k = 0; k < r->ops.nslots && *got < max; k++) {
-        sr_slot *s = &r->ops.slots[k];
-        if (s->state != SLOT_LIVE)
+        if (r->ops.slots[k].state == SLOT_LIVE &&
+            kr_synth_one(r, k, err, list, uo, ro, fo, got) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Completions the kernel will never post (see kr_silent_successors). */
+static int kr_drain_synth(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
+                          int64_t max, int64_t *got)
+{
+    while (r->nsynth && *got < max) {
+        uint32_t k = r->synth[--r->nsynth];
+        if (r->ops.slots[k].state != SLOT_LIVE)
             continue;
-        if (list) {
-            PyObject *ud = s->udata ? Py_NewRef(s->udata)
-                                    : PyLong_FromUnsignedLongLong(s->int_udata);
-            if (!ud)
-                return -1;
-            SR_Completion *c = sr_completion_new(ud, -err, 0, s->opcode, NULL);
-            if (!c)
-                return -1;
-            if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
-                c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
-            if (PyList_Append(list, (PyObject *)c) < 0) {
-                Py_DECREF(c);
-                return -1;
-            }
-            Py_DECREF(c);
-        } else {
-            uint64_t ud = s->int_udata;
-            if (s->udata) {
-                ud = PyLong_Check(s->udata) ? PyLong_AsUnsignedLongLongMask(s->udata)
-                                            : sr_token(&r->ops, k);
-                PyErr_Clear();
-            }
-            uo[*got] = ud;
-            ro[*got] = -err;
-            if (fo)
-                fo[*got] = 0;
-        }
-        (*got)++;
-        r->st_completed++;
-        kr_retire(r, k);
+        if (kr_synth_one(r, k, ECANCELED, list, uo, ro, fo, got) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1218,12 +1282,6 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                 break;
         }
         const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
-        if (sr_unlikely(kr_is_internal(r, cqe))) {
-            head++;
-            ready--;
-            sr_cq_release(cq, head);
-            continue;
-        }
         SR_Completion *c = kr_take_cqe(r, cqe);
         if (!c)
             goto error;
@@ -1245,6 +1303,8 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     if (got < max && ready == 0 && ur_dead_after_drain(r) &&
         ur_synth_dead(r, list, NULL, NULL, NULL, max, &got) < 0)
+        goto error;
+    if (r->nsynth && kr_drain_synth(r, list, NULL, NULL, NULL, max, &got) < 0)
         goto error;
     return list;
 error:
@@ -1340,9 +1400,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             if (!(cqe->flags & IORING_CQE_F_MORE))
                 kr_retire(r, (uint32_t)i);
         } else {
-            if (cqe->user_data == 0)
-                continue;                      /* internal */
-            ud = cqe->user_data;
+            ud = cqe->user_data;   /* not ours: MSG_RING from another ring */
             r->st_foreign++;
         }
         uo[got] = ud;
@@ -1357,6 +1415,11 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         int64_t g = got;
         if (ur_synth_dead(r, NULL, uo, ro, fo, cap, &g) < 0)
             goto out;
+        got = (Py_ssize_t)g;
+    }
+    if (r->nsynth) {
+        int64_t g = got;
+        kr_drain_synth(r, NULL, uo, ro, fo, cap, &g);
         got = (Py_ssize_t)g;
     }
     result = PyLong_FromSsize_t(got);
@@ -2370,6 +2433,13 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
         munmap(base, (size_t)size);
         goto fail;
     }
+    r->synth = PyMem_Calloc(ns, sizeof(uint32_t));
+    if (!r->synth) {
+        sr_optable_free(&r->ops);
+        munmap(base, (size_t)size);
+        PyErr_NoMemory();
+        goto fail;
+    }
     r->buffer_rings = PyList_New(0);
     if (!r->buffer_rings) {
         sr_optable_free(&r->ops);
@@ -2484,6 +2554,13 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
     uint32_t nslots = max_inflight ? max_inflight : r->k.cq.entries;
     if (sr_optable_init(&r->ops, nslots) < 0) {
         sr_kring_teardown(&r->k, 1);
+        return -1;
+    }
+    r->synth = PyMem_Calloc(nslots, sizeof(uint32_t));
+    if (!r->synth) {
+        sr_optable_free(&r->ops);
+        sr_kring_teardown(&r->k, 1);
+        PyErr_NoMemory();
         return -1;
     }
     r->buffer_rings = PyList_New(0);
@@ -2637,6 +2714,9 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
         }
     }
     sr_optable_free(&r->ops);
+    PyMem_Free(r->synth);
+    r->synth = NULL;
+    r->nsynth = 0;
     release_regbufs(r);
     if (r->buffer_rings) {
         Py_ssize_t n = PyList_GET_SIZE(r->buffer_rings);

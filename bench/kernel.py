@@ -1,0 +1,728 @@
+#!/usr/bin/env python3
+"""Benchmark: subring.KernelRing against the usual ways of doing I/O from Python.
+
+Workloads
+---------
+``nop1`` / ``nop32`` / ``nop256``
+    IORING_OP_NOP in batches of 1, 32 and 256: prepare the batch, one
+    submit-and-wait for all of it, reap it.  This measures the per-op cost of
+    the library itself (preparing SQEs, the syscall, reaping CQEs).
+
+``read_qd32``
+    4 KiB reads at random 4 KiB-aligned offsets of a page-cached file of
+    256 MiB, 32 reads in flight.  Every contender reads the same precomputed
+    offsets, in the same order.
+
+Contenders
+----------
+``subring``        per-op API: ``prep_nop()`` / ``prep_read(fd, buf, off, ud)``,
+                   ``submit_and_wait(1)``, ``reap()``; as soon as a read
+                   completes its buffer is reused for the next offset.
+``subring-batch``  batch API: ``prep_nops(n, base)`` / ``prep_reads(fd, big,
+                   4096, offsets)``, ``submit_and_wait(n)``, ``reap_into()``
+                   into preallocated arrays.
+``liburing``       PyPI ``liburing`` (2026.3.30), written the way its docs
+                   suggest: get_sqe + prep + set_data64 for the whole batch,
+                   one ``io_uring_submit_and_wait``, iterate ``CqeIter``, one
+                   ``io_uring_cq_advance`` per batch.  (Its ``cqe[i]`` batch
+                   pattern is *not* used: it does not apply the CQ ring mask
+                   and reads past the end of the CQ when the ring wraps.)
+``pread``          a plain ``os.pread`` loop (queue depth 1, no io_uring).
+``threadpool``     ``os.pread`` in ``concurrent.futures.ThreadPoolExecutor(8)``
+                   with a window of 32 futures in flight.
+
+Both rings are created with their library's default setup flags and 256 SQ
+entries.  Every loop checks its results lightly (NOP completion counts, every
+read's ``res == 4096``) and, outside the timed region, compares the buffers of
+the io_uring contenders against ``os.pread`` of the same offset -- so a broken
+library cannot look fast.
+
+Method
+------
+The machine this runs on is noisy, so each *repetition* runs every contender
+of every workload back to back (the order rotates from one repetition to the
+next), each for a fixed time slice made of fixed-size chunks of ops.  A ratio
+is subring's ops/s divided by the baseline's ops/s *in the same repetition*;
+the reported ratio is the median of those per-repetition ratios (higher is
+better for subring).
+
+The data file is ``$TMPDIR/subring-bench-256M.dat``; it is created once
+(kept for later runs; reused when it exists with the right size) and read
+through before measuring so that it sits in the page cache.  ``--smoke`` uses a
+4 MiB file in a temporary directory instead and removes it.
+
+Reproduce
+---------
+::
+
+    pip install -e '.[dev,bench]'
+    python bench/kernel.py                     # full run, about 3 minutes
+    python bench/kernel.py --quick             # < 60 s
+    python bench/kernel.py --quick --json /tmp/kernel.json
+    python bench/kernel.py --smoke --json /tmp/k.json   # seconds; only checks it runs
+
+``--json PATH`` writes the raw per-repetition figures, the environment, the
+top-level ``"ratios"`` object (median ratio per key, null if the baseline was
+unavailable) and each ratio's bar and whether it was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import collections
+import concurrent.futures
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import subring
+
+try:
+    import liburing  # type: ignore[import-untyped]
+    LIBURING_ERROR: str | None = None
+except Exception as _e:  # noqa: BLE001 -- ImportError, or a broken binary wheel
+    liburing = None  # type: ignore[assignment]
+    LIBURING_ERROR = f"liburing is not importable: {type(_e).__name__}: {_e}"
+
+BLOCK = 4096
+QD = 32
+RING_ENTRIES = 256
+DATA_FILE_NAME = "subring-bench-256M.dat"
+THREADS = 8
+
+# ratio key -> (description, bar, (workload, subring contender), (workload, baseline))
+RATIOS: dict[str, tuple[str, float, tuple[str, str], tuple[str, str]]] = {
+    "nop256_vs_liburing": (
+        "NOPs, batch 256: subring batch API vs liburing batch 256", 3.0,
+        ("nop256", "subring-batch"), ("nop256", "liburing")),
+    "nop1_vs_liburing": (
+        "NOPs, batch 1: subring per-op API vs liburing batch 1", 1.0,
+        ("nop1", "subring"), ("nop1", "liburing")),
+    "read_qd32_vs_liburing": (
+        "4 KiB reads QD32: subring per-op API vs liburing", 1.25,
+        ("read_qd32", "subring"), ("read_qd32", "liburing")),
+    "read_qd32_batch_vs_pread": (
+        "4 KiB reads QD32: subring batch API vs os.pread loop", 1.2,
+        ("read_qd32", "subring-batch"), ("read_qd32", "pread")),
+    "read_qd32_vs_threadpool": (
+        "4 KiB reads QD32: subring per-op API vs ThreadPoolExecutor(8) pread", 5.0,
+        ("read_qd32", "subring"), ("read_qd32", "threadpool")),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    reps: int
+    slice_s: float        # time per contender per repetition
+    file_size: int
+    n_offsets: int        # power of two
+    cached_file: bool     # use/keep $TMPDIR/subring-bench-256M.dat
+
+
+MODES = {
+    "full": Mode(reps=15, slice_s=0.8, file_size=256 << 20, n_offsets=1 << 16, cached_file=True),
+    "quick": Mode(reps=5, slice_s=0.5, file_size=256 << 20, n_offsets=1 << 16, cached_file=True),
+    "smoke": Mode(reps=2, slice_s=0.01, file_size=4 << 20, n_offsets=1 << 10, cached_file=False),
+}
+
+# ops per timed chunk (a multiple of the batch size / queue depth)
+CHUNK = {"nop1": 2048, "nop32": 32 * 128, "nop256": 256 * 32, "read_qd32": QD * 64}
+
+
+class BenchError(RuntimeError):
+    """A contender produced a wrong result: the figures would be meaningless."""
+
+
+# --------------------------------------------------------------------------
+# the data file
+# --------------------------------------------------------------------------
+
+def create_data_file(path: str, size: int) -> None:
+    """Write ``size`` bytes; each 4 KiB block is its own index (little-endian
+    u64) repeated, so any two blocks differ.  Written to a temporary name and
+    renamed, so a crash never leaves a short file under ``path``."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    chunk_blocks = 2048                           # 8 MiB per write
+    try:
+        with open(tmp, "wb") as f:
+            for first in range(0, size // BLOCK, chunk_blocks):
+                last = min(first + chunk_blocks, size // BLOCK)
+                f.write(b"".join(struct.pack("<Q", b) * (BLOCK // 8) for b in range(first, last)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def warm_page_cache(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        while os.read(fd, 8 << 20):
+            pass
+    finally:
+        os.close(fd)
+
+
+def prepare_data_file(mode: Mode, tmpdir: str) -> tuple[str, bool]:
+    """Return (path, created)."""
+    if mode.cached_file:
+        path = os.path.join(tempfile.gettempdir(), DATA_FILE_NAME)
+    else:
+        path = os.path.join(tmpdir, "data.dat")
+    created = False
+    try:
+        ok = os.stat(path).st_size == mode.file_size
+    except FileNotFoundError:
+        ok = False
+    if not ok:
+        create_data_file(path, mode.file_size)
+        created = True
+    warm_page_cache(path)
+    return path, created
+
+
+def make_offsets(n: int, file_size: int, seed: int = 20260330) -> array.array:
+    rng = random.Random(seed)
+    blocks = file_size // BLOCK
+    return array.array("q", (rng.randrange(blocks) * BLOCK for _ in range(n)))
+
+
+# --------------------------------------------------------------------------
+# contenders
+#
+# A contender has a step(n) that performs n ops (n a multiple of its batch
+# size / queue depth) and returns how many completed; only step() is timed.
+# verify() runs after each step, untimed.
+# --------------------------------------------------------------------------
+
+class Contender:
+    name = "?"
+
+    def step(self, n: int) -> int:
+        raise NotImplementedError
+
+    def verify(self) -> None:
+        pass
+
+
+class Ctx:
+    """Shared state: the rings, the file, the offsets."""
+
+    def __init__(self, path: str, offsets: array.array, use_liburing: bool) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offsets = offsets                         # array('q') for the batch API
+        self.offsets_list = offsets.tolist()           # Python ints for per-op APIs
+        self.mask = len(offsets) - 1
+        self.ring = subring.KernelRing(RING_ENTRIES)
+        self.lring: Any = None
+        self.lcqe: Any = None
+        self.liburing_error: str | None = None
+        if use_liburing:
+            try:
+                lring = liburing.Ring()
+                liburing.io_uring_queue_init(RING_ENTRIES, lring)
+            except Exception as e:  # noqa: BLE001 -- reported, rows skipped
+                self.liburing_error = f"liburing ring setup failed: {type(e).__name__}: {e}"
+            else:
+                self.lring, self.lcqe = lring, liburing.Cqe()
+        self.pool = concurrent.futures.ThreadPoolExecutor(THREADS)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.lring is not None:
+            liburing.io_uring_queue_exit(self.lring)
+            self.lring = None
+        self.ring.close()
+        os.close(self.fd)
+
+    def check_block(self, buf: Any, offset: int, who: str) -> None:
+        if bytes(buf) != os.pread(self.fd, BLOCK, offset):
+            raise BenchError(f"{who}: buffer does not hold the file's block at offset {offset}")
+
+
+# ---- NOPs ----------------------------------------------------------------
+
+class SubringNop1(Contender):
+    """Per-op API, one NOP per submit_and_wait."""
+    name = "subring"
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ring = ctx.ring
+
+    def step(self, n: int) -> int:
+        prep_nop, submit_and_wait, reap = (
+            self.ring.prep_nop, self.ring.submit_and_wait, self.ring.reap)
+        done = 0
+        for _ in range(n):
+            prep_nop()
+            submit_and_wait(1)
+            done += len(reap())
+        if done != n or self.ring.inflight:
+            raise BenchError(f"subring nop1: {done} of {n} NOPs completed")
+        return done
+
+
+class SubringNopBatch(Contender):
+    """Batch API: prep_nops(b) + submit_and_wait(b) + reap_into()."""
+    name = "subring-batch"
+
+    def __init__(self, ctx: Ctx, batch: int) -> None:
+        self.ring, self.batch = ctx.ring, batch
+        self.ud = array.array("Q", bytes(8 * batch))
+        self.res = array.array("i", bytes(4 * batch))
+
+    def step(self, n: int) -> int:
+        b, ud, res = self.batch, self.ud, self.res
+        prep_nops, submit_and_wait, reap_into = (
+            self.ring.prep_nops, self.ring.submit_and_wait, self.ring.reap_into)
+        done = 0
+        while done < n:
+            prep_nops(b, done)
+            submit_and_wait(b)
+            if reap_into(ud, res) != b:
+                raise BenchError(f"subring nop{b}: short batch")
+            done += b
+        # last batch: user_data are base .. base+b-1, every res is 0
+        if sum(ud) != b * (n - b) + b * (b - 1) // 2 or res.count(0) != b:
+            raise BenchError(f"subring nop{b}: wrong user_data/res")
+        return done
+
+
+class LiburingNop(Contender):
+    name = "liburing"
+
+    def __init__(self, ctx: Ctx, batch: int) -> None:
+        self.ring, self.cqe, self.batch = ctx.lring, ctx.lcqe, batch
+
+    def step(self, n: int) -> int:
+        L, ring, cqe, b = liburing, self.ring, self.cqe, self.batch
+        get_sqe, prep_nop, set_data64 = L.io_uring_get_sqe, L.io_uring_prep_nop, L.io_uring_sqe_set_data64
+        submit_and_wait, CqeIter, cq_advance = L.io_uring_submit_and_wait, L.CqeIter, L.io_uring_cq_advance
+        done = 0
+        while done < n:
+            for k in range(b):
+                sqe = get_sqe(ring)
+                prep_nop(sqe)
+                set_data64(sqe, k)
+            submit_and_wait(ring, b)
+            got = 0
+            for _ in CqeIter(ring, cqe):
+                got += 1
+            cq_advance(ring, got)
+            if got != b:
+                raise BenchError(f"liburing nop{b}: {got} of {b} completions")
+            done += got
+        return done
+
+
+# ---- reads, QD32 --------------------------------------------------------
+
+class _PerOpReads(Contender):
+    """Shared bookkeeping: 32 buffers; which offset index each last read."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.bufs = [bytearray(BLOCK) for _ in range(QD)]
+        self.slot_idx = [0] * QD
+        self.pos = 0           # next index into the offsets (wraps via mask)
+
+    def verify(self) -> None:
+        offs, mask = self.ctx.offsets_list, self.ctx.mask
+        for s, buf in enumerate(self.bufs):
+            self.ctx.check_block(buf, offs[self.slot_idx[s] & mask], self.name)
+            buf[:] = bytes(BLOCK)  # the next step must fill it again
+
+
+class SubringReads(_PerOpReads):
+    """Per-op API; user_data is the buffer's slot; a slot is refilled as soon
+    as its read completes."""
+    name = "subring"
+
+    def step(self, n: int) -> int:
+        ring, fd, bufs, slot_idx = self.ctx.ring, self.ctx.fd, self.bufs, self.slot_idx
+        offs, mask, i = self.ctx.offsets_list, self.ctx.mask, self.pos
+        prep_read, submit_and_wait, reap = ring.prep_read, ring.submit_and_wait, ring.reap
+        for s in range(QD):
+            prep_read(fd, bufs[s], offs[i & mask], s)
+            slot_idx[s] = i
+            i += 1
+        issued, done = QD, 0
+        while done < n:
+            submit_and_wait(1)
+            for c in reap():
+                if c.res != BLOCK:
+                    raise BenchError(f"subring read: res {c.res}")
+                done += 1
+                if issued < n:
+                    s = c.user_data
+                    prep_read(fd, bufs[s], offs[i & mask], s)
+                    slot_idx[s] = i
+                    i += 1
+                    issued += 1
+        self.pos = i
+        return done
+
+
+class LiburingReads(_PerOpReads):
+    name = "liburing"
+
+    def step(self, n: int) -> int:
+        L = liburing
+        ring, cqe = self.ctx.lring, self.ctx.lcqe
+        fd, bufs, slot_idx = self.ctx.fd, self.bufs, self.slot_idx
+        offs, mask, i = self.ctx.offsets_list, self.ctx.mask, self.pos
+        get_sqe, prep_read, set_data64 = L.io_uring_get_sqe, L.io_uring_prep_read, L.io_uring_sqe_set_data64
+        submit_and_wait, CqeIter, cq_advance = L.io_uring_submit_and_wait, L.CqeIter, L.io_uring_cq_advance
+        for s in range(QD):
+            sqe = get_sqe(ring)
+            prep_read(sqe, fd, bufs[s], offs[i & mask])
+            set_data64(sqe, s)
+            slot_idx[s] = i
+            i += 1
+        issued, done = QD, 0
+        while done < n:
+            submit_and_wait(ring, 1)
+            got = 0
+            for _ in CqeIter(ring, cqe):
+                e = cqe[0]
+                if e.res != BLOCK:
+                    raise BenchError(f"liburing read: res {e.res}")
+                got += 1
+                if issued < n:
+                    s = e.user_data
+                    sqe = get_sqe(ring)
+                    prep_read(sqe, fd, bufs[s], offs[i & mask])
+                    set_data64(sqe, s)
+                    slot_idx[s] = i
+                    i += 1
+                    issued += 1
+            cq_advance(ring, got)
+            done += got
+        self.pos = i
+        return done
+
+
+class SubringReadsBatch(Contender):
+    """Batch API: 32 reads into one 128 KiB buffer per prep_reads call."""
+    name = "subring-batch"
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.big = bytearray(QD * BLOCK)
+        self.offs_view = memoryview(ctx.offsets)   # format 'q', sliced per batch
+        self.ud = array.array("Q", bytes(8 * QD))
+        self.res = array.array("i", bytes(4 * QD))
+        self.pos = 0
+        self.last = 0
+
+    def step(self, n: int) -> int:
+        ring, fd, big, ud, res = self.ctx.ring, self.ctx.fd, self.big, self.ud, self.res
+        offs, noffs, i = self.offs_view, len(self.offs_view), self.pos
+        prep_reads, submit_and_wait, reap_into = ring.prep_reads, ring.submit_and_wait, ring.reap_into
+        done = 0
+        while done < n:
+            prep_reads(fd, big, BLOCK, offs[i:i + QD])
+            submit_and_wait(QD)
+            got = reap_into(ud, res)
+            if got != QD or res.count(BLOCK) != QD:
+                raise BenchError(f"subring batch read: {got} completions, res {res.tolist()}")
+            self.last = i
+            i = (i + QD) % noffs      # len(offsets) is a multiple of QD
+            done += got
+        self.pos = i
+        return done
+
+    def verify(self) -> None:
+        for k in range(QD):
+            self.ctx.check_block(memoryview(self.big)[k * BLOCK:(k + 1) * BLOCK],
+                                 self.ctx.offsets[self.last + k], self.name)
+        self.big[:] = bytes(len(self.big))
+
+
+class PreadLoop(Contender):
+    name = "pread"
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.pos = 0
+
+    def step(self, n: int) -> int:
+        fd, offs, mask, i = self.ctx.fd, self.ctx.offsets_list, self.ctx.mask, self.pos
+        pread = os.pread
+        for _ in range(n):
+            if len(pread(fd, BLOCK, offs[i & mask])) != BLOCK:
+                raise BenchError("pread: short read")
+            i += 1
+        self.pos = i
+        return n
+
+
+class ThreadPoolReads(Contender):
+    """os.pread in ThreadPoolExecutor(8), a FIFO window of 32 futures."""
+    name = "threadpool"
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.pos = 0
+
+    def step(self, n: int) -> int:
+        fd, offs, mask, i = self.ctx.fd, self.ctx.offsets_list, self.ctx.mask, self.pos
+        submit, pread = self.ctx.pool.submit, os.pread
+        window: collections.deque = collections.deque()
+        for _ in range(QD):
+            window.append(submit(pread, fd, BLOCK, offs[i & mask]))
+            i += 1
+        issued, done = QD, 0
+        while window:
+            if len(window.popleft().result()) != BLOCK:
+                raise BenchError("threadpool pread: short read")
+            done += 1
+            if issued < n:
+                window.append(submit(pread, fd, BLOCK, offs[i & mask]))
+                i += 1
+                issued += 1
+        self.pos = i
+        return done
+
+
+def build_workloads(ctx: Ctx, use_liburing: bool) -> dict[str, list[Contender]]:
+    lib = use_liburing
+    return {
+        "nop1": [SubringNop1(ctx)] + ([LiburingNop(ctx, 1)] if lib else []),
+        "nop32": [SubringNopBatch(ctx, 32)] + ([LiburingNop(ctx, 32)] if lib else []),
+        "nop256": [SubringNopBatch(ctx, 256)] + ([LiburingNop(ctx, 256)] if lib else []),
+        "read_qd32": ([SubringReads(ctx), SubringReadsBatch(ctx)]
+                      + ([LiburingReads(ctx)] if lib else [])
+                      + [PreadLoop(ctx), ThreadPoolReads(ctx)]),
+    }
+
+
+# --------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------
+
+def run_slice(c: Contender, chunk: int, slice_s: float) -> tuple[int, float]:
+    """Run chunks until slice_s of timed work; return (ops, timed seconds)."""
+    ops, elapsed = 0, 0.0
+    while elapsed < slice_s:
+        t0 = time.perf_counter()
+        ops += c.step(chunk)
+        elapsed += time.perf_counter() - t0
+        c.verify()
+    return ops, elapsed
+
+
+def measure(workloads: dict[str, list[Contender]], mode: Mode,
+            log: Callable[[str], None]) -> dict[str, dict[str, dict[str, list]]]:
+    raw: dict[str, dict[str, dict[str, list]]] = {
+        w: {c.name: {"ops": [], "seconds": [], "ops_per_s": []} for c in cs}
+        for w, cs in workloads.items()}
+    # warm-up: one chunk each (thread pool threads, first-touch, caches)
+    for w, cs in workloads.items():
+        for c in cs:
+            c.step(CHUNK[w])
+            c.verify()
+    for rep in range(mode.reps):
+        t_rep = time.perf_counter()
+        for w, cs in workloads.items():
+            k = rep % len(cs)
+            for c in cs[k:] + cs[:k]:          # rotate the order every repetition
+                gc.collect()
+                ops, secs = run_slice(c, CHUNK[w], mode.slice_s)
+                r = raw[w][c.name]
+                r["ops"].append(ops)
+                r["seconds"].append(secs)
+                r["ops_per_s"].append(ops / secs)
+        log(f"  repetition {rep + 1}/{mode.reps} done ({time.perf_counter() - t_rep:.1f} s)")
+    return raw
+
+
+def compute_ratios(raw: dict, unavailable: dict[str, str]) -> tuple[dict, dict, dict]:
+    ratios: dict[str, float | None] = {}
+    samples: dict[str, list[float]] = {}
+    bars: dict[str, dict[str, Any]] = {}
+    for key, (desc, bar, (wa, ca), (wb, cb)) in RATIOS.items():
+        a = raw.get(wa, {}).get(ca)
+        b = raw.get(wb, {}).get(cb)
+        if a is None or b is None:
+            ratios[key] = None
+            samples[key] = []
+            met = None
+            reason = unavailable.get(cb, f"{cb} did not run")
+        else:
+            samples[key] = [x / y for x, y in zip(a["ops_per_s"], b["ops_per_s"], strict=True)]
+            median = statistics.median(samples[key])
+            ratios[key] = median
+            met = median >= bar
+            reason = None
+        bars[key] = {"bar": bar, "met": met, "description": desc}
+        if reason:
+            bars[key]["skipped"] = reason
+    return ratios, samples, bars
+
+
+# --------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1e6:8.3f} M/s" if x >= 1e6 else f"{x / 1e3:8.1f} k/s"
+
+
+def print_report(raw: dict, ratios: dict, samples: dict, bars: dict,
+                 unavailable: dict[str, str]) -> None:
+    print()
+    print(f"{'workload':<10} {'contender':<14} {'median':>12} {'ns/op':>9} "
+          f"{'min':>12} {'max':>12}")
+    print("-" * 74)
+    for w, cs in raw.items():
+        for name, r in cs.items():
+            v = r["ops_per_s"]
+            med = statistics.median(v)
+            print(f"{w:<10} {name:<14} {fmt_rate(med):>12} {1e9 / med:9.0f} "
+                  f"{fmt_rate(min(v)):>12} {fmt_rate(max(v)):>12}")
+        for name, why in unavailable.items():
+            print(f"{w:<10} {name:<14} {'skipped':>12}  ({why})")
+    print()
+    print(f"{'ratio (subring / baseline)':<27} {'median':>7} {'min':>6} {'max':>6} "
+          f"{'bar':>6}  met")
+    print("-" * 62)
+    for key in RATIOS:
+        bar = bars[key]
+        if ratios[key] is None:
+            print(f"{key:<27} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.2f}  "
+                  f"skipped: {bar.get('skipped')}")
+            continue
+        s = samples[key]
+        print(f"{key:<27} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.2f}  "
+              f"{'yes' if bar['met'] else 'NO'}")
+    print()
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "kernel_release": platform.release(),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "subring_version": getattr(subring, "__version__", None),
+        "liburing_version": getattr(liburing, "__version__", None) if liburing else None,
+        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        env["cpus_usable"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    return env
+
+
+# --------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
+    g.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, a few seconds: only checks that the script works")
+    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
+    p.add_argument("--reps", type=int, help="override the number of repetitions")
+    p.add_argument("--slice", type=float, help="override the seconds per contender per repetition")
+    p.add_argument("--skip-liburing", action="store_true",
+                   help="behave as if liburing were not installed")
+    args = p.parse_args(argv)
+
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    mode = MODES[mode_name]
+    if args.reps is not None:
+        mode = dataclasses.replace(mode, reps=max(1, args.reps))
+    if args.slice is not None:
+        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    unavailable: dict[str, str] = {}
+    if args.skip_liburing:
+        unavailable["liburing"] = "skipped (--skip-liburing)"
+    elif liburing is None:
+        unavailable["liburing"] = LIBURING_ERROR or "liburing is not importable"
+    use_liburing = "liburing" not in unavailable
+    if not use_liburing:
+        log(f"liburing rows and ratios skipped: {unavailable['liburing']}")
+
+    env = environment()
+    log(f"bench/kernel.py mode={mode_name} reps={mode.reps} slice={mode.slice_s}s  "
+        f"Linux {env['kernel_release']}, Python {env['python_version']}, "
+        f"{env['cpu_count']} CPUs")
+
+    with tempfile.TemporaryDirectory(prefix="subring-bench-") as tmpdir:
+        t0 = time.perf_counter()
+        path, created = prepare_data_file(mode, tmpdir)
+        file_s = time.perf_counter() - t0
+        log(f"data file {path} ({mode.file_size >> 20} MiB, "
+            f"{'created' if created else 'reused'}, page-cached) in {file_s:.1f} s")
+        offsets = make_offsets(mode.n_offsets, mode.file_size)
+
+        ctx = Ctx(path, offsets, use_liburing)
+        try:
+            if ctx.liburing_error:
+                unavailable["liburing"] = ctx.liburing_error
+                use_liburing = False
+                log(f"liburing rows and ratios skipped: {ctx.liburing_error}")
+            workloads = build_workloads(ctx, use_liburing)
+            raw = measure(workloads, mode, log)
+        finally:
+            ctx.close()
+
+    ratios, samples, bars = compute_ratios(raw, unavailable)
+    print_report(raw, ratios, samples, bars, unavailable)
+    wall = time.perf_counter() - t_start
+    print(f"total wall time {wall:.1f} s")
+
+    if args.json:
+        for w in raw.values():
+            for r in w.values():
+                r["median_ops_per_s"] = statistics.median(r["ops_per_s"])
+        doc = {
+            "benchmark": "kernel",
+            "mode": mode_name,
+            "env": env,
+            "config": {
+                "reps": mode.reps, "slice_s": mode.slice_s, "ring_entries": RING_ENTRIES,
+                "block_size": BLOCK, "queue_depth": QD, "threads": THREADS,
+                "data_file": path, "data_file_size": mode.file_size,
+                "data_file_created": created, "data_file_seconds": file_s,
+                "n_offsets": mode.n_offsets, "chunk_ops": CHUNK,
+            },
+            "results": raw,
+            "skipped": unavailable,
+            "ratios": ratios,
+            "ratio_samples": samples,
+            "bars": bars,
+            "wall_time_s": wall,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
