@@ -61,7 +61,7 @@ from typing import Any, AsyncIterator
 
 from . import _core
 from .client import SubsystemClient
-from .errors import RingFullError
+from .errors import RingBusyError, RingFullError
 from .kernel import KernelRing, Statx
 
 __all__ = ["AsyncRing", "AsyncFile", "open", "get_ring", "close_default_ring",
@@ -118,13 +118,14 @@ class AsyncRing:
         self._flush_scheduled = False
         if self._closed or self.ring.closed:
             return
+        refused = False
         try:
             self.ring.submit()
-        except RingFullError:
-            pass   # the kernel wants completions reaped first: reap below, retry
+        except (RingFullError, RingBusyError):
+            refused = True   # the kernel wants completions reaped first
         self._dispatch()
-        if self.ring.sq_pending:
-            self._schedule_flush()
+        if refused:
+            self._schedule_flush()   # retry once completions were reaped
 
     def _on_eventfd(self) -> None:
         try:

@@ -314,8 +314,12 @@ static int ur_peer_gone(KRing *r)
 
 static uint32_t ur_publish(KRing *r)
 {
+    /* Only entries published by *this* call can need a doorbell: anything
+     * published earlier was visible before the server set NEED_WAKEUP, so
+     * its re-check after arming sees it (invariant 3). */
+    uint32_t fresh = r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
     uint32_t pending = kr_publish(r);
-    if (pending) {
+    if (fresh) {
         /* Invariant 3, submit side: the release store of sq_tail (in
          * kr_publish) must be ordered before the load of sq_flags, or we and a
          * server going to sleep could both miss each other.  Full fence. */

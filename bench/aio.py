@@ -1,0 +1,967 @@
+#!/usr/bin/env python3
+"""Benchmark: subring.aio (asyncio on rings) against the usual asyncio ways.
+
+Workloads
+---------
+``aread32`` / ``aread256``
+    4 KiB reads at random 4 KiB-aligned offsets of a page-cached file of
+    256 MiB, by 32 (resp. 256) asyncio tasks gathered in one
+    ``asyncio.gather``.  Each task loops: await one read, check it, next
+    offset.  Counted: reads completed per second (all tasks together).
+
+``acall1`` / ``acall32``
+    Awaited round trips to another process carrying a 64-byte payload that
+    comes back unchanged (echo), by 1 (resp. 32) tasks, each awaiting one
+    call at a time.  Counted: round trips per second.
+
+Contenders
+----------
+``subring``        reads: ``await subring.aio.get_ring().readinto(fd, buf, off)``
+                   (the loop's default ring; each task reads into its own
+                   preallocated 4 KiB bytearray).
+                   calls: ``await AsyncRing(subring.connect(path)).call(echo,
+                   payload)`` against a ``subring.Subsystem`` process whose
+                   ``echo`` op returns its payload (server mode: default
+                   ``hybrid``; see ``--server-mode``).
+``subring-read``   (reads only, informational) ``await ring.read(fd, 4096,
+                   off)``, which allocates and returns ``bytes`` like the
+                   baselines do.
+``executor``       ``await loop.run_in_executor(None, os.pread, fd, 4096, off)``
+                   -- the loop's default ThreadPoolExecutor, untouched
+                   (``min(32, cpus + 4)`` threads).
+``aiofiles``       each task has its own ``aiofiles.open(path, "rb")`` file
+                   object (opened before timing) and does ``await f.seek(off);
+                   data = await f.read(4096)`` -- aiofiles' way of reading at
+                   an offset (two trips through the default executor).
+``pipe``           (calls) ``multiprocessing.Pipe()``; a server process loops
+                   ``conn.send_bytes(conn.recv_bytes())``.  The client is
+                   driven by ``loop.add_reader(conn.fileno(), ...)``: a call
+                   prefixes the payload with an 8-byte request id,
+                   ``send_bytes`` it, and awaits a future; the reader
+                   callback ``recv_bytes`` every reply already buffered
+                   (checked with a persistent ``select.poll`` object, which
+                   is ~6x cheaper than ``conn.poll()``) and resolves the
+                   future of its id.  So with 32 tasks, 32 requests are
+                   outstanding on the pipe.
+
+Fairness
+--------
+* Every contender reads the same precomputed offsets (task k of n starts at
+  offset index k * len/n), on the same event loop, in the same process.
+* Every read is checked inside the timed loop: length 4096 and the block's
+  first 8 bytes (each 4 KiB block of the data file holds its own index), so
+  a library that skips the read or leaves a stale buffer cannot look fast;
+  after every slice each task's last block is compared in full with
+  ``os.pread`` (untimed).  Every echo reply is compared with its payload.
+* The machine is noisy, so each *repetition* runs every contender of every
+  workload back to back (the order rotates every repetition), each for a
+  fixed time slice.  A ratio is subring's rate divided by the baseline's rate
+  *in the same repetition*; the reported ratio is the median of the
+  per-repetition ratios (higher is better for subring).  A short untimed
+  warm-up slice per contender precedes the first repetition (thread pool
+  threads, subsystem attach, page cache); ``gc.collect()`` runs before
+  every slice.
+* Client CPU time (``time.process_time``, executor threads included) and,
+  for the call workloads, the server process' CPU time (from
+  ``/proc/PID/stat``, 10 ms ticks) are recorded per slice, and so is the
+  rate per CPU-second (client + server).  On a busy machine the wall-clock
+  rates favour the many-threaded baselines (the scheduler shares CPUs per
+  thread, and the event loop is one thread), so the JSON's ``"extra"`` also
+  holds every bar's ratio per CPU-second (``*_per_cpu``, informational).
+
+The data file is ``$TMPDIR/subring-bench-256M.dat`` (shared with
+``bench/kernel.py``: same name, same layout); it is reused if it exists with
+the right size and layout, else created, and read through before measuring so
+that it sits in the page cache.  ``--smoke`` uses a 4 MiB file in a temporary
+directory instead (and removes it).  Server processes are started with the
+``spawn`` method, stopped at the end (terminate, then kill), and also stop by
+themselves if this process disappears.
+
+Reproduce
+---------
+::
+
+    pip install -e '.[dev,bench]'                # aiofiles, uvloop
+    python bench/aio.py                          # full run, about 2 minutes
+    python bench/aio.py --quick                  # < 60 s
+    python bench/aio.py --quick --json /tmp/aio.json
+    python bench/aio.py --quick --uvloop         # everything on uvloop
+    python bench/aio.py --smoke --json /tmp/a.json   # seconds; only checks it runs
+
+``--json PATH`` writes the raw per-repetition figures, the environment, the
+top-level ``"ratios"`` object (median ratio per key), each ratio's bar and
+whether it was met, and informational figures (``"extra"``: the 1-task call
+rates, the 256-task aiofiles rate, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import faulthandler
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import select
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import subring
+import subring.aio
+
+try:
+    import aiofiles  # type: ignore[import-untyped]
+    AIOFILES_ERROR: str | None = None
+except Exception as _e:  # noqa: BLE001
+    aiofiles = None  # type: ignore[assignment]
+    AIOFILES_ERROR = f"aiofiles is not importable: {type(_e).__name__}: {_e}"
+
+BLOCK = 4096
+PAYLOAD = 64
+DATA_FILE_NAME = "subring-bench-256M.dat"
+SLICE_TIMEOUT_S = 30.0          # a slice that overruns its length by this much fails
+
+# ratio key -> (description, bar, (workload, subring contender), (workload, baseline))
+RATIOS: dict[str, tuple[str, float, tuple[str, str], tuple[str, str]]] = {
+    "aread32_vs_executor": (
+        "reads/s, 32 tasks: subring readinto vs run_in_executor(os.pread)", 6.0,
+        ("aread32", "subring"), ("aread32", "executor")),
+    "aread32_vs_aiofiles": (
+        "reads/s, 32 tasks: subring readinto vs aiofiles seek+read", 10.0,
+        ("aread32", "subring"), ("aread32", "aiofiles")),
+    "aread256_vs_executor": (
+        "reads/s, 256 tasks: subring readinto vs run_in_executor(os.pread)", 6.0,
+        ("aread256", "subring"), ("aread256", "executor")),
+    "acall32_vs_pipe": (
+        "calls/s, 32 tasks: subring subsystem call vs Pipe + add_reader", 3.0,
+        ("acall32", "subring"), ("acall32", "pipe")),
+}
+
+# informational ratios (no bar; not in "ratios")
+EXTRA_RATIOS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
+    "acall1_vs_pipe": ("calls/s, 1 task: subring vs Pipe + add_reader",
+                       ("acall1", "subring"), ("acall1", "pipe")),
+    "aread256_vs_aiofiles": ("reads/s, 256 tasks: subring readinto vs aiofiles",
+                             ("aread256", "subring"), ("aread256", "aiofiles")),
+    "aread32_read_vs_executor": ("reads/s, 32 tasks: subring read() (bytes) vs executor",
+                                 ("aread32", "subring-read"), ("aread32", "executor")),
+    "aread256_read_vs_executor": ("reads/s, 256 tasks: subring read() (bytes) vs executor",
+                                  ("aread256", "subring-read"), ("aread256", "executor")),
+}
+
+WORKLOAD_TASKS = {"aread32": 32, "aread256": 256, "acall1": 1, "acall32": 32}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    reps: int
+    slice_s: float        # timed seconds per contender per repetition
+    warmup_s: float
+    file_size: int
+    n_offsets: int        # power of two
+    cached_file: bool     # use/keep $TMPDIR/subring-bench-256M.dat
+
+
+MODES = {
+    "full": Mode(reps=11, slice_s=0.8, warmup_s=0.2, file_size=256 << 20,
+                 n_offsets=1 << 16, cached_file=True),
+    "quick": Mode(reps=5, slice_s=0.5, warmup_s=0.1, file_size=256 << 20,
+                  n_offsets=1 << 16, cached_file=True),
+    "smoke": Mode(reps=2, slice_s=0.02, warmup_s=0.01, file_size=4 << 20,
+                  n_offsets=1 << 10, cached_file=False),
+}
+
+
+class BenchError(RuntimeError):
+    """A contender produced a wrong result: the figures would be meaningless."""
+
+
+# --------------------------------------------------------------------------
+# the data file (same layout as bench/kernel.py)
+# --------------------------------------------------------------------------
+
+def create_data_file(path: str, size: int) -> None:
+    """Write ``size`` bytes; each 4 KiB block is its own index (little-endian
+    u64) repeated.  Written to a temporary name and renamed."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    chunk_blocks = 2048
+    try:
+        with open(tmp, "wb") as f:
+            for first in range(0, size // BLOCK, chunk_blocks):
+                last = min(first + chunk_blocks, size // BLOCK)
+                f.write(b"".join(struct.pack("<Q", b) * (BLOCK // 8) for b in range(first, last)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def layout_ok(path: str, size: int) -> bool:
+    """Right size, and a few blocks hold their own index."""
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        blocks = size // BLOCK
+        for b in (0, 1, blocks // 2, blocks - 1, random.randrange(blocks)):
+            if os.pread(fd, BLOCK, b * BLOCK) != struct.pack("<Q", b) * (BLOCK // 8):
+                return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def warm_page_cache(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        while os.read(fd, 8 << 20):
+            pass
+    finally:
+        os.close(fd)
+
+
+def prepare_data_file(mode: Mode, tmpdir: str) -> tuple[str, bool]:
+    """Return (path, created)."""
+    if mode.cached_file:
+        path = os.path.join(tempfile.gettempdir(), DATA_FILE_NAME)
+    else:
+        path = os.path.join(tmpdir, "data.dat")
+    created = False
+    if not layout_ok(path, mode.file_size):
+        create_data_file(path, mode.file_size)
+        created = True
+    warm_page_cache(path)
+    return path, created
+
+
+def make_offsets(n: int, file_size: int, seed: int = 20260330) -> list[int]:
+    rng = random.Random(seed)
+    blocks = file_size // BLOCK
+    return [rng.randrange(blocks) * BLOCK for _ in range(n)]
+
+
+# --------------------------------------------------------------------------
+# server processes (spawned; they must be importable from this file)
+# --------------------------------------------------------------------------
+
+def _orphan_watch(stop: Callable[[], None]) -> None:
+    """Call stop() when our parent (the benchmark) goes away."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class EchoSubsystem(subring.Subsystem):
+    name = "bench-echo"
+
+    @subring.op
+    def echo(self, req: Any) -> Any:
+        """Return the payload unchanged."""
+        return req.data          # bytes-like: copied into the result slot
+
+
+def serve_subsystem(path: str, mode: str) -> None:
+    s = EchoSubsystem()
+    _orphan_watch(s.stop)
+    s.serve(path, mode=mode)
+
+
+def serve_pipe(conn: Any) -> None:
+    _orphan_watch(lambda: os._exit(0))
+    recv, send = conn.recv_bytes, conn.send_bytes
+    try:
+        while True:
+            send(recv())
+    except (EOFError, OSError):
+        pass
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process, in seconds (10 ms resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def stop_process(p: Any) -> None:
+    if p is None or p.pid is None:
+        return
+    if p.is_alive():
+        p.terminate()
+        p.join(5)
+    if p.is_alive():
+        p.kill()
+        p.join(5)
+
+
+# --------------------------------------------------------------------------
+# the Pipe + add_reader client
+# --------------------------------------------------------------------------
+
+class PipeClient:
+    """Multiplexes concurrent calls over one multiprocessing Connection:
+    each request carries an 8-byte id; replies resolve futures by id."""
+
+    def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self.loop = loop
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.next_id = 0
+        self.fd = conn.fileno()
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
+        loop.add_reader(self.fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        # Drain every reply already buffered; a persistent select.poll object
+        # checks for more (Connection.poll() builds a selector per call and
+        # costs ~6 us -- more than the recv itself).
+        recv, poll, pending = self.conn.recv_bytes, self.poller.poll, self.pending
+        try:
+            while True:
+                msg = recv()
+                fut = pending.pop(int.from_bytes(msg[:8], "little"), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                if not poll(0):
+                    break
+        except (EOFError, OSError) as e:
+            self.loop.remove_reader(self.fd)
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError(f"pipe server gone: {e!r}"))
+            pending.clear()
+
+    async def call(self, payload: bytes) -> bytes:
+        rid = self.next_id
+        self.next_id = rid + 1
+        fut = self.loop.create_future()
+        self.pending[rid] = fut
+        self.conn.send_bytes(rid.to_bytes(8, "little") + payload)
+        try:
+            reply = await fut
+        finally:
+            self.pending.pop(rid, None)
+        if reply[:8] != rid.to_bytes(8, "little"):
+            raise BenchError("pipe: reply for the wrong request")
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.loop.remove_reader(self.fd)
+        except (RuntimeError, ValueError, OSError):
+            pass
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------
+# contenders
+#
+# worker(k, n, stop) is a coroutine for task k of n that loops until stop.set
+# and returns how many ops it completed; check() runs after each slice,
+# untimed.
+# --------------------------------------------------------------------------
+
+class Stop:
+    __slots__ = ("set",)
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+class Ctx:
+    def __init__(self, path: str, offsets: list[int]) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offsets = offsets
+        self.mask = len(offsets) - 1
+        # expected first 8 bytes of the block at each offset
+        self.heads = [struct.pack("<Q", o // BLOCK) for o in offsets]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def check_block(self, data: Any, offset: int, who: str) -> None:
+        if bytes(data) != os.pread(self.fd, BLOCK, offset):
+            raise BenchError(f"{who}: data differs from the file's block at offset {offset}")
+
+
+class Contender:
+    name = "?"
+    server: Any = None            # the server's multiprocessing.Process, if any
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.last: dict[int, tuple[Any, int]] = {}   # task -> (data, offset) of its last op
+
+    async def setup(self, ntasks: int) -> None:
+        pass
+
+    def worker(self, k: int, n: int, stop: Stop) -> Awaitable[int]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        for data, off in self.last.values():
+            self.ctx.check_block(data, off, self.name)
+        self.last.clear()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class SubringReadinto(Contender):
+    name = "subring"
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        ctx = self.ctx
+        readinto = subring.aio.get_ring().readinto
+        fd, offs, heads, mask = ctx.fd, ctx.offsets, ctx.heads, ctx.mask
+        buf = bytearray(BLOCK)
+        i = j = k * (len(offs) // n)
+        done = 0
+        while not stop.set:
+            j = i & mask
+            if await readinto(fd, buf, offs[j]) != BLOCK or not buf.startswith(heads[j]):
+                raise BenchError(f"subring readinto: wrong result at offset {offs[j]}")
+            i += 1
+            done += 1
+        if done:
+            self.last[k] = (buf, offs[j])
+        return done
+
+
+class SubringRead(Contender):
+    name = "subring-read"
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        ctx = self.ctx
+        read = subring.aio.get_ring().read
+        fd, offs, heads, mask = ctx.fd, ctx.offsets, ctx.heads, ctx.mask
+        i = j = k * (len(offs) // n)
+        done = 0
+        data = b""
+        while not stop.set:
+            j = i & mask
+            data = await read(fd, BLOCK, offs[j])
+            if len(data) != BLOCK or not data.startswith(heads[j]):
+                raise BenchError(f"subring read: wrong result at offset {offs[j]}")
+            i += 1
+            done += 1
+        if done:
+            self.last[k] = (data, offs[j])
+        return done
+
+
+class ExecutorReads(Contender):
+    name = "executor"
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        ctx = self.ctx
+        run, pread = asyncio.get_running_loop().run_in_executor, os.pread
+        fd, offs, heads, mask = ctx.fd, ctx.offsets, ctx.heads, ctx.mask
+        i = j = k * (len(offs) // n)
+        done = 0
+        data = b""
+        while not stop.set:
+            j = i & mask
+            data = await run(None, pread, fd, BLOCK, offs[j])
+            if len(data) != BLOCK or not data.startswith(heads[j]):
+                raise BenchError(f"executor pread: wrong result at offset {offs[j]}")
+            i += 1
+            done += 1
+        if done:
+            self.last[k] = (data, offs[j])
+        return done
+
+
+class AiofilesReads(Contender):
+    name = "aiofiles"
+
+    def __init__(self, ctx: Ctx) -> None:
+        super().__init__(ctx)
+        self.files: list[Any] = []
+
+    async def setup(self, ntasks: int) -> None:
+        while len(self.files) < ntasks:
+            self.files.append(await aiofiles.open(self.ctx.path, "rb"))
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        ctx = self.ctx
+        f = self.files[k]
+        seek, read = f.seek, f.read
+        offs, heads, mask = ctx.offsets, ctx.heads, ctx.mask
+        i = j = k * (len(offs) // n)
+        done = 0
+        data = b""
+        while not stop.set:
+            j = i & mask
+            await seek(offs[j])
+            data = await read(BLOCK)
+            if len(data) != BLOCK or not data.startswith(heads[j]):
+                raise BenchError(f"aiofiles: wrong result at offset {offs[j]}")
+            i += 1
+            done += 1
+        if done:
+            self.last[k] = (data, offs[j])
+        return done
+
+    async def aclose(self) -> None:
+        for f in self.files:
+            await f.close()
+        self.files.clear()
+
+
+def payloads_for(k: int, count: int = 16) -> list[bytes]:
+    """Distinct 64-byte payloads for task k."""
+    return [struct.pack("<QQ", k, j) + bytes((k * 31 + j * 7 + b) & 0xFF for b in range(PAYLOAD - 16))
+            for j in range(count)]
+
+
+class _CallContender(Contender):
+    def check(self) -> None:      # replies are checked in the loop
+        self.last.clear()
+
+
+class SubringCalls(_CallContender):
+    name = "subring"
+
+    def __init__(self, ctx: Ctx, sock_path: str, server: Any) -> None:
+        super().__init__(ctx)
+        self.sock_path = sock_path
+        self.server = server
+        self.aring: subring.aio.AsyncRing | None = None
+        self.op = 0
+
+    async def setup(self, ntasks: int) -> None:
+        if self.aring is None:
+            client = subring.connect(self.sock_path, timeout=20)
+            self.aring = subring.aio.AsyncRing(client, own=True)
+            self.op = client.op_index("echo")
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        assert self.aring is not None
+        call, op = self.aring.call, self.op
+        pls = payloads_for(k)
+        done = 0
+        while not stop.set:
+            p = pls[done & 15]
+            if await call(op, p) != p:
+                raise BenchError("subring call: echo reply differs from the payload")
+            done += 1
+        return done
+
+    async def aclose(self) -> None:
+        if self.aring is not None:
+            await self.aring.aclose()
+            self.aring = None
+
+
+class PipeCalls(_CallContender):
+    name = "pipe"
+
+    def __init__(self, ctx: Ctx, conn: Any, server: Any) -> None:
+        super().__init__(ctx)
+        self.conn = conn
+        self.server = server
+        self.client: PipeClient | None = None
+
+    async def setup(self, ntasks: int) -> None:
+        if self.client is None:
+            self.client = PipeClient(self.conn, asyncio.get_running_loop())
+
+    async def worker(self, k: int, n: int, stop: Stop) -> int:
+        assert self.client is not None
+        call = self.client.call
+        pls = payloads_for(k)
+        done = 0
+        while not stop.set:
+            p = pls[done & 15]
+            if (await call(p))[8:] != p:
+                raise BenchError("pipe call: echo reply differs from the payload")
+            done += 1
+        return done
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+# --------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------
+
+async def run_slice(c: Contender, ntasks: int, seconds: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    stop = Stop()
+    srv = c.server.pid if c.server is not None else None
+    gc.collect()
+    s0 = proc_cpu_s(srv) if srv else None
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    timer = loop.call_later(seconds, setattr, stop, "set", True)
+    try:
+        counts = await asyncio.wait_for(
+            asyncio.gather(*(c.worker(k, ntasks, stop) for k in range(ntasks))),
+            seconds + SLICE_TIMEOUT_S)
+    except TimeoutError:
+        raise BenchError(f"{c.name} with {ntasks} tasks: slice did not finish within "
+                         f"{seconds + SLICE_TIMEOUT_S:.0f} s") from None
+    finally:
+        timer.cancel()
+    secs = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    s1 = proc_cpu_s(srv) if srv else None
+    c.check()
+    ops = sum(counts)
+    if ops <= 0:
+        raise BenchError(f"{c.name} with {ntasks} tasks: no op completed")
+    server_cpu = s1 - s0 if s0 is not None and s1 is not None else None
+    total_cpu = cpu + (server_cpu or 0.0)
+    return {"ops": ops, "seconds": secs, "ops_per_s": ops / secs, "cpu_s": cpu,
+            "server_cpu_s": server_cpu,
+            "ops_per_cpu_s": ops / total_cpu if total_cpu > 0 else None}
+
+
+async def measure(workloads: dict[str, list[Contender]], mode: Mode,
+                  log: Callable[[str], None]) -> dict[str, dict[str, dict[str, list]]]:
+    raw: dict[str, dict[str, dict[str, list]]] = {
+        w: {c.name: {"ops": [], "seconds": [], "ops_per_s": [], "cpu_s": [],
+                     "ops_per_cpu_s": [], "server_cpu_s": []} for c in cs}
+        for w, cs in workloads.items()}
+    for w, cs in workloads.items():
+        for c in cs:
+            await c.setup(WORKLOAD_TASKS[w])
+            await run_slice(c, WORKLOAD_TASKS[w], mode.warmup_s)      # untimed warm-up
+    for rep in range(mode.reps):
+        t_rep = time.perf_counter()
+        for w, cs in workloads.items():
+            k = rep % len(cs)
+            for c in cs[k:] + cs[:k]:          # rotate the order every repetition
+                r = await run_slice(c, WORKLOAD_TASKS[w], mode.slice_s)
+                for key, v in r.items():
+                    raw[w][c.name][key].append(v)
+        log(f"  repetition {rep + 1}/{mode.reps} done ({time.perf_counter() - t_rep:.1f} s)")
+    return raw
+
+
+def _samples(raw: dict, a: tuple[str, str], b: tuple[str, str],
+             figure: str = "ops_per_s") -> list[float] | None:
+    ra = raw.get(a[0], {}).get(a[1])
+    rb = raw.get(b[0], {}).get(b[1])
+    if ra is None or rb is None:
+        return None
+    return [x / y for x, y in zip(ra[figure], rb[figure], strict=True)
+            if x is not None and y]
+
+
+def compute_ratios(raw: dict, unavailable: dict[str, str]) -> tuple[dict, dict, dict, dict]:
+    ratios: dict[str, float | None] = {}
+    samples: dict[str, list[float]] = {}
+    bars: dict[str, dict[str, Any]] = {}
+    for key, (desc, bar, a, b) in RATIOS.items():
+        s = _samples(raw, a, b)
+        bars[key] = {"bar": bar, "description": desc}
+        if s is None:
+            ratios[key], samples[key] = None, []
+            bars[key]["met"] = None
+            bars[key]["skipped"] = unavailable.get(b[1], f"{b[1]} did not run")
+        else:
+            median = statistics.median(s)
+            ratios[key], samples[key] = median, s
+            bars[key]["met"] = median >= bar
+    extra: dict[str, Any] = {}
+    # the same ratios per CPU-second (this process incl. its threads, plus the
+    # server process for calls): less sensitive to other load on the machine,
+    # which favours many-threaded baselines in wall-clock rates
+    for key, (desc, _bar, a, b) in RATIOS.items():
+        s = _samples(raw, a, b, "ops_per_cpu_s")
+        extra[f"{key}_per_cpu"] = {"description": desc + ", per CPU-second",
+                                   "median": statistics.median(s) if s else None,
+                                   "samples": s or []}
+    for key, (desc, a, b) in EXTRA_RATIOS.items():
+        s = _samples(raw, a, b)
+        extra[key] = {"description": desc, "median": statistics.median(s) if s else None,
+                      "samples": s or []}
+    return ratios, samples, bars, extra
+
+
+# --------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1e6:7.3f} M/s" if x >= 1e6 else f"{x / 1e3:7.1f} k/s"
+
+
+def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict,
+                 unavailable: dict[str, str]) -> None:
+    print()
+    print(f"{'workload':<9} {'contender':<13} {'median':>11} {'us/op':>7} {'min':>11} "
+          f"{'max':>11} {'cli CPU':>7} {'srv CPU':>7} {'per CPU-s':>11}")
+    print("-" * 95)
+    for w, cs in raw.items():
+        for name, r in cs.items():
+            v = r["ops_per_s"]
+            med = statistics.median(v)
+            cpu = statistics.median(c / s for c, s in zip(r["cpu_s"], r["seconds"]))
+            srv = [c / s for c, s in zip(r["server_cpu_s"], r["seconds"]) if c is not None]
+            srv_s = f"{100 * statistics.median(srv):6.0f}%" if srv else f"{'':>7}"
+            per_cpu = [x for x in r["ops_per_cpu_s"] if x is not None]
+            per_cpu_s = fmt_rate(statistics.median(per_cpu)) if per_cpu else "n/a"
+            print(f"{w:<9} {name:<13} {fmt_rate(med):>11} {1e6 / med:7.2f} "
+                  f"{fmt_rate(min(v)):>11} {fmt_rate(max(v)):>11} {100 * cpu:6.0f}% {srv_s} "
+                  f"{per_cpu_s:>11}")
+        if w.startswith("aread") and "aiofiles" in unavailable:
+            print(f"{w:<9} {'aiofiles':<13} {'skipped':>11}  ({unavailable['aiofiles']})")
+    print("(cli CPU: this process incl. executor threads, % of one CPU; srv CPU: the server\n"
+          " process; per CPU-s: ops per CPU-second of this process plus the server process)")
+    print()
+    print(f"{'ratio (subring / baseline)':<31} {'median':>7} {'min':>6} {'max':>6} "
+          f"{'bar':>6}  met")
+    print("-" * 66)
+    for key in RATIOS:
+        bar = bars[key]
+        if ratios[key] is None:
+            print(f"{key:<31} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.1f}  "
+                  f"skipped: {bar.get('skipped')}")
+            continue
+        s = samples[key]
+        print(f"{key:<31} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.1f}  "
+              f"{'yes' if bar['met'] else 'NO'}")
+    for key, e in extra.items():
+        if e["median"] is not None:
+            s = e["samples"]
+            print(f"{key:<31} {e['median']:7.2f} {min(s):6.2f} {max(s):6.2f} {'-':>6}  "
+                  f"(informational)")
+    print()
+
+
+def environment(loop_name: str) -> dict[str, Any]:
+    def version(mod: str) -> str | None:
+        try:
+            from importlib.metadata import version as v
+            return v(mod)
+        except Exception:  # noqa: BLE001
+            return None
+
+    env: dict[str, Any] = {
+        "kernel_release": platform.release(),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "subring_version": getattr(subring, "__version__", None),
+        "aiofiles_version": version("aiofiles"),
+        "uvloop_version": version("uvloop"),
+        "event_loop": loop_name,
+        "default_executor_threads": min(32, (os.cpu_count() or 1) + 4),
+        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        env["cpus_usable"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    env["loadavg_start"] = list(os.getloadavg())
+    return env
+
+
+# --------------------------------------------------------------------------
+
+async def run_all(ctx: Ctx, mode: Mode, sock_path: str, sub_server: Any,
+                  pipe_conn: Any, pipe_server: Any, use_aiofiles: bool,
+                  log: Callable[[str], None]) -> dict:
+    loop = asyncio.get_running_loop()
+    log(f"event loop: {type(loop).__module__}.{type(loop).__name__}")
+
+    def reads() -> list[Contender]:
+        cs: list[Contender] = [SubringReadinto(ctx), SubringRead(ctx), ExecutorReads(ctx)]
+        if use_aiofiles:
+            cs.append(AiofilesReads(ctx))
+        return cs
+
+    sub_calls = SubringCalls(ctx, sock_path, sub_server)
+    pipe_calls = PipeCalls(ctx, pipe_conn, pipe_server)
+    workloads: dict[str, list[Contender]] = {
+        "aread32": reads(),
+        "aread256": reads(),
+        "acall1": [sub_calls, pipe_calls],
+        "acall32": [sub_calls, pipe_calls],
+    }
+    try:
+        return await measure(workloads, mode, log)
+    finally:
+        seen: set[int] = set()
+        for cs in workloads.values():
+            for c in cs:
+                if id(c) not in seen:
+                    seen.add(id(c))
+                    await c.aclose()
+        await subring.aio.close_default_ring()
+
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
+    g.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, a few seconds: only checks that the script works")
+    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
+    p.add_argument("--uvloop", action="store_true", help="run everything on uvloop")
+    p.add_argument("--reps", type=int, help="override the number of repetitions")
+    p.add_argument("--slice", type=float, help="override the seconds per contender per repetition")
+    p.add_argument("--server-mode", choices=("hybrid", "interrupt", "poll"), default="hybrid",
+                   help="the echo subsystem's wait mode (default: hybrid, the library default)")
+    args = p.parse_args(argv)
+
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    mode = MODES[mode_name]
+    if args.reps is not None:
+        mode = dataclasses.replace(mode, reps=max(1, args.reps))
+    if args.slice is not None:
+        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    loop_factory = None
+    loop_name = "asyncio"
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found]
+        loop_factory = uvloop.new_event_loop
+        loop_name = f"uvloop {getattr(uvloop, '__version__', '?')}"
+
+    unavailable: dict[str, str] = {}
+    if aiofiles is None:
+        unavailable["aiofiles"] = AIOFILES_ERROR or "aiofiles is not importable"
+        log(f"aiofiles rows and ratios skipped: {unavailable['aiofiles']}")
+
+    env = environment(loop_name)
+    log(f"bench/aio.py mode={mode_name} reps={mode.reps} slice={mode.slice_s}s "
+        f"loop={loop_name}  Linux {env['kernel_release']}, Python {env['python_version']}, "
+        f"{env['cpu_count']} CPUs")
+    # Last resort against a hang anywhere (even outside the event loop): dump
+    # the stacks and exit; the servers notice that we are gone and stop.
+    faulthandler.dump_traceback_later(
+        max(120.0, 60.0 + 40 * mode.reps * mode.slice_s), exit=True)
+
+    spawn = mp.get_context("spawn")
+    sub_server = pipe_server = None
+    pipe_conn = None
+    raw: dict = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="subring-bench-aio-") as tmpdir:
+            sock_path = os.path.join(tmpdir, "echo.sock")
+            # servers first: spawn them before this process has any ring
+            sub_server = spawn.Process(target=serve_subsystem, args=(sock_path, args.server_mode),
+                                       daemon=True, name="bench-echo-subsystem")
+            sub_server.start()
+            pipe_conn, child_conn = spawn.Pipe()
+            pipe_server = spawn.Process(target=serve_pipe, args=(child_conn,), daemon=True,
+                                        name="bench-echo-pipe")
+            pipe_server.start()
+            child_conn.close()
+
+            t0 = time.perf_counter()
+            path, created = prepare_data_file(mode, tmpdir)
+            file_s = time.perf_counter() - t0
+            log(f"data file {path} ({mode.file_size >> 20} MiB, "
+                f"{'created' if created else 'reused'}, page-cached) in {file_s:.1f} s")
+            ctx = Ctx(path, make_offsets(mode.n_offsets, mode.file_size))
+            try:
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    raw = runner.run(run_all(ctx, mode, sock_path, sub_server, pipe_conn,
+                                             pipe_server, aiofiles is not None, log))
+            finally:
+                ctx.close()
+    except BenchError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        if pipe_conn is not None and not pipe_conn.closed:
+            pipe_conn.close()             # EOF: the pipe server returns
+        stop_process(pipe_server)
+        stop_process(sub_server)
+
+    ratios, samples, bars, extra = compute_ratios(raw, unavailable)
+    print_report(raw, ratios, samples, bars, extra, unavailable)
+
+    def med(w: str, c: str) -> float | None:
+        r = raw.get(w, {}).get(c)
+        return statistics.median(r["ops_per_s"]) if r else None
+
+    extra_figures = {
+        "acall1_subring_calls_per_s": med("acall1", "subring"),
+        "acall1_pipe_calls_per_s": med("acall1", "pipe"),
+        "aread256_aiofiles_reads_per_s": med("aread256", "aiofiles"),
+        "ratios": extra,
+    }
+    env["loadavg_end"] = list(os.getloadavg())
+    cpus = env.get("cpus_usable") or env["cpu_count"] or 1
+    if max(env["loadavg_start"][0], env["loadavg_end"][0]) > cpus:
+        print(f"note: the machine was busy (load average {env['loadavg_start'][0]:.1f} at start, "
+              f"{env['loadavg_end'][0]:.1f} at end, {cpus} CPUs): wall-clock rates are\n"
+              f"      noisy and favour the many-threaded baselines; see the *_per_cpu ratios")
+    wall = time.perf_counter() - t_start
+    print(f"total wall time {wall:.1f} s")
+
+    if args.json:
+        for w in raw.values():
+            for r in w.values():
+                r["median_ops_per_s"] = statistics.median(r["ops_per_s"])
+        doc = {
+            "benchmark": "aio",
+            "mode": mode_name,
+            "env": env,
+            "config": {
+                "reps": mode.reps, "slice_s": mode.slice_s, "warmup_s": mode.warmup_s,
+                "block_size": BLOCK, "payload_size": PAYLOAD, "tasks": WORKLOAD_TASKS,
+                "event_loop": loop_name, "uvloop": bool(args.uvloop),
+                "server_mode": args.server_mode,
+                "data_file": path, "data_file_size": mode.file_size,
+                "data_file_created": created, "data_file_seconds": file_s,
+                "n_offsets": mode.n_offsets,
+            },
+            "results": raw,
+            "skipped": unavailable,
+            "ratios": ratios,
+            "ratio_samples": samples,
+            "bars": bars,
+            "extra": extra_figures,
+            "wall_time_s": wall,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
