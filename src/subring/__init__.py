@@ -23,7 +23,7 @@ from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, socka
 from .executor import RingExecutor
 from .memory import BufferPool
 from .ops import CQEFlag, Feature, Op, Setup, SQE
-from .subsystem import PENDING, ClientInfo, OpSpec, Request, Subsystem, op
+from .subsystem import PENDING, Batch, ClientInfo, OpSpec, Request, Subsystem, op
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,6 @@ __all__ = [
     "Op", "SQE", "Setup", "Feature", "CQEFlag",
     "SubringError", "RingClosedError", "ForkedRingError", "RingFullError",
     "RingBusyError", "UnsupportedError", "PeerDiedError", "CorruptRingError",
-    "Subsystem", "op", "PENDING", "Request", "ClientInfo", "OpSpec",
+    "Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec",
     "connect", "SubsystemClient", "ClientStatistics", "BufferPool", "RingExecutor",
 ]

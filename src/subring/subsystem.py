@@ -79,10 +79,11 @@ from typing import Any, Callable
 
 from . import _core, _wire
 
-__all__ = ["Subsystem", "op", "PENDING", "Request", "ClientInfo", "OpSpec"]
+__all__ = ["Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec"]
 
 PENDING = _core.PENDING
 Request = _core.Request
+Batch = _core.Batch
 
 log = logging.getLogger("subring.subsystem")
 
@@ -97,7 +98,7 @@ class OpSpec:
 
     index: int
     name: str
-    batch: bool
+    batch: int      # 0 per-op, 1 batch (list of Requests), 2 vector (Batch)
     doc: str
 
 
@@ -111,12 +112,23 @@ class ClientInfo:
     token: int
 
 
-def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, name: str | None = None):
-    """Mark a method as a subsystem operation.  ``@op``, ``@op(batch=True)``,
-    ``@op(name="other_name")``."""
+def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: bool = False,
+       name: str | None = None):
+    """Mark a method as a subsystem operation.
+
+    ``@op``: called once per request with a :class:`Request`.
+    ``@op(batch=True)``: called with a list of Requests (a run of consecutive
+    ops of this kind).  ``@op(vector=True)``: called with one :class:`Batch`
+    -- every payload back to back in ``batch.data`` (``offsets``, ``arg0``,
+    ``arg1`` as arrays) and no per-message Python object; return None / an
+    int for all, or one int per op (a sequence, ``array('i')``, int32 NumPy).
+    ``@op(name="other_name")`` renames it."""
+    if batch and vector:
+        raise ValueError("an op is batch or vector, not both")
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        f.__subring_op__ = {"batch": batch, "name": name or f.__name__}  # type: ignore[attr-defined]
+        f.__subring_op__ = {"batch": 2 if vector else int(batch),  # type: ignore[attr-defined]
+                            "name": name or f.__name__}
         return f
 
     return mark(fn) if fn is not None else mark
@@ -159,7 +171,7 @@ class Subsystem:
     @classmethod
     def op_table(cls) -> list[OpSpec]:
         """Index 0 is the built-in ``nop`` (answered by the C core)."""
-        table = [OpSpec(0, "nop", False, "No operation (answered without Python).")]
+        table = [OpSpec(0, "nop", 0, "No operation (answered without Python).")]
         seen: set[str] = {"nop"}
         for klass in reversed(cls.__mro__):
             for attr, fn in vars(klass).items():

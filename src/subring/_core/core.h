@@ -80,6 +80,7 @@ void sr_user_rings_after_fork(void);
 extern PyTypeObject SR_ServerQueueType;
 extern PyTypeObject SR_RequestType;
 extern PyTypeObject SR_ServerLoopType;
+extern PyTypeObject SR_BatchType;
 extern PyObject *SR_PENDING;
 
 /* ---- notify.c ----------------------------------------------------------- */
@@ -87,5 +88,9 @@ int sr_eventfd_signal(int fd);          /* write 1; EAGAIN (counter full) is fin
 void sr_eventfd_drain(int fd);          /* read until empty (fd is non-blocking) */
 int64_t sr_now_ns(void);                /* CLOCK_MONOTONIC */
 static inline void sr_cpu_relax(void) { __builtin_ia32_pause(); }
+/* Between spin bursts: let a peer that shares our CPU run.  Without it a
+ * client and a server on the same CPU each spin out their whole budget while
+ * the other cannot make progress (hybrid round trips of 2 x spin_us). */
+void sr_spin_yield(void);
 
 #endif

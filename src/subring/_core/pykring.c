@@ -365,6 +365,7 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
                 if (ur_cq_ready(r) >= min_complete)
                     return 0;
             }
+            sr_spin_yield();
             if (now >= next_peer_check) {   /* poll mode never sleeps: look for death */
                 next_peer_check = now + 1000000;
                 if (ur_peer_gone(r))
@@ -3073,6 +3074,7 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
         if (now < spin_until) {
             for (int j = 0; j < 32; j++)
                 sr_cpu_relax();
+            sr_spin_yield();
             continue;
         }
         for (Py_ssize_t k = 0; k < n; k++)

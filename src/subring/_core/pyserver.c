@@ -623,7 +623,7 @@ PyTypeObject SR_RequestType = {
 
 enum { MODE_HYBRID = 0, MODE_INTERRUPT = 1, MODE_POLL = 2 };
 #define DOORBELL_TAG (1ULL << 63)
-#define BUDGET 64
+#define BUDGET 256              /* SQEs taken from one client per round */
 
 typedef struct {
     PyObject_HEAD
@@ -639,6 +639,8 @@ typedef struct {
     int stop;
     int running;
     uint64_t st_rounds, st_sleeps, st_ops;
+    struct io_uring_sqe *sqebuf;   /* BUDGET copied SQEs (128 bytes each) */
+    int *vecidx;                   /* indices of a vector-handler run */
 } Loop;
 
 static int loop_init(Loop *L, PyObject *args, PyObject *kw)
@@ -648,6 +650,12 @@ static int loop_init(Loop *L, PyObject *args, PyObject *kw)
     L->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (L->epfd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    L->sqebuf = PyMem_Calloc(BUDGET * 2, sizeof(struct io_uring_sqe));
+    L->vecidx = PyMem_Calloc(BUDGET, sizeof(int));
+    if (!L->sqebuf || !L->vecidx) {
+        PyErr_NoMemory();
         return -1;
     }
     L->mode = MODE_HYBRID;
@@ -674,6 +682,8 @@ static void loop_dealloc(Loop *L)
     }
     PyMem_Free(L->queues);
     loop_clear_handlers(L);
+    PyMem_Free(L->sqebuf);
+    PyMem_Free(L->vecidx);
     if (L->epfd > 0)
         close(L->epfd);
     Py_TYPE(L)->tp_free((PyObject *)L);
@@ -705,8 +715,9 @@ static PyObject *loop_set_handlers(Loop *L, PyObject *table)
         if (e == Py_None)
             continue;
         PyObject *fn;
-        int batch;
-        if (!PyArg_ParseTuple(e, "Op;handler entries are (callable, is_batch)", &fn, &batch) ||
+        int batch;   /* 0 per-op, 1 list of Requests, 2 vector (Batch) */
+        if (!PyArg_ParseTuple(e, "Oi;handler entries are (callable, kind)", &fn, &batch) ||
+            batch < 0 || batch > 2 ||
             !PyCallable_Check(fn)) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "handler is not callable");
@@ -803,7 +814,27 @@ static PyObject *loop_unwatch(Loop *L, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* Validate a copied SQE's payload reference; 0 or -errno. */
+static int sqe_check(const SQueue *q, const struct io_uring_sqe *sqe)
+{
+    uint32_t of = sqe->op_flags, len = sqe->len;
+    if (of & ~SR_OPF_KNOWN || (uint32_t)sqe->fd >= q->nslots)
+        return -EINVAL;
+    switch (of & SR_PAYLOAD_MASK) {
+    case SR_PAYLOAD_INLINE:
+        return len > SR_INLINE_MAX ? -EINVAL : 0;
+    case SR_PAYLOAD_SLOT:
+        return len > q->slot_size ? -EINVAL : 0;
+    case SR_PAYLOAD_POOL:
+        return (!q->pool || sqe->buf_index >= q->pool_count ||
+                (uint64_t)sqe->file_index + len > q->pool_size) ? -EFAULT : 0;
+    }
+    return 0;
+}
+
 /* Fill a Request from a copied SQE; returns 0, or -errno for a bad SQE. */
+static int sqe_check(const SQueue *q, const struct io_uring_sqe *sqe);
+
 static int request_fill(SRequest *r, SQueue *q, const struct io_uring_sqe *sqe)
 {
     r->user_data = sqe->user_data;
@@ -849,6 +880,206 @@ static int request_fill(SRequest *r, SQueue *q, const struct io_uring_sqe *sqe)
         break;
     }
     r->where = (uint8_t)(of & SR_PAYLOAD_MASK);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batch: what a vector handler (@op(vector=True)) receives                   */
+/* ------------------------------------------------------------------------ */
+
+/* All payloads of a run of SQEs for one op, copied back to back into one
+ * bytes object, plus the integer arguments as arrays: the handler pays the
+ * Python call once per batch, not once per message. */
+typedef struct {
+    PyObject_HEAD
+    uint32_t n;
+    PyObject *data;       /* bytes: the payloads, concatenated */
+    PyObject *offsets;    /* bytes: uint32[n + 1] -- payload k is data[off[k]:off[k+1]] */
+    PyObject *args;       /* bytes: int64[2 * n] -- arg0, arg1 of each op */
+    PyObject *client;
+} SBatch;
+
+PyTypeObject SR_BatchType;
+
+static void batch_dealloc(SBatch *b)
+{
+    Py_XDECREF(b->data);
+    Py_XDECREF(b->offsets);
+    Py_XDECREF(b->args);
+    Py_XDECREF(b->client);
+    PyObject_Free(b);
+}
+
+static PyObject *batch_view(PyObject *bytes, const char *fmt, Py_ssize_t start, Py_ssize_t step)
+{
+    PyObject *mv = PyMemoryView_FromObject(bytes);
+    if (!mv)
+        return NULL;
+    PyObject *cast = PyObject_CallMethod(mv, "cast", "s", fmt);
+    Py_DECREF(mv);
+    if (!cast || step == 1)
+        return cast;
+    PyObject *sl = PySlice_New(PyLong_FromSsize_t(start), Py_None, PyLong_FromSsize_t(step));
+    PyObject *res = sl ? PyObject_GetItem(cast, sl) : NULL;
+    Py_XDECREF(sl);
+    Py_DECREF(cast);
+    return res;
+}
+
+static PyObject *batch_get_data(SBatch *b, void *c) { return Py_NewRef(b->data); }
+static PyObject *batch_get_count(SBatch *b, void *c) { return PyLong_FromUnsignedLong(b->n); }
+static PyObject *batch_get_offsets(SBatch *b, void *c) { return batch_view(b->offsets, "I", 0, 1); }
+static PyObject *batch_get_arg0(SBatch *b, void *c) { return batch_view(b->args, "q", 0, 2); }
+static PyObject *batch_get_arg1(SBatch *b, void *c) { return batch_view(b->args, "q", 1, 2); }
+static PyObject *batch_get_client(SBatch *b, void *c) { return Py_NewRef(b->client); }
+static Py_ssize_t batch_len(SBatch *b) { return b->n; }
+
+static PyObject *batch_item(SBatch *b, Py_ssize_t k)
+{
+    if (k < 0 || (size_t)k >= b->n) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    const uint32_t *off = (const uint32_t *)PyBytes_AS_STRING(b->offsets);
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(b->data) + off[k], off[k + 1] - off[k]);
+}
+
+static PySequenceMethods batch_as_sequence = {
+    .sq_length = (lenfunc)batch_len,
+    .sq_item = (ssizeargfunc)batch_item,
+};
+
+static PyGetSetDef batch_getset[] = {
+    {"data", (getter)batch_get_data, NULL, "bytes: every payload, back to back."},
+    {"count", (getter)batch_get_count, NULL, "Number of ops in the batch."},
+    {"offsets", (getter)batch_get_offsets, NULL,
+     "memoryview of uint32[count + 1]: payload k is data[offsets[k]:offsets[k+1]]."},
+    {"arg0", (getter)batch_get_arg0, NULL, "memoryview of int64: each op's arg0."},
+    {"arg1", (getter)batch_get_arg1, NULL, "memoryview of int64: each op's arg1."},
+    {"client", (getter)batch_get_client, NULL, "Who sent the batch."},
+    {NULL}
+};
+
+PyTypeObject SR_BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring.Batch",
+    .tp_basicsize = sizeof(SBatch),
+    .tp_dealloc = (destructor)batch_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The ops a vector handler (@op(vector=True)) receives at once; batch[k] is\n"
+              "payload k as bytes.  Owned copies: valid as long as you keep them.",
+    .tp_getset = batch_getset,
+    .tp_as_sequence = &batch_as_sequence,
+};
+
+/* Run a vector handler over sqes[idx[0..m)] (already validated into the
+ * parallel arrays).  Posts one CQE per op.  Returns -1 to stop the loop. */
+static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *sqes,
+                            const int *idx, int m)
+{
+    size_t total = 0;
+    for (int j = 0; j < m; j++)
+        total += sqes[2 * idx[j]].len;
+    SBatch *b = PyObject_New(SBatch, &SR_BatchType);
+    if (b) {
+        b->n = (uint32_t)m;
+        b->client = Py_NewRef(q->info);
+        b->data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        b->offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(m + 1) * 4);
+        b->args = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m * 16);
+        if (!b->data || !b->offsets || !b->args)
+            Py_CLEAR(b);
+    }
+    if (!b) {
+        PyErr_Clear();
+        for (int j = 0; j < m; j++)
+            sq_post(q, sqes[2 * idx[j]].user_data, -ENOMEM, 0);
+        return 0;
+    }
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(b->data);
+    uint32_t *off = (uint32_t *)PyBytes_AS_STRING(b->offsets);
+    int64_t *args = (int64_t *)PyBytes_AS_STRING(b->args);
+    uint32_t pos = 0;
+    for (int j = 0; j < m; j++) {
+        const struct io_uring_sqe *sqe = &sqes[2 * idx[j]];
+        const uint8_t *src = NULL;
+        switch (sqe->op_flags & SR_PAYLOAD_MASK) {
+        case SR_PAYLOAD_INLINE: src = sqe->cmd; break;
+        case SR_PAYLOAD_SLOT: src = q->send_area + (size_t)(uint32_t)sqe->fd * q->slot_size; break;
+        case SR_PAYLOAD_POOL:
+            src = q->pool + (size_t)sqe->buf_index * q->pool_size + sqe->file_index; break;
+        }
+        off[j] = pos;
+        if (src && sqe->len)
+            memcpy(dst + pos, src, sqe->len);
+        pos += src ? sqe->len : 0;
+        args[2 * j] = (int64_t)sqe->off;
+        args[2 * j + 1] = (int64_t)sqe->addr;
+    }
+    off[m] = pos;
+    if (_PyBytes_Resize(&b->data, pos) < 0) {   /* payload-less ops: shorter */
+        b->data = NULL;
+        Py_DECREF(b);
+        PyErr_Clear();
+        for (int j = 0; j < m; j++)
+            sq_post(q, sqes[2 * idx[j]].user_data, -ENOMEM, 0);
+        return 0;
+    }
+    PyObject *res = PyObject_CallOneArg(h, (PyObject *)b);
+    Py_DECREF(b);
+    if (!res) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        int stop = !PyErr_GivenExceptionMatches(et, PyExc_Exception);
+        int err = stop ? ECANCELED
+                  : PyErr_GivenExceptionMatches(et, PyExc_ValueError) ? EINVAL : EIO;
+        for (int j = 0; j < m; j++)
+            sq_post(q, sqes[2 * idx[j]].user_data, -err, 0);
+        if (stop) {
+            PyErr_Restore(et, ev, tb);
+            return -1;
+        }
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return 0;
+    }
+    /* None / int: the same result for all; otherwise one result per op (a
+     * sequence of ints, or an int32 buffer such as array('i') / numpy). */
+    if (res == Py_None || PyLong_Check(res)) {
+        long long v = res == Py_None ? 0 : PyLong_AsLongLong(res);
+        if ((v == -1 && PyErr_Occurred()) || v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Clear();
+            v = -ERANGE;
+        }
+        for (int j = 0; j < m; j++)
+            sq_post(q, sqes[2 * idx[j]].user_data, (int32_t)v, 0);
+    } else {
+        Py_buffer v;
+        if (PyObject_CheckBuffer(res) && PyObject_GetBuffer(res, &v, PyBUF_FORMAT) == 0 &&
+            v.itemsize == 4 && v.len >= (Py_ssize_t)m * 4) {
+            const int32_t *rv = v.buf;
+            for (int j = 0; j < m; j++)
+                sq_post(q, sqes[2 * idx[j]].user_data, rv[j], 0);
+            PyBuffer_Release(&v);
+        } else {
+            PyErr_Clear();
+            PyObject *seq = PySequence_Fast(res, "vector handler result");
+            for (int j = 0; j < m; j++) {
+                int32_t rv = -EINVAL;
+                if (seq && j < PySequence_Fast_GET_SIZE(seq)) {
+                    long long x = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, j));
+                    if (!(x == -1 && PyErr_Occurred()) && x >= INT32_MIN && x <= INT32_MAX)
+                        rv = (int32_t)x;
+                    PyErr_Clear();
+                }
+                sq_post(q, sqes[2 * idx[j]].user_data, rv, 0);
+            }
+            Py_XDECREF(seq);
+            PyErr_Clear();
+        }
+    }
+    Py_DECREF(res);
     return 0;
 }
 
@@ -934,7 +1165,7 @@ static int loop_process(Loop *L, SQueue *q)
     int n = (int)(avail < space ? avail : space);
     if (n > BUDGET)
         n = BUDGET;
-    struct io_uring_sqe sqes[BUDGET * 2];   /* 128-byte SQEs: two structs each */
+    struct io_uring_sqe *sqes = L->sqebuf;   /* 128-byte SQEs: two structs each */
     for (int k = 0; k < n; k++)
         sr_sqc_take(&q->sq, &sqes[2 * k]);
     sr_sqc_release(&q->sq);
@@ -942,6 +1173,8 @@ static int loop_process(Loop *L, SQueue *q)
     int rc = 0;
     PyObject *batch = NULL;
     uint8_t batch_op = 0;
+    int *vec = L->vecidx, nvec = 0;
+    uint8_t vec_op = 0;
     for (int k = 0; k < n; k++) {
         const struct io_uring_sqe *sqe = &sqes[2 * k];
         uint8_t op = sqe->opcode;
@@ -949,6 +1182,14 @@ static int loop_process(Loop *L, SQueue *q)
             if (loop_call_batch(L->handlers[batch_op], batch, rc < 0) < 0)
                 rc = -1;
             Py_CLEAR(batch);
+        }
+        if (nvec && (op != vec_op || rc < 0)) {
+            if (rc == 0 && loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
+                rc = -1;
+            else if (rc < 0)
+                for (int j = 0; j < nvec; j++)
+                    sq_post(q, sqes[2 * vec[j]].user_data, -ECANCELED, 0);
+            nvec = 0;
         }
         if (rc < 0) {
             sq_post(q, sqe->user_data, -ECANCELED, 0);
@@ -961,6 +1202,17 @@ static int loop_process(Loop *L, SQueue *q)
         PyObject *h = op < L->nhandlers ? L->handlers[op] : NULL;
         if (!h) {
             sq_post(q, sqe->user_data, -EOPNOTSUPP, 0);
+            continue;
+        }
+        if (L->is_batch[op] == 2) {
+            /* vector handler: validate like a Request would, no object */
+            int bad = sqe_check(q, sqe);
+            if (bad)
+                sq_post(q, sqe->user_data, bad, 0);
+            else {
+                vec_op = op;
+                vec[nvec++] = k;
+            }
             continue;
         }
         SRequest *r = request_new(q);
@@ -999,6 +1251,13 @@ static int loop_process(Loop *L, SQueue *q)
         if (loop_call_batch(L->handlers[batch_op], batch, rc < 0) < 0)
             rc = -1;
         Py_DECREF(batch);
+    }
+    if (nvec) {
+        if (rc == 0 && loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
+            rc = -1;
+        else if (rc < 0)
+            for (int j = 0; j < nvec; j++)
+                sq_post(q, sqes[2 * vec[j]].user_data, -ECANCELED, 0);
     }
     sq_flush(q);
     L->st_ops += (uint64_t)n;
@@ -1146,6 +1405,8 @@ static PyObject *loop_run(Loop *L, PyObject *const *args, Py_ssize_t nargs)
                 sr_cpu_relax();
                 if ((k & 15) == 15)
                     found = loop_any_work(L);
+                if ((k & 63) == 63 && !found)
+                    sr_spin_yield();
             }
             Py_END_ALLOW_THREADS
             if (!found && now >= next_ctl) {

@@ -1,0 +1,95 @@
+"""bench/ipc.py runs and writes well-formed JSON (``--smoke``: tiny sizes).
+
+These tests check the script's output contract only -- never any speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "ipc.py"
+
+RATIO_KEYS = {
+    "msg64_vs_pipe",
+    "msg64_batch_vs_best",
+    "msg4k_vs_best",
+    "msg1m_vs_iceoryx2",
+    "rtt64_vs_best",
+    "rtt64_interrupt_vs_pipe",
+}
+SUBRING_ROWS = {f"subring-{m}{b}" for m in ("hybrid", "interrupt", "poll")
+                for b in ("", "-batch")}
+
+pytest.importorskip("numpy")     # the 1 MiB workloads fill buffers with numpy
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out = tmp_path / "x.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out), *extra],
+        check=False, capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _check(doc: dict, stdout: str) -> None:
+    assert "ratio" in stdout and "idle CPU" in stdout        # the table was printed
+    assert doc["benchmark"] == "ipc"
+    assert set(doc["ratios"]) == RATIO_KEYS
+    assert set(doc["bars"]) == RATIO_KEYS
+    for key in ("kernel_release", "python_version", "cpu_count"):
+        assert doc["env"][key]
+    for key, bar in doc["bars"].items():
+        assert isinstance(bar["bar"], (int, float)) and bar["bar"] > 0
+        ratio = doc["ratios"][key]
+        if ratio is None:
+            assert bar["met"] is None and bar["skipped"]
+        else:
+            assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
+            assert bar["met"] is (ratio >= bar["bar"])
+    # a subring failure makes the script exit 1; a baseline may fail on a
+    # strange machine (recorded in "failed", its ratios null) without that
+    assert not [e for e in doc["errors"] if e["contender"].startswith("subring")]
+    # every subring row ran every workload, with positive figures
+    for wl in ("msg64", "msg4k", "msg1m"):
+        assert SUBRING_ROWS <= set(doc["results"][wl])
+        for name, r in doc["results"][wl].items():
+            done = [x for x in r["msg_per_s"] if x is not None]
+            assert done and all(x > 0 for x in done), (wl, name)
+    assert SUBRING_ROWS <= set(doc["results"]["rtt64"])
+    for r in doc["results"]["rtt64"].values():
+        assert all(x > 0 for x in r["p50_us"] if x is not None)
+    assert set(doc["idle_cpu"]) == {"hybrid", "interrupt", "poll"}
+    # stdlib baselines always run, so the Pipe ratios always exist
+    for key in ("msg64_vs_pipe", "rtt64_interrupt_vs_pipe", "msg64_batch_vs_best",
+                "msg4k_vs_best", "rtt64_vs_best"):
+        assert doc["ratios"][key] is not None, key
+
+
+def test_smoke_json(tmp_path: Path) -> None:
+    doc, stdout = _run(tmp_path)
+    _check(doc, stdout)
+    if "iceoryx2" not in doc["skipped"] and "iceoryx2" not in doc["failed"]:
+        assert doc["ratios"]["msg1m_vs_iceoryx2"] is not None
+
+
+def test_smoke_json_without_optional_baselines(tmp_path: Path) -> None:
+    doc, stdout = _run(tmp_path, "--skip", "iceoryx2", "--skip", "pyzmq",
+                       "--skip", "faster-fifo")
+    _check(doc, stdout)
+    assert doc["ratios"]["msg1m_vs_iceoryx2"] is None
+    assert doc["bars"]["msg1m_vs_iceoryx2"]["skipped"]
+    assert {"iceoryx2", "pyzmq", "faster-fifo"} <= set(doc["skipped"])
+    for contenders in doc["results"].values():
+        assert not any(n.startswith(("iceoryx2", "pyzmq", "faster-fifo")) for n in contenders)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
