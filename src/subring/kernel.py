@@ -267,7 +267,6 @@ class KernelRing(_core.KernelRing):
         f |= Setup.CQE32 if cqe32 else 0
         f |= Setup.SUBMIT_ALL if submit_all else 0
         f |= Setup.IOPOLL if iopoll else 0
-        self._eventfd: int | None = None
         try:
             super().__init__(
                 entries,
@@ -298,16 +297,12 @@ class KernelRing(_core.KernelRing):
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Cancel every op in flight, wait (up to ``timeout``) for their final
-        completions, then release the ring.  Unreaped completions are
-        discarded.  If the kernel does not finish in time, the buffers of the
-        stragglers are kept alive forever (a ResourceWarning says so) rather
-        than freed under the kernel."""
-        try:
-            super().close(timeout)
-        finally:
-            fd, self._eventfd = getattr(self, "_eventfd", None), None
-            if fd is not None:
-                os.close(fd)
+        completions, then release the ring (and the eventfd of
+        ``enable_eventfd``).  Unreaped completions are discarded.  If the
+        kernel does not finish in time, the buffers of the stragglers are kept
+        alive forever (a ResourceWarning says so) rather than freed under the
+        kernel."""
+        super().close(timeout)
 
     def __repr__(self) -> str:
         if self.closed:
@@ -322,24 +317,6 @@ class KernelRing(_core.KernelRing):
     def probe(self) -> frozenset[Op]:
         """Opcodes this kernel supports (IORING_REGISTER_PROBE)."""
         return frozenset(Op(o) for o in self._probe() if o in Op._value2member_map_)
-
-    def enable_eventfd(self, *, async_only: bool = False) -> int:
-        """Create an eventfd (non-blocking, close-on-exec), register it, and
-        return it.  It becomes readable when completions are posted; the ring
-        closes it at close()."""
-        if self._eventfd is None:
-            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            try:
-                self.register_eventfd(fd, async_only)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._eventfd = fd
-        return self._eventfd
-
-    @property
-    def eventfd(self) -> int | None:
-        return self._eventfd
 
     def cancel(self, target: int, *, wait: bool = False, timeout: float | None = 5.0) -> int:
         """Ask the kernel to cancel the op with token ``target`` and submit.

@@ -102,9 +102,11 @@ static int not_int(PyObject *o, const char *what)
     return -1;
 }
 
+/* NULL means "argument omitted": the default.  None is *not* an int (callers
+ * that document None handle it before calling these). */
 int sr_as_i64(PyObject *o, int64_t dflt, int64_t *out, const char *what)
 {
-    if (!o || o == Py_None) { *out = dflt; return 0; }
+    if (!o) { *out = dflt; return 0; }
     if (!PyLong_Check(o)) return not_int(o, what);
     long long v = PyLong_AsLongLong(o);
     if (v == -1 && PyErr_Occurred()) return -1;
@@ -114,7 +116,7 @@ int sr_as_i64(PyObject *o, int64_t dflt, int64_t *out, const char *what)
 
 int sr_as_u64(PyObject *o, uint64_t dflt, uint64_t *out, const char *what)
 {
-    if (!o || o == Py_None) { *out = dflt; return 0; }
+    if (!o) { *out = dflt; return 0; }
     if (!PyLong_Check(o)) return not_int(o, what);
     unsigned long long v = PyLong_AsUnsignedLongLong(o);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {

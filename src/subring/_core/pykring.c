@@ -17,6 +17,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -74,6 +75,7 @@ typedef struct {
     uint32_t nregbufs;
     int files_registered;
     int eventfd_registered;
+    int own_eventfd;         /* eventfd created by enable_eventfd(), closed with the ring */
     PyObject *buffer_rings;  /* list of BufferRing created on this ring */
     /* statistics (only ever touched with the GIL held) */
     uint64_t st_submitted, st_completed, st_enters, st_overflow, st_foreign;
@@ -479,6 +481,29 @@ static inline struct io_uring_sqe *kr_sqe(KRing *r)
     return sr_sq_get(&r->k.sq, &space);
 }
 
+/* Slot i is the next SQE in submission order: if the previous op carries
+ * LINK/HARDLINK, i is its successor in the kernel's chain.  Every prep path
+ * (single and batch) goes through here, so chain bookkeeping cannot be
+ * attached to the wrong op. */
+static inline void kr_link_in(KRing *r, uint32_t i)
+{
+    sr_slot *s = &r->ops.slots[i];
+    if (r->pending_skip) {
+        s->chain = r->pending_skip;
+        s->chain_gen = r->pending_skip_gen;
+        r->pending_skip = 0;
+    }
+    if (r->chain_open && r->last_slot) {
+        sr_slot *p = &r->ops.slots[r->last_slot - 1];
+        if (p->state == SLOT_LIVE && p->gen == r->last_gen) {
+            p->link_next = i + 1;
+            p->link_next_gen = s->gen;
+        }
+    }
+    r->last_slot = i + 1;
+    r->last_gen = s->gen;
+}
+
 /* Fill the bookkeeping of slot i for `sqe` and return the token. */
 static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
                                PyObject *udata, uint8_t sqe_flags)
@@ -493,21 +518,8 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
         s->udata = NULL;
         s->int_udata = tok;
     }
-    if (r->pending_skip) {
-        s->chain = r->pending_skip;
-        s->chain_gen = r->pending_skip_gen;
-        r->pending_skip = 0;
-    }
-    if (r->chain_open && r->last_slot) {
-        sr_slot *p = &r->ops.slots[r->last_slot - 1];
-        if (p->state == SLOT_LIVE && p->gen == r->last_gen) {
-            p->link_next = i + 1;
-            p->link_next_gen = s->gen;
-        }
-    }
+    kr_link_in(r, i);
     s->linkflag = (sqe_flags & IOSQE_IO_LINK) ? 1 : (sqe_flags & IOSQE_IO_HARDLINK) ? 2 : 0;
-    r->last_slot = i + 1;
-    r->last_gen = s->gen;
     if (sqe_flags & IOSQE_CQE_SKIP_SUCCESS) {
         s->skip = 1;
         r->pending_skip = i + 1;
@@ -816,6 +828,8 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sqe->user_data = sr_token(&r->ops, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = base + (uint64_t)k;
+        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+        r->chain_open = 0;
     }
     r->chain_open = 0;
     return PyLong_FromLongLong(n);
@@ -974,6 +988,8 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         s->udata = NULL;
         s->int_udata = (uint64_t)ud;
         s->keep = Py_NewRef((PyObject *)pin);
+        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+        r->chain_open = 0;
     }
     r->chain_open = 0;
     result = PyLong_FromSsize_t(n);
@@ -1010,6 +1026,21 @@ static inline uint32_t kr_cq_ready(KRing *r)
     return sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
 }
 
+/* Ready CQEs that are not final completions of our live ops (posted into
+ * this ring by MSG_RING): each live op gives at most one more completion, so
+ * live + these bound what a wait can ever see. */
+static uint32_t kr_foreign_ready(KRing *r)
+{
+    struct sr_cq *cq = &r->k.cq;
+    uint32_t head = sr_load_relaxed(cq->khead), n = kr_cq_ready(r), foreign = 0;
+    if (n > cq->entries)
+        n = cq->entries;
+    for (uint32_t k = 0; k < n; k++)
+        if (sr_slot_find(&r->ops, sr_cq_at(cq, head + k)->user_data) < 0)
+            foreign++;
+    return foreign;
+}
+
 /* submit_and_wait(wait_nr=1, timeout=None) -> completions ready to reap */
 static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
@@ -1025,7 +1056,8 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
         return NULL;
     uint32_t ready = kr_cq_ready(r);
     if (wait_nr > ready && ts < 0 && !r->multishot_live &&
-        (uint64_t)wait_nr > (uint64_t)ready + r->ops.live && !kr_needs_flush(r)) {
+        (uint64_t)wait_nr > (uint64_t)r->ops.live + kr_foreign_ready(r) &&
+        !kr_needs_flush(r)) {
         PyErr_Format(PyExc_ValueError,
                      "waiting for %u completions with %u ready and %u in flight would "
                      "never return; pass a timeout or wait for fewer", wait_nr, ready,
@@ -1069,6 +1101,17 @@ static inline void kr_retire(KRing *r, uint32_t i)
     if (sr_unlikely(s->skip && s->linkflag == 1))
         kr_silent_successors(r, i);
     sr_slot_release(&r->ops, i);
+}
+
+/* The name of a subsystem op (an index outside the table: "op<N>"). */
+static PyObject *ur_opname(KRing *r, unsigned opcode)
+{
+    if (opcode < (unsigned)PyTuple_GET_SIZE(r->opnames))
+        return Py_NewRef(PyTuple_GET_ITEM(r->opnames, opcode));
+    PyObject *n = PyUnicode_FromFormat("op%u", opcode);
+    if (!n)
+        PyErr_Clear();
+    return n;
 }
 
 /* Take one CQE apart.  On success the CQE is consumed from the op table's
@@ -1116,8 +1159,8 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
         c->big[0] = big[0];
         c->big[1] = big[1];
     }
-    if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
-        c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
+    if (r->opnames)
+        c->opname = ur_opname(r, s->opcode);
     if (r->backend == BACKEND_USER &&
         (cqe->flags & (IORING_CQE_F_BUFFER | SR_CQE_F_ERRTEXT)) &&
         (cqe->flags >> IORING_CQE_BUFFER_SHIFT) == (uint32_t)i) {
@@ -1192,8 +1235,8 @@ static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t 
         SR_Completion *c = sr_completion_new(ud, -err, 0, s->opcode, NULL);
         if (!c)
             return -1;
-        if (r->opnames && s->opcode < PyTuple_GET_SIZE(r->opnames))
-            c->opname = Py_NewRef(PyTuple_GET_ITEM(r->opnames, s->opcode));
+        if (r->opnames)
+            c->opname = ur_opname(r, s->opcode);
         if (PyList_Append(list, (PyObject *)c) < 0) {
             Py_DECREF(c);
             return -1;
@@ -1254,7 +1297,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     PyObject *a[1];
     int64_t max;
     if (sr_parse("reap", args, nargs, kwnames, names, 1, 0, a) < 0 ||
-        sr_as_i64(a[0], INT64_MAX, &max, "max") < 0)
+        sr_as_i64(a[0] == Py_None ? NULL : a[0], INT64_MAX, &max, "max") < 0)
         return NULL;
     if (kr_check(r) < 0)
         return NULL;
@@ -1762,6 +1805,41 @@ static PyObject *kr_register_eventfd(KRing *r, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* enable_eventfd(async_only=False) -> fd: an eventfd made, registered and
+ * owned by the ring (closed by close(), also when the ring is just dropped). */
+static PyObject *kr_enable_eventfd(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"async_only"};
+    PyObject *a[1];
+    if (sr_parse("enable_eventfd", args, nargs, kwnames, names, 1, 0, a) < 0)
+        return NULL;
+    int async_only = a[0] ? PyObject_IsTrue(a[0]) : 0;
+    if (async_only < 0 || kr_check(r) < 0)
+        return NULL;
+    if (r->own_eventfd > 0)
+        return PyLong_FromLong(r->own_eventfd);
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int ret = sr_kring_register(r->k.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
+                                                    : IORING_REGISTER_EVENTFD, &fd, 1);
+    if (ret < 0) {
+        close(fd);
+        return sr_raise_errno(-ret, "register_eventfd");
+    }
+    r->eventfd_registered = 1;
+    r->own_eventfd = fd;
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *kr_get_eventfd(KRing *r, void *c)
+{
+    if (r->own_eventfd > 0)
+        return PyLong_FromLong(r->own_eventfd);
+    Py_RETURN_NONE;
+}
+
 static PyObject *kr_unregister_eventfd(KRing *r, PyObject *unused)
 {
     if (kr_check(r) < 0)
@@ -2198,8 +2276,9 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
     Py_buffer view = {0};
     if (sr_parse("prep_calls", args, nargs, kwnames, names, 5, 3, a) < 0 ||
         sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
-        sr_as_i64(a[3], -1, &count, "count") < 0 ||
-        sr_as_u64(a[4], 0, &base, "user_data") < 0 || ur_only(r, "prep_calls") < 0 ||
+        sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &count, "count") < 0 ||
+        sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &base, "user_data") < 0 ||
+        ur_only(r, "prep_calls") < 0 ||
         kr_check(r) < 0)
         return NULL;
     if (op > 255) {
@@ -2238,6 +2317,8 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
         sqe->user_data = sr_token(&r->ops, (uint32_t)i);
         r->ops.slots[i].udata = NULL;
         r->ops.slots[i].int_udata = base + (uint64_t)k;
+        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+        r->chain_open = 0;
     }
     r->chain_open = 0;
     result = PyLong_FromLongLong(count);
@@ -2500,17 +2581,29 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"entries", "cq_entries", "flags", "sq_thread_cpu",
                              "sq_thread_idle", "max_inflight", "try_flags", NULL};
-    unsigned entries = 128, cq_entries = 0, flags = 0, idle = 0, max_inflight = 0;
-    unsigned try_flags = 0;
-    int cpu = -1;
+    PyObject *o[7] = {NULL};
+    uint32_t entries, cq_entries, flags, idle, max_inflight, try_flags;
+    int cpu;
     if (r->initialized) {
         PyErr_SetString(PyExc_RuntimeError, "ring already set up");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|IIIiIII:KernelRing", kwlist, &entries,
-                                     &cq_entries, &flags, &cpu, &idle, &max_inflight,
-                                     &try_flags))
+    /* Every size is range-checked (no silent truncation of huge ints). */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOOOOO:KernelRing", kwlist, &o[0], &o[1],
+                                     &o[2], &o[3], &o[4], &o[5], &o[6]) ||
+        sr_as_u32(o[0], 128, &entries, "entries") < 0 ||
+        sr_as_u32(o[1], 0, &cq_entries, "cq_entries") < 0 ||
+        sr_as_u32(o[2], 0, &flags, "flags") < 0 ||
+        sr_as_int(o[3], -1, &cpu, "sq_thread_cpu") < 0 ||
+        sr_as_u32(o[4], 0, &idle, "sq_thread_idle") < 0 ||
+        sr_as_u32(o[5], 0, &max_inflight, "max_inflight") < 0 ||
+        sr_as_u32(o[6], 0, &try_flags, "try_flags") < 0)
         return -1;
+    if (cq_entries > 65536 || max_inflight > (1u << 20) || cpu < -1) {
+        PyErr_SetString(PyExc_ValueError, "cq_entries must be <= 65536, max_inflight <= "
+                        "2**20 and sq_thread_cpu >= -1");
+        return -1;
+    }
     if (entries == 0 || entries > 32768) {
         PyErr_SetString(PyExc_ValueError, "entries must be in [1, 32768]");
         return -1;
@@ -2707,6 +2800,10 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
         }
         sr_kring_teardown(&r->k, 1);
     }
+    if (r->own_eventfd > 0) {
+        close(r->own_eventfd);
+        r->own_eventfd = 0;
+    }
     for (uint32_t k = 0; k < r->ops.nslots; k++) {
         sr_slot *s = &r->ops.slots[k];
         if (s->state == SLOT_LIVE) {
@@ -2760,8 +2857,50 @@ static PyObject *kr_close(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+/* The garbage collector sees what in-flight ops hold (user_data, pins): a
+ * ring that is only reachable through a cycle via its own ops (user_data =
+ * a bound method of the object owning the ring) can then be collected.
+ * Collecting it closes it -- cancel, wait for the final completions, then
+ * release -- exactly as dropping the last reference does. */
+static int kr_traverse(KRing *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->buffer_rings);
+    Py_VISIT(r->opnames);
+    if (!r->closed && r->ops.slots) {
+        for (uint32_t k = 0; k < r->ops.nslots; k++) {
+            sr_slot *s = &r->ops.slots[k];
+            if (s->state != SLOT_LIVE)
+                continue;
+            Py_VISIT(s->udata);
+            Py_VISIT(s->keep);
+            if (s->has_view)
+                Py_VISIT(s->view.obj);
+        }
+    }
+    return 0;
+}
+
+static int kr_clear(KRing *r)
+{
+    if (!r->closed && !r->in_enter) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (r->ops.live && r->fork_gen == sr_fork_generation)
+            PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                             "unreachable %s with %u ops in flight closed by the "
+                             "garbage collector", Py_TYPE(r)->tp_name, r->ops.live);
+        kr_do_close(r, 1000000000LL);
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)r);
+        PyErr_Restore(et, ev, tb);
+    }
+    Py_CLEAR(r->opnames);
+    return 0;
+}
+
 static void kr_dealloc(KRing *r)
 {
+    PyObject_GC_UnTrack(r);
     if (r->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)r);
     if (!r->closed) {
@@ -2783,6 +2922,29 @@ static void kr_dealloc(KRing *r)
 /* ------------------------------------------------------------------------ */
 /* properties                                                                */
 /* ------------------------------------------------------------------------ */
+
+/* _live_user_data() -> list: the user_data of every op still in flight (for
+ * adapters that must fail what they were waiting for when they give up). */
+static PyObject *kr_live_user_data(KRing *r, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    if (!out || r->closed)
+        return out;
+    for (uint32_t k = 0; k < r->ops.nslots; k++) {
+        sr_slot *s = &r->ops.slots[k];
+        if (s->state != SLOT_LIVE)
+            continue;
+        PyObject *ud = s->udata ? Py_NewRef(s->udata)
+                                : PyLong_FromUnsignedLongLong(s->int_udata);
+        if (!ud || PyList_Append(out, ud) < 0) {
+            Py_XDECREF(ud);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(ud);
+    }
+    return out;
+}
 
 static PyObject *kr_stats(KRing *r, PyObject *unused)
 {
@@ -2845,6 +3007,7 @@ static PyObject *kr_get_cqe_size(KRing *r, void *c) { return PyLong_FromLong(16 
 
 static PyGetSetDef kr_getset[] = {
     {"fd", (getter)kr_get_fd, NULL, "The io_uring file descriptor."},
+    {"eventfd", (getter)kr_get_eventfd, NULL, "The eventfd from enable_eventfd(), or None."},
     {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
     {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size granted by the kernel."},
     {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size granted by the kernel."},
@@ -2912,6 +3075,9 @@ static PyMethodDef kr_methods[] = {
      "update_files(offset, fds) -> n; -1 or None clears a slot."},
     {"unregister_files", (PyCFunction)kr_unregister_files, METH_NOARGS, NULL},
     FAST("register_eventfd", kr_register_eventfd, "register_eventfd(fd, async_only=False)"),
+    FAST("enable_eventfd", kr_enable_eventfd,
+         "enable_eventfd(async_only=False) -> fd: create, register and own an eventfd\n"
+         "(non-blocking, close-on-exec) that becomes readable when completions are posted."),
     {"unregister_eventfd", (PyCFunction)kr_unregister_eventfd, METH_NOARGS, NULL},
     FAST("register_buffer_ring", kr_register_buffer_ring,
          "register_buffer_ring(group_id, count, size) -> BufferRing"),
@@ -2919,6 +3085,7 @@ static PyMethodDef kr_methods[] = {
      "register_raw(opcode, arg: bytes-like or None, nr_args) -> int"},
     {"_probe", (PyCFunction)kr_probe, METH_NOARGS, "Supported opcodes (list of ints)."},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
+    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
     FAST("close", kr_close,
          "close(timeout=5.0): cancel and reap in-flight ops, then release the ring."),
     {NULL}
@@ -2929,8 +3096,10 @@ PyTypeObject SR_KernelRingType = {
     .tp_name = "subring._core.KernelRing",
     .tp_basicsize = sizeof(KRing),
     .tp_dealloc = (destructor)kr_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "C core of subring.KernelRing (use that class).",
+    .tp_traverse = (traverseproc)kr_traverse,
+    .tp_clear = (inquiry)kr_clear,
     .tp_weaklistoffset = offsetof(KRing, weakreflist),
     .tp_methods = kr_methods,
     .tp_getset = kr_getset,
@@ -2942,7 +3111,14 @@ PyTypeObject SR_KernelRingType = {
 /* UserRing: the same object, client side of a user-space subsystem          */
 /* ------------------------------------------------------------------------ */
 
+static PyObject *ur_get_slot_size(KRing *r, void *c)
+{
+    return PyLong_FromUnsignedLong(r->slot_size);
+}
+
 static PyGetSetDef ur_getset[] = {
+    {"slot_size", (getter)ur_get_slot_size, NULL,
+     "Bytes per op for payloads and results (as the server set it up)."},
     {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
     {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size."},
     {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size."},
@@ -2982,6 +3158,7 @@ static PyMethodDef ur_methods[] = {
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
+    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
     FAST("close", kr_close, "close(): drop the connection (in-flight ops are abandoned)."),
     {NULL}
 };
@@ -2991,8 +3168,10 @@ PyTypeObject SR_UserRingType = {
     .tp_name = "subring._core.UserRing",
     .tp_basicsize = sizeof(KRing),
     .tp_dealloc = (destructor)kr_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "C core of a subsystem client ring (use subring.connect()).",
+    .tp_traverse = (traverseproc)kr_traverse,
+    .tp_clear = (inquiry)kr_clear,
     .tp_weaklistoffset = offsetof(KRing, weakreflist),
     .tp_methods = ur_methods,
     .tp_getset = ur_getset,

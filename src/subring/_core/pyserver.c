@@ -408,6 +408,23 @@ static int request_finish(SRequest *r, PyObject *result)
             if (e && PyLong_Check(e)) {
                 long v = PyLong_AsLong(e);
                 if (v > 0 && v < 4096) err = (int)v;
+            } else {
+                /* OSError subclass raised without an errno: map the class */
+                static PyObject **const cls[] = {
+                    &PyExc_TimeoutError, &PyExc_PermissionError, &PyExc_FileNotFoundError,
+                    &PyExc_FileExistsError, &PyExc_IsADirectoryError,
+                    &PyExc_NotADirectoryError, &PyExc_ConnectionResetError,
+                    &PyExc_ConnectionRefusedError, &PyExc_ConnectionAbortedError,
+                    &PyExc_BrokenPipeError, &PyExc_BlockingIOError, &PyExc_InterruptedError,
+                    &PyExc_ProcessLookupError, &PyExc_ChildProcessError};
+                static const int errs[] = {
+                    ETIMEDOUT, EPERM, ENOENT, EEXIST, EISDIR, ENOTDIR, ECONNRESET,
+                    ECONNREFUSED, ECONNABORTED, EPIPE, EAGAIN, EINTR, ESRCH, ECHILD};
+                for (size_t k = 0; k < sizeof(errs) / sizeof(errs[0]); k++)
+                    if (PyErr_GivenExceptionMatches(et, *cls[k])) {
+                        err = errs[k];
+                        break;
+                    }
             }
             Py_XDECREF(e);
             PyErr_Clear();
@@ -421,10 +438,6 @@ static int request_finish(SRequest *r, PyObject *result)
         } else if (PyErr_GivenExceptionMatches(et, PyExc_TypeError) ||
                    PyErr_GivenExceptionMatches(et, PyExc_ValueError)) {
             err = EINVAL;
-        } else if (PyErr_GivenExceptionMatches(et, PyExc_TimeoutError)) {
-            err = ETIMEDOUT;
-        } else if (PyErr_GivenExceptionMatches(et, PyExc_PermissionError)) {
-            err = EPERM;
         } else if (stop) {
             err = ECANCELED;
         }
@@ -1292,7 +1305,12 @@ static int loop_any_work(Loop *L)
         if (q->dead || q->corrupt)
             continue;
         int64_t a = sr_sqc_avail(&q->sq);
-        if (a != 0)                /* work, or corruption to report */
+        if (a < 0)                 /* corruption to report */
+            return 1;
+        /* SQEs we could not take anyway (the client's CQ has no room for
+         * their completions) are not work: a client that does not reap must
+         * not keep the loop spinning. */
+        if (a > 0 && sr_cqp_space(&q->cq) - (int64_t)q->pending > 0)
             return 1;
     }
     return 0;
