@@ -53,11 +53,24 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         obj = json.loads(data)
         if not isinstance(obj, dict):
             raise ValueError("control message is not an object")
-    except ValueError:
+    except (ValueError, RecursionError) as e:   # untrusted input: never more than this
         for fd in fds:
             _close(fd)
-        raise
+        raise ValueError(f"malformed control message: {type(e).__name__}") from None
     return obj, list(fds)
+
+
+def get_int(msg: dict[str, Any], key: str, default: int, lo: int, hi: int,
+            clamp_low: bool = False) -> int:
+    """An integer field of an untrusted message: anything but an int is
+    refused; values above ``hi`` are clamped to it, values below ``lo``
+    refused (or clamped with ``clamp_low``)."""
+    v = msg.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"{key} must be an integer")
+    if v < lo and not clamp_low:
+        raise ValueError(f"{key} must be >= {lo}")
+    return max(lo, min(v, hi))
 
 
 def _close(fd: int) -> None:

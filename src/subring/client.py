@@ -57,7 +57,6 @@ class SubsystemClient(_core.UserRing):
     name: str
     ops: dict[str, int]
     server_pid: int
-    slot_size: int
 
     def __init__(self, *a: Any, **kw: Any) -> None:  # pragma: no cover - see connect()
         raise TypeError("use subring.connect(address)")
@@ -72,9 +71,9 @@ class SubsystemClient(_core.UserRing):
         self.ops = {str(t[0]): i for i, t in enumerate(table)}
         self.op_docs = {str(t[0]): str(t[2]) for t in table}
         self.server_pid = int(reply.get("server_pid", 0))
-        self.slot_size = int(reply["slot_size"])
         self._set_opnames(tuple(str(t[0]) for t in table))
         self._pool: Any = None
+        self._abandoned: set[int] = set()     # tokens of call()s that timed out
         return self
 
     def op_index(self, name: str) -> int:
@@ -91,14 +90,26 @@ class SubsystemClient(_core.UserRing):
         returned bytes); raise its error as OSError.  Synchronous convenience:
         needs no other op in flight (use prep_call/reap for concurrency)."""
         index = self.op_index(op) if isinstance(op, str) else op
-        if self.inflight:
+        if self._abandoned:                 # late results of timed-out calls: drop
+            for c in self.reap():
+                self._abandoned.discard(c.user_data)
+        if self.inflight > len(self._abandoned):
             raise RuntimeError("call() needs no other ops in flight; reap them first "
                                "(or use prep_call / submit_and_wait / reap)")
-        self.prep_call(index, data, arg0, arg1)
-        if not self.submit_and_wait(1, timeout):
-            # Still ours in flight: the result will be discarded when it comes.
-            raise TimeoutError(f"{self.name}.{op}: no completion within {timeout} s")
-        return self.reap()[0].result()
+        token = self.prep_call(index, data, arg0, arg1)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.submit_and_wait(1, left)
+            # reap() also delivers the ECONNRESET completions made up when the
+            # subsystem died, so a dead server is never reported as a timeout.
+            for c in self.reap():
+                if c.user_data == token:
+                    return c.result()
+                self._abandoned.discard(c.user_data)
+            if left == 0.0:
+                self._abandoned.add(token)   # its result is dropped when it comes
+                raise TimeoutError(f"{self.name}.{op}: no completion within {timeout} s")
 
     def register_pool(self, pool: Any, *, timeout: float = 5.0) -> None:
         """Share a :class:`~subring.BufferPool` with the subsystem (one per

@@ -267,19 +267,7 @@ class Subsystem:
                 ready()
             while not self._stop:
                 for ev in loop.run(1.0):
-                    if isinstance(ev, _core.ServerQueue):
-                        self._drop_queue(ev, "broke the ring protocol")
-                    elif ev == _TOKEN_LISTEN:
-                        self._accept(listener)
-                    elif ev == _TOKEN_WAKE:
-                        try:
-                            os.eventfd_read(self._wake_fd)
-                        except BlockingIOError:
-                            pass
-                    else:
-                        conn = self._conns.get(ev)
-                        if conn is not None:
-                            self._control(conn)
+                    self._event(ev, listener)
         finally:
             for conn in list(self._conns.values()):
                 self._disconnect(conn)
@@ -292,6 +280,23 @@ class Subsystem:
                     os.unlink(address)
             except OSError:
                 pass
+
+    def _event(self, ev: Any, listener: socket.socket) -> None:
+        # (A method, so no local variable keeps a dropped client's queue --
+        # and with it its shared memory -- alive until the next event.)
+        if isinstance(ev, _core.ServerQueue):
+            self._drop_queue(ev, "broke the ring protocol")
+        elif ev == _TOKEN_LISTEN:
+            self._accept(listener)
+        elif ev == _TOKEN_WAKE:
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:
+                pass
+        else:
+            conn = self._conns.get(ev)
+            if conn is not None:
+                self._control(conn)
 
     def _listen(self, address: str, mode: int) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -361,10 +366,10 @@ class Subsystem:
             elif msg.get("cmd") == "pool":
                 self._attach_pool(conn, msg, fds)
             else:
-                _wire.send(conn.sock, {"ok": False, "error": f"unknown command {msg.get('cmd')!r}"})
-        except (OSError, ValueError, TypeError, KeyError) as e:
+                _wire.send(conn.sock, {"ok": False, "error": "unknown command"})
+        except Exception as e:  # noqa: BLE001 - a client's message must never stop the server
             try:
-                _wire.send(conn.sock, {"ok": False, "error": str(e)})
+                _wire.send(conn.sock, {"ok": False, "error": f"{type(e).__name__}: {e}"[:512]})
             except OSError:
                 self._disconnect(conn)
         finally:
@@ -373,13 +378,11 @@ class Subsystem:
 
     def _attach(self, conn: _Conn, hello: dict[str, Any]) -> None:
         if hello.get("subring") != _wire.PROTOCOL:
-            raise ValueError(f"unsupported protocol {hello.get('subring')!r}")
-        entries = int(hello.get("entries", 256))
-        slot_size = int(hello.get("slot_size", 4096))
-        if entries < 1:
-            raise ValueError("entries must be >= 1")
+            raise ValueError("unsupported protocol version")
+        entries = _wire.get_int(hello, "entries", 256, 1, 1 << 20)
+        slot_size = _wire.get_int(hello, "slot_size", 4096, 64, 1 << 40, clamp_low=True)
         entries = min(1 << (entries - 1).bit_length(), self.max_entries)
-        slot_size = max(64, min(slot_size, self.max_slot_size))
+        slot_size = (max(64, min(slot_size, self.max_slot_size)) + 63) & ~63
         q = _core.ServerQueue(entries, slot_size, conn.info.pid)
         q.info = conn.info
         table = self.op_table()
@@ -399,7 +402,8 @@ class Subsystem:
     def _attach_pool(self, conn: _Conn, msg: dict[str, Any], fds: list[int]) -> None:
         if len(fds) != 1:
             raise ValueError("pool registration carries exactly one memfd")
-        conn.queue.attach_pool(fds[0], int(msg["count"]), int(msg["size"]))
+        conn.queue.attach_pool(fds[0], _wire.get_int(msg, "count", 0, 1, 1 << 20),
+                               _wire.get_int(msg, "size", 0, 1, 1 << 40))
         _wire.send(conn.sock, {"ok": True})
 
     def _drop_queue(self, q: Any, why: str) -> None:
