@@ -36,13 +36,15 @@ When the task awaiting an operation is cancelled (``task.cancel()``,
 * if the peer died (a subsystem process exited), every awaiting task gets
   ``ConnectionResetError`` (``ECONNRESET``), whether or not it was cancelled.
 
-Backpressure: when ``max_inflight`` ops are in flight, further awaits wait
-for room in FIFO order; nothing is dropped.
+Backpressure: a kernel ring keeps one slot free for cancels; when the rest
+are in flight, further awaits wait for room in FIFO order; nothing is
+dropped.
 
 Closing: :meth:`AsyncRing.aclose` (or ``async with``) cancels every op in
 flight, waits for their final completions, and closes the ring if the
-adapter owns it.  :func:`open` and the helpers use one ring per event loop,
-closed when the loop is garbage-collected or by :func:`close_default_ring`.
+adapter owns it.  :func:`open` and the helpers use one ring per event loop, closed when
+the loop shuts down its async generators (``asyncio.run`` does) or by
+:func:`close_default_ring`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import locale
 import os
 import socket
 import stat as stat_mod
+import struct
 import weakref
 from typing import Any, AsyncIterator
 
@@ -99,6 +102,15 @@ class AsyncRing:
         self._closed = False
         self._sock_fd = -1
         self._kernel = isinstance(ring, KernelRing)
+        # Room accounting.  Ops use at most `_limit` slots: on a kernel ring
+        # one slot stays free for cancels, so a ring full of ops that never
+        # complete (reads on idle pipes) can still be cancelled and closed.
+        # `_reserved` counts room promised to woken waiters that have not
+        # prepared their SQE yet; `_cancels` holds cancels waiting for a slot.
+        mi = ring.max_inflight
+        self._limit = mi - 1 if (self._kernel and mi > 1) else mi
+        self._reserved = 0
+        self._cancels: collections.deque[int | None] = collections.deque()
         if isinstance(ring, SubsystemClient):
             self._efd = ring._set_async(True)
             self._sock_fd = ring._get_sock_fd()
@@ -124,7 +136,7 @@ class AsyncRing:
         except (RingFullError, RingBusyError):
             refused = True   # the kernel wants completions reaped first
         self._dispatch()
-        if refused:
+        if refused or self._cancels:
             self._schedule_flush()   # retry once completions were reaped
 
     def _on_eventfd(self) -> None:
@@ -141,6 +153,8 @@ class AsyncRing:
             self._loop.remove_reader(self._sock_fd)
             self._sock_fd = -1
         self._dispatch()
+        if self.ring.closed or self.ring.peer_dead:
+            self._wake_all()
 
     def _dispatch(self) -> None:
         ring = self.ring
@@ -161,29 +175,72 @@ class AsyncRing:
                             ud.set_result(r)
             elif callable(ud):
                 ud(c)            # multishot streams
-        # Room freed: wake waiters in FIFO order.
-        room = ring.max_inflight - ring.inflight
+        if self._cancels:
+            self._issue_cancels()
+        self._grant()
+
+    def _grant(self) -> None:
+        """Wake waiters, in FIFO order, for the room that is free now."""
+        ring = self.ring
+        room = self._limit - ring.inflight - self._reserved - len(self._cancels)
         while room > 0 and self._waiters:
             w = self._waiters.popleft()
             if not w.done():
                 w.set_result(None)
+                self._reserved += 1
                 room -= 1
 
+    def _wake_all(self) -> None:
+        """Closing or peer death: let every waiter go on and fail in its prep."""
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                self._reserved += 1
+
+    def _issue_cancels(self) -> None:
+        ring = self.ring
+        while self._cancels and ring.inflight < ring.max_inflight and not ring.closed:
+            token = self._cancels.popleft()
+            try:
+                if token is None:
+                    ring.prep_cancel(any=True, all=True)
+                else:
+                    ring.prep_cancel(token)
+            except RingFullError:
+                self._cancels.appendleft(token)
+                return
+            self._schedule_flush()
+
+    def _full(self) -> bool:
+        return (self.ring.inflight + self._reserved + len(self._cancels) >= self._limit
+                or bool(self._waiters))
+
     async def _room(self) -> None:
+        """Wait (FIFO) until an SQE may be prepared.  On return one unit of
+        room is ours: the caller prepares its SQE before any other await."""
         if self._closed:
             raise RuntimeError("AsyncRing is closed")
-        ring = self.ring
-        if ring.inflight < ring.max_inflight and not self._waiters:
+        if not self._full():
             return
         w = self._loop.create_future()
         self._waiters.append(w)
         try:
             await w
         except asyncio.CancelledError:
-            # pass our turn on if we were woken and cancelled at once
             if w.done() and not w.cancelled():
-                self._dispatch()
+                # woken and cancelled before using the room: pass it on
+                self._reserved -= 1
+                self._grant()
+            else:
+                try:
+                    self._waiters.remove(w)
+                except ValueError:
+                    pass
             raise
+        self._reserved -= 1
+        if self._closed:
+            raise RuntimeError("AsyncRing is closed")
 
     async def _await(self, fut: asyncio.Future[Any], token: int) -> Any:
         self._schedule_flush()
@@ -194,15 +251,16 @@ class AsyncRing:
                 self._cancel_token(token)
             raise
 
-    def _cancel_token(self, token: int) -> None:
-        if self._closed or self.ring.closed or not isinstance(self.ring, KernelRing):
-            # A subsystem op cannot be recalled; its result is discarded.
+    def _cancel_token(self, token: int | None) -> None:
+        """Ask the kernel to cancel op `token` (None: every op).  Without a
+        free slot the cancel waits in `_cancels` and goes out as soon as one
+        frees -- the slot kept free for cancels makes that immediate in
+        practice.  (A subsystem op cannot be recalled; its result is
+        discarded when it arrives.)"""
+        if self._closed or self.ring.closed or not self._kernel:
             return
-        try:
-            self.ring.prep_cancel(token)
-            self._schedule_flush()
-        except RingFullError:
-            pass    # cannot even queue the cancel: the op completes on its own
+        self._cancels.append(token)
+        self._issue_cancels()
 
     # -- generic ----------------------------------------------------------------
 
@@ -224,7 +282,8 @@ class AsyncRing:
         # The hot path, written out: room check, one SQE, one flush per
         # loop iteration, await (see _await for the cancellation rule).
         ring = self.ring
-        if ring.inflight >= ring.max_inflight or self._waiters:
+        if (self._closed or self._waiters or ring.inflight + self._reserved
+                + len(self._cancels) >= self._limit):
             await self._room()
         fut = self._loop.create_future()
         token = ring.prep_read(fd, buf, offset, fut)
@@ -240,7 +299,8 @@ class AsyncRing:
 
     async def write(self, fd: int, data: Any, offset: int = -1) -> int:
         ring = self.ring
-        if ring.inflight >= ring.max_inflight or self._waiters:
+        if (self._closed or self._waiters or ring.inflight + self._reserved
+                + len(self._cancels) >= self._limit):
             await self._room()
         fut = self._loop.create_future()
         token = ring.prep_write(fd, data, offset, fut)
@@ -354,6 +414,8 @@ class AsyncRing:
 
     def accept_stream(self, sock: Any) -> _Stream:
         """Multishot accept: ``async for fd in ring.accept_stream(listener)``."""
+        if self._closed:
+            raise RuntimeError("AsyncRing is closed")
         stream = _Stream(self, lambda c: c.res)
         stream.token = self.ring.prep_accept(_fileno(sock), stream, multishot=True)
         self._schedule_flush()
@@ -363,6 +425,8 @@ class AsyncRing:
                     group_id: int | None = None) -> _Stream:
         """Multishot recv into a provided-buffer ring:
         ``async for chunk in ring.recv_stream(sock)`` yields bytes until EOF."""
+        if self._closed:
+            raise RuntimeError("AsyncRing is closed")
         gid = group_id if group_id is not None else _next_group(self)
         br = self.ring.register_buffer_ring(gid, buffers, size)
 
@@ -373,9 +437,13 @@ class AsyncRing:
             br.recycle(c.buffer_id)
             return data
 
-        stream = _Stream(self, take, eof_on_zero=True, on_close=br.close)
-        stream.token = self.ring.prep_recv(_fileno(sock), None, stream, buffer_group=gid,
-                                           multishot=True)
+        fd = _fileno(sock)
+
+        def rearm(st: _Stream) -> int:
+            return self.ring.prep_recv(fd, None, st, buffer_group=gid, multishot=True)
+
+        stream = _Stream(self, take, eof_on_zero=True, on_close=br.close, rearm=rearm)
+        stream.token = rearm(stream)
         self._schedule_flush()
         return stream
 
@@ -408,22 +476,34 @@ class AsyncRing:
             return
         ring = self.ring
         deadline = self._loop.time() + timeout
-        if isinstance(ring, KernelRing) and not ring.closed and ring.inflight:
-            try:
-                ring.prep_cancel(any=True, all=True)
-                ring.submit()
-            except RingFullError:
-                pass
+        for w in self._waiters:
+            if not w.done():
+                w.set_exception(RuntimeError("AsyncRing closed"))
+        self._waiters.clear()
+        if self._kernel and not ring.closed and ring.inflight:
+            self._cancels.append(None)          # cancel everything (the kept slot)
+            self._issue_cancels()
+            self._flush()
         while not ring.closed and ring.inflight and self._loop.time() < deadline:
             self._dispatch()
             if ring.inflight:
                 await asyncio.sleep(0.001)
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        """Detach from the loop; fail the futures of ops that never finished;
+        close the ring if we own it."""
+        ring = self.ring
         self._detach()
-        for w in self._waiters:
-            if not w.done():
-                w.set_exception(RuntimeError("AsyncRing closed"))
-        if self._own and not ring.closed:
-            ring.close()
+        if not ring.closed:
+            for ud in ring._live_user_data():
+                if ud.__class__ is _Future and not ud.done():
+                    ud.set_exception(OSError(_ECANCELED, "AsyncRing closed with the op "
+                                                         "in flight"))
+                elif isinstance(ud, _Stream):
+                    ud._abort()
+            if self._own:
+                ring.close()
 
     def _detach(self) -> None:
         if self._closed:
@@ -449,27 +529,54 @@ class _Stream:
     """Completions of one multishot op as an async iterator."""
 
     def __init__(self, aring: AsyncRing, convert: Any, *, eof_on_zero: bool = False,
-                 on_close: Any = None) -> None:
+                 on_close: Any = None, rearm: Any = None) -> None:
         self._aring = aring
         self._convert = convert
         self._queue: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._done = False
+        self._closing = False
         self._eof_on_zero = eof_on_zero
         self._on_close = on_close
+        self._rearm = rearm
         self.token = 0
 
     def __call__(self, c: Any) -> None:     # completion callback
-        if c.res < 0 and c.res != -_ECANCELED:
+        res, more = c.res, c.more
+        if res == -errno.ENOBUFS and not more and self._rearm is not None \
+                and not self._closing:
+            # The provided buffers ran out: the kernel ended the multishot op.
+            # Every buffer handed to us was copied and recycled already, so
+            # arm it again and keep streaming.
+            try:
+                self.token = self._rearm(self)
+                self._aring._schedule_flush()
+                return
+            except Exception as e:  # noqa: BLE001 - surface it to the reader
+                self._queue.append(e)
+                more = False
+        elif res < 0 and res != -_ECANCELED:
             self._queue.append(_result(c))
-        elif c.res >= 0 and not (self._eof_on_zero and c.res == 0):
+        elif res >= 0 and not (self._eof_on_zero and res == 0):
             self._queue.append(self._convert(c))
-        if not c.more or (self._eof_on_zero and c.res == 0):
-            self._done = True if not c.more else self._done
-            if self._eof_on_zero and c.res == 0 and c.more:
+        if self._eof_on_zero and res == 0:
+            self._eof = True
+            if more:
                 self.close()
+        if not more:
+            self._done = True
+        self._wake()
+
+    _eof = False
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _abort(self) -> None:
+        """The ring went away with the op in flight."""
+        self._done = True
+        self._wake()
 
     def __aiter__(self) -> _Stream:
         return self
@@ -502,7 +609,8 @@ class _Stream:
 
     def close(self) -> None:
         """Stop the multishot op (its final completion ends the stream)."""
-        if not self._done:
+        if not self._done and not self._closing:
+            self._closing = True
             self._aring._cancel_token(self.token)
 
 
@@ -521,16 +629,38 @@ def _next_group(aring: AsyncRing) -> int:
 
 # -- the default ring of each event loop -------------------------------------------
 
+# loop -> its default ring.  (The ring refers to its loop, so an entry lives
+# until the loop shuts down its async generators -- see _close_at_shutdown.)
 _default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRing] = \
     weakref.WeakKeyDictionary()
 
 
+async def _close_at_shutdown(ar: AsyncRing) -> AsyncIterator[None]:
+    """Parked at its yield for the life of the loop.  asyncio registers every
+    started async generator with its loop, and ``loop.shutdown_asyncgens()``
+    (which ``asyncio.run`` calls; uvloop too) closes them: that runs the
+    finally below, which closes the default ring."""
+    try:
+        yield
+    finally:
+        _default.pop(ar._loop, None)
+        ar._finish_close()
+
+
 def get_ring() -> AsyncRing:
-    """The running loop's default ring (a KernelRing), created on first use."""
+    """The running loop's default ring (a KernelRing), created on first use
+    and closed when the loop shuts down its async generators (asyncio.run
+    does) or by :func:`close_default_ring`."""
     loop = asyncio.get_running_loop()
     ar = _default.get(loop)
     if ar is None or ar._closed:
         ar = AsyncRing(KernelRing(256), own=True)
+        keeper = _close_at_shutdown(ar)
+        try:
+            keeper.asend(None).send(None)   # run to the yield: the loop now tracks it
+        except StopIteration:
+            pass
+        ar._keeper = keeper
         _default[loop] = ar
     return ar
 
@@ -541,6 +671,9 @@ async def close_default_ring() -> None:
     ar = _default.pop(asyncio.get_running_loop(), None)
     if ar is not None:
         await ar.aclose()
+        keeper = getattr(ar, "_keeper", None)
+        if keeper is not None:
+            await keeper.aclose()
 
 
 # -- async files --------------------------------------------------------------------
@@ -548,8 +681,12 @@ async def close_default_ring() -> None:
 async def stat(path: Any) -> os.stat_result:
     """``os.stat`` through the ring (statx)."""
     s = await get_ring().statx(path)
+    ts = [struct.unpack_from("qI", s, off) for off in (64, 112, 96)]   # atime, mtime, ctime
+    # the float fields exactly as os.stat computes them: sec + nsec * 1e-9
     return os.stat_result((s.mode, s.ino, s.dev, s.nlink, s.uid, s.gid, s.size,
-                           int(s.atime), int(s.mtime), int(s.ctime)))
+                           *(sec for sec, _ in ts), *(sec + nsec * 1e-9 for sec, nsec in ts),
+                           *(sec * 1_000_000_000 + nsec for sec, nsec in ts),
+                           s.blksize, s.blocks, s.rdev))
 
 
 async def unlink(path: Any) -> None:
@@ -571,37 +708,51 @@ async def mkdir(path: Any, mode: int = 0o777) -> None:
 _CHUNK = 1 << 16
 
 
+def _ascii_compatible(encoding: str) -> bool:
+    """Does the codec write newlines (and all ASCII) as single ASCII bytes?
+    Then line ends can be found in the raw bytes and positions are exact."""
+    try:
+        return "\r\n\tA z~".encode(encoding) == b"\r\n\tA z~"
+    except (LookupError, UnicodeError):
+        return False
+
+
 class AsyncFile:
     """A file whose I/O goes through a ring.  Made by :func:`open`.
 
     Close to aiofiles: ``read``, ``readinto``, ``readline``, ``readlines``,
-    ``write``, ``seek``, ``tell``, ``flush``, ``fsync``, ``truncate``,
-    ``close``, ``async with``, ``async for line in f``; plus ``pread`` and
-    ``pwrite``, which do not move the position, and ``stat``.  Differences
-    from aiofiles: writes go straight to the kernel (no Python-level write
-    buffer, so ``flush`` has nothing to do), text mode supports only
-    ``newline=None`` (universal newlines on read, ``\\n`` on write) and
-    ``newline=''``."""
+    ``write``, ``writelines``, ``seek``, ``tell``, ``flush``, ``fsync``,
+    ``truncate``, ``close``, ``async with``, ``async for line in f``; plus
+    ``pread`` and ``pwrite``, which do not move the position, and ``stat``.
+    Differences from aiofiles: no thread pool; writes go straight to the
+    kernel (no Python-level write buffer, so ``flush`` has nothing to do);
+    text mode needs an ASCII-compatible encoding (UTF-8, Latin-1, ...: use
+    binary mode and decode yourself for UTF-16/32)."""
 
     def __init__(self, aring: AsyncRing, fd: int, name: Any, mode: str, binary: bool,
                  encoding: str | None, errors: str | None, newline: str | None,
                  append: bool) -> None:
+        self._closed = True       # (until constructed: __del__ must not close fd)
         self._ring = aring
         self._fd = fd
         self.name = name
         self.mode = mode
         self._binary = binary
-        self._pos = 0
+        self._readable = "r" in mode or "+" in mode
+        self._writable = "r" not in mode or "+" in mode
+        self._pos = 0             # file offset of the end of _rbuf
         self._append = append
-        self._rbuf = b""          # read-ahead for readline (binary)
-        self._closed = False
+        self._rbuf = b""          # bytes read ahead, not yet returned
         self._newline = newline
         if not binary:
             self.encoding = encoding or locale.getpreferredencoding(False)
             self.errors = errors or "strict"
-            self._decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
-            self._tbuf = ""       # decoded text not yet returned
-            self._pending_cr = False
+            if self._readable and not _ascii_compatible(self.encoding):
+                raise ValueError(f"subring.aio.open: reading text needs an ASCII-compatible "
+                                 f"encoding, not {self.encoding!r}; open in binary mode")
+            # (an incremental encoder writes a BOM once, not once per write)
+            self._encoder = codecs.getincrementalencoder(self.encoding)(self.errors)
+        self._closed = False
 
     # -- raw -------------------------------------------------------------------------
 
@@ -616,79 +767,158 @@ class AsyncFile:
         if self._closed:
             raise ValueError("I/O operation on closed file")
 
-    async def pread(self, nbytes: int, offset: int) -> bytes:
+    def _check_readable(self) -> None:
         self._check()
+        if not self._readable:
+            raise io.UnsupportedOperation("not readable")
+
+    async def pread(self, nbytes: int, offset: int) -> bytes:
+        self._check_readable()
         return await self._ring.read(self._fd, nbytes, offset)
 
     async def pwrite(self, data: Any, offset: int) -> int:
         self._check()
+        if not self._writable:
+            raise io.UnsupportedOperation("not writable")
         return await self._ring.write(self._fd, data, offset)
 
-    async def _read_raw(self, n: int) -> bytes:
-        if n < 0:
-            size = os.fstat(self._fd).st_size
-            chunks = []
-            while True:
-                want = max(size - self._pos, _CHUNK)
-                data = await self._ring.read(self._fd, want, self._pos)
-                if not data:
-                    break
-                self._pos += len(data)
-                chunks.append(data)
-                if len(data) < want:
-                    break
-            return b"".join(chunks)
-        data = await self._ring.read(self._fd, n, self._pos)
+    async def _fill(self, want: int) -> bool:
+        """Read at least `want` more bytes into _rbuf (fewer at EOF).
+        Returns False at EOF."""
+        data = await self._ring.read(self._fd, max(want, _CHUNK), self._pos)
+        if not data:
+            return False
         self._pos += len(data)
+        self._rbuf += data
+        return True
+
+    async def _read_all(self) -> bytes:
+        size = os.fstat(self._fd).st_size
+        while await self._fill(max(size - self._pos, _CHUNK)):
+            pass
+        data, self._rbuf = self._rbuf, b""
         return data
+
+    def _take(self, n: int) -> bytes:
+        out, self._rbuf = self._rbuf[:n], self._rbuf[n:]
+        return out
+
+    # -- text helpers ------------------------------------------------------------------
+
+    def _decode(self, raw: bytes) -> str:
+        text = raw.decode(self.encoding, self.errors)
+        if self._newline is None:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text
+
+    def _line_end(self, eof: bool) -> int:
+        """End (exclusive) of the first complete line in _rbuf, or -1."""
+        buf = self._rbuf
+        if self._newline in (None, ""):
+            i = buf.find(b"\n")
+            j = buf.find(b"\r")
+            if j >= 0 and (i < 0 or j < i):
+                if j + 1 < len(buf):
+                    return j + 2 if buf[j + 1:j + 2] == b"\n" else j + 1
+                return j + 1 if eof else -1       # a lone \r at the end: need more
+            return i + 1 if i >= 0 else -1
+        nl = self._newline.encode(self.encoding)
+        i = buf.find(nl)
+        return i + len(nl) if i >= 0 else -1
+
+    def _complete_chars(self, raw: bytes) -> int:
+        """Length of the longest prefix of raw that ends on a character
+        boundary (UTF-8 continuation bytes are 0b10xxxxxx)."""
+        if self.encoding.replace("-", "").lower() not in ("utf8", "utf_8"):
+            return len(raw)
+        k = len(raw)
+        while k > 0 and len(raw) - k < 4 and (raw[k - 1] & 0xC0) == 0x80:
+            k -= 1
+        if k > 0 and raw[k - 1] >= 0xC0:      # a lead byte whose tail is missing
+            need = 2 if raw[k - 1] < 0xE0 else 3 if raw[k - 1] < 0xF0 else 4
+            if len(raw) - (k - 1) < need:
+                return k - 1
+        return len(raw)
 
     # -- reading ---------------------------------------------------------------------
 
     async def read(self, size: int = -1) -> Any:
-        self._check()
+        self._check_readable()
         if self._binary:
-            if self._rbuf:
-                if 0 <= size <= len(self._rbuf):
-                    out, self._rbuf = self._rbuf[:size], self._rbuf[size:]
-                    return out
-                head, self._rbuf = self._rbuf, b""
-                rest = await self._read_raw(-1 if size < 0 else size - len(head))
-                return head + rest
-            return await self._read_raw(size)
-        if size < 0:
-            text = self._tbuf + self._decode(await self._read_raw(-1), final=True)
-            self._tbuf = ""
-            return text
-        while len(self._tbuf) < size:
-            raw = await self._read_raw(max(size, _CHUNK))
-            self._tbuf += self._decode(raw, final=not raw)
-            if not raw:
-                break
-        out, self._tbuf = self._tbuf[:size], self._tbuf[size:]
-        return out
+            if size is None or size < 0:
+                return await self._read_all()
+            if len(self._rbuf) >= size:
+                return self._take(size)
+            head = self._take(len(self._rbuf))
+            data = await self._ring.read(self._fd, size - len(head), self._pos)
+            self._pos += len(data)
+            return head + data
+        if size is None or size < 0:
+            return self._decode(await self._read_all())
+        out: list[str] = []
+        got = 0
+        eof = False
+        while got < size:
+            if not self._rbuf or (self._rbuf.endswith(b"\r") and not eof):
+                if not eof and not await self._fill(size - got):
+                    eof = True
+                if not self._rbuf:
+                    break
+            raw = self._rbuf[:max(size - got, 1) * 4]
+            keep = self._complete_chars(raw) if not eof else len(raw)
+            if keep == 0:
+                if eof:
+                    keep = len(raw)
+                else:
+                    if not await self._fill(4):
+                        eof = True
+                    continue
+            if raw[:keep].endswith(b"\r") and not eof and keep == len(self._rbuf):
+                keep -= 1                       # maybe \r\n: decide with more data
+                if keep == 0:
+                    if not await self._fill(1):
+                        eof = True
+                    continue
+            text = self._decode(raw[:keep])
+            if len(text) > size - got:
+                # too many chars: give back the bytes of the extra ones
+                text = text[:size - got]
+                if self._newline is None:
+                    # count bytes of the returned chars, \n possibly from \r\n
+                    used = self._consumed_bytes(raw[:keep], len(text))
+                else:
+                    used = len(text.encode(self.encoding, self.errors))
+                keep = used
+            self._rbuf = self._rbuf[keep:]
+            out.append(text)
+            got += len(text)
+        return "".join(out)
 
-    def _decode(self, raw: bytes, final: bool) -> str:
-        text = self._decoder.decode(raw, final)
-        if self._newline is None:
-            if self._pending_cr:
-                text = "\r" + text
-                self._pending_cr = False
-            if text.endswith("\r") and not final:
-                text = text[:-1]
-                self._pending_cr = True
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        return text
+    def _consumed_bytes(self, raw: bytes, nchars: int) -> int:
+        """Bytes of raw that decode (with universal newlines) to nchars chars."""
+        pos = chars = 0
+        while chars < nchars and pos < len(raw):
+            b = raw[pos]
+            if b == 0x0D and raw[pos + 1:pos + 2] == b"\n":
+                pos += 2
+            elif b < 0x80:
+                pos += 1
+            else:
+                n = 1
+                while pos + n < len(raw) and (raw[pos + n] & 0xC0) == 0x80:
+                    n += 1
+                pos += n
+            chars += 1
+        return pos
 
     async def readinto(self, buf: Any) -> int:
-        self._check()
+        self._check_readable()
         if not self._binary:
             raise io.UnsupportedOperation("readinto on a text file")
         view = memoryview(buf).cast("B")
-        n = 0
-        if self._rbuf:
-            n = min(len(view), len(self._rbuf))
-            view[:n] = self._rbuf[:n]
-            self._rbuf = self._rbuf[n:]
+        n = min(len(view), len(self._rbuf))
+        if n:
+            view[:n] = self._take(n)
             if n == len(view):
                 return n
         got = await self._ring.readinto(self._fd, view[n:], self._pos)
@@ -696,26 +926,23 @@ class AsyncFile:
         return n + got
 
     async def readline(self) -> Any:
-        self._check()
-        if self._binary:
-            while b"\n" not in self._rbuf:
-                data = await self._read_raw(_CHUNK)
-                if not data:
-                    line, self._rbuf = self._rbuf, b""
-                    return line
-                self._rbuf += data
-            i = self._rbuf.index(b"\n") + 1
-            line, self._rbuf = self._rbuf[:i], self._rbuf[i:]
-            return line
-        while "\n" not in self._tbuf:
-            raw = await self._read_raw(_CHUNK)
-            self._tbuf += self._decode(raw, final=not raw)
-            if not raw:
-                line, self._tbuf = self._tbuf, ""
-                return line
-        i = self._tbuf.index("\n") + 1
-        line, self._tbuf = self._tbuf[:i], self._tbuf[i:]
-        return line
+        self._check_readable()
+        eof = False
+        while True:
+            if self._binary:
+                i = self._rbuf.find(b"\n")
+                end = i + 1 if i >= 0 else -1
+            else:
+                end = self._line_end(eof)
+            if end >= 0:
+                line = self._take(end)
+                break
+            if eof:
+                line = self._take(len(self._rbuf))
+                break
+            if not await self._fill(_CHUNK):
+                eof = True
+        return line if self._binary else self._decode(line)
 
     async def readlines(self) -> list[Any]:
         return [line async for line in self]
@@ -733,7 +960,7 @@ class AsyncFile:
 
     async def write(self, data: Any) -> int:
         self._check()
-        if "r" in self.mode and "+" not in self.mode:
+        if not self._writable:
             raise io.UnsupportedOperation("not writable")
         if self._binary:
             raw = data
@@ -741,7 +968,10 @@ class AsyncFile:
         else:
             if not isinstance(data, str):
                 raise TypeError(f"write() argument must be str, not {type(data).__name__}")
-            raw = data.encode(self.encoding, self.errors)
+            text = data
+            if self._newline not in (None, "", "\n"):
+                text = text.replace("\n", self._newline)
+            raw = self._encoder.encode(text)
             count = len(data)
         self._drop_readahead()
         view = memoryview(raw).cast("B")
@@ -767,24 +997,22 @@ class AsyncFile:
 
     async def truncate(self, size: int | None = None) -> int:
         self._check()
-        size = self._pos if size is None else size
+        size = await self.tell() if size is None else size
         os.ftruncate(self._fd, size)
         return size
 
     # -- position --------------------------------------------------------------------
 
     def _drop_readahead(self) -> None:
-        if self._binary:
-            self._pos -= len(self._rbuf)
-            self._rbuf = b""
-        elif self._tbuf:
-            raise io.UnsupportedOperation("cannot write or seek after a partial text read")
+        """Forget read-ahead: the logical position becomes the file offset."""
+        self._pos -= len(self._rbuf)
+        self._rbuf = b""
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._check()
-        self._drop_readahead()
-        if not self._binary and (whence != os.SEEK_SET and offset != 0):
+        if not self._binary and whence != os.SEEK_SET and offset != 0:
             raise io.UnsupportedOperation("can't do nonzero cur-relative seeks in text mode")
+        self._drop_readahead()
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
@@ -796,18 +1024,12 @@ class AsyncFile:
         if pos < 0:
             raise OSError(errno.EINVAL, "negative seek position")
         self._pos = pos
-        if not self._binary:
-            self._decoder.reset()
-            self._pending_cr = False
         return pos
 
     async def tell(self) -> int:
+        """The logical position (exact: read-ahead is kept as bytes)."""
         self._check()
-        if self._binary:
-            return self._pos - len(self._rbuf)
-        if self._tbuf:
-            raise OSError(errno.EINVAL, "tell() after a partial text read is not supported")
-        return self._pos
+        return self._pos - len(self._rbuf)
 
     async def stat(self) -> os.stat_result:
         self._check()
@@ -887,14 +1109,18 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
     flags, binary, append = _flags(mode)
     if binary and (encoding or errors or newline):
         raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
-    if newline not in (None, ""):
-        raise ValueError("subring.aio.open supports newline=None or newline='' only")
+    if newline not in (None, "", "\n", "\r", "\r\n"):
+        raise ValueError(f"illegal newline value: {newline!r}")
     aring = ring or get_ring()
     fd = await aring.openat(file, flags, 0o666)
     if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
-    f = AsyncFile(aring, fd, file, mode, binary, encoding, errors, newline, append)
+    try:
+        f = AsyncFile(aring, fd, file, mode, binary, encoding, errors, newline, append)
+    except BaseException:
+        os.close(fd)
+        raise
     if append:
         f._pos = os.lseek(fd, 0, os.SEEK_END)
     return f

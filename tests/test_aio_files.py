@@ -1,0 +1,826 @@
+"""subring.aio.open and the module helpers, compared with the builtin ``open``,
+``os.*`` and (where they should match) aiofiles, on the same data.
+
+Each scenario runs the same steps against the builtin file (the reference),
+against ``subring.aio.open`` and -- if importable -- against ``aiofiles.open``,
+on separate copies of the same initial file, and compares every returned value
+and the final file contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import shutil
+
+import pytest
+
+import subring.aio as aio
+from subring.aio import AsyncRing
+
+pytestmark = pytest.mark.timeout(60)
+
+try:
+    import aiofiles
+except ImportError:  # pragma: no cover - depends on the environment
+    aiofiles = None
+
+CHUNK = 1 << 16     # subring.aio's read size for readline / text reads
+
+
+def run(fn, *args, timeout: float = 20.0):
+    """Run ``fn(*args)`` in a fresh loop, bounded; always close the loop's
+    default ring (see test_aio_close: it is not closed by itself)."""
+
+    async def main():
+        try:
+            async with asyncio.timeout(timeout):
+                return await fn(*args)
+        finally:
+            await aio.close_default_ring()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(params=["subring", "aiofiles"])
+def impl(request):
+    if request.param == "aiofiles" and aiofiles is None:
+        pytest.skip("aiofiles is not importable")
+    return request.param
+
+
+def _async_open(impl: str):
+    return aio.open if impl == "subring" else aiofiles.open
+
+
+# ---------------------------------------------------------------------------
+# running the same steps on a builtin file and an async file
+# ---------------------------------------------------------------------------
+
+def _sync_steps(f, steps):
+    out = []
+    for name, *args in steps:
+        try:
+            if name == "iter":
+                out.append(list(f))
+            elif name == "readinto":
+                buf = bytearray(args[0])
+                out.append((f.readinto(buf), bytes(buf)))
+            else:
+                out.append(getattr(f, name)(*args))
+        except Exception as e:          # compare the kind of failure too
+            out.append(("raised", _kind(e)))
+    return out
+
+
+async def _async_steps(f, steps):
+    out = []
+    for name, *args in steps:
+        try:
+            if name == "iter":
+                out.append([line async for line in f])
+            elif name == "readinto":
+                buf = bytearray(args[0])
+                out.append((await f.readinto(buf), bytes(buf)))
+            else:
+                out.append(await getattr(f, name)(*args))
+        except Exception as e:
+            out.append(("raised", _kind(e)))
+    return out
+
+
+def _kind(e: BaseException):
+    return type(e).__name__, getattr(e, "errno", None)
+
+
+def _compare(tmp_path, initial: bytes | None, mode: str, steps, impl: str, **kw):
+    """Run ``steps`` on the builtin file and the async one; compare."""
+    ref_path = tmp_path / "ref.dat"
+    test_path = tmp_path / f"{impl}.dat"
+    for p in (ref_path, test_path):
+        if p.exists():
+            p.unlink()
+        if initial is not None:
+            p.write_bytes(initial)
+    with open(ref_path, mode, **kw) as f:
+        expected = _sync_steps(f, steps)
+
+    async def main():
+        async with _async_open(impl)(test_path, mode, **kw) as f:
+            return await _async_steps(f, steps)
+
+    got = run(main)
+    assert got == expected
+    assert test_path.read_bytes() == ref_path.read_bytes()
+    return got
+
+
+INITIAL = ("first line\nsecond, with ümlaut and € and 😀\n\nfourth\r\nfifth\rsixth\n"
+           "no newline at the end").encode()
+
+
+# ---------------------------------------------------------------------------
+# modes
+# ---------------------------------------------------------------------------
+
+MODE_STEPS = {
+    "r": [("read", 4), ("readline",), ("read", 0), ("read", 7), ("readline",), ("read",),
+          ("read",)],
+    "rb": [("read", 4), ("readline",), ("read", 0), ("read", 7), ("tell",), ("readline",),
+           ("read",), ("read",), ("tell",)],
+    "w": [("write", "héllo\n"), ("write", "wörld"), ("write", ""), ("tell",)],
+    "wb": [("write", b"abc"), ("write", bytearray(b"def")), ("write", memoryview(b"ghi")),
+           ("tell",)],
+    "a": [("write", "more ü\n"), ("write", "again"), ("tell",)],
+    "ab": [("tell",), ("write", b"more"), ("tell",), ("write", b"!"), ("tell",)],
+    "r+": [("read",), ("write", "tail\n"), ("seek", 0), ("read",)],
+    "rb+": [("read", 3), ("write", b"XY"), ("tell",), ("seek", 0), ("read", 10),
+            ("seek", 0, os.SEEK_END), ("write", b"END"), ("seek", 0), ("read",)],
+    "w+": [("write", "abc\ndef\n"), ("seek", 0), ("readline",), ("readline",), ("read",)],
+    "wb+": [("write", b"abc\ndef\n"), ("seek", 0), ("readline",), ("read",), ("tell",)],
+    "a+": [("write", "zz"), ("seek", 0), ("read",)],
+    # (no write after a read here: CPython's BufferedRandom then reports its
+    # buffer, not the O_APPEND file, so the builtin is no reference for it)
+    "ab+": [("write", b"zz"), ("seek", 0), ("read", 5), ("tell",)],
+}
+
+
+@pytest.mark.parametrize("mode", list(MODE_STEPS))
+def test_modes_match_builtin(tmp_path, impl, mode):
+    _compare(tmp_path, INITIAL, mode, MODE_STEPS[mode], impl)
+
+
+@pytest.mark.parametrize("mode", ["x", "xb", "x+"])
+def test_mode_x(tmp_path, impl, mode):
+    data = "created" if "b" not in mode else b"created"
+    _compare(tmp_path, None, mode, [("write", data)], impl)
+    # an existing file: FileExistsError, file untouched
+    p = tmp_path / "exists"
+    p.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        open(p, mode)
+
+    async def main():
+        with pytest.raises(FileExistsError):
+            await _async_open(impl)(p, mode)
+
+    run(main)
+    assert p.read_bytes() == b"old"
+
+
+def test_w_truncates_and_creates(tmp_path):
+    p = tmp_path / "t"
+    p.write_bytes(b"x" * 1000)
+
+    async def main():
+        async with aio.open(p, "w") as f:
+            assert await f.write("short") == 5
+        async with aio.open(tmp_path / "new", "wb") as f:
+            assert await f.write(b"") == 0
+
+    run(main)
+    assert p.read_bytes() == b"short"
+    assert (tmp_path / "new").read_bytes() == b""
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+
+READ_STEPS = {
+    "rb": [("read", 1), ("readline",), ("readinto", 5), ("readline",), ("read", 3),
+           ("readlines",), ("read",), ("readline",), ("readinto", 4)],
+    "r": [("read", 1), ("readline",), ("read", 3), ("readlines",), ("read",), ("readline",)],
+}
+
+
+@pytest.mark.parametrize("mode", list(READ_STEPS))
+def test_read_apis_match_builtin(tmp_path, impl, mode):
+    _compare(tmp_path, INITIAL, mode, READ_STEPS[mode], impl)
+
+
+@pytest.mark.parametrize("mode", ["r", "rb"])
+def test_async_for_and_readlines_match_builtin(tmp_path, impl, mode):
+    _compare(tmp_path, INITIAL, mode, [("iter",)], impl)
+    _compare(tmp_path, INITIAL, mode, [("readline",), ("iter",)], impl)
+    _compare(tmp_path, INITIAL, mode, [("readlines",)], impl)
+    _compare(tmp_path, b"", mode, [("readlines",), ("read",), ("readline",), ("iter",)], impl)
+    _compare(tmp_path, b"\n\n\n", mode, [("iter",)], impl)
+
+
+def test_readinto_binary(tmp_path):
+    data = bytes(range(256)) * 40
+    p = tmp_path / "b"
+    p.write_bytes(data)
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            buf = bytearray(1000)
+            assert await f.readinto(buf) == 1000 and buf == data[:1000]
+            line = await f.readline()                       # fills read-ahead
+            assert line == data[1000:1000 + data[1000:].index(b"\n") + 1]
+            pos = 1000 + len(line)
+            mv = memoryview(bytearray(300))
+            assert await f.readinto(mv) == 300 and mv.tobytes() == data[pos:pos + 300]
+            big = bytearray(len(data))
+            n = await f.readinto(big)
+            assert n == len(data) - pos - 300 and big[:n] == data[pos + 300:]
+            assert await f.readinto(bytearray(10)) == 0     # EOF
+
+    run(main)
+
+
+# ---------------------------------------------------------------------------
+# seek / tell / pread / pwrite / stat / fsync / truncate
+# ---------------------------------------------------------------------------
+
+def test_seek_tell_binary_match_builtin(tmp_path, impl):
+    steps = [("seek", 10), ("tell",), ("read", 5), ("tell",), ("seek", -3, os.SEEK_CUR),
+             ("tell",), ("read", 2), ("seek", -4, os.SEEK_END), ("tell",), ("read",),
+             ("tell",), ("seek", 0, os.SEEK_CUR), ("seek", 100, os.SEEK_END), ("read",),
+             ("tell",), ("seek", 0), ("readline",), ("tell",), ("seek", 2, os.SEEK_CUR),
+             ("read", 3), ("seek", -1), ("tell",)]
+    _compare(tmp_path, INITIAL, "rb", steps, impl)
+
+
+def test_seek_tell_text_match_builtin(tmp_path, impl):
+    steps = [("tell",), ("seek", 0, os.SEEK_END), ("tell",), ("read",), ("seek", 0),
+             ("tell",), ("read",), ("tell",), ("seek", 5, os.SEEK_CUR),
+             ("seek", -1, os.SEEK_END), ("seek", 0, os.SEEK_CUR), ("seek", 3), ("read", 4)]
+    _compare(tmp_path, INITIAL, "r", steps, impl)
+
+
+def test_seek_invalid_whence(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            with pytest.raises(ValueError):
+                await f.seek(0, 7)
+
+    with open(p, "rb") as f, pytest.raises(ValueError):
+        f.seek(0, 7)
+    run(main)
+
+
+def test_regression_text_seek_after_readline(tmp_path, impl):
+    """BUG: in text mode, ``seek()`` after a partial read (readline, read(n))
+    raises io.UnsupportedOperation("cannot write or seek after a partial text
+    read"); the builtin ``open`` and aiofiles simply seek (rewinding after
+    reading a header line is common).  The same check makes ``write`` after a
+    partial read in "r+" mode fail."""
+    _compare(tmp_path, INITIAL, "r", [("readline",), ("seek", 0), ("readline",),
+                                      ("read", 3), ("seek", 0, os.SEEK_END), ("read",)], impl)
+
+
+def test_regression_text_write_after_partial_read_r_plus(tmp_path, impl):
+    """"r+" text file, read(5) then write used to raise.  subring writes at
+    the logical position (5), as binary files do.  (CPython's TextIOWrapper
+    writes after its read-ahead instead -- at EOF for a small file -- a
+    documented difference, so this is not compared with the builtin.)"""
+    if impl != "subring":
+        pytest.skip("subring's documented semantics")
+    p = tmp_path / "f.txt"
+    p.write_bytes(INITIAL)
+
+    async def main():
+        async with aio.open(p, "r+", encoding="utf-8") as f:
+            assert await f.read(5) == "first"
+            assert await f.tell() == 5
+            assert await f.write("XYZ") == 3
+            assert await f.tell() == 8
+            await f.seek(0)
+            return await f.read()
+
+    got = run(main)
+    assert p.read_bytes() == INITIAL[:5] + b"XYZ" + INITIAL[8:]
+    assert got == (INITIAL[:5] + b"XYZ" + INITIAL[8:]).decode().replace(
+        "\r\n", "\n").replace("\r", "\n")
+
+
+def test_pread_pwrite_keep_position(tmp_path):
+    data = bytes(range(200))
+    p = tmp_path / "f"
+    p.write_bytes(data)
+
+    async def main():
+        async with aio.open(p, "rb+") as f:
+            assert await f.read(7) == data[:7]
+            assert await f.tell() == 7
+            assert await f.pread(5, 100) == data[100:105]
+            assert await f.pread(50, 190) == data[190:]          # short at EOF
+            assert await f.pread(5, 1000) == b""
+            assert await f.tell() == 7
+            assert await f.pwrite(b"ZZZ", 50) == 3
+            assert await f.pwrite(memoryview(b"END"), 200) == 3   # extends
+            assert await f.tell() == 7
+            assert await f.read(3) == data[7:10]
+            assert await f.pread(3, 50) == b"ZZZ"
+        async with aio.open(p, "r") as f:       # text-mode files have them too
+            assert await f.pread(3, 50) == b"ZZZ"
+
+    run(main)
+    expect = bytearray(data)
+    expect[50:53] = b"ZZZ"
+    assert p.read_bytes() == bytes(expect) + b"END"
+
+
+def test_stat_fsync_truncate(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"0123456789")
+
+    async def main():
+        async with aio.open(p, "rb+") as f:
+            st = await f.stat()
+            ost = os.fstat(f.fileno())
+            assert st == ost and st.st_size == 10
+            assert await f.fsync() is None
+            assert await f.flush() is None
+            assert await f.truncate(4) == 4
+            assert os.path.getsize(p) == 4
+            assert await f.tell() == 0                       # truncate keeps the position
+            assert await f.read(2) == b"01"
+            assert await f.truncate() == 2                   # at the current position
+            assert os.path.getsize(p) == 2
+            assert (await f.stat()).st_size == 2
+            assert await f.truncate(8) == 8                  # extends with zeros
+
+    run(main)
+    assert p.read_bytes() == b"01" + bytes(6)
+    with open(p, "rb+") as f:
+        assert f.truncate(3) == 3 and f.tell() == 0          # same as the builtin
+
+
+# ---------------------------------------------------------------------------
+# text decoding and newlines across chunk boundaries
+# ---------------------------------------------------------------------------
+
+def _multibyte_text() -> str:
+    parts = ["a" * (CHUNK - 1), "é", "\n"]          # é straddles byte CHUNK
+    rnd = random.Random(5)
+    alphabet = ["x", "é", "€", "😀", "ü", " "] * 6 + ["\n"]    # ~2.3 bytes a char
+    parts.append("".join(rnd.choice(alphabet) for _ in range(CHUNK + CHUNK // 2)))
+    parts.append("😀" * 10)
+    return "".join(parts)
+
+
+def _text_scenarios(path, builtin_kw, text_kw):
+    """(name, sync fn, async fn) reading the whole file in several ways."""
+
+    def sync_read_n(f, n):
+        out = []
+        while True:
+            s = f.read(n)
+            if not s:
+                return out
+            out.append(s)
+
+    async def async_read_n(f, n):
+        out = []
+        while True:
+            s = await f.read(n)
+            if not s:
+                return out
+            out.append(s)
+
+    return [
+        ("read", lambda f: f.read(), lambda f: f.read()),
+        ("readlines", lambda f: f.readlines(), lambda f: f.readlines()),
+        ("iter", lambda f: list(f), lambda f: _alist(f)),
+        ("read1000", lambda f: sync_read_n(f, 1000), lambda f: async_read_n(f, 1000)),
+        ("read65537", lambda f: sync_read_n(f, CHUNK + 1), lambda f: async_read_n(f, CHUNK + 1)),
+        ("readline+read", lambda f: [f.readline(), f.read(10), f.read()],
+         lambda f: _seq(f, [("readline",), ("read", 10), ("read",)])),
+    ]
+
+
+async def _alist(f):
+    return [line async for line in f]
+
+
+async def _seq(f, steps):
+    return [await getattr(f, n)(*a) for n, *a in steps]
+
+
+def _compare_text(tmp_path, raw: bytes, impl: str, **kw):
+    p = tmp_path / "text.txt"
+    p.write_bytes(raw)
+    for name, sync_fn, async_fn in _text_scenarios(p, kw, kw):
+        with open(p, "r", encoding="utf-8", **kw) as f:
+            expected = sync_fn(f)
+
+        async def main(async_fn=async_fn):
+            async with _async_open(impl)(p, "r", encoding="utf-8", **kw) as f:
+                return await async_fn(f)
+
+        got = run(main)
+        assert got == expected, name
+
+
+def test_utf8_multibyte_split_across_chunks(tmp_path, impl):
+    raw = _multibyte_text().encode("utf-8")
+    # make sure the test is about what it says: a character straddles CHUNK
+    assert raw[CHUNK - 1:CHUNK + 1] == "é".encode()
+    assert len(raw) > 3 * CHUNK          # more boundaries, at random places
+    _compare_text(tmp_path, raw, impl)
+
+
+def test_universal_newlines_across_chunks(tmp_path, impl):
+    raw = bytearray(b"l" * (CHUNK - 1))
+    raw += b"\r\n"                          # \r is the last byte of chunk 1
+    raw += b"m" * (CHUNK - 2) + b"\r"       # lone \r ends chunk 2
+    raw += b"next\rmac\r\rwin\r\n\nunix\n"
+    raw += "é".encode() * (CHUNK // 2) + b"\r\n"
+    raw += b"end\r"                         # \r as the very last byte
+    assert raw[CHUNK - 1:CHUNK + 1] == b"\r\n"
+    assert raw[2 * CHUNK - 1:2 * CHUNK] == b"\r"
+    _compare_text(tmp_path, bytes(raw), impl)
+
+
+def test_universal_newlines_small(tmp_path, impl):
+    _compare_text(tmp_path, b"a\r\nb\rc\nd\r\r\ne\n\r", impl)
+    _compare_text(tmp_path, b"\r", impl)
+    _compare_text(tmp_path, b"", impl)
+
+
+def test_regression_newline_empty_splits_on_lone_cr(tmp_path, impl):
+    """BUG: ``newline=''`` (documented as supported) should split lines on
+    ``\\r``, ``\\n`` and ``\\r\\n`` without translating them (as the builtin
+    and aiofiles do); subring.aio only splits on ``\\n``, so "b\\rc\\n" comes
+    back as one line."""
+    _compare_text(tmp_path, b"a\r\nb\rc\nd\r", impl, newline="")
+
+
+def test_text_encoding_and_errors_arguments(tmp_path):
+    p = tmp_path / "latin"
+    p.write_bytes("olé\n".encode("latin-1") + b"\xff\xfe")
+
+    async def main():
+        async with aio.open(p, encoding="latin-1") as f:
+            assert await f.read() == "olé\nÿþ"
+        async with aio.open(p, encoding="utf-8", errors="replace") as f:
+            assert await f.read() == "ol\ufffd\n\ufffd\ufffd"
+        async with aio.open(p, encoding="utf-8") as f:
+            with pytest.raises(UnicodeDecodeError):
+                await f.read()
+        async with aio.open(tmp_path / "out", "w", encoding="utf-16") as f:
+            assert await f.write("hé") == 2
+
+    run(main)
+    assert (tmp_path / "out").read_bytes() == "hé".encode("utf-16")
+
+
+# ---------------------------------------------------------------------------
+# large files
+# ---------------------------------------------------------------------------
+
+def test_large_file_byte_for_byte(tmp_path):
+    data = random.Random(77).randbytes(6 * 1024 * 1024 + 123)
+    p1, p2 = tmp_path / "one", tmp_path / "chunks"
+
+    async def main():
+        async with aio.open(p1, "wb") as f:
+            assert await f.write(data) == len(data)
+            assert await f.tell() == len(data)
+        async with aio.open(p2, "wb") as f:
+            for k in range(0, len(data), 100_000):
+                await f.write(memoryview(data)[k:k + 100_000])
+        async with aio.open(p1, "rb") as f:
+            whole = await f.read()
+        async with aio.open(p2, "rb") as f:
+            parts = []
+            while True:
+                b = await f.read(1 << 20)
+                if not b:
+                    break
+                parts.append(b)
+        async with aio.open(p1, "rb") as f:
+            big = bytearray(len(data) + 10)
+            n = await f.readinto(big)
+            assert n == len(data)
+        async with aio.open(p1, "rb") as f:
+            lines = [line async for line in f]
+        return whole, b"".join(parts), bytes(big[:n]), b"".join(lines)
+
+    whole, joined, into, lines = run(main, timeout=40)
+    assert p1.read_bytes() == data and p2.read_bytes() == data
+    assert whole == data
+    assert joined == data
+    assert into == data
+    assert lines == data
+
+
+def test_large_text_file_matches_builtin(tmp_path):
+    text = "".join(f"line {i} ü€😀 {'x' * (i % 97)}\n" for i in range(40_000))
+    p = tmp_path / "big.txt"
+
+    async def main():
+        async with aio.open(p, "w", encoding="utf-8") as f:
+            assert await f.write(text) == len(text)
+        async with aio.open(p, encoding="utf-8") as f:
+            n = 0
+            async for line in f:
+                n += 1
+        async with aio.open(p, encoding="utf-8") as f:
+            return n, await f.read()
+
+    n, back = run(main, timeout=40)
+    assert p.read_text(encoding="utf-8") == text
+    assert back == text and n == 40_000
+
+
+# ---------------------------------------------------------------------------
+# ways to open; custom ring
+# ---------------------------------------------------------------------------
+
+def test_open_forms(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_text("hello")
+
+    async def main():
+        async with aio.open(p) as f:
+            assert await f.read() == "hello"
+        assert f.closed
+        f = await aio.open(p)
+        try:
+            assert not f.closed and await f.read() == "hello"
+        finally:
+            await f.close()
+        assert f.closed
+        await f.close()                                     # twice is fine
+        async with await aio.open(str(p), "rb") as f:
+            assert await f.read() == b"hello"
+            assert f.name == str(p) and f.mode == "rb"
+        async with aio.open(os.fsencode(p), "rb") as f:
+            assert await f.read() == b"hello"
+        # an explicit ring: the default ring is not used
+        default = aio.get_ring().ring.statistics().submitted
+        async with AsyncRing() as ar:
+            async with aio.open(p, ring=ar) as f:
+                before = ar.ring.statistics().submitted
+                assert await f.read() == "hello"
+                assert ar.ring.statistics().submitted > before
+        assert aio.get_ring().ring.statistics().submitted == default
+        # buffering is accepted and ignored
+        async with aio.open(p, "rb", 0) as f:
+            assert await f.read() == b"hello"
+
+    run(main)
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+
+def test_open_errors_match_builtin(tmp_path):
+    missing = tmp_path / "missing"
+    d = tmp_path / "dir"
+    d.mkdir()
+    cases = [(missing, "r"), (missing, "rb"), (missing, "r+"), (d, "r"), (d, "rb"),
+             (d, "w"), (d, "a"), (tmp_path / "nodir" / "f", "w")]
+    for path, mode in cases:
+        with pytest.raises(OSError) as ref:
+            open(path, mode)
+
+        async def main(path=path, mode=mode):
+            with pytest.raises(OSError) as got:
+                await aio.open(path, mode)
+            return got.value
+
+        got = run(main)
+        assert type(got) is type(ref.value), (path, mode, got, ref.value)
+        assert got.errno == ref.value.errno
+
+
+def test_bad_arguments(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"x")
+
+    async def main():
+        for mode in ("rw", "rr", "z", "rbt", "", "b"):
+            with pytest.raises(ValueError):
+                await aio.open(p, mode)
+        with pytest.raises(ValueError):
+            await aio.open(p, "rb", encoding="utf-8")
+        async with aio.open(p, "w") as f:
+            with pytest.raises(TypeError):
+                await f.write(b"bytes to a text file")
+        async with aio.open(p, "wb") as f:
+            with pytest.raises(TypeError):
+                await f.write("str to a binary file")
+        async with aio.open(p) as f:
+            with pytest.raises(io.UnsupportedOperation):
+                await f.readinto(bytearray(3))
+
+    run(main)
+
+
+@pytest.mark.parametrize("mode", ["r", "rb"])
+def test_write_to_read_only_file(tmp_path, impl, mode):
+    p = tmp_path / "ro"
+    p.write_bytes(b"keep")
+    data = "x" if mode == "r" else b"x"
+    with open(p, mode) as f, pytest.raises(io.UnsupportedOperation):
+        f.write(data)
+
+    async def main():
+        async with _async_open(impl)(p, mode) as f:
+            with pytest.raises(io.UnsupportedOperation):
+                await f.write(data)
+
+    run(main)
+    assert p.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("mode", ["w", "wb", "a"])
+def test_regression_read_from_write_only_file(tmp_path, impl, mode):
+    """BUG (minor): reading a write-only file raises OSError(EBADF) from the
+    kernel instead of io.UnsupportedOperation, which the builtin and aiofiles
+    raise -- and which subring raises itself for the symmetric case (write to
+    a read-only file)."""
+    with open(tmp_path / "ref", mode) as f, pytest.raises(io.UnsupportedOperation):
+        f.read()
+
+    async def main():
+        async with _async_open(impl)(tmp_path / "t", mode) as f:
+            with pytest.raises(io.UnsupportedOperation):
+                await f.read()
+
+    run(main)
+
+
+def test_closed_file_raises_valueerror(tmp_path, impl):
+    p = tmp_path / "f"
+    p.write_bytes(b"line\n")
+
+    async def main():
+        f = await _async_open(impl)(p, "rb+")
+        await f.close()
+        calls = [("read",), ("read", 1), ("readline",), ("write", b"x"), ("seek", 0),
+                 ("tell",), ("truncate", 0), ("readinto", bytearray(1))]
+        if impl == "subring":
+            calls += [("pread", 1, 0), ("pwrite", b"x", 0), ("stat",), ("fsync",),
+                      ("flush",)]
+        for name, *args in calls:
+            with pytest.raises(ValueError):
+                await getattr(f, name)(*args)
+        with pytest.raises(ValueError):
+            [x async for x in f]
+
+    run(main)
+    assert p.read_bytes() == b"line\n"
+
+
+# ---------------------------------------------------------------------------
+# module helpers vs os.*
+# ---------------------------------------------------------------------------
+
+def test_stat_helper_matches_os_stat(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 12345)
+    link = tmp_path / "link"
+    link.symlink_to(f)
+    d = tmp_path / "d"
+    d.mkdir()
+
+    async def main():
+        return [await aio.stat(p) for p in (f, link, d, str(f), os.fsencode(f))]
+
+    results = run(main)
+    for p, st in zip((f, link, d, f, f), results):
+        ref = os.stat(p)
+        assert isinstance(st, os.stat_result)
+        for field in ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid",
+                      "st_size"):
+            assert getattr(st, field) == getattr(ref, field), (p, field)
+        for k in range(10):
+            assert int(st[k]) == int(ref[k]), (p, k)
+        assert int(st.st_mtime) == int(ref.st_mtime)
+
+
+def test_regression_stat_helper_time_precision(tmp_path):
+    """BUG: ``subring.aio.stat`` is documented as "os.stat through the ring"
+    but builds its stat_result from a 10-tuple of ints: ``st_mtime`` (and
+    atime/ctime) lose their fractional part and ``st_mtime_ns`` is None, so
+    comparing it with os.stat() (e.g. "did the file change?") always differs."""
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(1_700_000_000_123_456_789, 1_700_000_000_987_654_321))
+
+    async def main():
+        return await aio.stat(f)
+
+    st = run(main)
+    ref = os.stat(f)
+    assert st.st_mtime == ref.st_mtime
+    assert st.st_mtime_ns == ref.st_mtime_ns
+    assert st.st_atime == ref.st_atime
+
+
+def test_helpers_match_os(tmp_path):
+    """mkdir / rename / unlink / rmdir: same effects and same exceptions."""
+    a = tmp_path / "async"
+    s = tmp_path / "sync"
+    a.mkdir()
+    s.mkdir()
+
+    def sync_ops(base):
+        out = []
+        for fn, args in _helper_ops(base):
+            try:
+                out.append(getattr(os, fn)(*args))
+            except OSError as e:
+                out.append(_kind(e))
+        return out
+
+    async def async_ops(base):
+        out = []
+        for fn, args in _helper_ops(base):
+            try:
+                out.append(await getattr(aio, fn)(*args))
+            except OSError as e:
+                out.append(_kind(e))
+        return out
+
+    expected = sync_ops(s)
+    got = run(async_ops, a)
+    assert got == expected
+    assert _tree(a) == _tree(s)
+    assert any(isinstance(x, tuple) for x in expected)      # errors were exercised
+
+
+def _helper_ops(base):
+    return [
+        ("mkdir", (base / "d",)),
+        ("mkdir", (base / "d",)),                      # exists
+        ("mkdir", (base / "d" / "e", 0o700)),
+        ("mkdir", (base / "missing" / "x",)),          # no parent
+        ("rmdir", (base / "d",)),                      # not empty
+        ("rmdir", (base / "d" / "e",)),
+        ("rmdir", (base / "d" / "e",)),                # gone
+        ("rename", (base / "nope", base / "x")),       # missing source
+        ("rename", (base / "d", base / "d2")),
+        ("unlink", (base / "d2",)),                    # a directory
+        ("rmdir", (base / "d2",)),
+        ("unlink", (base / "nothing",)),
+    ]
+
+
+def _tree(base):
+    out = []
+    for root, dirs, files in os.walk(base):
+        rel = os.path.relpath(root, base)
+        for n in sorted(dirs):
+            out.append((rel, n, "d", os.stat(os.path.join(root, n)).st_mode))
+        for n in sorted(files):
+            with open(os.path.join(root, n), "rb") as f:
+                out.append((rel, n, "f", f.read()))
+    return sorted(out)
+
+
+def test_helpers_on_files(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"content")
+    q = tmp_path / "g"
+    q.write_bytes(b"other")
+
+    async def main():
+        await aio.rename(p, q)                                   # replaces, like os.rename
+        with pytest.raises(FileNotFoundError):
+            await aio.stat(p)
+        assert (await aio.stat(q)).st_size == 7
+        await aio.unlink(q)
+        with pytest.raises(FileNotFoundError):
+            await aio.unlink(q)
+        await aio.mkdir(str(tmp_path / "m"), 0o711)
+
+    run(main)
+    assert not p.exists() and not q.exists()
+    assert (os.stat(tmp_path / "m").st_mode & 0o777) == 0o711 & ~_umask()
+    shutil.rmtree(tmp_path / "m")
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_concurrent_files(tmp_path):
+    """Many files read and written concurrently through the default ring."""
+    datas = [random.Random(k).randbytes(20_000 + k) for k in range(40)]
+
+    async def one(k):
+        p = tmp_path / f"f{k}"
+        async with aio.open(p, "wb") as f:
+            await f.write(datas[k])
+        async with aio.open(p, "rb") as f:
+            return await f.read()
+
+    async def main():
+        return await asyncio.gather(*(one(k) for k in range(40)))
+
+    assert run(main) == datas
