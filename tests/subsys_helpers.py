@@ -352,6 +352,7 @@ class RawClient:
              self.cqe_size, self.nslots, self.slot_size, self.sqes_off, self.cqes_off,
              self.send_off, self.result_off, self.region_size, self.server_pid,
              self.client_pid) = HDR.unpack_from(self.mm, 0)
+            self._words = memoryview(self.mm)[:4096].cast("I")
             self.ops = {t[0]: i for i, t in enumerate(reply["ops"])}
             # private shadows, like a real client
             self.sq_tail = self.get_sq_tail()
@@ -361,11 +362,15 @@ class RawClient:
             raise
 
     # -- indices ----------------------------------------------------------------
+    # Ring indices are shared words: they must be read and written with one
+    # aligned 32-bit access each (as the C core does).  struct.pack_into
+    # stores byte by byte, so the server could see a torn, impossible index
+    # and (rightly) drop the client; a memoryview cast to "I" does one store.
     def _u32(self, off: int) -> int:
-        return U32.unpack_from(self.mm, off)[0]
+        return self._words[off >> 2]
 
     def _set_u32(self, off: int, v: int) -> None:
-        U32.pack_into(self.mm, off, v & 0xFFFFFFFF)
+        self._words[off >> 2] = v & 0xFFFFFFFF
 
     def get_sq_tail(self) -> int:
         return self._u32(OFF_SQ_TAIL)
@@ -504,6 +509,7 @@ class RawClient:
 
     def close(self) -> None:
         if self.mm is not None:
+            self._words.release()
             self.mm.close()
             self.mm = None
         for name in ("doorbell_fd", "cq_efd"):
