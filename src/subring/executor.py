@@ -3,10 +3,11 @@
 Each worker is a standalone :class:`~subring.Subsystem` process with its own
 queue pair to the executor.  A task is one SQE: the pickled call (protocol 5)
 travels inline or in the op's slot of the shared region when small, and out-
-of-band buffers (bytes, bytearray, memoryview, NumPy arrays, anything with the
-buffer protocol) are written straight into a shared :class:`~subring.BufferPool`
-arena -- nothing goes through a pipe.  Results come back in the op's result
-slot, or, when larger than the slot, are fetched into the arena by a second op.
+of-band buffers (whatever pickle protocol 5 hands out of band: bytes,
+bytearray, ``pickle.PickleBuffer``, NumPy arrays, ...) are written straight into
+a shared :class:`~subring.BufferPool` arena -- nothing goes through a pipe.
+Results come back in the op's result slot (up to ``slot_size``, 2 MiB by
+default), or, when larger, are fetched into the arena by a second op.
 
 Differences from ``ProcessPoolExecutor`` (what is the same: ``submit``, ``map``,
 ``shutdown(wait, cancel_futures)``, context manager, ``initializer``/
@@ -29,6 +30,8 @@ Differences from ``ProcessPoolExecutor`` (what is the same: ``submit``, ``map``,
 * **asyncio**: ``await executor.run(fn, *args)``; also usable with
   ``loop.run_in_executor(executor, fn, *args)``.  No helper thread per call:
   one completion thread serves every future.
+* **SystemExit / KeyboardInterrupt** raised by a task come back as its
+  exception, as with ProcessPoolExecutor; the worker lives on.
 * **Argument buffers**: by default the worker copies out-of-band buffers out of
   the shared arena before calling (the function gets private, writable data,
   as with ProcessPoolExecutor).  ``zero_copy_args=True`` passes views of the
@@ -56,7 +59,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _core
 from .client import SubsystemClient, connect
-from .errors import RingBusyError
+from .errors import PeerDiedError, RingBusyError
 from .memory import BufferPool
 from .subsystem import Subsystem, op
 
@@ -149,10 +152,8 @@ class _Worker(Subsystem):
             result = fn(*args, **kwargs)
             data, oob = _encode(result)
             tag = _TAG_RESULT
-        except BaseException as e:  # noqa: BLE001 - everything goes back to the caller
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
-            tb = traceback.format_exc()
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the caller,
+            tb = traceback.format_exc()   # SystemExit included (as ProcessPoolExecutor)
             try:
                 data, oob = _encode((e, tb))
             except Exception:  # noqa: BLE001 - unpicklable exception
@@ -169,6 +170,8 @@ class _Worker(Subsystem):
     def fetch(self, req: Any) -> int:
         """Copy a large result (key arg0) into the executor's arena."""
         frame = self._big.pop(req.arg0)
+        if req.arg1:            # the executor gave up on this result: just drop it
+            return 0
         dst = req.data
         if len(dst) != len(frame):
             raise ValueError("fetch buffer has the wrong size")
@@ -233,7 +236,8 @@ class _Arena:
 
 
 class _Task:
-    __slots__ = ("future", "fn", "args", "kwargs", "frame", "oob", "arena", "fetching")
+    __slots__ = ("future", "fn", "args", "kwargs", "frame", "oob", "arena", "fetching",
+                 "started", "big")
 
     def __init__(self, future: cf.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
         self.future = future
@@ -243,7 +247,10 @@ class _Task:
         self.frame: bytes | None = None
         self.oob: Any = None
         self.arena: tuple[int, int] | None = None      # (offset, length) held in the pool
-        self.fetching = False
+        self.fetching: Any = False
+        self.started = False      # future set RUNNING (a task re-queued after its
+                                  # worker vanished keeps its state)
+        self.big: tuple[int, int] | None = None        # (key, size) waiting for arena room
 
 
 class _RingFuture(cf.Future):  # type: ignore[type-arg]
@@ -253,19 +260,22 @@ class _RingFuture(cf.Future):  # type: ignore[type-arg]
 
     __slots__ = ("_executor",)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def _help(self, timeout: float | None) -> float | None:
+        """Reap in this thread; returns what is left of the timeout."""
         if self._state == cf._base.PENDING or self._state == cf._base.RUNNING:
             ex = self._executor
             if ex is not None:
+                start = time.monotonic()
                 ex._drive(self, timeout)
-        return super().result(timeout)
+                if timeout is not None:
+                    return max(0.0, timeout - (time.monotonic() - start))
+        return timeout
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._help(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state == cf._base.PENDING or self._state == cf._base.RUNNING:
-            ex = self._executor
-            if ex is not None:
-                ex._drive(self, timeout)
-        return super().exception(timeout)
+        return super().exception(self._help(timeout))
 
 
 class _WorkerHandle:
@@ -276,6 +286,7 @@ class _WorkerHandle:
         self.pool: BufferPool | None = None
         self.arena: _Arena | None = None
         self.tasks: dict[int, _Task] = {}     # token -> task
+        self.fetches: collections.deque[_Task] = collections.deque()  # big results to fetch
         self.op_run = self.op_fetch = 0
         self.dead = False
 
@@ -286,7 +297,7 @@ class RingExecutor(cf.Executor):
     def __init__(self, max_workers: int | None = None, *, initializer: Any = None,
                  initargs: tuple[Any, ...] = (), mp_context: Any = None,
                  on_worker_death: str = "replace", start: str = "lazy",
-                 max_inflight_per_worker: int = 64, slot_size: int = 64 * 1024,
+                 max_inflight_per_worker: int = 64, slot_size: int = 2 << 20,
                  arena_size: int = 256 << 20, mode: str = "hybrid", spin_us: float = 50.0,
                  zero_copy_args: bool = False, start_timeout: float = 30.0) -> None:
         if max_workers is None:
@@ -415,7 +426,9 @@ class RingExecutor(cf.Executor):
         assert client is not None and h.arena is not None and h.pool is not None
         size = _frame_size(data, oob)
         off = None
-        if size > client.slot_size:
+        # Out-of-band buffers go to the arena (written once, in place);
+        # small plain pickles travel in the op's slot.
+        if oob or size > client.slot_size:
             if size > self._arena_size:
                 if task.future.set_running_or_notify_cancel():
                     task.future.set_exception(ValueError(
@@ -424,31 +437,59 @@ class RingExecutor(cf.Executor):
             off = h.arena.alloc(size)
             if off is None:
                 return False              # wait for room in the arena
-        if not task.future.set_running_or_notify_cancel():
+        if not task.started:
+            if not task.future.set_running_or_notify_cancel():
+                if off is not None:
+                    h.arena.release(off, size)
+                return True               # cancelled while pending: drop it
+            task.started = True
+        try:
+            if off is not None:
+                _write_frame(h.pool.buffer(0)[off:off + size], data, oob)
+                token = client.prep_call_pool(h.op_run, 0, off, size)
+            else:
+                token = client.prep_call(h.op_run, _frame_bytes(data, oob))
+        except PeerDiedError:
+            # The worker died and we have not reaped that yet: retire it (its
+            # tasks fail or are re-queued by the completion thread) and let
+            # this task wait for another worker.
             if off is not None:
                 h.arena.release(off, size)
-            return True                   # cancelled while pending: drop it
-        if off is not None:
-            _write_frame(h.pool.buffer(0)[off:off + size], data, oob)
-            task.arena = (off, size)
-            token = client.prep_call_pool(h.op_run, 0, off, size)
-        else:
-            token = client.prep_call(h.op_run, _frame_bytes(data, oob))
+            h.dead = True
+            self._wake.set()
+            return False
+        task.arena = None if off is None else (off, size)
         task.frame = task.oob = None
         h.tasks[token] = task
         self._inflight += 1
         client.submit()
         return True
 
-    def _dispatch_pending(self) -> None:
+    def _dispatch_pending(self, settle: list[Any] | None = None) -> None:
         while self._pending:
             task = self._pending[0]
             if task.future.cancelled():
                 self._pending.popleft()
                 continue
-            if not self._dispatch(task):
+            try:
+                sent = self._dispatch(task)
+            except BrokenProcessPool as e:
+                # No replacement worker could be started: the pool is broken.
+                self._broken = str(e)
+                self._fail_pending(e, settle)
+                return
+            if not sent:
                 return
             self._pending.popleft()
+
+    def _fail_pending(self, err: BaseException, settle: list[Any] | None) -> None:
+        while self._pending:
+            t = self._pending.popleft()
+            if t.started or t.future.set_running_or_notify_cancel():
+                if settle is None:
+                    t.future.set_exception(err)
+                else:
+                    settle.append((t.future, False, err))
 
     # -- completions ----------------------------------------------------------------
 
@@ -460,6 +501,7 @@ class RingExecutor(cf.Executor):
                 if self._graveyard and not self._drivers:
                     self._bury()
                 live = [h for h in self._workers if not h.dead]
+                flagged = len(live) != len(self._workers)   # a submit saw a dead worker
                 done = self._shutdown and not self._inflight and not self._pending
                 if done:
                     return
@@ -468,11 +510,11 @@ class RingExecutor(cf.Executor):
                 # (two spinners on few CPUs slow both down).
                 self._idle.wait(0.01)
                 continue
-            if not live:
-                self._wake.wait(0.05)
+            if not live or flagged:
+                if not live:
+                    self._wake.wait(0.05)
                 self._wake.clear()
-                with self._lock:
-                    self._dispatch_pending()
+                self._collect(live, [])
                 continue
             ready = _core.wait_any([h.client for h in live], 0.05, self._spin_us)
             if self._wake.is_set():
@@ -483,9 +525,13 @@ class RingExecutor(cf.Executor):
         settle: list[tuple[cf.Future[Any], bool, Any]] = []
         with self._lock:
             for i in ready:
-                if not live[i].dead:
-                    self._reap(live[i], settle)
-            self._dispatch_pending()
+                self._reap(live[i], settle)
+            for h in list(self._workers):
+                if h.dead:                     # flagged by a failed submit
+                    self._reap(h, settle)
+                if h.fetches:
+                    self._start_fetches(h, settle)
+            self._dispatch_pending(settle)
         for fut, ok, value in settle:
             if fut.done():
                 continue
@@ -543,21 +589,38 @@ class RingExecutor(cf.Executor):
                 continue
             data = c.data
             if data[:1] == _TAG_BIG:
-                key, size = _BIG.unpack_from(data, 1)
-                off = h.arena.alloc(size)                 # type: ignore[union-attr]
-                if off is None:
-                    settle.append((task.future, False, MemoryError(
-                        f"result of {size} bytes does not fit the arena ({self._arena_size})")))
-                    continue
-                token = client.prep_call_pool(h.op_fetch, 0, off, size, key)
-                task.fetching = (off, size)
-                h.tasks[token] = task
+                task.big = _BIG.unpack_from(data, 1)
+                h.fetches.append(task)          # fetched as soon as the arena has room
                 self._inflight += 1
-                client.submit()
                 continue
             self._finish(task, memoryview(data), settle)
-        if client.peer_dead and not h.dead:
+        if h.fetches and not client.peer_dead:
+            self._start_fetches(h, settle)
+        if (client.peer_dead or h.dead) and h in self._workers:
             self._worker_lost(h, settle)
+
+    def _start_fetches(self, h: _WorkerHandle, settle: list[Any]) -> None:
+        """Fetch big results into the arena, in order, while there is room."""
+        client = h.client
+        assert client is not None and h.arena is not None
+        while h.fetches:
+            task = h.fetches[0]
+            key, size = task.big               # type: ignore[misc]
+            if size > self._arena_size:
+                h.fetches.popleft()
+                self._inflight -= 1
+                client.prep_call_pool(h.op_fetch, 0, 0, 0, key, 1)    # drop it there
+                settle.append((task.future, False, MemoryError(
+                    f"result of {size} bytes exceeds arena_size ({self._arena_size})")))
+                continue
+            off = h.arena.alloc(size)
+            if off is None:
+                break                           # room comes back as tasks complete
+            h.fetches.popleft()
+            token = client.prep_call_pool(h.op_fetch, 0, off, size, key)
+            task.fetching = (off, size)
+            h.tasks[token] = task
+        client.submit()                         # (also what was prepared before a break)
 
     def _finish(self, task: _Task, frame: memoryview, settle: list[Any]) -> None:
         tag = bytes(frame[:1])
@@ -580,15 +643,16 @@ class RingExecutor(cf.Executor):
             code = h.process.exitcode
         how = f"exit code {code}" if code is None or code >= 0 else f"signal {-code}"
         return BrokenProcessPool(f"worker {h.index} (pid {h.process.pid}) died ({how}) "
-                                 "while running this task")
+                                 "holding this task")
 
     def _worker_lost(self, h: _WorkerHandle, settle: list[Any]) -> None:
         h.dead = True
         err = self._died(h)
-        for task in h.tasks.values():
+        for task in list(h.tasks.values()) + list(h.fetches):
             settle.append((task.future, False, err))
             self._inflight -= 1
         h.tasks.clear()
+        h.fetches.clear()
         self._workers.remove(h)
         self._graveyard.append(h)     # closed once no thread waits on its ring
         if h.process is not None and h.process.is_alive():
@@ -634,7 +698,7 @@ class RingExecutor(cf.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         deadline = None if timeout is None else time.monotonic() + timeout
-        window = max(2, self._max_workers * 2 * (1 if chunksize > 1 else 16))
+        window = max(2, self._max_workers * (8 if chunksize > 1 else 32))
         args = zip(*iterables)
 
         def chunks() -> Iterator[list[tuple[Any, ...]]]:

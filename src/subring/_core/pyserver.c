@@ -1188,6 +1188,7 @@ static int loop_process(Loop *L, SQueue *q)
     uint8_t batch_op = 0;
     int *vec = L->vecidx, nvec = 0;
     uint8_t vec_op = 0;
+    int64_t t_flush = sr_now_ns();
     for (int k = 0; k < n; k++) {
         const struct io_uring_sqe *sqe = &sqes[2 * k];
         uint8_t op = sqe->opcode;
@@ -1259,6 +1260,14 @@ static int loop_process(Loop *L, SQueue *q)
             rc = -1;
         Py_XDECREF(res);
         Py_DECREF(r);
+        /* Completions are published once per batch -- unless handlers are
+         * slow: then a finished result must not wait for the rest of the
+         * batch (nor be lost if the process dies before the batch ends). */
+        int64_t t = sr_now_ns();
+        if (t - t_flush > 20000) {
+            sq_flush(q);
+            t_flush = t;
+        }
     }
     if (batch) {
         if (loop_call_batch(L->handlers[batch_op], batch, rc < 0) < 0)
