@@ -96,17 +96,12 @@ rates, the 256-task aiofiles rate, ...).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
-import datetime
 import faulthandler
 import gc
-import json
 import multiprocessing as mp
 import os
-import platform
-import random
 import select
 import statistics
 import struct
@@ -116,6 +111,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import _common
+from _common import BLOCK, BenchError
 
 import subring
 import subring.aio
@@ -127,9 +125,7 @@ except Exception as _e:  # noqa: BLE001
     aiofiles = None  # type: ignore[assignment]
     AIOFILES_ERROR = f"aiofiles is not importable: {type(_e).__name__}: {_e}"
 
-BLOCK = 4096
 PAYLOAD = 64
-DATA_FILE_NAME = "subring-bench-256M.dat"
 SLICE_TIMEOUT_S = 30.0          # a slice that overruns its length by this much fails
 
 # ratio key -> (description, bar, (workload, subring contender), (workload, baseline))
@@ -183,78 +179,6 @@ MODES = {
 }
 
 
-class BenchError(RuntimeError):
-    """A contender produced a wrong result: the figures would be meaningless."""
-
-
-# --------------------------------------------------------------------------
-# the data file (same layout as bench/kernel.py)
-# --------------------------------------------------------------------------
-
-def create_data_file(path: str, size: int) -> None:
-    """Write ``size`` bytes; each 4 KiB block is its own index (little-endian
-    u64) repeated.  Written to a temporary name and renamed."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    chunk_blocks = 2048
-    try:
-        with open(tmp, "wb") as f:
-            for first in range(0, size // BLOCK, chunk_blocks):
-                last = min(first + chunk_blocks, size // BLOCK)
-                f.write(b"".join(struct.pack("<Q", b) * (BLOCK // 8) for b in range(first, last)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def layout_ok(path: str, size: int) -> bool:
-    """Right size, and a few blocks hold their own index."""
-    try:
-        if os.stat(path).st_size != size:
-            return False
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        blocks = size // BLOCK
-        for b in (0, 1, blocks // 2, blocks - 1, random.randrange(blocks)):
-            if os.pread(fd, BLOCK, b * BLOCK) != struct.pack("<Q", b) * (BLOCK // 8):
-                return False
-        return True
-    finally:
-        os.close(fd)
-
-
-def warm_page_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        while os.read(fd, 8 << 20):
-            pass
-    finally:
-        os.close(fd)
-
-
-def prepare_data_file(mode: Mode, tmpdir: str) -> tuple[str, bool]:
-    """Return (path, created)."""
-    if mode.cached_file:
-        path = os.path.join(tempfile.gettempdir(), DATA_FILE_NAME)
-    else:
-        path = os.path.join(tmpdir, "data.dat")
-    created = False
-    if not layout_ok(path, mode.file_size):
-        create_data_file(path, mode.file_size)
-        created = True
-    warm_page_cache(path)
-    return path, created
-
-
-def make_offsets(n: int, file_size: int, seed: int = 20260330) -> list[int]:
-    rng = random.Random(seed)
-    blocks = file_size // BLOCK
-    return [rng.randrange(blocks) * BLOCK for _ in range(n)]
-
-
 # --------------------------------------------------------------------------
 # server processes (spawned; they must be importable from this file)
 # --------------------------------------------------------------------------
@@ -299,22 +223,9 @@ def serve_pipe(conn: Any) -> None:
 def proc_cpu_s(pid: int) -> float | None:
     """utime + stime of a process, in seconds (10 ms resolution)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _common.cpu_seconds(f"/proc/{pid}/stat")
     except (OSError, IndexError, ValueError):
         return None
-
-
-def stop_process(p: Any) -> None:
-    if p is None or p.pid is None:
-        return
-    if p.is_alive():
-        p.terminate()
-        p.join(5)
-    if p.is_alive():
-        p.kill()
-        p.join(5)
 
 
 # --------------------------------------------------------------------------
@@ -740,18 +651,7 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict
     print("(cli CPU: this process incl. executor threads, % of one CPU; srv CPU: the server\n"
           " process; per CPU-s: ops per CPU-second of this process plus the server process)")
     print()
-    print(f"{'ratio (subring / baseline)':<31} {'median':>7} {'min':>6} {'max':>6} "
-          f"{'bar':>6}  met")
-    print("-" * 66)
-    for key in RATIOS:
-        bar = bars[key]
-        if ratios[key] is None:
-            print(f"{key:<31} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.1f}  "
-                  f"skipped: {bar.get('skipped')}")
-            continue
-        s = samples[key]
-        print(f"{key:<31} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.1f}  "
-              f"{'yes' if bar['met'] else 'NO'}")
+    _common.print_ratio_table(ratios, samples, bars, width=31, rule=66, bar_spec=".1f")
     for key, e in extra.items():
         if e["median"] is not None:
             s = e["samples"]
@@ -761,30 +661,12 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict
 
 
 def environment(loop_name: str) -> dict[str, Any]:
-    def version(mod: str) -> str | None:
-        try:
-            from importlib.metadata import version as v
-            return v(mod)
-        except Exception:  # noqa: BLE001
-            return None
-
-    env: dict[str, Any] = {
-        "kernel_release": platform.release(),
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "subring_version": getattr(subring, "__version__", None),
-        "aiofiles_version": version("aiofiles"),
-        "uvloop_version": version("uvloop"),
+    env = _common.environment({
+        "aiofiles_version": _common.package_version("aiofiles"),
+        "uvloop_version": _common.package_version("uvloop"),
         "event_loop": loop_name,
         "default_executor_threads": min(32, (os.cpu_count() or 1) + 4),
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    try:
-        env["cpus_usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
+    })
     env["loadavg_start"] = list(os.getloadavg())
     return env
 
@@ -825,29 +707,15 @@ async def run_all(ctx: Ctx, mode: Mode, sock_path: str, sub_server: Any,
 
 def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
-    g.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, a few seconds: only checks that the script works")
-    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
+    p = _common.make_parser(__doc__)
     p.add_argument("--uvloop", action="store_true", help="run everything on uvloop")
-    p.add_argument("--reps", type=int, help="override the number of repetitions")
-    p.add_argument("--slice", type=float, help="override the seconds per contender per repetition")
+    _common.add_reps_slice(p)
     p.add_argument("--server-mode", choices=("hybrid", "interrupt", "poll"), default="hybrid",
                    help="the echo subsystem's wait mode (default: hybrid, the library default)")
     args = p.parse_args(argv)
 
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    mode = MODES[mode_name]
-    if args.reps is not None:
-        mode = dataclasses.replace(mode, reps=max(1, args.reps))
-    if args.slice is not None:
-        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    mode_name, mode = _common.select_mode(args, MODES)
+    log = _common.log
 
     loop_factory = None
     loop_name = "asyncio"
@@ -887,12 +755,9 @@ def main(argv: list[str] | None = None) -> int:
             pipe_server.start()
             child_conn.close()
 
-            t0 = time.perf_counter()
-            path, created = prepare_data_file(mode, tmpdir)
-            file_s = time.perf_counter() - t0
-            log(f"data file {path} ({mode.file_size >> 20} MiB, "
-                f"{'created' if created else 'reused'}, page-cached) in {file_s:.1f} s")
-            ctx = Ctx(path, make_offsets(mode.n_offsets, mode.file_size))
+            path, created, file_s = _common.prepare_data_file(mode, tmpdir,
+                                                              _common.layout_ok, log)
+            ctx = Ctx(path, _common.make_offsets(mode.n_offsets, mode.file_size))
             try:
                 with asyncio.Runner(loop_factory=loop_factory) as runner:
                     raw = runner.run(run_all(ctx, mode, sock_path, sub_server, pipe_conn,
@@ -906,8 +771,8 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.cancel_dump_traceback_later()
         if pipe_conn is not None and not pipe_conn.closed:
             pipe_conn.close()             # EOF: the pipe server returns
-        stop_process(pipe_server)
-        stop_process(sub_server)
+        _common.stop_process(pipe_server)
+        _common.stop_process(sub_server)
 
     ratios, samples, bars, extra = compute_ratios(raw, unavailable)
     print_report(raw, ratios, samples, bars, extra, unavailable)
@@ -956,10 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             "extra": extra_figures,
             "wall_time_s": wall,
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, doc)
     return 0
 
 

@@ -71,17 +71,13 @@ ratios against loky (``"extra"``).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures as cf
 import dataclasses
-import datetime
 import faulthandler
 import gc
-import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -89,9 +85,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import _common
 import numpy as np
+from _common import BenchError
 
-import subring
 from subring.executor import RingExecutor
 
 try:
@@ -147,10 +144,6 @@ MODES = {
                                                  "mib": 4}, watchdog_s=120),
 }
 WORKLOADS = ["tiny_submit", "tiny_map", "rtt", "mib"]
-
-
-class BenchError(RuntimeError):
-    """A contender produced a wrong result: the figures would be meaningless."""
 
 
 # --------------------------------------------------------------------------
@@ -430,18 +423,7 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict
         for name, why in unavailable.items():
             print(f"{w:<12} {name:<9} {'skipped':>13}  ({why})")
     print()
-    print(f"{'ratio (subring / baseline)':<27} {'median':>7} {'min':>6} {'max':>6} "
-          f"{'bar':>6}  met")
-    print("-" * 62)
-    for key in RATIOS:
-        bar = bars[key]
-        if ratios[key] is None:
-            print(f"{key:<27} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.2f}  "
-                  f"skipped: {bar.get('skipped')}")
-            continue
-        s = samples[key]
-        print(f"{key:<27} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.2f}  "
-              f"{'yes' if bar['met'] else 'NO'}")
+    _common.print_ratio_table(ratios, samples, bars)
     print()
     print(f"{'informational':<27} {'median':>7} {'min':>6} {'max':>6}")
     print("-" * 50)
@@ -455,23 +437,12 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict
 
 
 def environment(start_method: str) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "kernel_release": platform.release(),
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "subring_version": getattr(subring, "__version__", None),
+    env = _common.environment({
         "numpy_version": np.__version__,
         "loky_version": getattr(loky, "__version__", None) if loky else None,
         "start_method": start_method,
         "workers": WORKERS,
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    try:
-        env["cpus_usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
+    })
     try:
         env["loadavg_at_start"] = os.getloadavg()
     except OSError:
@@ -483,31 +454,17 @@ def environment(start_method: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
-    g.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, a few seconds: only checks that the script works")
-    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
-    p.add_argument("--reps", type=int, help="override the number of repetitions")
-    p.add_argument("--slice", type=float, help="override the seconds per contender per repetition")
+    p = _common.make_parser(__doc__)
+    _common.add_reps_slice(p)
     p.add_argument("--skip-loky", action="store_true", help="behave as if loky were not installed")
     p.add_argument("--start-method", default=mp.get_start_method(),
                    help="multiprocessing start method for every pool (default: the platform's)")
     args = p.parse_args(argv)
 
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    mode = MODES[mode_name]
-    if args.reps is not None:
-        mode = dataclasses.replace(mode, reps=max(1, args.reps))
-    if args.slice is not None:
-        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
+    mode_name, mode = _common.select_mode(args, MODES)
     # A hang anywhere (a pool that never answers) ends the run with tracebacks.
     faulthandler.dump_traceback_later(mode.watchdog_s, exit=True)
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    log = _common.log
 
     unavailable: dict[str, str] = {}
     if args.skip_loky:
@@ -563,10 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             "extra": extra,
             "wall_time_s": wall,
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, doc)
     return 0
 
 

@@ -153,17 +153,13 @@ Reproduce
 
 from __future__ import annotations
 
-import argparse
 import array
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import gc
-import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import statistics
 import struct
@@ -175,6 +171,9 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import _common
+from _common import BenchError, cpu_seconds
 
 import subring
 
@@ -266,10 +265,6 @@ perf = time.perf_counter
 perf_ns = time.perf_counter_ns
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 def payload(size: int) -> bytes:
     b = bytearray([FILL]) * size
     b[0], b[-1] = FIRST, LAST
@@ -279,17 +274,6 @@ def payload(size: int) -> bytes:
 # --------------------------------------------------------------------------
 # /proc CPU accounting
 # --------------------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(path: str) -> float:
-    """utime + stime of /proc/PID/stat or /proc/PID/task/TID/stat, in seconds."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 # --------------------------------------------------------------------------
 # the subring side: the server (child process) ...
@@ -592,12 +576,7 @@ class SubringClient:
 
 def _join(proc: Any, timeout: float = 5.0) -> None:
     proc.join(timeout)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(timeout)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(timeout)
+    _common.terminate_or_kill(proc, timeout)
 
 
 # --------------------------------------------------------------------------
@@ -1323,18 +1302,8 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
             print(f"{mode:<10} {v['seconds']:8.2f} {v['client_cpu_pct']:9.1f} "
                   f"{v['server_cpu_pct']:9.1f}  {exp}")
         print()
-    print(f"{'ratio (higher = subring better)':<26} {'median':>7} {'min':>6} {'max':>6} "
-          f"{'bar':>6}  met")
-    print("-" * 62)
-    for key in RATIOS:
-        bar = bars[key]
-        if ratios[key] is None:
-            print(f"{key:<26} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.2f}  "
-                  f"skipped: {bar.get('skipped')}")
-            continue
-        s = samples[key]
-        print(f"{key:<26} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.2f}  "
-              f"{'yes' if bar['met'] else 'NO'}")
+    _common.print_ratio_table(ratios, samples, bars,
+                              title="ratio (higher = subring better)", width=26)
     print()
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")
@@ -1342,31 +1311,14 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
         print(f"error in repetition {e['rep'] + 1}, {e['contender']}: {e['error']}")
 
 
-def _version(mod: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(mod)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def environment() -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "kernel_release": platform.release(),
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "subring_version": getattr(subring, "__version__", None) or _version("subring"),
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "load_avg_start": os.getloadavg(),
-        "packages": {p: _version(p) for p in ("numpy", "pyzmq", "faster-fifo", "iceoryx2")},
-    }
-    try:
-        env["cpus_usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
+    version = _common.package_version
+    env = _common.environment(
+        subring_version=getattr(subring, "__version__", None) or version("subring"),
+        after_timestamp={
+            "load_avg_start": os.getloadavg(),
+            "packages": {p: version(p) for p in ("numpy", "pyzmq", "faster-fifo", "iceoryx2")},
+        })
     try:
         with open("/proc/cpuinfo") as f:
             env["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in f
@@ -1390,29 +1342,15 @@ def environment() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     t_start = perf()
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
-    g.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, a few seconds: only checks that the script works")
-    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
-    p.add_argument("--reps", type=int, help="override the number of repetitions")
-    p.add_argument("--slice", type=float, help="override the seconds per one-way workload")
+    p = _common.make_parser(__doc__)
+    _common.add_reps_slice(p, slice_help="override the seconds per one-way workload")
     p.add_argument("-v", "--verbose", action="store_true", help="log each contender's time")
     p.add_argument("--skip", action="append", default=[], choices=BASELINES,
                    help="behave as if this baseline were not installed (repeatable)")
     args = p.parse_args(argv)
 
-    level_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    lv = LEVELS[level_name]
-    if args.reps is not None:
-        lv = dataclasses.replace(lv, reps=max(1, args.reps))
-    if args.slice is not None:
-        lv = dataclasses.replace(lv, slice_s=max(0.001, args.slice))
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    level_name, lv = _common.select_mode(args, LEVELS)
+    log = _common.log
 
     skipped: dict[str, str] = {}
     for lib in BASELINES:
@@ -1530,10 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
             "bars": bars,
             "wall_time_s": wall,
         }
-        with open(args.json, "w") as out:
-            json.dump(doc, out, indent=2)
-            out.write("\n")
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, doc)
     return 1 if subring_failed else 0
 
 

@@ -68,24 +68,21 @@ unavailable) and each ratio's bar and whether it was met.
 
 from __future__ import annotations
 
-import argparse
 import array
 import collections
 import concurrent.futures
 import dataclasses
-import datetime
 import gc
-import json
 import os
-import platform
-import random
 import statistics
-import struct
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+import _common
+from _common import BLOCK, BenchError
 
 import subring
 
@@ -96,10 +93,8 @@ except Exception as _e:  # noqa: BLE001 -- ImportError, or a broken binary wheel
     liburing = None  # type: ignore[assignment]
     LIBURING_ERROR = f"liburing is not importable: {type(_e).__name__}: {_e}"
 
-BLOCK = 4096
 QD = 32
 RING_ENTRIES = 256
-DATA_FILE_NAME = "subring-bench-256M.dat"
 THREADS = 8
 
 # ratio key -> (description, bar, (workload, subring contender), (workload, baseline))
@@ -141,63 +136,12 @@ MODES = {
 CHUNK = {"nop1": 2048, "nop32": 32 * 128, "nop256": 256 * 32, "read_qd32": QD * 64}
 
 
-class BenchError(RuntimeError):
-    """A contender produced a wrong result: the figures would be meaningless."""
-
-
 # --------------------------------------------------------------------------
 # the data file
 # --------------------------------------------------------------------------
 
-def create_data_file(path: str, size: int) -> None:
-    """Write ``size`` bytes; each 4 KiB block is its own index (little-endian
-    u64) repeated, so any two blocks differ.  Written to a temporary name and
-    renamed, so a crash never leaves a short file under ``path``."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    chunk_blocks = 2048                           # 8 MiB per write
-    try:
-        with open(tmp, "wb") as f:
-            for first in range(0, size // BLOCK, chunk_blocks):
-                last = min(first + chunk_blocks, size // BLOCK)
-                f.write(b"".join(struct.pack("<Q", b) * (BLOCK // 8) for b in range(first, last)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def warm_page_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        while os.read(fd, 8 << 20):
-            pass
-    finally:
-        os.close(fd)
-
-
-def prepare_data_file(mode: Mode, tmpdir: str) -> tuple[str, bool]:
-    """Return (path, created)."""
-    if mode.cached_file:
-        path = os.path.join(tempfile.gettempdir(), DATA_FILE_NAME)
-    else:
-        path = os.path.join(tmpdir, "data.dat")
-    created = False
-    try:
-        ok = os.stat(path).st_size == mode.file_size
-    except FileNotFoundError:
-        ok = False
-    if not ok:
-        create_data_file(path, mode.file_size)
-        created = True
-    warm_page_cache(path)
-    return path, created
-
-
-def make_offsets(n: int, file_size: int, seed: int = 20260330) -> array.array:
-    rng = random.Random(seed)
-    blocks = file_size // BLOCK
-    return array.array("q", (rng.randrange(blocks) * BLOCK for _ in range(n)))
+def make_offsets(n: int, file_size: int) -> array.array:
+    return array.array("q", _common.make_offsets(n, file_size))
 
 
 # --------------------------------------------------------------------------
@@ -597,65 +541,28 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict,
         for name, why in unavailable.items():
             print(f"{w:<10} {name:<14} {'skipped':>12}  ({why})")
     print()
-    print(f"{'ratio (subring / baseline)':<27} {'median':>7} {'min':>6} {'max':>6} "
-          f"{'bar':>6}  met")
-    print("-" * 62)
-    for key in RATIOS:
-        bar = bars[key]
-        if ratios[key] is None:
-            print(f"{key:<27} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6.2f}  "
-                  f"skipped: {bar.get('skipped')}")
-            continue
-        s = samples[key]
-        print(f"{key:<27} {ratios[key]:7.2f} {min(s):6.2f} {max(s):6.2f} {bar['bar']:>6.2f}  "
-              f"{'yes' if bar['met'] else 'NO'}")
+    _common.print_ratio_table(ratios, samples, bars)
     print()
 
 
 def environment() -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "kernel_release": platform.release(),
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "subring_version": getattr(subring, "__version__", None),
+    return _common.environment({
         "liburing_version": getattr(liburing, "__version__", None) if liburing else None,
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    try:
-        env["cpus_usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
-    return env
+    })
 
 
 # --------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
-    g.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, a few seconds: only checks that the script works")
-    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
-    p.add_argument("--reps", type=int, help="override the number of repetitions")
-    p.add_argument("--slice", type=float, help="override the seconds per contender per repetition")
+    p = _common.make_parser(__doc__)
+    _common.add_reps_slice(p)
     p.add_argument("--skip-liburing", action="store_true",
                    help="behave as if liburing were not installed")
     args = p.parse_args(argv)
 
-    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    mode = MODES[mode_name]
-    if args.reps is not None:
-        mode = dataclasses.replace(mode, reps=max(1, args.reps))
-    if args.slice is not None:
-        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
+    mode_name, mode = _common.select_mode(args, MODES)
+    log = _common.log
 
     unavailable: dict[str, str] = {}
     if args.skip_liburing:
@@ -672,11 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['cpu_count']} CPUs")
 
     with tempfile.TemporaryDirectory(prefix="subring-bench-") as tmpdir:
-        t0 = time.perf_counter()
-        path, created = prepare_data_file(mode, tmpdir)
-        file_s = time.perf_counter() - t0
-        log(f"data file {path} ({mode.file_size >> 20} MiB, "
-            f"{'created' if created else 'reused'}, page-cached) in {file_s:.1f} s")
+        path, created, file_s = _common.prepare_data_file(mode, tmpdir, _common.size_ok, log)
         offsets = make_offsets(mode.n_offsets, mode.file_size)
 
         ctx = Ctx(path, offsets, use_liburing)
@@ -717,10 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             "bars": bars,
             "wall_time_s": wall,
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, doc)
     return 0
 
 

@@ -1,0 +1,255 @@
+"""Harness pieces shared by the benchmark scripts in this directory.
+
+Only plumbing lives here (command line, environment record, data file,
+child-process cleanup, ratio table, JSON output); each script keeps its own
+workloads, contenders, measuring loop and ratio definitions.  The scripts are
+run as ``python bench/NAME.py``, so this directory is on ``sys.path`` and they
+``import _common`` (spawned children inherit that ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import subring
+
+BLOCK = 4096
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DATA_FILE_NAME = "subring-bench-256M.dat"   # shared by bench/kernel.py and bench/aio.py
+
+
+class BenchError(RuntimeError):
+    """A contender produced a wrong result: the figures would be meaningless."""
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+def make_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The parser with ``--quick`` / ``--smoke`` (exclusive) and ``--json``;
+    the script adds its own options after these."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="fewer/shorter repetitions (< 60 s)")
+    g.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, a few seconds: only checks that the script works")
+    p.add_argument("--json", metavar="PATH", help="write raw figures and ratios as JSON")
+    return p
+
+
+def add_reps_slice(p: argparse.ArgumentParser,
+                   slice_help: str = "override the seconds per contender per repetition") -> None:
+    p.add_argument("--reps", type=int, help="override the number of repetitions")
+    p.add_argument("--slice", type=float, help=slice_help)
+
+
+def select_mode(args: argparse.Namespace, modes: dict[str, Any]) -> tuple[str, Any]:
+    """(name, mode) for ``--smoke`` / ``--quick`` / neither ("full"), with
+    ``--reps`` / ``--slice`` applied to the mode's ``reps`` / ``slice_s``."""
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    mode = modes[name]
+    if args.reps is not None:
+        mode = dataclasses.replace(mode, reps=max(1, args.reps))
+    if args.slice is not None:
+        mode = dataclasses.replace(mode, slice_s=max(0.001, args.slice))
+    return name, mode
+
+
+# --------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------
+
+def package_version(mod: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(mod)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+_DEFAULT = object()
+
+
+def environment(extra: dict[str, Any] | None = None,
+                after_timestamp: dict[str, Any] | None = None,
+                subring_version: Any = _DEFAULT) -> dict[str, Any]:
+    """The common environment record: platform, Python, CPUs, subring version,
+    then ``extra``, the UTC timestamp, ``after_timestamp`` and the usable CPUs."""
+    env: dict[str, Any] = {
+        "kernel_release": platform.release(),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "subring_version": (getattr(subring, "__version__", None)
+                            if subring_version is _DEFAULT else subring_version),
+    }
+    env.update(extra or {})
+    env["timestamp_utc"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    env.update(after_timestamp or {})
+    try:
+        env["cpus_usable"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    return env
+
+
+# --------------------------------------------------------------------------
+# the data file (bench/kernel.py, bench/aio.py)
+# --------------------------------------------------------------------------
+
+def create_data_file(path: str, size: int) -> None:
+    """Write ``size`` bytes; each 4 KiB block is its own index (little-endian
+    u64) repeated, so any two blocks differ.  Written to a temporary name and
+    renamed, so a crash never leaves a short file under ``path``."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    chunk_blocks = 2048                           # 8 MiB per write
+    try:
+        with open(tmp, "wb") as f:
+            for first in range(0, size // BLOCK, chunk_blocks):
+                last = min(first + chunk_blocks, size // BLOCK)
+                f.write(b"".join(struct.pack("<Q", b) * (BLOCK // 8) for b in range(first, last)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def size_ok(path: str, size: int) -> bool:
+    """The file exists with the right size."""
+    try:
+        return os.stat(path).st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def layout_ok(path: str, size: int) -> bool:
+    """Right size, and a few blocks hold their own index."""
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        blocks = size // BLOCK
+        for b in (0, 1, blocks // 2, blocks - 1, random.randrange(blocks)):
+            if os.pread(fd, BLOCK, b * BLOCK) != struct.pack("<Q", b) * (BLOCK // 8):
+                return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def warm_page_cache(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        while os.read(fd, 8 << 20):
+            pass
+    finally:
+        os.close(fd)
+
+
+def prepare_data_file(mode: Any, tmpdir: str, valid: Callable[[str, int], bool],
+                      log: Callable[[str], None]) -> tuple[str, bool, float]:
+    """Return (path, created, seconds): ``$TMPDIR/subring-bench-256M.dat`` if
+    ``mode.cached_file`` (reused when ``valid``), else a file in ``tmpdir``;
+    created if needed, read into the page cache, and logged."""
+    t0 = time.perf_counter()
+    if mode.cached_file:
+        path = os.path.join(tempfile.gettempdir(), DATA_FILE_NAME)
+    else:
+        path = os.path.join(tmpdir, "data.dat")
+    created = False
+    if not valid(path, mode.file_size):
+        create_data_file(path, mode.file_size)
+        created = True
+    warm_page_cache(path)
+    file_s = time.perf_counter() - t0
+    log(f"data file {path} ({mode.file_size >> 20} MiB, "
+        f"{'created' if created else 'reused'}, page-cached) in {file_s:.1f} s")
+    return path, created, file_s
+
+
+def make_offsets(n: int, file_size: int, seed: int = 20260330) -> list[int]:
+    """n random 4 KiB-aligned offsets into a file of file_size bytes."""
+    rng = random.Random(seed)
+    blocks = file_size // BLOCK
+    return [rng.randrange(blocks) * BLOCK for _ in range(n)]
+
+
+# --------------------------------------------------------------------------
+# child processes
+# --------------------------------------------------------------------------
+
+def terminate_or_kill(p: Any, timeout: float = 5.0) -> None:
+    """Terminate ``p`` if it is alive, then kill it if it is still alive."""
+    if p.is_alive():
+        p.terminate()
+        p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        p.join(timeout)
+
+
+def stop_process(p: Any) -> None:
+    """Stop a process that may never have been created or started."""
+    if p is None or p.pid is None:
+        return
+    terminate_or_kill(p, 5)
+
+
+def cpu_seconds(path: str) -> float:
+    """utime + stime of /proc/PID/stat or /proc/PID/task/TID/stat, in seconds."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------
+
+def print_ratio_table(ratios: dict[str, float | None], samples: dict[str, list[float]],
+                      bars: dict[str, dict[str, Any]], *,
+                      title: str = "ratio (subring / baseline)", width: int = 27,
+                      rule: int = 62, bar_spec: str = ".2f") -> None:
+    """Header and one row per ratio key (median, min, max, bar, met)."""
+    print(f"{title:<{width}} {'median':>7} {'min':>6} {'max':>6} {'bar':>6}  met")
+    print("-" * rule)
+    for key, ratio in ratios.items():
+        bar = bars[key]
+        if ratio is None:
+            print(f"{key:<{width}} {'n/a':>7} {'':>6} {'':>6} {bar['bar']:>6{bar_spec}}  "
+                  f"skipped: {bar.get('skipped')}")
+            continue
+        s = samples[key]
+        print(f"{key:<{width}} {ratio:7.2f} {min(s):6.2f} {max(s):6.2f} "
+              f"{bar['bar']:>6{bar_spec}}  {'yes' if bar['met'] else 'NO'}")
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print(f"wrote {path}")
