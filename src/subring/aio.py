@@ -88,9 +88,15 @@ class AsyncRing:
 
     ``AsyncRing()`` creates and owns a ``KernelRing``; ``AsyncRing(ring)``
     adapts an existing one (and closes it in :meth:`aclose` only if
-    ``own=True``).  Use it from one event loop."""
+    ``own=True``).  Use it from one event loop.
 
-    def __init__(self, ring: Any = None, *, entries: int = 256, own: bool | None = None) -> None:
+    ``spin_us``: after submitting to a subsystem, wait up to this long for the
+    replies (the event loop is blocked meanwhile, the GIL released) before
+    letting the loop sleep -- default 20 for subsystem clients not in
+    interrupt mode, 0 otherwise."""
+
+    def __init__(self, ring: Any = None, *, entries: int = 256, own: bool | None = None,
+                 spin_us: float | None = None) -> None:
         if ring is None:
             ring = KernelRing(entries)
             own = True if own is None else own
@@ -111,6 +117,16 @@ class AsyncRing:
         self._limit = mi - 1 if (self._kernel and mi > 1) else mi
         self._reserved = 0
         self._cancels: collections.deque[int | None] = collections.deque()
+        # Subsystems answer in microseconds: the flush may wait that long
+        # (GIL released, loop blocked) instead of letting the loop sleep in
+        # epoll and paying a wake-up per reply -- the asyncio form of the
+        # hybrid mode.  Off for kernel rings and interrupt-mode clients.
+        if spin_us is None:
+            spin_us = 20.0 if (not self._kernel and ring.wait_mode != "interrupt") else 0.0
+        if spin_us < 0:
+            raise ValueError("spin_us must be >= 0")
+        self._flush_spin = spin_us * 1e-6
+        self._ops: dict[str, int] = getattr(ring, "ops", {})
         if isinstance(ring, SubsystemClient):
             self._efd = ring._set_async(True)
             self._sock_fd = ring._get_sock_fd()
@@ -131,10 +147,16 @@ class AsyncRing:
         if self._closed or self.ring.closed:
             return
         refused = False
+        ring = self.ring
         try:
-            self.ring.submit()
+            ring.submit()
         except (RingFullError, RingBusyError):
             refused = True   # the kernel wants completions reaped first
+        if self._flush_spin and not self._kernel and ring.inflight and not ring.cq_ready:
+            # A subsystem answers in microseconds: wait that long here (GIL
+            # released) rather than let the loop sleep in epoll and pay a
+            # wake-up for the reply.
+            ring.submit_and_wait(1, self._flush_spin)
         self._dispatch()
         if refused or self._cancels:
             self._schedule_flush()   # retry once completions were reaped
@@ -165,8 +187,12 @@ class AsyncRing:
             if ud.__class__ is _Future:
                 if not ud.done():
                     res = c.res
-                    if res >= 0 and (self._kernel or c.data is None):
-                        ud.set_result(res)
+                    if res >= 0:
+                        if self._kernel:
+                            ud.set_result(res)
+                        else:
+                            d = c.data
+                            ud.set_result(res if d is None else d)
                     else:
                         r = _result(c)
                         if isinstance(r, OSError):
@@ -452,8 +478,14 @@ class AsyncRing:
     async def call(self, op: str | int, data: Any = None, arg0: int = 0, arg1: int = 0) -> Any:
         """Run a subsystem op: returns its int result or bytes; raises OSError."""
         ring = self.ring
-        index = ring.op_index(op) if isinstance(op, str) else op
-        if ring.inflight >= ring.max_inflight or self._waiters:
+        if op.__class__ is str:
+            index = self._ops.get(op)
+            if index is None:
+                index = ring.op_index(op)     # raises the helpful KeyError
+        else:
+            index = op
+        if (self._closed or self._waiters or ring.inflight + self._reserved
+                + len(self._cancels) >= self._limit):
             await self._room()
         fut = self._loop.create_future()
         token = ring.prep_call(index, data, arg0, arg1, fut)
