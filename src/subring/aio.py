@@ -56,13 +56,11 @@ import errno
 import io
 import locale
 import os
-import socket
 import stat as stat_mod
 import struct
 import weakref
 from typing import Any, AsyncIterator
 
-from . import _core
 from .client import SubsystemClient
 from .errors import RingBusyError, RingFullError
 from .kernel import KernelRing, Statx
@@ -1165,4 +1163,4 @@ def _open_wrapper(file: Any, mode: str = "r", buffering: int = -1, encoding: str
 
 
 _open_wrapper.__doc__ = open.__doc__
-open = _open_wrapper  # type: ignore[assignment]  # noqa: A001
+open = _open_wrapper  # type: ignore[assignment]
