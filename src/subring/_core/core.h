@@ -58,6 +58,13 @@ const char *sr_opcode_name(unsigned opcode);
 /* Raise an OSError subclass for -err with "what: strerror" as message. */
 PyObject *sr_raise_errno(int err, const char *what);
 
+/* ---- interrupt-plane modes, shared by clients and servers ----------------
+ * 0 hybrid (spin, then sleep), 1 interrupt (sleep at once), 2 poll (spin). */
+enum { SR_MODE_HYBRID = 0, SR_MODE_INTERRUPT = 1, SR_MODE_POLL = 2 };
+PyObject *sr_mode_name(int mode);
+int sr_mode_parse(PyObject *v, int *mode);          /* 0, or -1 with ValueError */
+int sr_spin_us_parse(PyObject *v, int64_t *spin_ns); /* 0, or -1 with an error */
+
 /* ---- argument parsing for METH_FASTCALL|METH_KEYWORDS --------------------
  * Fills out[0..n) from positionals then keywords; missing ones stay NULL.
  * `nreq` leading names are required.  Returns 0 or -1 with TypeError set. */

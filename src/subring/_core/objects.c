@@ -46,6 +46,42 @@ PyObject *sr_raise_errno(int err, const char *what)
 }
 
 /* ------------------------------------------------------------------------ */
+/* interrupt-plane modes                                                     */
+/* ------------------------------------------------------------------------ */
+
+static const char *const mode_names[] = {"hybrid", "interrupt", "poll"};
+
+PyObject *sr_mode_name(int mode)
+{
+    return PyUnicode_FromString(mode_names[mode]);
+}
+
+int sr_mode_parse(PyObject *v, int *mode)
+{
+    for (int k = 0; v && PyUnicode_Check(v) && k < 3; k++) {
+        if (PyUnicode_CompareWithASCIIString(v, mode_names[k]) == 0) {
+            *mode = k;
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_ValueError, "mode must be 'hybrid', 'interrupt' or 'poll'");
+    return -1;
+}
+
+int sr_spin_us_parse(PyObject *v, int64_t *spin_ns)
+{
+    double us = v ? PyFloat_AsDouble(v) : -1;
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (!(us >= 0 && us <= 1e7)) {
+        PyErr_SetString(PyExc_ValueError, "spin_us must be in [0, 1e7]");
+        return -1;
+    }
+    *spin_ns = (int64_t)(us * 1000);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* argument helpers                                                          */
 /* ------------------------------------------------------------------------ */
 

@@ -30,7 +30,8 @@
 #include "optable.h"
 
 enum { BACKEND_KERNEL = 0, BACKEND_USER = 1 };
-enum { WAIT_HYBRID = 0, WAIT_INTERRUPT = 1, WAIT_POLL = 2 };
+enum { WAIT_HYBRID = SR_MODE_HYBRID, WAIT_INTERRUPT = SR_MODE_INTERRUPT,
+       WAIT_POLL = SR_MODE_POLL };
 
 typedef struct {
     PyObject_HEAD
@@ -2373,21 +2374,12 @@ static PyObject *ur_set_pool(KRing *r, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *ur_get_wait_mode(KRing *r, void *c)
 {
-    static const char *const names[] = {"hybrid", "interrupt", "poll"};
-    return PyUnicode_FromString(names[r->wait_mode]);
+    return sr_mode_name(r->wait_mode);
 }
 
 static int ur_set_wait_mode(KRing *r, PyObject *v, void *c)
 {
-    static const char *const names[] = {"hybrid", "interrupt", "poll"};
-    for (int k = 0; v && k < 3; k++) {
-        if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, names[k]) == 0) {
-            r->wait_mode = k;
-            return 0;
-        }
-    }
-    PyErr_SetString(PyExc_ValueError, "mode must be 'hybrid', 'interrupt' or 'poll'");
-    return -1;
+    return sr_mode_parse(v, &r->wait_mode);
 }
 
 static PyObject *ur_get_spin_us(KRing *r, void *c)
@@ -2397,15 +2389,7 @@ static PyObject *ur_get_spin_us(KRing *r, void *c)
 
 static int ur_set_spin_us(KRing *r, PyObject *v, void *c)
 {
-    double us = v ? PyFloat_AsDouble(v) : -1;
-    if (us == -1 && PyErr_Occurred())
-        return -1;
-    if (!(us >= 0 && us <= 1e7)) {
-        PyErr_SetString(PyExc_ValueError, "spin_us must be in [0, 1e7]");
-        return -1;
-    }
-    r->spin_ns = (int64_t)(us * 1000);
-    return 0;
+    return sr_spin_us_parse(v, &r->spin_ns);
 }
 
 static PyObject *ur_get_peer_dead(KRing *r, void *c)

@@ -634,7 +634,8 @@ PyTypeObject SR_RequestType = {
 /* ServerLoop                                                                */
 /* ------------------------------------------------------------------------ */
 
-enum { MODE_HYBRID = 0, MODE_INTERRUPT = 1, MODE_POLL = 2 };
+enum { MODE_HYBRID = SR_MODE_HYBRID, MODE_INTERRUPT = SR_MODE_INTERRUPT,
+       MODE_POLL = SR_MODE_POLL };
 #define DOORBELL_TAG (1ULL << 63)
 #define BUDGET 256              /* SQEs taken from one client per round */
 
@@ -1493,35 +1494,18 @@ static PyObject *loop_stop(Loop *L, PyObject *unused)
 
 static PyObject *loop_get_mode(Loop *L, void *c)
 {
-    static const char *const names[] = {"hybrid", "interrupt", "poll"};
-    return PyUnicode_FromString(names[L->mode]);
+    return sr_mode_name(L->mode);
 }
 
 static int loop_set_mode(Loop *L, PyObject *v, void *c)
 {
-    static const char *const names[] = {"hybrid", "interrupt", "poll"};
-    for (int k = 0; v && k < 3; k++) {
-        if (PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, names[k]) == 0) {
-            L->mode = k;
-            return 0;
-        }
-    }
-    PyErr_SetString(PyExc_ValueError, "mode must be 'hybrid', 'interrupt' or 'poll'");
-    return -1;
+    return sr_mode_parse(v, &L->mode);
 }
 
 static PyObject *loop_get_spin_us(Loop *L, void *c) { return PyFloat_FromDouble(L->spin_ns / 1e3); }
 static int loop_set_spin_us(Loop *L, PyObject *v, void *c)
 {
-    double us = v ? PyFloat_AsDouble(v) : -1;
-    if (us == -1 && PyErr_Occurred())
-        return -1;
-    if (!(us >= 0 && us <= 1e7)) {
-        PyErr_SetString(PyExc_ValueError, "spin_us must be in [0, 1e7]");
-        return -1;
-    }
-    L->spin_ns = (int64_t)(us * 1e3);
-    return 0;
+    return sr_spin_us_parse(v, &L->spin_ns);
 }
 
 static PyObject *loop_get_queues(Loop *L, void *c)
