@@ -9,28 +9,16 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
-from subring import SQE, Completion, KernelRing, RingBusyError
+from subring import SQE, KernelRing, RingBusyError
+from ringhelpers import reap_n
 
 BIG = 2**64
 TOO_BIG_FOR_INT64 = 2**63
 
-
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
 
 
 def resizable(buf: bytearray) -> bool:

@@ -18,28 +18,9 @@ import weakref
 import numpy as np
 import pytest
 
-from subring import SQE, Completion, KernelRing
+from subring import SQE, KernelRing
+from ringhelpers import reap_n, wait_ready
 
-
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
-
-
-def wait_ready(ring: KernelRing, n: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while ring.cq_ready < n:
-        left = deadline - time.monotonic()
-        assert left > 0, f"only {ring.cq_ready} of {n} completions ready within {timeout} s"
-        ring.submit_and_wait(n, timeout=left)
 
 
 def resizable(buf: bytearray) -> bool:

@@ -11,33 +11,9 @@ import time
 
 import pytest
 
-import subring
 from subring import SQE
+from ringhelpers import collect as _collect, need as _need, one as _one
 
-
-def _need(*ops: str) -> None:
-    p = subring.probe()
-    for op in ops:
-        if not p.supports(op):
-            pytest.skip(f"kernel lacks IORING_OP_{op.upper()}")
-
-
-def _collect(ring, n: int, timeout: float = 5.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ring.submit_and_wait(n - len(got), min(left, 0.5))
-        got.extend(ring.reap())
-    assert len(got) == n, f"expected {n} completions within {timeout}s, got {got!r}"
-    return got
-
-
-def _one(ring, timeout: float = 5.0):
-    (c,) = _collect(ring, 1, timeout)
-    return c
 
 
 def _nothing_for(ring, seconds: float) -> None:

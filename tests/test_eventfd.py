@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-import subring
+from ringhelpers import collect as _collect, need as _need
 
-
-def _need(*ops: str) -> None:
-    p = subring.probe()
-    for op in ops:
-        if not p.supports(op):
-            pytest.skip(f"kernel lacks IORING_OP_{op.upper()}")
 
 
 def _readable(fd: int, timeout: float) -> bool:
@@ -33,18 +27,6 @@ def _drain_eventfd(fd: int) -> int:
     except BlockingIOError:
         return 0
 
-
-def _collect(ring, n: int, timeout: float = 5.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ring.submit_and_wait(n - len(got), min(left, 0.5))
-        got.extend(ring.reap())
-    assert len(got) == n, f"expected {n} completions within {timeout}s, got {got!r}"
-    return got
 
 
 def test_enable_eventfd_signals_completion(ring):

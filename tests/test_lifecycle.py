@@ -16,26 +16,14 @@ import weakref
 import pytest
 
 from subring import (
-    Completion,
     ForkedRingError,
     KernelRing,
     RingClosedError,
     Statx,
     SubringError,
 )
+from ringhelpers import reap_n
 
-
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
 
 
 def resizable(buf: bytearray) -> bool:

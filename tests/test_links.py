@@ -7,41 +7,23 @@ from __future__ import annotations
 import errno
 import os
 import time
-import warnings
 
 import pytest
 
 import subring
 from subring import SQE, Feature, KernelRing, RingFullError
+from ringhelpers import collect as _collect, need as _need
 
 LINK = SQE.LINK
 HARDLINK = SQE.HARDLINK
 SKIP = SQE.SKIP_SUCCESS
 
 
-def _need(*ops: str) -> None:
-    p = subring.probe()
-    for op in ops:
-        if not p.supports(op):
-            pytest.skip(f"kernel lacks IORING_OP_{op.upper()}")
-
 
 def _need_skip() -> None:
     if not subring.probe().features & Feature.CQE_SKIP:
         pytest.skip("kernel lacks IOSQE_CQE_SKIP_SUCCESS (FEAT_CQE_SKIP)")
 
-
-def _collect(ring, n: int, timeout: float = 5.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ring.submit_and_wait(n - len(got), min(left, 0.5))
-        got.extend(ring.reap())
-    assert len(got) == n, f"expected {n} completions within {timeout}s, got {got!r}"
-    return got
 
 
 def _nothing_for(ring, seconds: float) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 
 import pytest
 
 import subring
 from subring import KernelRing
+from ringhelpers import collect as _collect
 
 
 @pytest.fixture(autouse=True)
@@ -17,18 +17,6 @@ def _need_msg_ring():
     if not subring.probe().supports("msg_ring"):
         pytest.skip("kernel lacks IORING_OP_MSG_RING")
 
-
-def _collect(ring, n: int, timeout: float = 5.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ring.submit_and_wait(n - len(got), min(left, 0.5))
-        got.extend(ring.reap())
-    assert len(got) == n, f"expected {n} completions within {timeout}s, got {got!r}"
-    return got
 
 
 @pytest.fixture

@@ -5,25 +5,12 @@ These run against the real kernel across the config matrix (``ring``).
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from subring import SQE, Completion, KernelRing, Op
+from subring import SQE, Completion, Op
+from ringhelpers import reap_n
 
-
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    """Submit and reap exactly ``n`` completions, failing after ``timeout``."""
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
 
 
 def test_nop_round_trip_fields(ring):

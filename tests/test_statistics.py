@@ -8,25 +8,14 @@ import time
 
 import pytest
 
-from subring import Completion, KernelRing, RingStatistics
+from subring import KernelRing, RingStatistics
+from ringhelpers import reap_n
 
 FIELDS = ["submitted", "completed", "inflight", "enter_calls", "overflow_events",
           "foreign_completions", "sq_full_flushes", "sq_dropped", "cq_dropped",
           "sq_entries", "cq_entries", "max_inflight"]
 COUNTERS = FIELDS[:9]
 
-
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
 
 
 @pytest.fixture

@@ -11,22 +11,11 @@ import time
 import pytest
 
 import subring
+from ringhelpers import collect as _collect
 
 SOCKET_URING_OP_SIOCINQ = 0
 SOCKET_URING_OP_SIOCOUTQ = 1
 
-
-def _collect(ring, n: int, timeout: float = 5.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ring.submit_and_wait(n - len(got), min(left, 0.5))
-        got.extend(ring.reap())
-    assert len(got) == n, f"expected {n} completions within {timeout}s, got {got!r}"
-    return got
 
 
 @pytest.fixture

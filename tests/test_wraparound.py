@@ -23,22 +23,12 @@ import time
 import numpy as np
 import pytest
 
-from subring import Completion, KernelRing
+from subring import KernelRing
+from ringhelpers import reap_n
 
 MASK32 = 0xFFFFFFFF
 
 
-def reap_n(ring: KernelRing, n: int, timeout: float = 5.0) -> list[Completion]:
-    out: list[Completion] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} of {n} completions within {timeout} s")
-        ring.submit_and_wait(n - len(out), timeout=left)
-        out += ring.reap()
-    assert len(out) == n, f"expected {n} completions, got {len(out)}"
-    return out
 
 @pytest.fixture(scope="module")
 def datafile(tmp_path_factory):
