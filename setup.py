@@ -10,6 +10,7 @@ core = Extension(
         "src/subring/_core/pykring.c",
         "src/subring/_core/pyserver.c",
         "src/subring/_core/notify.c",
+        "src/subring/_core/lease.c",
     ],
     depends=[
         "src/subring/_core/abi.h",

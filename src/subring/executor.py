@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures as cf
+import functools
 import itertools
 import multiprocessing as mp
 import os
@@ -160,31 +161,61 @@ class _Worker(Subsystem):
             except Exception:  # noqa: BLE001 - unpicklable exception
                 data, oob = _encode((RuntimeError(f"unpicklable exception {e!r}"), tb))
             tag = _TAG_ERROR
-        frame = _frame_bytes(data, oob, tag)
-        if len(frame) <= self._slot_size:
-            return frame
+        size = len(tag) + _frame_size(data, oob)
+        if size <= self._slot_size:
+            return _frame_bytes(data, oob, tag)
+        # Too big for the result slot: keep the pickle and its out-of-band
+        # buffers as they are (no frame copy here) until the executor fetches
+        # them straight into its arena.
         key = next(self._keys)
-        self._big[key] = frame
-        return _TAG_BIG + _BIG.pack(key, len(frame))
+        self._big[key] = (tag, data, oob, size)
+        return _TAG_BIG + _BIG.pack(key, size)
 
     @op
     def fetch(self, req: Any) -> int:
-        """Copy a large result (key arg0) into the executor's arena."""
-        frame = self._big.pop(req.arg0)
+        """Write a large result (key arg0) into the executor's arena."""
+        tag, data, oob, size = self._big.pop(req.arg0)
         if req.arg1:            # the executor gave up on this result: just drop it
             return 0
         dst = req.data
-        if len(dst) != len(frame):
+        if len(dst) != size:
             raise ValueError("fetch buffer has the wrong size")
-        dst[:] = frame
-        return len(frame)
+        dst[:len(tag)] = tag
+        _write_frame(dst[len(tag):], data, oob)
+        return size
 
     def on_disconnect(self, client: Any) -> None:
         self.stop()     # our only client is gone: the pool shut down or died
 
 
+def _keep_freed_memory() -> None:
+    """Make glibc malloc in this worker reuse freed memory instead of giving it
+    back to the kernel.
+
+    By default glibc serves large blocks (>= 128 KiB, rising with use) with a
+    fresh mmap and trims the heap top once 2x that much is free, so a worker
+    that handles a stream of 1 MiB arrays maps, page-faults (256 faults per
+    MiB, several microseconds each in a VM) and unmaps the same memory for every
+    task -- measured here as most of a 1 MiB task's cost.  With fixed
+    thresholds the memory a task freed serves the next one.  The price is that
+    a worker keeps up to its peak heap (bounded by the trim threshold) instead
+    of returning it at once.  Only worker processes do this, never the
+    executor's (the caller's) process.  A libc without mallopt is left alone.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)     # glibc's largest allowed value
+    mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
 def _worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: str,
                  spin_us: float, slot_size: int, zero_copy: bool, parent: int) -> None:
+    _keep_freed_memory()
     if initializer is not None:
         initializer(*initargs)
     w = _Worker(zero_copy)
@@ -204,13 +235,44 @@ def _worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: s
 # -- the executor side ------------------------------------------------------------------
 
 class _Arena:
-    """First-fit allocator over one BufferPool buffer (executor side only)."""
+    """First-fit allocator over one BufferPool buffer (executor side only).
+
+    Besides the ranges that in-flight tasks and fetches hold, up to
+    ``lease_cap`` bytes may be *lent* to the caller: a large result is handed
+    out as views of the arena (no copy) and its range comes back when the last
+    view is gone.  That can happen in any thread, at any time, so a returned
+    range is only queued (``returns``; deque.append is atomic) and folded back
+    into the free list by the next ``alloc`` -- which, like every other method
+    here, runs under the executor's lock.  Leases never take more than
+    ``lease_cap`` (a quarter of the arena), and no single task or result may
+    need more than ``size - lease_cap``: whatever the caller keeps, every
+    task can always get its room once the tasks ahead of it finish.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.free: list[tuple[int, int]] = [(0, size)]   # sorted (offset, length)
+        self.lease_cap = size // 4
+        self.leased = 0                                   # bytes lent, not yet returned
+        self.returns: collections.deque[tuple[int, int]] = collections.deque()
+
+    def lend(self, off: int, n: int) -> Any:
+        """Account ``n`` bytes at ``off`` as lent; the callback returns them."""
+        self.leased += n
+        return functools.partial(self.returns.append, (off, n))
+
+    def can_lend(self, n: int) -> bool:
+        return self.leased + n <= self.lease_cap
+
+    def take_returns(self) -> None:
+        while self.returns:
+            off, n = self.returns.popleft()
+            self.leased -= n
+            self.release(off, n)
 
     def alloc(self, n: int) -> int | None:
+        if self.returns:
+            self.take_returns()
         n = (n + _ALIGN - 1) & ~(_ALIGN - 1)
         for i, (off, ln) in enumerate(self.free):
             if ln >= n:
@@ -319,6 +381,7 @@ class RingExecutor(cf.Executor):
         self._depth = max(1, int(max_inflight_per_worker))
         self._slot_size = slot_size
         self._arena_size = arena_size
+        self._max_data = arena_size - arena_size // 4    # see _Arena
         self._mode = mode
         self._spin_us = spin_us
         self._zero_copy = zero_copy_args
@@ -430,10 +493,11 @@ class RingExecutor(cf.Executor):
         # Out-of-band buffers go to the arena (written once, in place);
         # small plain pickles travel in the op's slot.
         if oob or size > client.slot_size:
-            if size > self._arena_size:
+            if size > self._max_data:
                 if task.future.set_running_or_notify_cancel():
                     task.future.set_exception(ValueError(
-                        f"task data ({size} bytes) exceeds arena_size ({self._arena_size})"))
+                        f"task data ({size} bytes) exceeds 3/4 of arena_size "
+                        f"({self._arena_size})"))
                 return True
             off = h.arena.alloc(size)
             if off is None:
@@ -584,9 +648,19 @@ class RingExecutor(cf.Executor):
                                                                os.strerror(-c.res))))
                 continue
             if task.fetching:
-                frame = h.pool.buffer(0)[task.fetching[0]:task.fetching[0] + c.res]
-                self._finish(task, frame, settle)
-                h.arena.release(task.fetching[0], task.fetching[1])   # type: ignore[union-attr]
+                off, size = task.fetching
+                frame = h.pool.buffer(0)[off:off + c.res]      # type: ignore[union-attr]
+                arena = h.arena
+                assert arena is not None
+                if arena.can_lend(size):
+                    # Zero-copy: the result's buffers are views of the arena,
+                    # and the range stays lent until the last view is gone.
+                    lease = _core.Lease(frame, arena.lend(off, size))
+                    del frame
+                    self._finish(task, memoryview(lease), settle, copy=False)
+                else:
+                    self._finish(task, frame, settle)
+                    arena.release(off, size)
                 continue
             data = c.data
             if data[:1] == _TAG_BIG:
@@ -607,12 +681,12 @@ class RingExecutor(cf.Executor):
         while h.fetches:
             task = h.fetches[0]
             key, size = task.big               # type: ignore[misc]
-            if size > self._arena_size:
+            if size > self._max_data:
                 h.fetches.popleft()
                 self._inflight -= 1
                 client.prep_call_pool(h.op_fetch, 0, 0, 0, key, 1)    # drop it there
                 settle.append((task.future, False, MemoryError(
-                    f"result of {size} bytes exceeds arena_size ({self._arena_size})")))
+                    f"result of {size} bytes exceeds 3/4 of arena_size ({self._arena_size})")))
                 continue
             off = h.arena.alloc(size)
             if off is None:
@@ -623,10 +697,11 @@ class RingExecutor(cf.Executor):
             h.tasks[token] = task
         client.submit()                         # (also what was prepared before a break)
 
-    def _finish(self, task: _Task, frame: memoryview, settle: list[Any]) -> None:
+    def _finish(self, task: _Task, frame: memoryview, settle: list[Any],
+                copy: bool = True) -> None:
         tag = bytes(frame[:1])
         try:
-            value = _read_frame(frame[1:], copy=True)
+            value = _read_frame(frame[1:], copy=copy)
         except Exception as e:  # noqa: BLE001
             settle.append((task.future, False, e))
             return
@@ -685,10 +760,17 @@ class RingExecutor(cf.Executor):
                 h.process.kill()
                 h.process.join(5)
         if h.pool is not None:
+            arena = h.arena
+            if arena is not None:
+                arena.take_returns()
             try:
                 h.pool.close()
             except BufferError:
-                pass
+                # Results the caller still holds are views of this arena:
+                # give back the memory of every other range now, and let the
+                # mapping go with the last of those views.
+                free = arena.free if arena is not None else []
+                h.pool._close_when_unused(free)
 
     # -- the rest of the Executor API ---------------------------------------------
 

@@ -22,6 +22,8 @@ import mmap
 import os
 from typing import Any
 
+from . import _core
+
 __all__ = ["BufferPool"]
 
 
@@ -40,7 +42,10 @@ class BufferPool:
             os.ftruncate(self._fd, count * size)
             fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS,
                         fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-            self._mmap = mmap.mmap(self._fd, count * size)
+            # Not mmap.mmap: it keeps a dup of the fd for as long as the
+            # mapping lives, and views lent out (see _close_when_unused) may
+            # outlive the pool.  SharedMap keeps no descriptor.
+            self._mmap: Any = _core.SharedMap(self._fd, count * size)
         except BaseException:
             os.close(self._fd)
             raise
@@ -83,12 +88,36 @@ class BufferPool:
             self._view.release()
             self._view = None
         if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:
+            # Every memoryview, slice or array of the pool shares exports of
+            # the map: none left means nothing can reach the memory.
+            if self._mmap.exports:
                 self._view = memoryview(self._mmap)
                 raise BufferError("pool buffers are still in use (exported views, a "
-                                  "registered KernelRing, NumPy arrays)") from None
+                                  "registered KernelRing, NumPy arrays)")
+            self._mmap = None           # unmapped now: the last reference
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _close_when_unused(self, free: list[tuple[int, int]] = ()) -> None:  # type: ignore[assignment]
+        """Close the memfd now and drop this pool's own view, leaving the
+        mapping to whoever still holds views of it: it is unmapped when the
+        last one is released (Python's mmap lives as long as its exports).
+        The pages of the byte ranges in ``free`` (offset, length) -- parts no
+        view can reach -- are given back to the kernel at once."""
+        if self._view is not None:
+            try:
+                self._view.release()
+            except BufferError:
+                pass                    # views of it live on; so does the map
+            self._view = None
+        if self._mmap is not None:
+            page = mmap.PAGESIZE
+            for off, ln in free:
+                start = (off + page - 1) // page * page
+                end = (off + ln) // page * page
+                if end > start:
+                    self._mmap.discard(start, end - start)
             self._mmap = None
         if self._fd >= 0:
             os.close(self._fd)

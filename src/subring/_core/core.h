@@ -26,6 +26,8 @@ extern volatile uint64_t sr_fork_generation;
 extern PyTypeObject SR_CompletionType;
 extern PyTypeObject SR_PinType;
 extern PyTypeObject SR_BufferRingType;
+extern PyTypeObject SR_LeaseType;      /* lease.c */
+extern PyTypeObject SR_SharedMapType;  /* lease.c */
 
 typedef struct {
     PyObject_HEAD

@@ -66,7 +66,8 @@ PyMODINIT_FUNC PyInit__core(void)
         PyType_Ready(&SR_BufferRingType) < 0 || PyType_Ready(&SR_KernelRingType) < 0 ||
         PyType_Ready(&SR_UserRingType) < 0 || PyType_Ready(&SR_ServerQueueType) < 0 ||
         PyType_Ready(&SR_RequestType) < 0 || PyType_Ready(&SR_ServerLoopType) < 0 ||
-        PyType_Ready(&SR_BatchType) < 0)
+        PyType_Ready(&SR_BatchType) < 0 || PyType_Ready(&SR_LeaseType) < 0 ||
+        PyType_Ready(&SR_SharedMapType) < 0)
         return NULL;
     if (!SR_PENDING) {
         /* The sentinel a handler returns to complete its request later. */
@@ -90,6 +91,8 @@ PyMODINIT_FUNC PyInit__core(void)
         PyModule_AddObjectRef(m, "Request", (PyObject *)&SR_RequestType) < 0 ||
         PyModule_AddObjectRef(m, "ServerLoop", (PyObject *)&SR_ServerLoopType) < 0 ||
         PyModule_AddObjectRef(m, "Batch", (PyObject *)&SR_BatchType) < 0 ||
+        PyModule_AddObjectRef(m, "Lease", (PyObject *)&SR_LeaseType) < 0 ||
+        PyModule_AddObjectRef(m, "SharedMap", (PyObject *)&SR_SharedMapType) < 0 ||
         PyModule_AddObjectRef(m, "PENDING", SR_PENDING) < 0) {
         Py_DECREF(m);
         return NULL;
