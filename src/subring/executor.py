@@ -298,34 +298,136 @@ class _Arena:
         self.free = merged
 
 
-class _Task:
-    __slots__ = ("future", "fn", "args", "kwargs", "frame", "oob", "arena", "fetching",
-                 "started", "big")
+_PENDING, _RUNNING, _FINISHED = cf._base.PENDING, cf._base.RUNNING, cf._base.FINISHED
+_CANCELLED, _NOTIFIED = cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED
 
-    def __init__(self, future: cf.Future[Any], fn: Any, args: Any, kwargs: Any) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
+# Taken to create a future's Condition and, by a future that has none yet, to
+# change its state: see _RingFuture._condition.  Held for a few bytecodes.
+_cond_lock = threading.Lock()
+
+
+class _RingFuture(cf.Future):  # type: ignore[type-arg]
+    """The future of one task, and the task itself (one object per submit).
+
+    Two differences from ``concurrent.futures.Future``, neither visible to
+    its users:
+
+    * ``result()``/``exception()`` reap completions in the calling thread
+      instead of waiting for the completion thread to hand the result over
+      (one thread wake-up less per round trip).
+    * The ``threading.Condition`` and the waiter/callback lists that every
+      ``Future`` carries are made only when something needs them (a thread
+      that blocks on it, ``wait()``/``as_completed()``, a done-callback,
+      ``cancel()``).  Most tasks are submitted, finished and read by one
+      thread and never need them; not making them saves ~1 us and five
+      garbage-collected objects per task.
+
+    Why the lazy Condition is safe: a Condition exists before any thread can
+    wait on the future or register a waiter.  State changes made while there
+    is none (set_result etc. below) happen under ``_cond_lock``, the same lock
+    that creating one takes -- so each state change either happens before the
+    Condition exists (whoever creates it then sees the final state under it)
+    or is made under the Condition like in the base class.
+    """
+
+    __slots__ = ("_executor", "_cond", "_cbs", "_wl",
+                 "frame", "oob", "arena", "fetching", "started", "big")
+
+    def __init__(self, executor: RingExecutor | None) -> None:
+        # No super().__init__(): it builds the Condition and lists eagerly.
+        self._state = _PENDING
+        self._result = None
+        self._exception: BaseException | None = None
+        self._cond: threading.Condition | None = None
+        self._cbs: list[Any] | None = None
+        self._wl: list[Any] | None = None
+        self._executor = executor
+        # the task (the pickled call is dropped once it is sent)
         self.frame: bytes | None = None
         self.oob: Any = None
         self.arena: tuple[int, int] | None = None      # (offset, length) held in the pool
         self.fetching: Any = False
-        self.started = False      # future set RUNNING (a task re-queued after its
-                                  # worker vanished keeps its state)
+        self.started = False      # set RUNNING (a task re-queued after its worker
+                                  # vanished keeps its state)
         self.big: tuple[int, int] | None = None        # (key, size) waiting for arena room
 
+    # -- lazily made parts of concurrent.futures.Future ---------------------------
 
-class _RingFuture(cf.Future):  # type: ignore[type-arg]
-    """A Future whose ``result()``/``exception()`` reap completions in the
-    calling thread instead of waiting for the completion thread to hand the
-    result over (one thread wake-up less per round trip)."""
+    @property
+    def _condition(self) -> threading.Condition:
+        c = self._cond
+        if c is None:
+            with _cond_lock:
+                c = self._cond
+                if c is None:
+                    c = self._cond = threading.Condition()
+        return c
 
-    __slots__ = ("_executor",)
+    @property
+    def _waiters(self) -> list[Any]:        # only used under _condition
+        w = self._wl
+        if w is None:
+            w = self._wl = []
+        return w
+
+    @property
+    def _done_callbacks(self) -> list[Any]:  # only used under _condition
+        cbs = self._cbs
+        if cbs is None:
+            cbs = self._cbs = []
+        return cbs
+
+    def _invoke_callbacks(self) -> None:
+        if self._cbs:
+            super()._invoke_callbacks()
+
+    def _finish_fast(self, result: Any, exc: BaseException | None) -> bool:
+        """Finish without a Condition if there is none; False if there is one
+        (then the base class's locked path must be used)."""
+        with _cond_lock:       # nothing in here may need _cond_lock again
+            if self._cond is not None:
+                return False
+            state = self._state
+            if state not in (_CANCELLED, _NOTIFIED, _FINISHED):
+                self._result = result
+                self._exception = exc
+                self._state = _FINISHED
+        if state in (_CANCELLED, _NOTIFIED, _FINISHED):
+            raise cf.InvalidStateError(f"{state}: {self!r}")
+        self._invoke_callbacks()
+        return True
+
+    def set_result(self, result: Any) -> None:
+        if not self._finish_fast(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._finish_fast(None, exception):
+            super().set_exception(exception)
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with _cond_lock:
+            if self._cond is None and self._state == _PENDING:
+                self._state = _RUNNING
+                return True
+        return super().set_running_or_notify_cancel()
+
+    # Reading one attribute is atomic: no lock needed to answer these.
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED or self._state == _NOTIFIED
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def done(self) -> bool:
+        s = self._state
+        return s == _FINISHED or s == _CANCELLED or s == _NOTIFIED
+
+    # -- caller-driven results ---------------------------------------------------
 
     def _help(self, timeout: float | None) -> float | None:
         """Reap in this thread; returns what is left of the timeout."""
-        if self._state == cf._base.PENDING or self._state == cf._base.RUNNING:
+        if self._state == _PENDING or self._state == _RUNNING:
             ex = self._executor
             if ex is not None:
                 start = time.monotonic()
@@ -335,10 +437,33 @@ class _RingFuture(cf.Future):  # type: ignore[type-arg]
         return timeout
 
     def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._help(timeout))
+        if self._state != _FINISHED:
+            timeout = self._help(timeout)
+            if self._state != _FINISHED:
+                return super().result(timeout)
+        # _result/_exception were written before _state (see _finish_fast and
+        # the base class): a finished future needs no lock.
+        exc = self._exception
+        if exc is not None:
+            try:
+                raise exc
+            finally:
+                self = exc = None      # noqa: PLW0642 - no frame -> future cycle
+        return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._help(timeout))
+        if self._state != _FINISHED:
+            timeout = self._help(timeout)
+            if self._state != _FINISHED:
+                return super().exception(timeout)
+        return self._exception
+
+
+def _notify_cancelled(task: _RingFuture) -> None:
+    """A cancelled task leaves the queue: wake wait()/as_completed() callers
+    (CANCELLED -> CANCELLED_AND_NOTIFIED, as an executor must)."""
+    if task._state == _CANCELLED:
+        task.set_running_or_notify_cancel()
 
 
 class _WorkerHandle:
@@ -348,8 +473,8 @@ class _WorkerHandle:
         self.client: SubsystemClient | None = None
         self.pool: BufferPool | None = None
         self.arena: _Arena | None = None
-        self.tasks: dict[int, _Task] = {}     # token -> task
-        self.fetches: collections.deque[_Task] = collections.deque()  # big results to fetch
+        self.tasks: dict[int, _RingFuture] = {}     # token -> task
+        self.fetches: collections.deque[_RingFuture] = collections.deque()  # big results to fetch
         self.op_run = self.op_fetch = 0
         self.dead = False
 
@@ -388,7 +513,7 @@ class RingExecutor(cf.Executor):
         self._start_timeout = start_timeout
         self._dir = tempfile.mkdtemp(prefix="subring-exec-")
         self._workers: list[_WorkerHandle] = []
-        self._pending: collections.deque[_Task] = collections.deque()
+        self._pending: collections.deque[_RingFuture] = collections.deque()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._shutdown = False
@@ -466,21 +591,20 @@ class RingExecutor(cf.Executor):
                 raise BrokenProcessPool(self._broken)
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            f = _RingFuture()
-            f._executor = self
-            task = _Task(f, fn, args, kwargs)
+            task = _RingFuture(self)
             # Pickle now: an unpicklable call fails here, in the caller.
             task.frame, task.oob = _encode((fn, args, kwargs))
             if self._pending:
                 self._pending.append(task)
             elif not self._dispatch(task):
                 self._pending.append(task)
-            return f
+            return task
 
-    def _dispatch(self, task: _Task) -> bool:
+    def _dispatch(self, task: _RingFuture) -> bool:
         """Send a task to a worker; False if it has to wait (no worker with
         room, or no room in the arena).  True if it was sent or dropped."""
-        if task.future.cancelled():
+        if task.cancelled():
+            _notify_cancelled(task)
             return True
         h = self._pick()
         if h is None:
@@ -494,8 +618,8 @@ class RingExecutor(cf.Executor):
         # small plain pickles travel in the op's slot.
         if oob or size > client.slot_size:
             if size > self._max_data:
-                if task.future.set_running_or_notify_cancel():
-                    task.future.set_exception(ValueError(
+                if task.set_running_or_notify_cancel():
+                    task.set_exception(ValueError(
                         f"task data ({size} bytes) exceeds 3/4 of arena_size "
                         f"({self._arena_size})"))
                 return True
@@ -503,7 +627,7 @@ class RingExecutor(cf.Executor):
             if off is None:
                 return False              # wait for room in the arena
         if not task.started:
-            if not task.future.set_running_or_notify_cancel():
+            if not task.set_running_or_notify_cancel():
                 if off is not None:
                     h.arena.release(off, size)
                 return True               # cancelled while pending: drop it
@@ -533,8 +657,9 @@ class RingExecutor(cf.Executor):
     def _dispatch_pending(self, settle: list[Any] | None = None) -> None:
         while self._pending:
             task = self._pending[0]
-            if task.future.cancelled():
+            if task.cancelled():
                 self._pending.popleft()
+                _notify_cancelled(task)
                 continue
             try:
                 sent = self._dispatch(task)
@@ -550,11 +675,11 @@ class RingExecutor(cf.Executor):
     def _fail_pending(self, err: BaseException, settle: list[Any] | None) -> None:
         while self._pending:
             t = self._pending.popleft()
-            if t.started or t.future.set_running_or_notify_cancel():
+            if t.started or t.set_running_or_notify_cancel():
                 if settle is None:
-                    t.future.set_exception(err)
+                    t.set_exception(err)
                 else:
-                    settle.append((t.future, False, err))
+                    settle.append((t, False, err))
 
     # -- completions ----------------------------------------------------------------
 
@@ -642,9 +767,9 @@ class RingExecutor(cf.Executor):
                 task.arena = None
             if c.res < 0:
                 if client.peer_dead:
-                    settle.append((task.future, False, self._died(h)))
+                    settle.append((task, False, self._died(h)))
                 else:
-                    settle.append((task.future, False, OSError(-c.res, c.error_text or
+                    settle.append((task, False, OSError(-c.res, c.error_text or
                                                                os.strerror(-c.res))))
                 continue
             if task.fetching:
@@ -685,7 +810,7 @@ class RingExecutor(cf.Executor):
                 h.fetches.popleft()
                 self._inflight -= 1
                 client.prep_call_pool(h.op_fetch, 0, 0, 0, key, 1)    # drop it there
-                settle.append((task.future, False, MemoryError(
+                settle.append((task, False, MemoryError(
                     f"result of {size} bytes exceeds 3/4 of arena_size ({self._arena_size})")))
                 continue
             off = h.arena.alloc(size)
@@ -697,20 +822,20 @@ class RingExecutor(cf.Executor):
             h.tasks[token] = task
         client.submit()                         # (also what was prepared before a break)
 
-    def _finish(self, task: _Task, frame: memoryview, settle: list[Any],
+    def _finish(self, task: _RingFuture, frame: memoryview, settle: list[Any],
                 copy: bool = True) -> None:
         tag = bytes(frame[:1])
         try:
             value = _read_frame(frame[1:], copy=copy)
         except Exception as e:  # noqa: BLE001
-            settle.append((task.future, False, e))
+            settle.append((task, False, e))
             return
         if tag == _TAG_RESULT:
-            settle.append((task.future, True, value))
+            settle.append((task, True, value))
         else:
             exc, tb = value
             exc.__cause__ = _RemoteTraceback(tb)
-            settle.append((task.future, False, exc))
+            settle.append((task, False, exc))
 
     def _died(self, h: _WorkerHandle) -> BrokenProcessPool:
         code = None
@@ -725,7 +850,7 @@ class RingExecutor(cf.Executor):
         h.dead = True
         err = self._died(h)
         for task in list(h.tasks.values()) + list(h.fetches):
-            settle.append((task.future, False, err))
+            settle.append((task, False, err))
             self._inflight -= 1
         h.tasks.clear()
         h.fetches.clear()
@@ -737,8 +862,8 @@ class RingExecutor(cf.Executor):
             self._broken = f"a worker died ({err}); the pool is broken"
             while self._pending:
                 t = self._pending.popleft()
-                if t.future.set_running_or_notify_cancel():
-                    settle.append((t.future, False, BrokenProcessPool(self._broken)))
+                if t.set_running_or_notify_cancel():
+                    settle.append((t, False, BrokenProcessPool(self._broken)))
 
     def _bury(self) -> None:
         """Close the rings of dead workers that no thread is waiting on."""
@@ -829,7 +954,8 @@ class RingExecutor(cf.Executor):
             if cancel_futures:
                 while self._pending:
                     t = self._pending.popleft()
-                    t.future.cancel()
+                    t.cancel()
+                    _notify_cancelled(t)
         self._wake.set()
         if wait:
             if self._thread is not None:
