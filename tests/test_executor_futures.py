@@ -159,3 +159,16 @@ def test_regression_shutdown_cancel_futures_notifies_waiters():
     done, not_done = result[0]
     assert not not_done and all(f.cancelled() for f in queued)
     assert gate.result(T) == "gate"
+
+
+def test_futures_nobody_waits_on_complete_after_a_driver_leaves(ex):
+    """While a thread drives (reaps inside result()), the completion thread
+    parks; when the driver leaves tasks in flight, they must still finish
+    and run their callbacks with nobody calling result()."""
+    for _ in range(20):
+        fired = threading.Event()
+        slow = ex.submit(ef.sleep_return, 0.005, "slow")
+        slow.add_done_callback(lambda f: fired.set())
+        assert ex.submit(ef.inc, 1).result(T) == 2      # drive, leave `slow` in flight
+        assert fired.wait(T)
+        assert slow.result(0) == "slow"

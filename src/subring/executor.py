@@ -523,8 +523,10 @@ class RingExecutor(cf.Executor):
         self._next_index = 0
         self._graveyard: list[_WorkerHandle] = []
         self._drivers = 0                # threads reaping inside result()
-        self._idle = threading.Event()   # set when no thread drives
-        self._idle.set()
+        # The completion thread parks (on _handover) while a thread drives;
+        # the last driver to leave wakes it only if it leaves work behind.
+        self._parked = False
+        self._handover = threading.Event()
         self._finalizer = weakref.finalize(self, _cleanup_dir, self._dir)
         if start == "eager":
             with self._lock:
@@ -695,10 +697,18 @@ class RingExecutor(cf.Executor):
                 done = self._shutdown and not self._inflight and not self._pending
                 if done:
                     return
-            if self._drivers:
+                park = self._parked = self._drivers > 0
+            if park:
                 # A thread blocked in result() is reaping: stay out of its way
-                # (two spinners on few CPUs slow both down).
-                self._idle.wait(0.01)
+                # (two spinners on few CPUs slow both down, and every wake-up
+                # of this thread costs the driver the GIL).  The driver hands
+                # over when it leaves tasks in flight; the timeout only bounds
+                # how long a future nobody waits on can wait after a hand-over
+                # that was not needed then.
+                self._handover.wait(0.002)
+                with self._lock:
+                    self._parked = False
+                    self._handover.clear()
                 continue
             if not live or flagged:
                 if not live:
@@ -735,7 +745,6 @@ class RingExecutor(cf.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._drivers += 1
-            self._idle.clear()
         try:
             while not fut.done():
                 with self._lock:
@@ -751,8 +760,8 @@ class RingExecutor(cf.Executor):
         finally:
             with self._lock:
                 self._drivers -= 1
-                if not self._drivers:
-                    self._idle.set()
+                if not self._drivers and self._parked and (self._inflight or self._pending):
+                    self._handover.set()
 
     def _reap(self, h: _WorkerHandle, settle: list[Any]) -> None:
         client = h.client
