@@ -435,21 +435,27 @@ class SubringClient:
                 wait()
                 done += len(reap())
         else:
+            # packed records: each op carries as many messages as its slot holds
             op = self.ops["sink_batch"]
-            data = payload(size) * self.M
-            preps, reap_into, ud, res = c.prep_calls, c.reap_into, self.ud, self.res
+            per = SLOT_SIZE // size
+            data = payload(size) * (self.M * per)
+            preps, reap_into, ud, res = c.prep_records, c.reap_into, self.ud, self.res
+            ops_sent = ops_done = 0
             t0 = perf()
             deadline = t0 + dur
             while perf() < deadline:
-                room = self.M - (sent - done)
+                room = self.M - (ops_sent - ops_done)
                 if room:
-                    preps(op, data, size, room)
-                    sent += room
+                    ops_sent += preps(op, data, size, room * per)
+                    sent += room * per
                 wait()
-                done += reap_into(ud, res)
-            while done < sent:
+                n = reap_into(ud, res)
+                if n and min(res[:n]) < 0:
+                    raise BenchError(f"subring-{self.mode}-batch: op failed ({min(res[:n])})")
+                ops_done += n
+            while ops_done < ops_sent:
                 wait()
-                done += reap_into(ud, res)
+                ops_done += reap_into(ud, res)
         t1 = perf()
         self.verify(wl, sent, sent * ACC_SMALL)
         return sent, t1 - t0

@@ -307,3 +307,41 @@ class FuzzTarget(subring.Subsystem):
     @op
     def stats(self, req):
         return json.dumps(dict(self.statistics())).encode()
+
+
+class RecordSink(subring.Subsystem):
+    """A vector op that keeps every call it gets (for packed records)."""
+
+    name = "record-sink"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[bytes, int, int]] = []
+        self.batches = 0
+
+    @op(vector=True)
+    def sink(self, batch):
+        self.batches += 1
+        d, off, a0, a1 = batch.data, batch.offsets, batch.arg0, batch.arg1
+        self.calls.extend((bytes(d[off[k]:off[k + 1]]), a0[k], a1[k]) for k in range(batch.count))
+
+    @op(vector=True)
+    def per_call(self, batch):
+        """One result per call: its length (a packed op still reports its count)."""
+        off = batch.offsets
+        return [off[k + 1] - off[k] for k in range(batch.count)]
+
+    @op(vector=True)
+    def explode(self, batch):
+        raise ValueError(f"refused {batch.count} calls")
+
+    @op
+    def plain(self, req):
+        return 1
+
+    @op
+    def taken(self, req):
+        """The calls so far as JSON [[hex, arg0, arg1], ...], and forget them."""
+        out = json.dumps([[d.hex(), a, b] for d, a, b in self.calls]).encode()
+        self.calls = []
+        return out

@@ -71,7 +71,11 @@ class SubsystemClient(_core.UserRing):
         self.ops = {str(t[0]): i for i, t in enumerate(table)}
         self.op_docs = {str(t[0]): str(t[2]) for t in table}
         self.server_pid = int(reply.get("server_pid", 0))
-        self._set_opnames(tuple(str(t[0]) for t in table))
+        # handler kind of each op (0 per-op, 1 batch, 2 vector): prep_records
+        # checks it; a server that sends something else just gets 0
+        kinds = bytes(t[1] if isinstance(t, list) and len(t) > 1 and t[1] in (0, 1, 2)
+                      and not isinstance(t[1], bool) else 0 for t in table)
+        self._set_opnames(tuple(str(t[0]) for t in table), kinds)
         self._pool: Any = None
         self._abandoned: set[int] = set()     # tokens of call()s that timed out
         return self

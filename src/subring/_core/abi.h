@@ -380,6 +380,10 @@ static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
  *   buf_index    pool buffer index (SR_PAYLOAD_POOL)
  *   file_index   byte offset in that pool buffer (SR_PAYLOAD_POOL)
  *   cmd[0..80)   inline payload (SR_PAYLOAD_INLINE)
+ *   personality  record size, with SR_OPF_RECORDS: the payload is len /
+ *                personality records of that size, each one call of a vector
+ *                op; the op completes once, res = the number of records
+ *                (or -errno for all of them)
  *
  * CQE: user_data, res (>= 0 result / length of result data, or -errno),
  * flags: IORING_CQE_F_BUFFER + (slot << 16) when result bytes were written
@@ -401,7 +405,9 @@ static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
 #define SR_PAYLOAD_POOL       3
 #define SR_PAYLOAD_MASK       3
 #define SR_OPF_RESULT         (1U << 2)
-#define SR_OPF_KNOWN          (SR_PAYLOAD_MASK | SR_OPF_RESULT)
+#define SR_OPF_RECORDS        (1U << 3)     /* packed records (vector ops only) */
+#define SR_RECORDS_MAX        4096          /* records in one op (bounds a Batch) */
+#define SR_OPF_KNOWN          (SR_PAYLOAD_MASK | SR_OPF_RESULT | SR_OPF_RECORDS)
 
 #define SR_INLINE_MAX         80            /* bytes of cmd[] in a 128-byte SQE */
 #define SR_CQE_F_ERRTEXT      (1U << 15)

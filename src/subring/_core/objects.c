@@ -195,12 +195,19 @@ int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what)
 int sr_optable_init(sr_optable *t, uint32_t nslots)
 {
     memset(t, 0, sizeof(*t));
-    t->slots = PyMem_Calloc(nslots, sizeof(sr_slot));
+    /* Cache-line aligned so that each slot is exactly one line. */
+    if (posix_memalign((void **)&t->slots, 64, (size_t)nslots * sizeof(sr_slot)) != 0)
+        t->slots = NULL;
+    else
+        memset(t->slots, 0, (size_t)nslots * sizeof(sr_slot));
+    t->views = PyMem_Calloc(nslots, sizeof(Py_buffer));
     t->free_stack = PyMem_Calloc(nslots, sizeof(uint32_t));
-    if (!t->slots || !t->free_stack) {
-        PyMem_Free(t->slots);
+    if (!t->slots || !t->views || !t->free_stack) {
+        free(t->slots);
+        PyMem_Free(t->views);
         PyMem_Free(t->free_stack);
         t->slots = NULL;
+        t->views = NULL;
         t->free_stack = NULL;
         PyErr_NoMemory();
         return -1;
@@ -216,9 +223,11 @@ int sr_optable_init(sr_optable *t, uint32_t nslots)
 
 void sr_optable_free(sr_optable *t)
 {
-    PyMem_Free(t->slots);
+    free(t->slots);
+    PyMem_Free(t->views);
     PyMem_Free(t->free_stack);
     t->slots = NULL;
+    t->views = NULL;
     t->free_stack = NULL;
     t->nslots = t->nfree = t->live = 0;
 }

@@ -50,12 +50,14 @@ typedef struct {
     uint8_t   linkflag;   /* 1: submitted with IOSQE_IO_LINK, 2: HARDLINK */
     uint32_t  link_next;  /* 1 + slot of the next op in its link chain, or 0 */
     uint32_t  link_next_gen;
-    /* cold: only ops that export a buffer */
-    Py_buffer view;       /* view.obj != NULL while a buffer is exported */
-} sr_slot;
+} __attribute__((aligned(64))) sr_slot;
+/* One cache line per slot: what alloc/find/release touch, nothing else (the
+ * rare buffer export lives in the parallel `views` array). */
+_Static_assert(sizeof(sr_slot) == 64, "sr_slot outgrew its cache line");
 
 typedef struct {
-    sr_slot  *slots;
+    sr_slot  *slots;      /* 64-byte aligned, one line each */
+    Py_buffer *views;     /* views[i]: slot i's buffer export while has_view */
     uint32_t *free_stack;
     uint32_t  nfree;
     uint32_t  nslots;
@@ -101,7 +103,7 @@ static inline void sr_slot_abort(sr_optable *t, uint32_t i)
     Py_CLEAR(s->udata);
     Py_CLEAR(s->keep);
     if (s->has_view) {
-        PyBuffer_Release(&s->view);
+        PyBuffer_Release(&t->views[i]);
         s->has_view = 0;
     }
     s->state = SLOT_FREE;
@@ -128,7 +130,7 @@ static inline void sr_slot_clear(sr_optable *t, uint32_t i)
     Py_CLEAR(s->udata);
     Py_CLEAR(s->keep);
     if (s->has_view) {
-        PyBuffer_Release(&s->view);
+        PyBuffer_Release(&t->views[i]);
         s->has_view = 0;
     }
     if (s->fixed)

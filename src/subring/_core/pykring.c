@@ -53,6 +53,7 @@ typedef struct {
     uint64_t st_doorbells, st_sleeps;
     int64_t next_peer_check;
     PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
+    uint8_t opkinds[256];    /* op index -> 0 per-op, 1 batch, 2 vector handler */
     int async_armed;         /* an event loop watches cq_efd: keep ARMED set */
     void *fork_prev, *fork_next;  /* list of live user rings (see sr_user_rings_after_fork) */
     uint64_t fork_gen;
@@ -616,7 +617,7 @@ static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyBuffer_Release(&view);
         return NULL;
     }
-    r->ops.slots[i].view = view;   /* the slot now owns the export */
+    r->ops.views[i] = view;   /* the slot now owns the export */
     r->ops.slots[i].has_view = 1;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)view.buf;
@@ -2328,6 +2329,103 @@ out:
     return result;
 }
 
+/* prep_records(op, data, size, count=None, user_data=None) -> ops
+ *
+ * Packed records: many calls of a vector op per SQE.  prep_calls spends one
+ * 128-byte SQE (two cache lines the consumer's CPU must fetch) and one CQE on
+ * every call; for a stream of small one-way messages that traffic, not the
+ * copying, is the cost.  Here record k is data[k*size:(k+1)*size] and the
+ * records are packed back to back into each op's send slot (up to
+ * slot_size / size of them), so the consumer reads the payload and little
+ * else.  The subsystem's vector handler sees every record as one call of its
+ * Batch, exactly as if each had been its own op; what is given up is the
+ * per-call result: an op completes once, res = the number of records it
+ * carried (or -errno for all of them).  user_data: None -> op index k,
+ * an int -> user_data + k. */
+static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"op", "data", "size", "count", "user_data"};
+    PyObject *a[5];
+    uint32_t op, size;
+    int64_t count;
+    uint64_t base;
+    Py_buffer view = {0};
+    if (sr_parse("prep_records", args, nargs, kwnames, names, 5, 3, a) < 0 ||
+        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
+        sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &count, "count") < 0 ||
+        sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &base, "user_data") < 0 ||
+        ur_only(r, "prep_records") < 0 || kr_check(r) < 0)
+        return NULL;
+    if (op > 255) {
+        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
+        return NULL;
+    }
+    if (r->opkinds[op] != 2) {
+        PyObject *name = r->opnames ? ur_opname(r, op) : PyLong_FromUnsignedLong(op);
+        PyErr_Format(PyExc_TypeError,
+                     "prep_records needs a vector op (@op(vector=True)); %R is not one",
+                     name ? name : Py_None);
+        Py_XDECREF(name);
+        return NULL;
+    }
+    if (size == 0 || size > 0xffff || size > r->slot_size) {
+        PyErr_Format(PyExc_ValueError,
+                     "record size must be 1..%u bytes (this connection's slot_size, at "
+                     "most 65535)", r->slot_size < 0xffff ? r->slot_size : 0xffff);
+        return NULL;
+    }
+    if (r->peer_dead) {
+        ur_refuse_dead(r);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (count < 0)
+        count = view.len / size;
+    if ((uint64_t)count * size > (uint64_t)view.len) {
+        PyErr_Format(PyExc_ValueError, "data holds %zd bytes; %lld records of %u need more",
+                     view.len, (long long)count, size);
+        goto out;
+    }
+    uint32_t per = r->slot_size / size;             /* records per op */
+    if (per > SR_RECORDS_MAX)
+        per = SR_RECORDS_MAX;
+    int64_t nops = (count + per - 1) / per;
+    if (kr_batch_room(r, nops) < 0)
+        goto out;
+    struct sr_sq *sq = &r->k.sq;
+    uint32_t space = sr_sq_space(sq);
+    const char *p = view.buf;
+    for (int64_t k = 0; k < nops; k++) {
+        if (space == 0) {
+            if (kr_make_room(r) < 0)
+                goto out;
+            space = sr_sq_space(sq);
+        }
+        int64_t left = count - k * (int64_t)per;
+        uint32_t nrec = left < per ? (uint32_t)left : per;
+        struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
+        int64_t i = sr_slot_alloc(&r->ops, (uint8_t)op);
+        sqe->opcode = (uint8_t)op;
+        ur_fill(r, sqe, (uint32_t)i, p, (Py_ssize_t)nrec * size, 0, 0);
+        sqe->op_flags |= SR_OPF_RECORDS;
+        sqe->personality = (uint16_t)size;
+        p += (size_t)nrec * size;
+        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        r->ops.slots[i].udata = NULL;
+        r->ops.slots[i].int_udata = base + (uint64_t)k;
+        kr_link_in(r, (uint32_t)i);
+        r->chain_open = 0;
+    }
+    r->chain_open = 0;
+    result = PyLong_FromLongLong(nops);
+out:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* _set_async(on) -> cq eventfd: while on, the server signals the eventfd
  * after every batch of completions it posts (ARMED stays set), which is what
  * an event loop's add_reader needs.  Costs one eventfd write per batch. */
@@ -2349,14 +2447,20 @@ static PyObject *ur_get_sock_fd(KRing *r, PyObject *unused)
     return PyLong_FromLong(r->sock_fd);
 }
 
-/* _set_opnames(tuple_of_str) */
-static PyObject *ur_set_opnames(KRing *r, PyObject *arg)
+/* _set_opnames(tuple_of_str, kinds=b"") -- kinds[i]: handler kind of op i */
+static PyObject *ur_set_opnames(KRing *r, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyTuple_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "expected a tuple of names");
+    if (nargs < 1 || nargs > 2 || !PyTuple_Check(args[0]) ||
+        (nargs == 2 && !PyBytes_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of names (and bytes of kinds)");
         return NULL;
     }
-    Py_XSETREF(r->opnames, Py_NewRef(arg));
+    Py_XSETREF(r->opnames, Py_NewRef(args[0]));
+    memset(r->opkinds, 0, sizeof(r->opkinds));
+    if (nargs == 2) {
+        Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
+        memcpy(r->opkinds, PyBytes_AS_STRING(args[1]), (size_t)(n < 256 ? n : 256));
+    }
     Py_RETURN_NONE;
 }
 
@@ -2794,7 +2898,7 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
             Py_CLEAR(s->udata);
             Py_CLEAR(s->keep);
             if (s->has_view)
-                PyBuffer_Release(&s->view);
+                PyBuffer_Release(&r->ops.views[k]);
             s->has_view = 0;
             s->state = SLOT_FREE;
         }
@@ -2858,7 +2962,7 @@ static int kr_traverse(KRing *r, visitproc visit, void *arg)
             Py_VISIT(s->udata);
             Py_VISIT(s->keep);
             if (s->has_view)
-                Py_VISIT(s->view.obj);
+                Py_VISIT(r->ops.views[k].obj);
         }
     }
     return 0;
@@ -3130,6 +3234,10 @@ static PyMethodDef ur_methods[] = {
          "Zero-copy payload from the registered BufferPool."),
     FAST("prep_calls", ur_prep_calls,
          "prep_calls(op, data, size, count=None, user_data=None) -> count (batch)"),
+    FAST("prep_records", ur_prep_records,
+         "prep_records(op, data, size, count=None, user_data=None) -> ops\n"
+         "Pack `count` records of `size` bytes into as few ops as the slots allow\n"
+         "(vector ops only); each op completes once, res = its number of records."),
     FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0) -> count"),
     {"submit", (PyCFunction)kr_submit_py, METH_NOARGS, "submit() -> SQEs published."},
     FAST("submit_and_wait", kr_submit_and_wait,
@@ -3138,7 +3246,7 @@ static PyMethodDef ur_methods[] = {
     FAST("reap_into", kr_reap_into,
          "reap_into(user_data_out, res_out, flags_out=None) -> n (result data dropped)"),
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
-    {"_set_opnames", (PyCFunction)ur_set_opnames, METH_O, NULL},
+    {"_set_opnames", (PyCFunction)(void (*)(void))ur_set_opnames, METH_FASTCALL, NULL},
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},

@@ -834,6 +834,12 @@ static int sqe_check(const SQueue *q, const struct io_uring_sqe *sqe)
     uint32_t of = sqe->op_flags, len = sqe->len;
     if (of & ~SR_OPF_KNOWN || (uint32_t)sqe->fd >= q->nslots)
         return -EINVAL;
+    /* Packed records: a whole number of records of a non-zero size (the
+     * caller, loop_call_vector, divides by it). */
+    if ((of & SR_OPF_RECORDS) &&
+        (!sqe->personality || len % sqe->personality || len / sqe->personality > SR_RECORDS_MAX ||
+         (of & SR_PAYLOAD_MASK) == SR_PAYLOAD_NONE))
+        return -EINVAL;
     switch (of & SR_PAYLOAD_MASK) {
     case SR_PAYLOAD_INLINE:
         return len > SR_INLINE_MAX ? -EINVAL : 0;
@@ -861,7 +867,7 @@ static int request_fill(SRequest *r, SQueue *q, const struct io_uring_sqe *sqe)
     r->want_result = 0;
     r->slot = 0;
     uint32_t of = sqe->op_flags;
-    if (of & ~SR_OPF_KNOWN)
+    if (of & ~SR_OPF_KNOWN || of & SR_OPF_RECORDS)   /* records: vector ops only */
         return -EINVAL;
     uint32_t slot = (uint32_t)sqe->fd;
     if (slot >= q->nslots)
@@ -965,7 +971,8 @@ static PySequenceMethods batch_as_sequence = {
 
 static PyGetSetDef batch_getset[] = {
     {"data", (getter)batch_get_data, NULL, "bytes: every payload, back to back."},
-    {"count", (getter)batch_get_count, NULL, "Number of ops in the batch."},
+    {"count", (getter)batch_get_count, NULL,
+     "Number of calls in the batch (an op of packed records is one call per record)."},
     {"offsets", (getter)batch_get_offsets, NULL,
      "memoryview of uint32[count + 1]: payload k is data[offsets[k]:offsets[k+1]]."},
     {"arg0", (getter)batch_get_arg0, NULL, "memoryview of int64: each op's arg0."},
@@ -988,19 +995,38 @@ PyTypeObject SR_BatchType = {
 
 /* Run a vector handler over sqes[idx[0..m)] (already validated into the
  * parallel arrays).  Posts one CQE per op.  Returns -1 to stop the loop. */
+/* Calls of SQE `sqe` (validated by sqe_check): its packed records, or 1. */
+static inline uint32_t sqe_calls(const struct io_uring_sqe *sqe)
+{
+    return (sqe->op_flags & SR_OPF_RECORDS) ? sqe->len / sqe->personality : 1;
+}
+
+/* Post the completion of vector-op SQE `sqe` whose first call has result
+ * `rv`: an op of packed records completes once with its number of records
+ * (or the error every one of them got). */
+static inline void vec_post(SQueue *q, const struct io_uring_sqe *sqe, int32_t rv, int failed)
+{
+    if ((sqe->op_flags & SR_OPF_RECORDS) && !failed)
+        rv = (int32_t)sqe_calls(sqe);
+    sq_post(q, sqe->user_data, rv, 0);
+}
+
 static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *sqes,
                             const int *idx, int m)
 {
     size_t total = 0;
-    for (int j = 0; j < m; j++)
+    uint32_t calls = 0;                 /* m ops carry this many calls */
+    for (int j = 0; j < m; j++) {
         total += sqes[2 * idx[j]].len;
+        calls += sqe_calls(&sqes[2 * idx[j]]);
+    }
     SBatch *b = PyObject_New(SBatch, &SR_BatchType);
     if (b) {
-        b->n = (uint32_t)m;
+        b->n = calls;
         b->client = Py_NewRef(q->info);
         b->data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-        b->offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(m + 1) * 4);
-        b->args = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m * 16);
+        b->offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(calls + 1) * 4);
+        b->args = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)calls * 16);
         if (!b->data || !b->offsets || !b->args)
             Py_CLEAR(b);
     }
@@ -1013,7 +1039,7 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
     uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(b->data);
     uint32_t *off = (uint32_t *)PyBytes_AS_STRING(b->offsets);
     int64_t *args = (int64_t *)PyBytes_AS_STRING(b->args);
-    uint32_t pos = 0;
+    uint32_t pos = 0, c = 0;
     for (int j = 0; j < m; j++) {
         const struct io_uring_sqe *sqe = &sqes[2 * idx[j]];
         const uint8_t *src = NULL;
@@ -1023,14 +1049,20 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
         case SR_PAYLOAD_POOL:
             src = q->pool + (size_t)sqe->buf_index * q->pool_size + sqe->file_index; break;
         }
-        off[j] = pos;
-        if (src && sqe->len)
-            memcpy(dst + pos, src, sqe->len);
-        pos += src ? sqe->len : 0;
-        args[2 * j] = (int64_t)sqe->off;
-        args[2 * j + 1] = (int64_t)sqe->addr;
+        uint32_t len = src ? sqe->len : 0;
+        if (len)
+            memcpy(dst + pos, src, len);
+        /* one call per record (a plain op: one record of its whole length) */
+        uint32_t n = sqe_calls(sqe);
+        uint32_t rec = (sqe->op_flags & SR_OPF_RECORDS) ? sqe->personality : 0;
+        for (uint32_t k = 0; k < n; k++, c++) {
+            off[c] = pos + k * rec;
+            args[2 * c] = (int64_t)sqe->off;
+            args[2 * c + 1] = (int64_t)sqe->addr;
+        }
+        pos += len;
     }
-    off[m] = pos;
+    off[calls] = pos;
     if (_PyBytes_Resize(&b->data, pos) < 0) {   /* payload-less ops: shorter */
         b->data = NULL;
         Py_DECREF(b);
@@ -1058,8 +1090,9 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
         Py_XDECREF(tb);
         return 0;
     }
-    /* None / int: the same result for all; otherwise one result per op (a
-     * sequence of ints, or an int32 buffer such as array('i') / numpy). */
+    /* None / int: the same result for all; otherwise one result per call (a
+     * sequence of ints, or an int32 buffer such as array('i') / numpy).  An op
+     * posts the result of its first call (see vec_post for packed records). */
     if (res == Py_None || PyLong_Check(res)) {
         long long v = res == Py_None ? 0 : PyLong_AsLongLong(res);
         if ((v == -1 && PyErr_Occurred()) || v < INT32_MIN || v > INT32_MAX) {
@@ -1067,27 +1100,35 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
             v = -ERANGE;
         }
         for (int j = 0; j < m; j++)
-            sq_post(q, sqes[2 * idx[j]].user_data, (int32_t)v, 0);
+            vec_post(q, &sqes[2 * idx[j]], (int32_t)v, 0);
     } else {
         Py_buffer v;
         if (PyObject_CheckBuffer(res) && PyObject_GetBuffer(res, &v, PyBUF_FORMAT) == 0 &&
-            v.itemsize == 4 && v.len >= (Py_ssize_t)m * 4) {
+            v.itemsize == 4 && v.len >= (Py_ssize_t)calls * 4) {
             const int32_t *rv = v.buf;
-            for (int j = 0; j < m; j++)
-                sq_post(q, sqes[2 * idx[j]].user_data, rv[j], 0);
+            c = 0;
+            for (int j = 0; j < m; j++) {
+                vec_post(q, &sqes[2 * idx[j]], rv[c], 0);
+                c += sqe_calls(&sqes[2 * idx[j]]);
+            }
             PyBuffer_Release(&v);
         } else {
             PyErr_Clear();
             PyObject *seq = PySequence_Fast(res, "vector handler result");
+            c = 0;
             for (int j = 0; j < m; j++) {
                 int32_t rv = -EINVAL;
-                if (seq && j < PySequence_Fast_GET_SIZE(seq)) {
-                    long long x = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, j));
-                    if (!(x == -1 && PyErr_Occurred()) && x >= INT32_MIN && x <= INT32_MAX)
+                int failed = 1;
+                if (seq && c < (uint32_t)PySequence_Fast_GET_SIZE(seq)) {
+                    long long x = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, c));
+                    if (!(x == -1 && PyErr_Occurred()) && x >= INT32_MIN && x <= INT32_MAX) {
                         rv = (int32_t)x;
+                        failed = 0;
+                    }
                     PyErr_Clear();
                 }
-                sq_post(q, sqes[2 * idx[j]].user_data, rv, 0);
+                vec_post(q, &sqes[2 * idx[j]], rv, failed);
+                c += sqe_calls(&sqes[2 * idx[j]]);
             }
             Py_XDECREF(seq);
             PyErr_Clear();
