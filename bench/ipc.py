@@ -58,13 +58,17 @@ Contenders
                         ``submit_and_wait(1)``, ``reap()[0].data``; the
                         handler returns ``req.data`` (copied into the
                         result slot).
-``subring-MODE-batch``  batch client API: ``prep_calls(op, data, size, room)``
-                        for all free ring entries (``prep_call_pool`` per
-                        buffer for 1 MiB: there is no batch pool call),
-                        ``reap_into`` preallocated arrays; a vector batch
-                        handler (``@op(vector=True)``: one call per batch, the
-                        payloads back to back), or for 1 MiB pool payloads a
-                        zero-copy ``@op(batch=True)`` handler.  Round trip: the same client
+``subring-MODE-batch``  batch client API: ``prep_records(op, data, size,
+                        count)`` packs the messages back to back into each
+                        op's 4 KiB send slot (64 per op at 64 B, 1 at 4 KiB)
+                        and fills every free ring entry; ``reap_into``
+                        preallocated arrays (an op completes once, res = its
+                        number of messages).  The handler is a vector handler
+                        (``@op(vector=True)``: one call per batch of up to 256
+                        ops, every message one call of it, payloads back to
+                        back).  For 1 MiB pool payloads: ``prep_call_pool``
+                        per buffer and a zero-copy ``@op(batch=True)``
+                        handler.  Round trip: the same client
                         calls as the per-op row, the batch echo handler.
 ``pipe``                ``multiprocessing.Pipe``: ``send_bytes`` /
                         ``recv_bytes`` (``recv_bytes_into`` a preallocated
