@@ -73,9 +73,14 @@ import collections
 import concurrent.futures
 import dataclasses
 import gc
+import json
 import os
+import shlex
+import shutil
 import statistics
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -115,6 +120,38 @@ RATIOS: dict[str, tuple[str, float, tuple[str, str], tuple[str, str]]] = {
         "4 KiB reads QD32: subring per-op API vs ThreadPoolExecutor(8) pread", 5.0,
         ("read_qd32", "subring"), ("read_qd32", "threadpool")),
 }
+
+
+# informational, no bar, not in "ratios": how close each Python contender gets
+# to the C program doing the same work with the same ring core
+# key -> (description, (workload, contender), (workload, baseline))
+CEILING: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
+    "nop1_vs_c": ("NOPs, batch 1: subring per-op API / C loop",
+                  ("nop1", "subring"), ("nop1", "c-loop")),
+    "nop32_batch_vs_c": ("NOPs, batch 32: subring batch API / C loop",
+                         ("nop32", "subring-batch"), ("nop32", "c-loop")),
+    "nop256_batch_vs_c": ("NOPs, batch 256: subring batch API / C loop",
+                          ("nop256", "subring-batch"), ("nop256", "c-loop")),
+    "read_qd32_vs_c": ("4 KiB reads QD32: subring per-op API / C loop",
+                       ("read_qd32", "subring"), ("read_qd32", "c-loop")),
+    "read_qd32_batch_vs_c": ("4 KiB reads QD32: subring batch API / C loop",
+                             ("read_qd32", "subring-batch"), ("read_qd32", "c-loop")),
+    "liburing_nop1_vs_c": ("NOPs, batch 1: liburing / C loop",
+                           ("nop1", "liburing"), ("nop1", "c-loop")),
+    "liburing_nop256_vs_c": ("NOPs, batch 256: liburing / C loop",
+                             ("nop256", "liburing"), ("nop256", "c-loop")),
+    "liburing_read_qd32_vs_c": ("4 KiB reads QD32: liburing / C loop",
+                                ("read_qd32", "liburing"), ("read_qd32", "c-loop")),
+    "pread_vs_c_pread": ("4 KiB reads: os.pread loop / C pread loop",
+                         ("read_qd32", "pread"), ("read_qd32", "c-pread")),
+    "c_read_qd32_vs_c_pread": ("4 KiB reads: C io_uring QD32 / C pread loop (in C)",
+                               ("read_qd32", "c-loop"), ("read_qd32", "c-pread")),
+}
+
+C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_ceiling.c")
+C_CORE = os.path.join(os.path.dirname(C_SOURCE), os.pardir, "src", "subring", "_core")
+C_CONTENDERS = ("c-loop", "c-pread")
+ONLY_IN = {"c-pread": "read_qd32"}     # skipped rows print only where they would be
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +197,13 @@ class Contender:
 
     def verify(self) -> None:
         pass
+
+    def warm_up(self, chunk: int) -> None:
+        self.step(chunk)
+        self.verify()
+
+    def measure_slice(self, chunk: int, slice_s: float) -> tuple[int, float]:
+        return run_slice(self, chunk, slice_s)
 
 
 class Ctx:

@@ -7,8 +7,10 @@ of-band buffers (whatever pickle protocol 5 hands out of band: bytes,
 bytearray, ``pickle.PickleBuffer``, NumPy arrays, ...) are written straight into
 a shared :class:`~subring.BufferPool` arena -- nothing goes through a pipe.
 Results come back in the op's result slot (up to ``slot_size``, 64 KiB by
-default), or, when larger, are fetched into the arena by a second op (one
-copy, measured faster here than large slots for 1 MiB results).
+default), or, when larger, are written by the worker straight into the arena
+by a second op and lent to the caller as views of it (see ``_Arena``: the
+range is reused only once the last view is gone; leases are capped at a
+quarter of the arena, beyond which results are copied).
 
 Differences from ``ProcessPoolExecutor`` (what is the same: ``submit``, ``map``,
 ``shutdown(wait, cancel_futures)``, context manager, ``initializer``/
