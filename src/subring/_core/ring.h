@@ -36,9 +36,6 @@
 #define sr_likely(x)   __builtin_expect(!!(x), 1)
 #define sr_unlikely(x) __builtin_expect(!!(x), 0)
 
-/* Batch fills ask for the cache lines of the entry this far ahead. */
-#define SR_SQ_AHEAD 8
-
 /* Submission queue, seen from its producer. */
 struct sr_sq {
     uint32_t *khead;      /* consumer writes; we load-acquire */
@@ -85,19 +82,6 @@ static inline struct io_uring_sqe *sr_sq_get(struct sr_sq *sq, uint32_t *space)
     (*space)--;
     size_t idx = (size_t)(sq->sqe_tail & sq->mask) << (6 + sq->sqe_shift);
     struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes + idx);
-    /* The consumer (kernel or another process's CPU) last read the entries
-     * we are about to overwrite, so each of their cache lines must be taken
-     * back before we can write it.  A batch fills entries back to back:
-     * asking for the lines SR_SQ_AHEAD entries early overlaps those
-     * transfers instead of stalling on each in turn.  Only entries already
-     * free (within `space`) are touched, never one the consumer may still
-     * be reading. */
-    if (*space > SR_SQ_AHEAD) {
-        size_t ahead = (size_t)((sq->sqe_tail + SR_SQ_AHEAD) & sq->mask) << (6 + sq->sqe_shift);
-        __builtin_prefetch(sq->sqes + ahead, 1, 3);
-        if (sq->sqe_shift)
-            __builtin_prefetch(sq->sqes + ahead + 64, 1, 3);
-    }
     sq->sqe_tail++;
     /* Constant sizes: the compiler inlines these as a few vector stores. */
     if (sq->sqe_shift)
