@@ -30,18 +30,39 @@ Contenders
 ``pread``          a plain ``os.pread`` loop (queue depth 1, no io_uring).
 ``threadpool``     ``os.pread`` in ``concurrent.futures.ThreadPoolExecutor(8)``
                    with a window of 32 futures in flight.
+``c-loop``         the C ceiling (informational): ``bench/c_ceiling.c``, the
+                   same workload with no Python at all, built on subring's own
+                   ring core (``src/subring/_core/kernel.c`` + ``ring.h``, not
+                   liburing) with KernelRing's default setup flags.  NOPs:
+                   B SQEs, publish, one ``io_uring_enter(B, B, GETEVENTS)``,
+                   reap B CQEs.  Reads: 32 in flight, each slot refilled as
+                   soon as its read completes (like ``subring``).
+``c-pread``        (reads only) the C ``pread(2)`` loop, queue depth 1.
 
-Both rings are created with their library's default setup flags and 256 SQ
-entries.  Every loop checks its results lightly (NOP completion counts, every
+Every ring (subring's, liburing's, the C program's) is created with its
+library's default setup flags and 256 SQ entries.  Every loop checks its results lightly (NOP completion counts, every
 read's ``res == 4096``) and, outside the timed region, compares the buffers of
 the io_uring contenders against ``os.pread`` of the same offset -- so a broken
-library cannot look fast.
+library cannot look fast.  (The C program checks every NOP's ``res`` and the
+batch's user_data, every read's ``res == 4096``, and after each chunk that each
+buffer holds the block of its offset.)
+
+The C ceiling says what this machine's kernel allows: there the remaining cost
+is the syscall and the kernel's own work (a page-cached 4 KiB read is mostly
+the kernel's copy), so ``subring / c-loop`` is the share of the achievable rate
+that the Python layer keeps.  It is compiled once per run (``$CC`` from
+``sysconfig``, else ``gcc``, with ``-O2``) into the temporary directory; if that
+fails (or the program cannot set up a ring) the reason goes into the JSON's
+``"skipped"`` and the ``c-*`` rows and ceiling entries are left out.
 
 Method
 ------
 The machine this runs on is noisy, so each *repetition* runs every contender
 of every workload back to back (the order rotates from one repetition to the
-next), each for a fixed time slice made of fixed-size chunks of ops.  A ratio
+next), each for a fixed time slice made of fixed-size chunks of ops.  The C
+contenders run as one child process per slice, reading the same offsets (from
+a file of int64s) with the same chunk size and slice length; the program times
+only its chunks (after one untimed warm-up chunk), not its start-up.  A ratio
 is subring's ops/s divided by the baseline's ops/s *in the same repetition*;
 the reported ratio is the median of those per-repetition ratios (higher is
 better for subring).
@@ -56,14 +77,29 @@ Reproduce
 ::
 
     pip install -e '.[dev,bench]'
-    python bench/kernel.py                     # full run, about 3 minutes
+    python bench/kernel.py                     # full run, about 3.5 minutes
     python bench/kernel.py --quick             # < 60 s
     python bench/kernel.py --quick --json /tmp/kernel.json
     python bench/kernel.py --smoke --json /tmp/k.json   # seconds; only checks it runs
+    python bench/kernel.py --quick --cc clang  # build the C ceiling with another compiler
 
-``--json PATH`` writes the raw per-repetition figures, the environment, the
-top-level ``"ratios"`` object (median ratio per key, null if the baseline was
-unavailable) and each ratio's bar and whether it was met.
+The C program alone (``kernel.py`` passes the same arguments)::
+
+    gcc -O2 -Wall -Wextra -Isrc/subring/_core bench/c_ceiling.c \
+        src/subring/_core/kernel.c -o /tmp/c_ceiling
+    /tmp/c_ceiling nop 1.0 8192 256        # SECONDS CHUNK BATCH
+
+``--json PATH`` writes the raw per-repetition figures (``"results"``: workload
+-> contender -> ops, seconds, ops_per_s per repetition, including ``c-loop`` /
+``c-pread``), the environment, the top-level ``"ratios"`` object (median ratio
+per key, null if the baseline was unavailable), each ratio's bar and whether it
+was met (``"bars"``), ``"skipped"`` (contender -> why it did not run) and the
+informational ratios against the C ceiling, which have no bar and are not in
+``"ratios"``: ``"ceiling"``, key -> description, median, per-repetition samples
+(or null and ``"skipped"``), e.g. ``nop256_batch_vs_c`` = subring batch API /
+``c-loop`` and ``liburing_read_qd32_vs_c``.  ``config.c_ceiling`` records the
+compile command, the compiler, and the setup flags of the C ring and of
+KernelRing (or ``"error"``).
 """
 
 from __future__ import annotations
@@ -486,15 +522,89 @@ class ThreadPoolReads(Contender):
         return done
 
 
-def build_workloads(ctx: Ctx, use_liburing: bool) -> dict[str, list[Contender]]:
+# ---- the C ceiling -----------------------------------------------------
+
+def compile_c_ceiling(tmpdir: str, cc_arg: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Build bench/c_ceiling.c with subring's own src/subring/_core/kernel.c.
+
+    Returns (executable or None, info); info holds the command and compiler,
+    or "error": why there is no C ceiling (then its rows are left out)."""
+    cc = cc_arg or sysconfig.get_config_var("CC") or "gcc"
+    argv = shlex.split(cc)
+    if not cc_arg and (not argv or shutil.which(argv[0]) is None):
+        argv = ["gcc"]
+    exe = os.path.join(tmpdir, "c_ceiling")
+    cmd = [*argv, "-O2", "-I", os.path.normpath(C_CORE), C_SOURCE,
+           os.path.normpath(os.path.join(C_CORE, "kernel.c")), "-o", exe]
+    info: dict[str, Any] = {"command": shlex.join(cmd)}
+    try:
+        ver = subprocess.run([*argv, "--version"], check=False, capture_output=True,
+                             text=True, timeout=30)
+        info["compiler"] = (ver.stdout.splitlines() or ["?"])[0]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        info["error"] = f"cannot run the C compiler {argv[0]!r}: {type(e).__name__}: {e}"
+        return None, info
+    if proc.returncode != 0 or not os.path.exists(exe):
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "no output"
+        info["error"] = f"compiling bench/c_ceiling.c failed (exit {proc.returncode}): {tail}"
+        return None, info
+    # can it set up a ring here at all?  (a failure later is a BenchError)
+    probe = subprocess.run([exe, "nop", "0", "256", "256"], check=False, capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0:
+        info["error"] = f"the C ceiling does not run here: {probe.stderr.strip()}"
+        return None, info
+    return exe, info
+
+
+class CCeiling(Contender):
+    """bench/c_ceiling.c in a child process, one per slice.  The program
+    times its own chunks (same chunk size, same slice length, one untimed
+    warm-up chunk) and checks its results; process start-up is not timed."""
+
+    def __init__(self, name: str, exe: str, kind: str, *args: str) -> None:
+        self.name, self.exe, self.kind, self.args = name, exe, kind, args
+        self.setup_flags: int | None = None
+
+    def warm_up(self, chunk: int) -> None:
+        pass                      # each run warms up itself
+
+    def measure_slice(self, chunk: int, slice_s: float) -> tuple[int, float]:
+        cmd = [self.exe, self.kind, repr(slice_s), str(chunk), *self.args]
+        try:
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                                  timeout=30 + 20 * slice_s)
+        except subprocess.TimeoutExpired as e:
+            raise BenchError(f"{self.name}: {shlex.join(cmd)} timed out") from e
+        if proc.returncode != 0:
+            raise BenchError(f"{self.name}: {shlex.join(cmd)} exited {proc.returncode}: "
+                             f"{proc.stderr.strip()}")
+        doc = json.loads(proc.stdout)
+        self.setup_flags = doc["setup_flags"]
+        return doc["ops"], doc["seconds"]
+
+
+def build_workloads(ctx: Ctx, use_liburing: bool, c_exe: str | None = None,
+                    path: str = "", offsets_path: str = "") -> dict[str, list[Contender]]:
     lib = use_liburing
+
+    def c_nop(b: int) -> list[Contender]:
+        return [CCeiling("c-loop", c_exe, "nop", str(b))] if c_exe else []
+
+    c_reads: list[Contender] = [
+        CCeiling("c-loop", c_exe, "read", path, offsets_path, str(BLOCK), str(QD)),
+        CCeiling("c-pread", c_exe, "pread", path, offsets_path, str(BLOCK)),
+    ] if c_exe else []
     return {
-        "nop1": [SubringNop1(ctx)] + ([LiburingNop(ctx, 1)] if lib else []),
-        "nop32": [SubringNopBatch(ctx, 32)] + ([LiburingNop(ctx, 32)] if lib else []),
-        "nop256": [SubringNopBatch(ctx, 256)] + ([LiburingNop(ctx, 256)] if lib else []),
+        "nop1": [SubringNop1(ctx)] + ([LiburingNop(ctx, 1)] if lib else []) + c_nop(1),
+        "nop32": [SubringNopBatch(ctx, 32)] + ([LiburingNop(ctx, 32)] if lib else []) + c_nop(32),
+        "nop256": ([SubringNopBatch(ctx, 256)] + ([LiburingNop(ctx, 256)] if lib else [])
+                   + c_nop(256)),
         "read_qd32": ([SubringReads(ctx), SubringReadsBatch(ctx)]
                       + ([LiburingReads(ctx)] if lib else [])
-                      + [PreadLoop(ctx), ThreadPoolReads(ctx)]),
+                      + [PreadLoop(ctx), ThreadPoolReads(ctx)] + c_reads),
     }
 
 
@@ -521,15 +631,14 @@ def measure(workloads: dict[str, list[Contender]], mode: Mode,
     # warm-up: one chunk each (thread pool threads, first-touch, caches)
     for w, cs in workloads.items():
         for c in cs:
-            c.step(CHUNK[w])
-            c.verify()
+            c.warm_up(CHUNK[w])
     for rep in range(mode.reps):
         t_rep = time.perf_counter()
         for w, cs in workloads.items():
             k = rep % len(cs)
             for c in cs[k:] + cs[:k]:          # rotate the order every repetition
                 gc.collect()
-                ops, secs = run_slice(c, CHUNK[w], mode.slice_s)
+                ops, secs = c.measure_slice(CHUNK[w], mode.slice_s)
                 r = raw[w][c.name]
                 r["ops"].append(ops)
                 r["seconds"].append(secs)
@@ -562,6 +671,23 @@ def compute_ratios(raw: dict, unavailable: dict[str, str]) -> tuple[dict, dict, 
     return ratios, samples, bars
 
 
+def compute_ceiling(raw: dict, unavailable: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The informational ratios against the C program (median of per-repetition
+    ratios, like the bars; null with "skipped" when a side did not run)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, (desc, (wa, ca), (wb, cb)) in CEILING.items():
+        a = raw.get(wa, {}).get(ca)
+        b = raw.get(wb, {}).get(cb)
+        if a is None or b is None:
+            missing = cb if b is None else ca
+            out[key] = {"description": desc, "median": None, "samples": [],
+                        "skipped": unavailable.get(missing, f"{missing} did not run")}
+            continue
+        s = [x / y for x, y in zip(a["ops_per_s"], b["ops_per_s"], strict=True)]
+        out[key] = {"description": desc, "median": statistics.median(s), "samples": s}
+    return out
+
+
 # --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
@@ -570,7 +696,7 @@ def fmt_rate(x: float) -> str:
     return f"{x / 1e6:8.3f} M/s" if x >= 1e6 else f"{x / 1e3:8.1f} k/s"
 
 
-def print_report(raw: dict, ratios: dict, samples: dict, bars: dict,
+def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, ceiling: dict,
                  unavailable: dict[str, str]) -> None:
     print()
     print(f"{'workload':<10} {'contender':<14} {'median':>12} {'ns/op':>9} "
@@ -583,9 +709,19 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict,
             print(f"{w:<10} {name:<14} {fmt_rate(med):>12} {1e9 / med:9.0f} "
                   f"{fmt_rate(min(v)):>12} {fmt_rate(max(v)):>12}")
         for name, why in unavailable.items():
-            print(f"{w:<10} {name:<14} {'skipped':>12}  ({why})")
+            if ONLY_IN.get(name, w) == w:
+                print(f"{w:<10} {name:<14} {'skipped':>12}  ({why})")
     print()
     _common.print_ratio_table(ratios, samples, bars)
+    print()
+    print(f"{'informational (vs C)':<27} {'median':>7} {'min':>6} {'max':>6}")
+    print("-" * 50)
+    for key, e in ceiling.items():
+        if e["median"] is None:
+            print(f"{key:<27} {'n/a':>7}  skipped: {e.get('skipped')}")
+        else:
+            print(f"{key:<27} {e['median']:7.2f} {min(e['samples']):6.2f} "
+                  f"{max(e['samples']):6.2f}")
     print()
 
 
@@ -603,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     _common.add_reps_slice(p)
     p.add_argument("--skip-liburing", action="store_true",
                    help="behave as if liburing were not installed")
+    p.add_argument("--cc", metavar="CC",
+                   help="C compiler for the C ceiling (default: sysconfig's CC, else gcc)")
     args = p.parse_args(argv)
 
     mode_name, mode = _common.select_mode(args, MODES)
@@ -626,19 +764,40 @@ def main(argv: list[str] | None = None) -> int:
         path, created, file_s = _common.prepare_data_file(mode, tmpdir, _common.size_ok, log)
         offsets = make_offsets(mode.n_offsets, mode.file_size)
 
+        t0 = time.perf_counter()
+        c_exe, c_info = compile_c_ceiling(tmpdir, args.cc)
+        if c_exe is None:
+            for name in C_CONTENDERS:
+                unavailable[name] = c_info["error"]
+            log(f"C ceiling rows skipped: {c_info['error']}")
+        else:
+            log(f"C ceiling built in {time.perf_counter() - t0:.1f} s: {c_info['command']}")
+        offsets_path = os.path.join(tmpdir, "offsets.bin")
+        with open(offsets_path, "wb") as f:
+            offsets.tofile(f)                  # native int64, what c_ceiling.c reads
+
         ctx = Ctx(path, offsets, use_liburing)
         try:
             if ctx.liburing_error:
                 unavailable["liburing"] = ctx.liburing_error
                 use_liburing = False
                 log(f"liburing rows and ratios skipped: {ctx.liburing_error}")
-            workloads = build_workloads(ctx, use_liburing)
+            c_info["subring_setup_flags"] = ctx.ring.setup_flags
+            workloads = build_workloads(ctx, use_liburing, c_exe, path, offsets_path)
             raw = measure(workloads, mode, log)
         finally:
             ctx.close()
+        c_flags = {c.setup_flags for cs in workloads.values() for c in cs
+                   if isinstance(c, CCeiling) and c.kind != "pread"}
+        if c_flags:
+            c_info["setup_flags"] = c_flags.pop() if len(c_flags) == 1 else sorted(c_flags)
+            if c_info["setup_flags"] != c_info["subring_setup_flags"]:
+                log(f"note: the C ring got setup flags {c_info['setup_flags']!r}, "
+                    f"KernelRing {c_info['subring_setup_flags']:#x}")
 
     ratios, samples, bars = compute_ratios(raw, unavailable)
-    print_report(raw, ratios, samples, bars, unavailable)
+    ceiling = compute_ceiling(raw, unavailable)
+    print_report(raw, ratios, samples, bars, ceiling, unavailable)
     wall = time.perf_counter() - t_start
     print(f"total wall time {wall:.1f} s")
 
@@ -656,12 +815,14 @@ def main(argv: list[str] | None = None) -> int:
                 "data_file": path, "data_file_size": mode.file_size,
                 "data_file_created": created, "data_file_seconds": file_s,
                 "n_offsets": mode.n_offsets, "chunk_ops": CHUNK,
+                "c_ceiling": c_info,
             },
             "results": raw,
             "skipped": unavailable,
             "ratios": ratios,
             "ratio_samples": samples,
             "bars": bars,
+            "ceiling": ceiling,
             "wall_time_s": wall,
         }
         _common.write_json(args.json, doc)
