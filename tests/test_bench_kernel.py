@@ -8,8 +8,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shlex
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,15 @@ RATIO_KEYS = {
     "read_qd32_vs_threadpool",
 }
 LIBURING_KEYS = {"nop256_vs_liburing", "nop1_vs_liburing", "read_qd32_vs_liburing"}
+# informational ratios against the C program (bench/c_ceiling.c)
+CEILING_KEYS = {
+    "nop1_vs_c", "nop32_batch_vs_c", "nop256_batch_vs_c", "read_qd32_vs_c",
+    "read_qd32_batch_vs_c", "liburing_nop1_vs_c", "liburing_nop256_vs_c",
+    "liburing_read_qd32_vs_c", "pread_vs_c_pread", "c_read_qd32_vs_c_pread",
+}
+LIBURING_CEILING_KEYS = {k for k in CEILING_KEYS if k.startswith("liburing_")}
+_CC = (shlex.split(sysconfig.get_config_var("CC") or "") or ["gcc"])[0]
+HAVE_CC = shutil.which(_CC) is not None or shutil.which("gcc") is not None
 
 
 def _run(tmp_path: Path, *extra: str) -> dict:
@@ -59,16 +71,47 @@ def _check_common(doc: dict) -> None:
     assert {"nop1", "nop32", "nop256", "read_qd32"} <= set(doc["results"])
     assert {"subring", "subring-batch", "pread", "threadpool"} <= set(
         doc["results"]["read_qd32"])
+    assert set(doc["ceiling"]) == CEILING_KEYS
+    for key, e in doc["ceiling"].items():
+        assert e["description"]
+        if e["median"] is None:
+            assert e["skipped"] and e["samples"] == []
+        else:
+            assert len(e["samples"]) == reps, key
+            assert math.isfinite(e["median"]) and e["median"] > 0
+            assert all(x > 0 for x in e["samples"])
+
+
+def _check_c_ceiling(doc: dict, with_liburing: bool) -> None:
+    """The C program was built and ran: its rows and ceiling entries are there."""
+    info = doc["config"]["c_ceiling"]
+    assert "error" not in info and "c_ceiling.c" in info["command"]
+    assert "c-loop" not in doc["skipped"] and "c-pread" not in doc["skipped"]
+    # same setup flags as KernelRing's default (the comparison is like for like)
+    assert info["setup_flags"] == info["subring_setup_flags"]
+    for workload in ("nop1", "nop32", "nop256", "read_qd32"):
+        assert "c-loop" in doc["results"][workload], workload
+    assert "c-pread" in doc["results"]["read_qd32"]
+    assert all("c-pread" not in doc["results"][w] for w in ("nop1", "nop32", "nop256"))
+    for key in CEILING_KEYS - LIBURING_CEILING_KEYS:
+        assert doc["ceiling"][key]["median"] is not None, key
+    for key in LIBURING_CEILING_KEYS:
+        assert (doc["ceiling"][key]["median"] is not None) is with_liburing, key
+    # informational only: the bars' keys are unchanged
+    assert not set(doc["ceiling"]) & set(doc["ratios"])
 
 
 def test_smoke_json(tmp_path: Path) -> None:
     doc = _run(tmp_path)
     _check_common(doc)
-    if importlib.util.find_spec("liburing") is not None:
+    have_liburing = importlib.util.find_spec("liburing") is not None
+    if have_liburing:
         assert all(doc["ratios"][k] is not None for k in RATIO_KEYS)
         assert "liburing" in doc["results"]["nop32"]
     else:
         assert all(doc["ratios"][k] is None for k in LIBURING_KEYS)
+    if HAVE_CC:
+        _check_c_ceiling(doc, with_liburing=have_liburing)
 
 
 def test_smoke_json_without_liburing(tmp_path: Path) -> None:
@@ -81,6 +124,24 @@ def test_smoke_json_without_liburing(tmp_path: Path) -> None:
         assert doc["ratios"][k] is not None
     assert "liburing" in doc["skipped"]
     assert all("liburing" not in c for c in doc["results"].values())
+    if HAVE_CC:
+        _check_c_ceiling(doc, with_liburing=False)
+        for k in LIBURING_CEILING_KEYS:
+            assert doc["ceiling"][k]["skipped"]
+
+
+def test_smoke_json_c_ceiling_unavailable(tmp_path: Path) -> None:
+    """A compiler that fails: the reason is recorded, the C rows are left out
+    (never faked) and everything else still runs."""
+    doc = _run(tmp_path, "--skip-liburing", "--cc", "false")
+    _check_common(doc)
+    assert "failed" in doc["config"]["c_ceiling"]["error"]
+    assert doc["skipped"]["c-loop"] == doc["skipped"]["c-pread"]
+    assert all("c-loop" not in c and "c-pread" not in c for c in doc["results"].values())
+    for key, e in doc["ceiling"].items():
+        assert e["median"] is None and e["skipped"], key
+    for k in RATIO_KEYS - LIBURING_KEYS:
+        assert doc["ratios"][k] is not None
 
 
 if __name__ == "__main__":
