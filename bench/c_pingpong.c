@@ -16,13 +16,14 @@
  *   futex    FUTEX_WAIT / FUTEX_WAKE on one word of a MAP_SHARED anonymous
  *            page holding a sequence number: odd = request, even = reply
  *
- *   c_pingpong MECH N WARM MAX_S MIN_N CPU
+ *   c_pingpong MECH N WARM MAX_S MIN_N CPUS
  *
  * WARM untimed round trips (at most MAX_S seconds of them), then up to N
  * timed ones -- fewer (but at least MIN_N) if they take longer than MAX_S
  * seconds, like bench/ipc.py's loops.
- * CPU >= 0 pins both processes to that CPU; -1 leaves them to the scheduler.
- * Prints one JSON object: {"mechanism", "cpu", "n", "p50_us", "p99_us",
+ * CPUS: -1 leaves both processes to the scheduler; "A" pins both to CPU A;
+ * "A,B" pins the parent to A and the child to B (a wake-up that always
+ * crosses CPUs).  Prints one JSON object: {"mechanism", "cpus", "n", "p50_us", "p99_us",
  * "mean_us", "max_us", "same_cpu_frac"}; the last is the share of timed round
  * trips after which the parent ran on the CPU the child replied from -- when
  * the scheduler puts both on one CPU, a wake-up is local and cheap, so an
@@ -78,6 +79,15 @@ static void die(int code, const char *fmt, ...)
         waitpid(child, NULL, 0);
     }
     exit(code);
+}
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) < 0)
+        die(2, "cannot pin to CPU %d: %s", cpu, strerror(errno));
 }
 
 /* Out of time: do what die() does, with async-signal-safe calls only. */
@@ -237,7 +247,20 @@ int main(int argc, char **argv)
         die(2, "unknown mechanism %s", argv[1]);
     long n = atol(argv[2]), warm = atol(argv[3]), min_n = atol(argv[5]);
     double max_s = atof(argv[4]);
-    int cpu = atoi(argv[6]);
+    int cpu = -1, child_cpu = -1;
+    if (sscanf(argv[6], "%d,%d", &cpu, &child_cpu) < 1)
+        die(2, "bad CPUS %s", argv[6]);
+    if (child_cpu < 0)
+        child_cpu = cpu;
+    /* checked here: a child that cannot pin itself would leave us waiting */
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) < 0)
+        die(2, "sched_getaffinity: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        int c = i ? child_cpu : cpu;
+        if (c >= CPU_SETSIZE || (c >= 0 && !CPU_ISSET(c, &allowed)))
+            die(2, "CPU %d is not available", c);
+    }
     if (n < 1 || warm < 0 || min_n < 0 || !(max_s > 0))
         die(2, "bad N / WARM / MAX_S / MIN_N");
 
@@ -248,13 +271,8 @@ int main(int argc, char **argv)
     signal(SIGALRM, on_alarm);
     alarm(limit);
 
-    if (cpu >= 0) {         /* before fork: the child inherits the mask */
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) < 0)
-            die(2, "cannot pin to CPU %d: %s", cpu, strerror(errno));
-    }
+    if (cpu >= 0)
+        pin(cpu);
     if (mech == PIPE) {
         if (pipe(to_child) < 0 || pipe(to_parent) < 0)
             die(2, "pipe: %s", strerror(errno));
@@ -283,6 +301,8 @@ int main(int argc, char **argv)
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
             _exit(2);
         alarm(limit);
+        if (child_cpu != cpu)
+            pin(child_cpu);
         if (mech == PIPE) {           /* so a dead peer reads as end of file */
             close(to_child[1]);
             close(to_parent[0]);
@@ -321,9 +341,9 @@ int main(int argc, char **argv)
     for (long i = 0; i < got; i++)
         sum += (double)lat[i];
     qsort(lat, (size_t)got, sizeof *lat, cmp_i64);
-    printf("{\"mechanism\": \"%s\", \"cpu\": %d, \"n\": %ld, \"p50_us\": %.3f, "
+    printf("{\"mechanism\": \"%s\", \"cpus\": \"%s\", \"n\": %ld, \"p50_us\": %.3f, "
            "\"p99_us\": %.3f, \"mean_us\": %.3f, \"max_us\": %.3f, \"same_cpu_frac\": %.4f}\n",
-           argv[1], cpu, got, pct_us(lat, (size_t)got, 0.50), pct_us(lat, (size_t)got, 0.99),
+           argv[1], argv[6], got, pct_us(lat, (size_t)got, 0.50), pct_us(lat, (size_t)got, 0.99),
            sum / (double)got / 1e3, (double)lat[got - 1] / 1e3, (double)same / (double)got);
     free(lat);
     return 0;
