@@ -98,10 +98,23 @@ Contenders
                         handshake makes sure every subscriber and the server
                         are connected (a publisher's first samples can be
                         lost while a subscriber attaches).
+``c-pipe``              (round trip only; informational) the C floor,
+``c-eventfd``           ``bench/c_pingpong.c``: a parent and a forked child, no
+``c-futex``             Python, doing round trips with blocking waits -- 1
+                        byte over a pipe each way, an 8-byte eventfd counter
+                        each way (what subring's interrupt mode sleeps on), or
+                        FUTEX_WAIT / FUTEX_WAKE on a shared sequence number.
+                        Unpinned like every other contender; the same warm-up,
+                        count and time cap as the Python round trips, each
+                        timed with ``CLOCK_MONOTONIC``.
+``c-futex-same-cpu``    the futex ping-pong with both processes pinned to CPU
+                        0: what co-location gives.
+``c-futex-cross-cpu``   ... parent pinned to CPU 0, child to CPU 1: every
+                        wake-up crosses CPUs.
 
 The "best baseline" of a workload is the fastest baseline row of that
 workload *in the same repetition* (so ``faster-fifo-many`` competes, not only
-``faster-fifo``).
+``faster-fifo``; the C rows are no baselines).
 
 Ratios (``"ratios"`` in the JSON; higher is better for subring)
 ---------------------------------------------------------------
@@ -119,6 +132,38 @@ key                         definition (per repetition, then median)            
 A baseline that cannot run here (not installed, fails to set up) is skipped
 with its reason (``"skipped"`` in the JSON) and ratios that need it are null;
 nothing is ever faked.
+
+The C floor (``"floor"`` in the JSON; informational, no bar)
+------------------------------------------------------------
+A round trip in which neither side spins costs two wake-ups of a process
+blocked in the kernel, and on a small VM the wake-up is most of it: a C
+ping-pong costs ~42 us p50 with any of the three mechanisms when the two
+processes are on different CPUs (waking a process on an idle vCPU is the cost)
+and ~4.5 us on one CPU.  The C rows measure that floor in the same run, so the
+table shows how close each blocking contender gets to what the machine allows.
+An unpinned pair ends up on one CPU or on two as the scheduler decides, and
+the C pairs (little work per wake-up) end up together more often than the
+Python pairs, so unpinned rows -- C and Python -- can be bimodal and differ
+from one repetition to the next.  The C rows report ``same_cpu_frac``, the
+share of round trips after which the parent ran on the CPU the child replied
+from (the table's "same CPU" column); the two pinned rows bracket the range.
+
+================================== =============================================
+key                                definition (per repetition, then median)
+================================== =============================================
+``rtt64_interrupt_over_floor``     subring-interrupt p50 / c-eventfd p50
+``pipe_over_floor``                pipe p50 / c-pipe p50
+``rtt64_interrupt_over_cross_cpu`` subring-interrupt p50 / c-futex-cross-cpu p50
+``cross_cpu_over_same_cpu``        c-futex-cross-cpu p50 / c-futex-same-cpu p50
+================================== =============================================
+
+1.0 means at the floor (lower is closer); below 1.0 the two sides of a ratio
+ran in different placements.  The program is built once per run with ``gcc
+-O2`` (``--cc``) into the run's temporary directory; if that fails, the reason
+is in ``"skipped"`` (key ``c-pingpong``), the C rows are left out and the
+floor entries are null with ``"skipped"``.  The program bounds itself (it
+gives up after 10 s + 3 x the time cap, its child dies with it), and a C row
+that fails is recorded like a failed baseline.
 
 Idle CPU
 --------
@@ -139,8 +184,8 @@ the count calibrated by a warm-up run to last about one slice.  A ratio is
 computed within one repetition, and the reported ratio is the median of the
 per-repetition ratios.  The machine is small (2 vCPUs) and may be shared, so
 expect noise: the load average at start and end is recorded, and nothing is
-pinned to a CPU (a process that spins -- poll mode, iceoryx2 -- suffers most
-when the CPUs are oversubscribed).  Expect bimodal subring-hybrid round trips:
+pinned to a CPU but the two pinned C rows (a process that spins -- poll mode,
+iceoryx2 -- suffers most when the CPUs are oversubscribed).  Expect bimodal subring-hybrid round trips:
 when the scheduler puts client and server on the same CPU, each side spins
 ``spin_us`` while the other cannot run, and a round trip costs about
 2 x ``spin_us`` (~115 us) instead of ~1.5 us.  ``--quick`` starts no
@@ -155,6 +200,25 @@ Reproduce
     python bench/ipc.py --quick                # < 60 s
     python bench/ipc.py --quick --json /tmp/ipc.json
     python bench/ipc.py --smoke --json /tmp/x.json   # seconds; only checks it runs
+
+The C program alone (``ipc.py`` passes its ``rtt_n``, ``rtt_warm``,
+``rtt_max_s`` and 200 round trips at least)::
+
+    gcc -O2 -Wall -Wextra bench/c_pingpong.c -o /tmp/c_pingpong -lm
+    /tmp/c_pingpong eventfd 20000 2000 2.0 200 -1    # MECH N WARM MAX_S MIN_N CPUS
+    /tmp/c_pingpong futex 20000 2000 2.0 200 0,1     # parent on CPU 0, child on 1
+
+JSON (``--json PATH``)
+----------------------
+``"results"``: workload -> contender -> per-repetition lists (msgs, seconds,
+msg_per_s, gb_per_s; for ``rtt64`` n, p50_us, p99_us, mean_us, and for the C
+rows also max_us and same_cpu_frac) plus ``median_*`` of each figure;
+``"ratios"`` (key -> median or null), ``"ratio_samples"`` (the per-repetition
+values), ``"bars"`` (bar, met, which rows, or why skipped); ``"floor"`` (key ->
+description, numerator, denominator, median, samples, or null and
+``"skipped"``); ``"idle_cpu"``; ``"skipped"``, ``"failed"``, ``"errors"``;
+``"env"``; ``"config"`` (``"c_pingpong"``: the compile command, the compiler,
+the CPUs of the pinned rows, or ``"error"``).
 """
 
 from __future__ import annotations
@@ -164,6 +228,7 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -221,6 +286,31 @@ BASELINE_ROWS = {           # result rows each baseline child produces
 }
 RTT_BASELINES = ("pipe", "pyzmq", "iceoryx2")
 BASELINE_MODULE = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "iceoryx2": "iceoryx2"}
+
+# The C floor (bench/c_pingpong.c): row -> (mechanism, placement); placement
+# None: left to the scheduler like every other contender; "same": both
+# processes pinned to CPU 0; "cross": parent on CPU 0, child on another (c_cpus)
+C_ROWS: dict[str, tuple[str, str | None]] = {
+    "c-pipe": ("pipe", None), "c-eventfd": ("eventfd", None), "c-futex": ("futex", None),
+    "c-futex-same-cpu": ("futex", "same"), "c-futex-cross-cpu": ("futex", "cross")}
+C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_pingpong.c")
+C_SKIP_KEY = "c-pingpong"       # "skipped" key when the C program cannot be built
+# informational, no bar, not in "ratios": how far a contender's round trip is
+# from the C floor (1.0 = at the floor; lower is better).
+# key -> (description, numerator row, denominator row); p50 / p50
+FLOOR: dict[str, tuple[str, str, str]] = {
+    "rtt64_interrupt_over_floor": (
+        ("round trip p50: subring interrupt (per-op) / C eventfd ping-pong "
+         "(what interrupt mode sleeps on)"), "subring-interrupt", "c-eventfd"),
+    "pipe_over_floor": (
+        "round trip p50: multiprocessing Pipe / C pipe ping-pong", "pipe", "c-pipe"),
+    "rtt64_interrupt_over_cross_cpu": (
+        ("round trip p50: subring interrupt (per-op) / C futex ping-pong across two "
+         "pinned CPUs"), "subring-interrupt", "c-futex-cross-cpu"),
+    "cross_cpu_over_same_cpu": (
+        ("C futex ping-pong p50: across two CPUs / both on one CPU (the price of "
+         "waking a process on another, idle CPU)"), "c-futex-cross-cpu", "c-futex-same-cpu"),
+}
 
 # key -> (description, bar, workload, subring row, baseline row (None: the best
 # baseline of that workload in the same repetition), figure compared)
@@ -1167,6 +1257,13 @@ class Results:
         row["p99_us"][rep] = pct(s, 0.99)
         row["mean_us"][rep] = sum(s) / len(s) / 1e3
 
+    def put_rtt_summary(self, rep: int, name: str, doc: dict[str, Any]) -> None:
+        """A round-trip row from figures computed elsewhere (the C program)."""
+        fields = ("n", "p50_us", "p99_us", "mean_us", "max_us", "same_cpu_frac")
+        row = self._row("rtt64", name, fields)
+        for f in fields:
+            row[f][rep] = doc[f]
+
     def get(self, wl: str, name: str, field: str, rep: int) -> float | None:
         try:
             return self.data[wl][name][field][rep]
@@ -1224,6 +1321,77 @@ def run_baseline(rs: Results, rep: int, lib: str, ctx: Any, tmpdir: str, lv: Lev
         b.close()
 
 
+# ---- the C floor ----------------------------------------------------------
+
+def compile_c_pingpong(tmpdir: str, cc: str) -> tuple[str | None, dict[str, Any]]:
+    """Build bench/c_pingpong.c into ``tmpdir``.  Returns (executable or None,
+    info); info holds the command and compiler, or "error": why there is no
+    C floor (then its rows and floor entries are left out)."""
+    exe = os.path.join(tmpdir, "c_pingpong")
+    cmd = [cc, "-O2", "-Wall", "-Wextra", C_SOURCE, "-o", exe, "-lm"]
+    info: dict[str, Any] = {"command": " ".join(cmd)}
+    try:
+        ver = subprocess.run([cc, "--version"], check=False, capture_output=True,
+                             text=True, timeout=30)
+        info["compiler"] = (ver.stdout.splitlines() or ["?"])[0]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        info["error"] = f"cannot run the C compiler {cc!r}: {type(e).__name__}: {e}"
+        return None, info
+    if proc.returncode != 0 or not os.path.exists(exe):
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "no output"
+        info["error"] = f"compiling bench/c_pingpong.c failed (exit {proc.returncode}): {tail}"
+        return None, info
+    return exe, info
+
+
+def c_cpus() -> tuple[int, int | None]:
+    """(the CPU the pinned C rows use: 0 if we may use it, another CPU for
+    the cross-CPU child or None)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    first = 0 if 0 in cpus else cpus[0]
+    return first, next((c for c in cpus if c != first), None)
+
+
+def run_c(rs: Results, rep: int, row: str, exe: str, lv: Level) -> None:
+    """One C ping-pong run (its own warm-up, round-trip count and time cap:
+    the Python contenders' ``rtt_n``, ``rtt_warm``, ``rtt_max_s``, RTT_MIN)."""
+    mech, placement = C_ROWS[row]
+    first, other = c_cpus()
+    cpus = {None: "-1", "same": f"{first}", "cross": f"{first},{other}"}[placement]
+    cmd = [exe, mech, str(lv.rtt_n), str(lv.rtt_warm), repr(lv.rtt_max_s), str(RTT_MIN), cpus]
+    try:
+        # the program gives up on its own after 10 s + 3 x rtt_max_s
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                              timeout=20 + 4 * lv.rtt_max_s)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{row}: {' '.join(cmd)} timed out") from e
+    if proc.returncode != 0:
+        raise BenchError(f"{row}: {' '.join(cmd)} exited {proc.returncode}: "
+                         f"{proc.stderr.strip()}")
+    rs.put_rtt_summary(rep, row, json.loads(proc.stdout))
+
+
+def compute_floor(rs: Results, unavailable: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The informational p50 ratios against the C floor: per repetition, then
+    the median (like the ratios); null with "skipped" when a side did not run."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, (desc, num, den) in FLOOR.items():
+        per_rep = [a / b for rep in range(rs.reps)
+                   for a in [rs.get("rtt64", num, "p50_us", rep)]
+                   for b in [rs.get("rtt64", den, "p50_us", rep)]
+                   if a is not None and b is not None and a > 0 and b > 0]
+        e: dict[str, Any] = {"description": desc, "numerator": num, "denominator": den,
+                             "median": statistics.median(per_rep) if per_rep else None,
+                             "samples": per_rep}
+        if not per_rep:
+            # every entry has a C side: a failed build explains it too
+            why = [unavailable[k] for k in (num, den, C_SKIP_KEY) if k in unavailable]
+            e["skipped"] = why[0] if why else f"{num} or {den} did not run"
+        out[key] = e
+    return out
+
+
 def compute_ratios(rs: Results, skipped: dict[str, str]
                    ) -> tuple[dict[str, float | None], dict[str, list], dict[str, dict]]:
     ratios: dict[str, float | None] = {}
@@ -1240,7 +1408,10 @@ def compute_ratios(rs: Results, skipped: dict[str, str]
             if base is not None:
                 theirs, who = rs.get(wl, base, field, rep), base
             else:
-                cands = [(v, n) for n in rs.data.get(wl, {}) if not n.startswith("subring")
+                # the C floor is no baseline: it is not a way to move messages
+                # between Python processes
+                cands = [(v, n) for n in rs.data.get(wl, {})
+                         if not n.startswith("subring") and n not in C_ROWS
                          for v in [rs.get(wl, n, field, rep)] if v is not None]
                 if cands:
                     theirs, who = (min(cands) if lower_better else max(cands))
@@ -1279,7 +1450,7 @@ def _fmt(x: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dict,
-                 skipped: dict[str, str]) -> None:
+                 skipped: dict[str, str], floor: dict[str, dict[str, Any]]) -> None:
     rows = SUBRING_ROWS + [n for lib in BASELINES for n in BASELINE_ROWS[lib]]
     print()
     print("one-way throughput (median over repetitions)")
@@ -1305,6 +1476,14 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
             continue
         print(f"{name:<25} {_fmt(_med(rt['p50_us']), '8.2f')} "
               f"{_fmt(_med(rt['p99_us']), '8.2f')} {_fmt(_med(rt['mean_us']), '8.2f')}")
+    c_rows = [n for n in C_ROWS if n in rs.data.get("rtt64", {})]
+    if c_rows:
+        print(f"{'C floor (c_pingpong.c)':<25} {'':>8} {'':>8} {'':>8} {'same CPU':>8}")
+        for name in c_rows:
+            rt = rs.data["rtt64"][name]
+            print(f"{name:<25} {_fmt(_med(rt['p50_us']), '8.2f')} "
+                  f"{_fmt(_med(rt['p99_us']), '8.2f')} {_fmt(_med(rt['mean_us']), '8.2f')} "
+                  f"{_fmt(_med(rt['same_cpu_frac']), '8.0%')}")
     print()
     if idle:
         print("idle CPU after the run (client blocked in submit_and_wait, server idle)")
@@ -1317,6 +1496,16 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
         print()
     _common.print_ratio_table(ratios, samples, bars,
                               title="ratio (higher = subring better)", width=26)
+    print()
+    print(f"{'informational: p50 / floor':<32} {'median':>7} {'min':>6} {'max':>6}"
+          f"  (1.0 = at the C floor)")
+    print("-" * 54)
+    for key, e in floor.items():
+        if e["median"] is None:
+            print(f"{key:<32} {'n/a':>7}  skipped: {e.get('skipped')}")
+        else:
+            print(f"{key:<32} {e['median']:7.2f} {min(e['samples']):6.2f} "
+                  f"{max(e['samples']):6.2f}")
     print()
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")
@@ -1360,6 +1549,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="log each contender's time")
     p.add_argument("--skip", action="append", default=[], choices=BASELINES,
                    help="behave as if this baseline were not installed (repeatable)")
+    p.add_argument("--cc", default="gcc", metavar="CC",
+                   help="C compiler for the C floor, bench/c_pingpong.c (default: gcc)")
     args = p.parse_args(argv)
 
     level_name, lv = _common.select_mode(args, LEVELS)
@@ -1393,12 +1584,23 @@ def main(argv: list[str] | None = None) -> int:
     rs = Results(lv.reps)
     idle: dict[str, Any] = {}
     run_tag = f"{os.getpid()}x{int(time.time()) % 100000}"
-    contenders = [("subring", m) for m in MODES_SR] + \
-                 [("baseline", lib) for lib in BASELINES if lib not in skipped]
     subring_failed = False
     failed: dict[str, str] = {}
     tmpdir = tempfile.mkdtemp(prefix="subring-ipc-")
     try:
+        t0 = perf()
+        c_exe, c_info = compile_c_pingpong(tmpdir, args.cc)
+        if c_exe is None:
+            skipped[C_SKIP_KEY] = c_info["error"]
+            log(f"C floor rows skipped: {c_info['error']}")
+        else:
+            c_info["same_cpu"], c_info["cross_cpu_child"] = c_cpus()
+            log(f"C floor built in {perf() - t0:.1f} s: {c_info['command']}")
+            if c_info["cross_cpu_child"] is None:
+                skipped["c-futex-cross-cpu"] = "needs two usable CPUs"
+        contenders = [("subring", m) for m in MODES_SR] + \
+                     [("baseline", lib) for lib in BASELINES if lib not in skipped] + \
+                     [("c", row) for row in (C_ROWS if c_exe else ()) if row not in skipped]
         rep_times: list[float] = []
         for rep in range(lv.reps):
             # the first repetition also measures idle CPU and warms caches:
@@ -1419,6 +1621,9 @@ def main(argv: list[str] | None = None) -> int:
                     if kind == "subring":
                         run_subring(rs, rep, what, ctx, tmpdir, lv,
                                     idle if rep == 0 else None, log)
+                    elif kind == "c":
+                        assert c_exe is not None
+                        run_c(rs, rep, what, c_exe, lv)
                     else:
                         run_baseline(rs, rep, what, ctx, tmpdir, lv, run_tag)
                 except Exception as e:  # noqa: BLE001 -- record, go on with the others
@@ -1428,7 +1633,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  ERROR {name}: {type(e).__name__}: {e}")
                     if kind == "subring":
                         subring_failed = True
-                    else:                       # a broken baseline is not retried
+                    else:                       # a broken baseline / C row is not retried
                         failed[what] = (f"failed in repetition {rep + 1}: "
                                         f"{type(e).__name__}: {e}")
                 if args.verbose:
@@ -1446,7 +1651,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env["load_avg_end"] = os.getloadavg()
     ratios, samples, bars = compute_ratios(rs, {**skipped, **failed})
-    print_report(rs, ratios, samples, bars, idle, {**skipped, **failed})
+    floor = compute_floor(rs, {**skipped, **failed})
+    print_report(rs, ratios, samples, bars, idle, {**skipped, **failed}, floor)
     wall = perf() - t_start
     print(f"total wall time {wall:.1f} s")
 
@@ -1470,6 +1676,7 @@ def main(argv: list[str] | None = None) -> int:
                 "iceoryx2_subscriber_buffer": IOX_BUFFER, "faster_fifo_max_size_bytes": FF_BYTES,
                 "faster_fifo_put_many": MANY, "faster_fifo_put_many_1m": MANY_1M,
                 "start_method": "spawn",
+                "c_pingpong": c_info,
             },
             "results": rs.data,
             "idle_cpu": idle,
@@ -1479,6 +1686,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": ratios,
             "ratio_samples": samples,
             "bars": bars,
+            "floor": floor,
             "wall_time_s": wall,
         }
         _common.write_json(args.json, doc)
