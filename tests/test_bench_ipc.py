@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,16 @@ RATIO_KEYS = {
 }
 SUBRING_ROWS = {f"subring-{m}{b}" for m in ("hybrid", "interrupt", "poll")
                 for b in ("", "-batch")}
+# the C floor (bench/c_pingpong.c): informational, never in "ratios"
+C_ROWS = {"c-pipe", "c-eventfd", "c-futex", "c-futex-same-cpu", "c-futex-cross-cpu"}
+C_UNPINNED = {"c-pipe", "c-eventfd", "c-futex"}
+FLOOR_KEYS = {
+    "rtt64_interrupt_over_floor",
+    "pipe_over_floor",
+    "rtt64_interrupt_over_cross_cpu",
+    "cross_cpu_over_same_cpu",
+}
+HAVE_GCC = shutil.which("gcc") is not None
 
 pytest.importorskip("numpy")     # the 1 MiB workloads fill buffers with numpy
 
@@ -71,6 +82,42 @@ def _check(doc: dict, stdout: str) -> None:
     for key in ("msg64_vs_pipe", "rtt64_interrupt_vs_pipe", "msg64_batch_vs_best",
                 "msg4k_vs_best", "rtt64_vs_best"):
         assert doc["ratios"][key] is not None, key
+    # the C floor: its entries always exist, each a positive median or null
+    # with the reason
+    assert set(doc["floor"]) == FLOOR_KEYS
+    for key, e in doc["floor"].items():
+        assert e["description"] and e["numerator"] and e["denominator"], key
+        if e["median"] is None:
+            assert e["skipped"] and e["samples"] == [], key
+        else:
+            assert isinstance(e["median"], float) and math.isfinite(e["median"]), key
+            assert e["median"] > 0 and all(x > 0 for x in e["samples"]), key
+    assert "c_pingpong" in doc["config"]
+    assert "p50 / floor" in stdout                      # the floor table was printed
+
+
+def _check_floor_ran(doc: dict) -> None:
+    """With a C compiler: the C rows are in the round-trip results (or say why
+    not), and the unpinned ones, with their floor entries, ran."""
+    assert "c-pingpong" not in doc["skipped"], doc["skipped"].get("c-pingpong")
+    assert "error" not in doc["config"]["c_pingpong"]
+    assert doc["config"]["c_pingpong"]["command"]
+    rtt = doc["results"]["rtt64"]
+    for row in C_ROWS:
+        if row not in rtt:
+            assert row in doc["skipped"] or row in doc["failed"], row
+            continue
+        r = rtt[row]
+        for fld in ("n", "p50_us", "p99_us", "mean_us", "max_us", "same_cpu_frac"):
+            assert any(x is not None for x in r[fld]), (row, fld)
+        for n, p50, frac in zip(r["n"], r["p50_us"], r["same_cpu_frac"], strict=True):
+            if n is not None:
+                assert n > 0 and p50 > 0 and 0.0 <= frac <= 1.0, row
+    assert C_UNPINNED <= set(rtt), doc["errors"]
+    for key in ("rtt64_interrupt_over_floor", "pipe_over_floor"):
+        assert doc["floor"][key]["median"] is not None, key
+    # the C rows are never "the best baseline" of a ratio
+    assert not set(doc["bars"]["rtt64_vs_best"]["baseline_per_rep"]) & C_ROWS
 
 
 def test_smoke_json(tmp_path: Path) -> None:
@@ -78,12 +125,21 @@ def test_smoke_json(tmp_path: Path) -> None:
     _check(doc, stdout)
     if "iceoryx2" not in doc["skipped"] and "iceoryx2" not in doc["failed"]:
         assert doc["ratios"]["msg1m_vs_iceoryx2"] is not None
+    if HAVE_GCC:
+        _check_floor_ran(doc)
 
 
 def test_smoke_json_without_optional_baselines(tmp_path: Path) -> None:
+    # ... and without a C compiler: the C floor is skipped with the reason
     doc, stdout = _run(tmp_path, "--skip", "iceoryx2", "--skip", "pyzmq",
-                       "--skip", "faster-fifo")
+                       "--skip", "faster-fifo", "--cc", str(tmp_path / "no-such-cc"))
     _check(doc, stdout)
+    assert "no-such-cc" in doc["skipped"]["c-pingpong"]
+    assert doc["config"]["c_pingpong"]["error"]
+    assert not C_ROWS & set(doc["results"]["rtt64"])
+    for e in doc["floor"].values():
+        assert e["median"] is None and e["skipped"]
+    assert set(doc["ratios"]) == RATIO_KEYS            # the ratios do not depend on it
     assert doc["ratios"]["msg1m_vs_iceoryx2"] is None
     assert doc["bars"]["msg1m_vs_iceoryx2"]["skipped"]
     assert {"iceoryx2", "pyzmq", "faster-fifo"} <= set(doc["skipped"])
