@@ -153,7 +153,11 @@ static uint32_t kr_publish(KRing *r)
     r->last_slot = 0;
     if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
         r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
-    return sr_sq_publish(&r->k.sq);
+    uint32_t fresh = sr_sq_publish(&r->k.sq);
+    /* The kernel's head is cheap to read (this CPU wrote it in our last
+     * enter); a subsystem's is a cache line on another CPU, and nothing on
+     * the user path needs more than what this call published. */
+    return r->backend == BACKEND_USER ? fresh : sr_sq_pending(&r->k.sq);
 }
 
 /* io_uring_enter with the GIL released; retries EINTR after running signal
@@ -321,8 +325,7 @@ static uint32_t ur_publish(KRing *r)
     /* Only entries published by *this* call can need a doorbell: anything
      * published earlier was visible before the server set NEED_WAKEUP, so
      * its re-check after arming sees it (invariant 3). */
-    uint32_t fresh = r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
-    uint32_t pending = kr_publish(r);
+    uint32_t fresh = kr_publish(r);
     if (fresh) {
         /* Invariant 3, submit side: the release store of sq_tail (in
          * kr_publish) must be ordered before the load of sq_flags, or we and a
@@ -333,7 +336,7 @@ static uint32_t ur_publish(KRing *r)
             sr_eventfd_signal(r->doorbell_fd);
         }
     }
-    return pending;
+    return fresh;
 }
 
 /* CQEs visible; a server that pushed the tail past our head + entries broke
@@ -2595,6 +2598,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     sq->mask = sqn - 1;
     sq->entries = sqn;
     sq->sqe_tail = sr_load_relaxed(sq->ktail);
+    sq->head_cache = sr_load_acquire(sq->khead);
     sq->sqe_shift = 1;
     struct sr_cq *cq = &r->k.cq;
     cq->khead = &g->cq_head.v;
@@ -3079,7 +3083,7 @@ static PyObject *kr_get_cq_ready(KRing *r, void *c)
 static PyObject *kr_get_sq_space(KRing *r, void *c)
 {
     if (kr_check(r) < 0) return NULL;
-    return PyLong_FromUnsignedLong(sr_sq_space(&r->k.sq));
+    return PyLong_FromUnsignedLong(sr_sq_space_now(&r->k.sq));
 }
 static PyObject *kr_get_sq_pending(KRing *r, void *c)
 {

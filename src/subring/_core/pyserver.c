@@ -1209,13 +1209,22 @@ static int loop_process(Loop *L, SQueue *q)
     if (q->dead || q->corrupt)
         return 0;
     int64_t avail = sr_sqc_avail(&q->sq);
-    int64_t space = sr_cqp_space(&q->cq);
-    if (avail < 0 || space < 0) {
+    if (avail < 0) {
         sq_mark_corrupt(q);
         return 0;
     }
-    space -= q->pending;
-    if (avail == 0 || space <= 0)
+    if (avail == 0)
+        return 0;
+    int64_t space = sr_cqp_space_cached(&q->cq) - q->pending;
+    if (space < avail) {                  /* maybe more room than we last saw */
+        space = sr_cqp_space(&q->cq);
+        if (space < 0) {
+            sq_mark_corrupt(q);
+            return 0;
+        }
+        space -= q->pending;
+    }
+    if (space <= 0)
         return 0;
     int n = (int)(avail < space ? avail : space);
     if (n > BUDGET)
@@ -1358,10 +1367,19 @@ static int loop_any_work(Loop *L)
         int64_t a = sr_sqc_avail(&q->sq);
         if (a < 0)                 /* corruption to report */
             return 1;
+        /* The hot path reads the client's CQ head only when it needs more
+         * room; here, before sleeping, it is always read and validated, so
+         * a client that wrote an impossible head is dropped even when it
+         * has nothing queued. */
+        int64_t space = sr_cqp_space(&q->cq);
+        if (space < 0) {
+            sq_mark_corrupt(q);
+            return 1;
+        }
         /* SQEs we could not take anyway (the client's CQ has no room for
          * their completions) are not work: a client that does not reap must
          * not keep the loop spinning. */
-        if (a > 0 && sr_cqp_space(&q->cq) - (int64_t)q->pending > 0)
+        if (a > 0 && space - (int64_t)q->pending > 0)
             return 1;
     }
     return 0;

@@ -15,7 +15,11 @@
  * head, and 0 <= tail - head <= entries.  Indices are free-running uint32 and
  * are masked with (entries - 1) only to address an entry, so wrap-around past
  * 2^32 is ordinary unsigned arithmetic.  We keep private shadow copies of our
- * own index (sqe_tail, cq_head) and read the peer's index once per batch.
+ * own index (sqe_tail, cq_head) and read the peer's index once per batch --
+ * or, for the index that only bounds our room (the SQ head for a producer,
+ * the CQ head for a user-space CQ producer), only when the copy we last read
+ * shows too little room: that word sits in a cache line the peer writes, and
+ * a stale value only understates the room.
  *
  * Invariant 2: producer writes entries, then store-releases the tail; consumer
  * load-acquires the tail, reads entries, then store-releases the head (so the
@@ -48,6 +52,7 @@ struct sr_sq {
     uint32_t  entries;
     uint32_t  sqe_tail;   /* private: next entry to hand out (not yet visible) */
     uint32_t  sqe_shift;  /* 0 for 64-byte SQEs, 1 for SQE128 */
+    uint32_t  head_cache; /* private: the consumer's head as we last read it */
 };
 
 /* Completion queue, seen from its consumer. */
@@ -64,13 +69,28 @@ struct sr_cq {
 
 /* ---- SQ, producer side ----------------------------------------------- */
 
-/* Entries the producer may still fill.  Reads the consumer's head once. */
-static inline uint32_t sr_sq_space(const struct sr_sq *sq)
+/* Entries the producer may still fill, from the consumer's head as last
+ * read; only when that shows no room is the head read again.  The head lives
+ * in a cache line the consumer writes: for a peer on another CPU, reading it
+ * on every op costs a cache-line transfer on the request's critical path.  A
+ * stale head only understates the room (heads never move back). */
+static inline uint32_t sr_sq_space(struct sr_sq *sq)
 {
-    /* acquire: once we see the consumer's head move past an entry, the
-     * consumer has finished reading it and we may overwrite it. */
-    uint32_t head = sr_load_acquire(sq->khead);
-    return sq->entries - (sq->sqe_tail - head);
+    uint32_t space = sq->entries - (sq->sqe_tail - sq->head_cache);
+    if (space == 0) {
+        /* acquire: once we see the consumer's head move past an entry, the
+         * consumer has finished reading it and we may overwrite it. */
+        sq->head_cache = sr_load_acquire(sq->khead);
+        space = sq->entries - (sq->sqe_tail - sq->head_cache);
+    }
+    return space;
+}
+
+/* The same, always from the consumer's current head (for reporting). */
+static inline uint32_t sr_sq_space_now(struct sr_sq *sq)
+{
+    sq->head_cache = sr_load_acquire(sq->khead);
+    return sq->entries - (sq->sqe_tail - sq->head_cache);
 }
 
 /* Next free SQE, zeroed, or NULL when the SQ is full.  `space` is the caller's
@@ -91,13 +111,14 @@ static inline struct io_uring_sqe *sr_sq_get(struct sr_sq *sq, uint32_t *space)
     return sqe;
 }
 
-/* Make every SQE handed out so far visible to the consumer.  Returns the number
- * of published entries the consumer has not yet taken (tail - head). */
+/* Make every SQE handed out so far visible to the consumer.  Returns how
+ * many entries this call published. */
 static inline uint32_t sr_sq_publish(struct sr_sq *sq)
 {
     uint32_t tail = sq->sqe_tail;
     /* Only we write the tail; a relaxed read of our own last store is exact. */
-    if (sr_load_relaxed(sq->ktail) != tail) {
+    uint32_t fresh = tail - sr_load_relaxed(sq->ktail);
+    if (fresh) {
         if (sq->array) {
             /* Pre-6.6 kernels indirect through an index array: identity map.
              * Filled here, before the release below, like the entries. */
@@ -108,7 +129,14 @@ static inline uint32_t sr_sq_publish(struct sr_sq *sq)
          * consumer can observe the new tail (invariant 2). */
         sr_store_release(sq->ktail, tail);
     }
-    return tail - sr_load_acquire(sq->khead);
+    return fresh;
+}
+
+/* Published entries the consumer has not taken yet (reads its head). */
+static inline uint32_t sr_sq_pending(struct sr_sq *sq)
+{
+    sq->head_cache = sr_load_acquire(sq->khead);
+    return sq->sqe_tail - sq->head_cache;
 }
 
 /* After publishing, may the consumer be asleep?  (SQPOLL NEED_WAKEUP, or a
@@ -165,6 +193,7 @@ struct sr_cq_prod {
     uint8_t *cqes;
     uint32_t mask, entries, cqe_shift;
     uint32_t tail;         /* private */
+    uint32_t head_cache;   /* private: the client's head as last read and validated */
 };
 
 /* SQEs available to consume; -1 if the client's tail is impossible. */
@@ -191,12 +220,25 @@ static inline void sr_sqc_release(struct sr_sq_cons *c)
     sr_store_release(c->khead, c->head);
 }
 
-/* Free CQ entries; -1 if the client's head is impossible. */
-static inline int64_t sr_cqp_space(const struct sr_cq_prod *p)
+/* Free CQ entries; -1 if the client's head is impossible.  Reads (and
+ * validates) the client's head. */
+static inline int64_t sr_cqp_space(struct sr_cq_prod *p)
 {
     /* acquire: the client finished reading entries below its head. */
-    uint32_t used = p->tail - sr_load_acquire(p->khead);
-    return used > p->entries ? -1 : (int64_t)(p->entries - used);
+    uint32_t head = sr_load_acquire(p->khead);
+    uint32_t used = p->tail - head;
+    if (used > p->entries)
+        return -1;
+    p->head_cache = head;
+    return (int64_t)(p->entries - used);
+}
+
+/* Free CQ entries by the head as last read: a lower bound (the client's head
+ * only moves forward), without touching the line the client writes.  The hot
+ * path asks this first and reads the head only when it is not enough. */
+static inline int64_t sr_cqp_space_cached(const struct sr_cq_prod *p)
+{
+    return (int64_t)(p->entries - (p->tail - p->head_cache));
 }
 
 /* Write a CQE (caller checked space); visible only after sr_cqp_publish. */
