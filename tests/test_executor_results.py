@@ -199,3 +199,36 @@ def test_buffer_pool_close_still_refuses_while_views_live():
     pool.close()
     with pytest.raises(ValueError):
         pool.buffer(0)
+
+
+def test_regression_a_fork_child_keeps_its_lent_results(make_executor):
+    """A lent result is a view of shared memory.  After fork() the child must
+    keep what it saw even when the parent drops the result and the arena
+    range is reused (the child's copy is made private at fork)."""
+    ex = make_executor(1, start="eager")
+    a = ef.make_array((MIB // 8,), "float64", seed=3)
+    r = ex.submit(ef.double, a).result(T)
+    expect = (a * 2).tobytes()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: wait, then check
+        code = 2
+        try:
+            os.close(go_w)
+            os.read(go_r, 1)                       # the parent has reused the range
+            code = 0 if r.tobytes() == expect else 1
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    try:
+        del r
+        gc.collect()
+        for i in range(12):                        # overwrite the arena, this range included
+            b = ef.make_array((MIB // 8,), "float64", seed=50 + i)
+            np.testing.assert_array_equal(ex.submit(ef.double, b).result(T), b * 2)
+        assert _arena(ex).leased < 2 * MIB         # the old range was returned (and reused)
+    finally:
+        os.write(go_w, b"x")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's result changed under it"

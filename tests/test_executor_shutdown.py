@@ -331,3 +331,20 @@ def test_workers_exit_when_executor_process_dies(tmp_path):
             proc.kill()
             proc.wait(10)
         proc.stdout.close()
+
+
+def test_regression_fork_child_exit_leaves_the_parents_directory(make_executor):
+    """A fork() child that exits normally runs the executor's finalizer too;
+    it used to delete the parent's socket directory, so the next worker the
+    parent started (a replacement) could not bind its socket."""
+    ex = make_executor(1, start="eager")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ex._finalizer()                  # what atexit does at a normal exit
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.path.isdir(ex._dir)
+    assert isinstance(ex.submit(ef.die, "sigkill").exception(T), BrokenProcessPool)
+    assert ex.submit(ef.inc, 1).result(T) == 2          # the replacement started

@@ -236,6 +236,28 @@ def _worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: s
 
 # -- the executor side ------------------------------------------------------------------
 
+# Arenas with lent ranges, for _privatize_leases (weak: a lease keeps its
+# arena alive, nothing else needs to).
+_lending_arenas: weakref.WeakSet[_Arena] = weakref.WeakSet()
+
+
+def _privatize_leases() -> None:
+    """In a fork child: lent results are views of shared memory that the
+    parent will reuse once it drops its own references.  The child got a
+    snapshot of everything else; give it one of these too, by turning the
+    pages under every live lease into private copies."""
+    for arena in list(_lending_arenas):
+        for off, n in list(arena.lent.items()):
+            try:
+                arena.map.privatize(off, n)
+            except (OSError, ValueError, MemoryError):
+                pass       # left shared: the best we can do without memory
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_privatize_leases)
+
+
 class _Arena:
     """First-fit allocator over one BufferPool buffer (executor side only).
 
@@ -251,17 +273,28 @@ class _Arena:
     task can always get its room once the tasks ahead of it finish.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shared_map: Any = None) -> None:
         self.size = size
         self.free: list[tuple[int, int]] = [(0, size)]   # sorted (offset, length)
         self.lease_cap = size // 4
         self.leased = 0                                   # bytes lent, not yet returned
         self.returns: collections.deque[tuple[int, int]] = collections.deque()
+        self.map = shared_map                  # the pool's _core.SharedMap
+        self.lent: dict[int, int] = {}         # offset -> length of live leases
 
     def lend(self, off: int, n: int) -> Any:
-        """Account ``n`` bytes at ``off`` as lent; the callback returns them."""
+        """Account ``n`` bytes at ``off`` as lent; the callback returns them.
+        (The callback holds this arena: see _privatize_leases.)"""
         self.leased += n
-        return functools.partial(self.returns.append, (off, n))
+        self.lent[off] = n
+        if self.map is not None:
+            _lending_arenas.add(self)
+        return functools.partial(self._return, off, n)
+
+    def _return(self, off: int, n: int) -> None:
+        # Any thread, any time (see the class doc): atomic operations only.
+        self.lent.pop(off, None)
+        self.returns.append((off, n))
 
     def can_lend(self, n: int) -> bool:
         return self.leased + n <= self.lease_cap
@@ -529,7 +562,7 @@ class RingExecutor(cf.Executor):
         # the last driver to leave wakes it only if it leaves work behind.
         self._parked = False
         self._handover = threading.Event()
-        self._finalizer = weakref.finalize(self, _cleanup_dir, self._dir)
+        self._finalizer = weakref.finalize(self, _cleanup_dir, self._dir, os.getpid())
         if start == "eager":
             with self._lock:
                 for _ in range(max_workers):
@@ -564,7 +597,7 @@ class RingExecutor(cf.Executor):
                     raise BrokenProcessPool("a worker did not start in time")
         h.pool = BufferPool(1, self._arena_size, name="subring-exec-arena")
         h.client.register_pool(h.pool)
-        h.arena = _Arena(self._arena_size)
+        h.arena = _Arena(self._arena_size, h.pool._mmap)
         h.op_run = h.client.op_index("run")
         h.op_fetch = h.client.op_index("fetch")
         self._workers.append(h)
@@ -997,5 +1030,7 @@ class RingExecutor(cf.Executor):
         self.shutdown(wait=True)
 
 
-def _cleanup_dir(path: str) -> None:
+def _cleanup_dir(path: str, owner: int) -> None:
+    if os.getpid() != owner:       # a fork child exiting: the directory is not its own
+        return
     shutil.rmtree(path, ignore_errors=True)

@@ -18,6 +18,8 @@
  * any view of the Lease does, even after its pool was "closed".
  */
 #include "core.h"
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -199,6 +201,44 @@ static PyObject *smap_discard(SR_SharedMap *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* privatize(offset, length): make the pages covering the range a private
+ * copy of what they hold now (used in a fork child: its views of lent
+ * memory must keep their contents when the parent reuses the range). */
+static PyObject *smap_privatize(SR_SharedMap *m, PyObject *args)
+{
+    Py_ssize_t off, len;
+    if (!PyArg_ParseTuple(args, "nn:privatize", &off, &len))
+        return NULL;
+    if (off < 0 || len < 0 || off > m->size || len > m->size - off) {
+        PyErr_SetString(PyExc_ValueError, "privatize range must be inside the map");
+        return NULL;
+    }
+    if (!len)
+        Py_RETURN_NONE;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t start = (size_t)off / page * page;
+    size_t end = ((size_t)(off + len) + page - 1) / page * page;
+    if (end > (size_t)m->size)
+        end = (size_t)m->size;        /* the map is a whole number of pages anyway */
+    char *base = (char *)m->addr + start;
+    size_t n = end - start;
+    void *tmp = malloc(n);
+    if (!tmp)
+        return PyErr_NoMemory();
+    memcpy(tmp, base, n);
+    /* Replace the shared pages with private anonymous ones at the same
+     * address (views keep pointing here), then put the contents back.  Only
+     * this thread runs in a fork child, so nobody sees the gap. */
+    if (mmap(base, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+             -1, 0) == MAP_FAILED) {
+        free(tmp);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    memcpy(base, tmp, n);
+    free(tmp);
+    Py_RETURN_NONE;
+}
+
 static PyObject *smap_get_exports(SR_SharedMap *m, void *c)
 {
     return PyLong_FromSsize_t(m->exports);
@@ -216,6 +256,9 @@ static PySequenceMethods smap_as_sequence = {
 static PyMethodDef smap_methods[] = {
     {"discard", (PyCFunction)smap_discard, METH_VARARGS,
      "discard(offset, length): free the backing pages of a page-aligned range."},
+    {"privatize", (PyCFunction)smap_privatize, METH_VARARGS,
+     "privatize(offset, length): the pages covering the range become a private\n"
+     "copy (no longer shared with other processes)."},
     {NULL}
 };
 
