@@ -180,6 +180,10 @@ def test_shared_map_keeps_no_descriptor_and_unmaps_with_its_last_view():
         m.discard(1, 4096)                              # not page-aligned
     with pytest.raises(ValueError):
         m.discard(0, 5 * 4096)                          # past the end
+    with pytest.raises(ValueError):
+        m.privatize(0, 4 * 4096)                        # past the end
+    m.privatize(0, 5)                                   # page 0 is now private ...
+    assert bytes(v[:5]) == b"hello"                     # ... with the same contents
     del m
     assert bytes(v[:5]) == b"hello"                     # the view keeps the map
     v.release()
