@@ -2267,43 +2267,67 @@ static PyObject *ur_prep_call_pool(KRing *r, PyObject *const *args, Py_ssize_t n
     return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[6], 0));
 }
 
+/* The arguments of the batch call builders, parsed and checked:
+ * (op, data, size, count=None, user_data=None).  On success `view` holds an
+ * export of data (the caller releases it) and `count` is resolved (None:
+ * every whole `size` bytes of data); `what` names the records in errors. */
+typedef struct {
+    uint32_t op, size;
+    int64_t count;
+    uint64_t base;
+    Py_buffer view;
+} ur_batch_args;
+
+static int ur_parse_batch(KRing *r, const char *fname, const char *what,
+                          PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                          ur_batch_args *b)
+{
+    static const char *const names[] = {"op", "data", "size", "count", "user_data"};
+    PyObject *a[5];
+    b->view.obj = NULL;
+    if (sr_parse(fname, args, nargs, kwnames, names, 5, 3, a) < 0 ||
+        sr_as_u32(a[0], 0, &b->op, "op") < 0 || sr_as_u32(a[2], 0, &b->size, "size") < 0 ||
+        sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &b->count, "count") < 0 ||
+        sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &b->base, "user_data") < 0 ||
+        ur_only(r, fname) < 0 || kr_check(r) < 0)
+        return -1;
+    if (b->op > 255) {
+        PyErr_Format(PyExc_ValueError, "op index %u out of range", b->op);
+        return -1;
+    }
+    if (r->peer_dead) {
+        ur_refuse_dead(r);
+        return -1;
+    }
+    if (PyObject_GetBuffer(a[1], &b->view, PyBUF_SIMPLE) < 0) {
+        b->view.obj = NULL;
+        return -1;
+    }
+    if (b->count < 0)
+        b->count = b->size ? b->view.len / b->size : 0;
+    if ((uint64_t)b->count * b->size > (uint64_t)b->view.len) {
+        PyErr_Format(PyExc_ValueError, "data holds %zd bytes; %lld %s of %u need more",
+                     b->view.len, (long long)b->count, what, b->size);
+        PyBuffer_Release(&b->view);
+        return -1;
+    }
+    return 0;
+}
+
 /* prep_calls(op, data, size, count=None, user_data=None) -> count
  * Batch: op k carries data[k*size:(k+1)*size] (inline up to 80 bytes, else in
  * its send slot); user_data None -> k, an int -> user_data + k. */
 static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    static const char *const names[] = {"op", "data", "size", "count", "user_data"};
-    PyObject *a[5];
-    uint32_t op, size;
-    int64_t count;
-    uint64_t base;
-    Py_buffer view = {0};
-    if (sr_parse("prep_calls", args, nargs, kwnames, names, 5, 3, a) < 0 ||
-        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
-        sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &count, "count") < 0 ||
-        sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &base, "user_data") < 0 ||
-        ur_only(r, "prep_calls") < 0 ||
-        kr_check(r) < 0)
+    ur_batch_args b;
+    if (ur_parse_batch(r, "prep_calls", "ops", args, nargs, kwnames, &b) < 0)
         return NULL;
-    if (op > 255) {
-        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
-        return NULL;
-    }
-    if (r->peer_dead) {
-        ur_refuse_dead(r);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
+    uint32_t op = b.op, size = b.size;
+    int64_t count = b.count;
+    uint64_t base = b.base;
+    Py_buffer view = b.view;
     PyObject *result = NULL;
-    if (count < 0)
-        count = size ? view.len / size : 0;
-    if ((uint64_t)count * size > (uint64_t)view.len) {
-        PyErr_Format(PyExc_ValueError, "data holds %zd bytes; %lld ops of %u need more",
-                     view.len, (long long)count, size);
-        goto out;
-    }
     if (ur_check_payload(r, size) < 0 || kr_batch_room(r, count) < 0)
         goto out;
     struct sr_sq *sq = &r->k.sq;
@@ -2348,48 +2372,26 @@ out:
 static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    static const char *const names[] = {"op", "data", "size", "count", "user_data"};
-    PyObject *a[5];
-    uint32_t op, size;
-    int64_t count;
-    uint64_t base;
-    Py_buffer view = {0};
-    if (sr_parse("prep_records", args, nargs, kwnames, names, 5, 3, a) < 0 ||
-        sr_as_u32(a[0], 0, &op, "op") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
-        sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &count, "count") < 0 ||
-        sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &base, "user_data") < 0 ||
-        ur_only(r, "prep_records") < 0 || kr_check(r) < 0)
+    ur_batch_args b;
+    if (ur_parse_batch(r, "prep_records", "records", args, nargs, kwnames, &b) < 0)
         return NULL;
-    if (op > 255) {
-        PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
-        return NULL;
-    }
+    uint32_t op = b.op, size = b.size;
+    int64_t count = b.count;
+    uint64_t base = b.base;
+    Py_buffer view = b.view;
+    PyObject *result = NULL;
     if (r->opkinds[op] != 2) {
         PyObject *name = r->opnames ? ur_opname(r, op) : PyLong_FromUnsignedLong(op);
         PyErr_Format(PyExc_TypeError,
                      "prep_records needs a vector op (@op(vector=True)); %R is not one",
                      name ? name : Py_None);
         Py_XDECREF(name);
-        return NULL;
+        goto out;
     }
     if (size == 0 || size > 0xffff || size > r->slot_size) {
         PyErr_Format(PyExc_ValueError,
                      "record size must be 1..%u bytes (this connection's slot_size, at "
                      "most 65535)", r->slot_size < 0xffff ? r->slot_size : 0xffff);
-        return NULL;
-    }
-    if (r->peer_dead) {
-        ur_refuse_dead(r);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    PyObject *result = NULL;
-    if (count < 0)
-        count = view.len / size;
-    if ((uint64_t)count * size > (uint64_t)view.len) {
-        PyErr_Format(PyExc_ValueError, "data holds %zd bytes; %lld records of %u need more",
-                     view.len, (long long)count, size);
         goto out;
     }
     uint32_t per = r->slot_size / size;             /* records per op */
