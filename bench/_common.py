@@ -1,7 +1,8 @@
 """Harness pieces shared by the benchmark scripts in this directory.
 
 Only plumbing lives here (command line, environment record, data file,
-child-process cleanup, ratio table, JSON output); each script keeps its own
+child-process cleanup, C compile, ratio and informational tables, JSON
+output); each script keeps its own
 workloads, contenders, measuring loop and ratio definitions.  The scripts are
 run as ``python bench/NAME.py``, so this directory is on ``sys.path`` and they
 ``import _common`` (spawned children inherit that ``sys.path``).
@@ -16,10 +17,12 @@ import json
 import os
 import platform
 import random
+import shlex
 import struct
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import subring
@@ -227,6 +230,35 @@ def cpu_seconds(path: str) -> float:
 
 
 # --------------------------------------------------------------------------
+# C programs (bench/kernel.py, bench/ipc.py)
+# --------------------------------------------------------------------------
+
+def compile_c(argv: Sequence[str], sources: Sequence[str], exe: str,
+              flags: Sequence[str] = (), libs: Sequence[str] = ()
+              ) -> tuple[str | None, dict[str, Any]]:
+    """Run ``argv -O2 flags sources -o exe libs``.  Returns (exe or None, info);
+    info holds "command" and "compiler" (the first line of ``--version``), or
+    "error": why there is no executable (``sources[0]``, a file in bench/, names
+    the program)."""
+    cmd = [*argv, "-O2", *flags, *sources, "-o", exe, *libs]
+    info: dict[str, Any] = {"command": shlex.join(cmd)}
+    try:
+        ver = subprocess.run([*argv, "--version"], check=False, capture_output=True,
+                             text=True, timeout=30)
+        info["compiler"] = (ver.stdout.splitlines() or ["?"])[0]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        info["error"] = f"cannot run the C compiler {argv[0]!r}: {type(e).__name__}: {e}"
+        return None, info
+    if proc.returncode != 0 or not os.path.exists(exe):
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "no output"
+        info["error"] = (f"compiling bench/{os.path.basename(sources[0])} failed "
+                         f"(exit {proc.returncode}): {tail}")
+        return None, info
+    return exe, info
+
+
+# --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
 
@@ -246,6 +278,20 @@ def print_ratio_table(ratios: dict[str, float | None], samples: dict[str, list[f
         s = samples[key]
         print(f"{key:<{width}} {ratio:7.2f} {min(s):6.2f} {max(s):6.2f} "
               f"{bar['bar']:>6{bar_spec}}  {'yes' if bar['met'] else 'NO'}")
+
+
+def print_info_table(entries: dict[str, dict[str, Any]], *, title: str, width: int = 27,
+                     rule: int = 50, note: str = "") -> None:
+    """Header (then ``note``, if any) and one row per informational entry (no
+    bar): median, min and max of its "samples", or n/a and why it was skipped."""
+    print(f"{title:<{width}} {'median':>7} {'min':>6} {'max':>6}" + (f"  {note}" if note else ""))
+    print("-" * rule)
+    for key, e in entries.items():
+        if e["median"] is None:
+            print(f"{key:<{width}} {'n/a':>7}  skipped: {e.get('skipped')}")
+            continue
+        s = e["samples"]
+        print(f"{key:<{width}} {e['median']:7.2f} {min(s):6.2f} {max(s):6.2f}")
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:

@@ -425,14 +425,7 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, extra: dict
     print()
     _common.print_ratio_table(ratios, samples, bars)
     print()
-    print(f"{'informational':<27} {'median':>7} {'min':>6} {'max':>6}")
-    print("-" * 50)
-    for key, e in extra.items():
-        if e["median"] is None:
-            print(f"{key:<27} {'n/a':>7}  skipped: {e.get('skipped')}")
-        else:
-            print(f"{key:<27} {e['median']:7.2f} {min(e['samples']):6.2f} "
-                  f"{max(e['samples']):6.2f}")
+    _common.print_info_table(extra, title="informational")
     print()
 
 

@@ -1327,22 +1327,8 @@ def compile_c_pingpong(tmpdir: str, cc: str) -> tuple[str | None, dict[str, Any]
     """Build bench/c_pingpong.c into ``tmpdir``.  Returns (executable or None,
     info); info holds the command and compiler, or "error": why there is no
     C floor (then its rows and floor entries are left out)."""
-    exe = os.path.join(tmpdir, "c_pingpong")
-    cmd = [cc, "-O2", "-Wall", "-Wextra", C_SOURCE, "-o", exe, "-lm"]
-    info: dict[str, Any] = {"command": " ".join(cmd)}
-    try:
-        ver = subprocess.run([cc, "--version"], check=False, capture_output=True,
-                             text=True, timeout=30)
-        info["compiler"] = (ver.stdout.splitlines() or ["?"])[0]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        info["error"] = f"cannot run the C compiler {cc!r}: {type(e).__name__}: {e}"
-        return None, info
-    if proc.returncode != 0 or not os.path.exists(exe):
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "no output"
-        info["error"] = f"compiling bench/c_pingpong.c failed (exit {proc.returncode}): {tail}"
-        return None, info
-    return exe, info
+    return _common.compile_c([cc], [C_SOURCE], os.path.join(tmpdir, "c_pingpong"),
+                             flags=["-Wall", "-Wextra"], libs=["-lm"])
 
 
 def c_cpus() -> tuple[int, int | None]:
@@ -1497,15 +1483,8 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
     _common.print_ratio_table(ratios, samples, bars,
                               title="ratio (higher = subring better)", width=26)
     print()
-    print(f"{'informational: p50 / floor':<32} {'median':>7} {'min':>6} {'max':>6}"
-          f"  (1.0 = at the C floor)")
-    print("-" * 54)
-    for key, e in floor.items():
-        if e["median"] is None:
-            print(f"{key:<32} {'n/a':>7}  skipped: {e.get('skipped')}")
-        else:
-            print(f"{key:<32} {e['median']:7.2f} {min(e['samples']):6.2f} "
-                  f"{max(e['samples']):6.2f}")
+    _common.print_info_table(floor, title="informational: p50 / floor", width=32, rule=54,
+                             note="(1.0 = at the C floor)")
     print()
     for lib, why in skipped.items():
         print(f"skipped {lib}: {why}")

@@ -533,22 +533,10 @@ def compile_c_ceiling(tmpdir: str, cc_arg: str | None) -> tuple[str | None, dict
     argv = shlex.split(cc)
     if not cc_arg and (not argv or shutil.which(argv[0]) is None):
         argv = ["gcc"]
-    exe = os.path.join(tmpdir, "c_ceiling")
-    cmd = [*argv, "-O2", "-I", os.path.normpath(C_CORE), C_SOURCE,
-           os.path.normpath(os.path.join(C_CORE, "kernel.c")), "-o", exe]
-    info: dict[str, Any] = {"command": shlex.join(cmd)}
-    try:
-        ver = subprocess.run([*argv, "--version"], check=False, capture_output=True,
-                             text=True, timeout=30)
-        info["compiler"] = (ver.stdout.splitlines() or ["?"])[0]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
-                              timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        info["error"] = f"cannot run the C compiler {argv[0]!r}: {type(e).__name__}: {e}"
-        return None, info
-    if proc.returncode != 0 or not os.path.exists(exe):
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) or "no output"
-        info["error"] = f"compiling bench/c_ceiling.c failed (exit {proc.returncode}): {tail}"
+    exe, info = _common.compile_c(
+        argv, [C_SOURCE, os.path.normpath(os.path.join(C_CORE, "kernel.c"))],
+        os.path.join(tmpdir, "c_ceiling"), flags=["-I", os.path.normpath(C_CORE)])
+    if exe is None:
         return None, info
     # can it set up a ring here at all?  (a failure later is a BenchError)
     probe = subprocess.run([exe, "nop", "0", "256", "256"], check=False, capture_output=True,
@@ -714,14 +702,7 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, ceiling: di
     print()
     _common.print_ratio_table(ratios, samples, bars)
     print()
-    print(f"{'informational (vs C)':<27} {'median':>7} {'min':>6} {'max':>6}")
-    print("-" * 50)
-    for key, e in ceiling.items():
-        if e["median"] is None:
-            print(f"{key:<27} {'n/a':>7}  skipped: {e.get('skipped')}")
-        else:
-            print(f"{key:<27} {e['median']:7.2f} {min(e['samples']):6.2f} "
-                  f"{max(e['samples']):6.2f}")
+    _common.print_info_table(ceiling, title="informational (vs C)")
     print()
 
 
