@@ -70,14 +70,16 @@ struct sr_cq {
 /* ---- SQ, producer side ----------------------------------------------- */
 
 /* Entries the producer may still fill, from the consumer's head as last
- * read; only when that shows no room is the head read again.  The head lives
- * in a cache line the consumer writes: for a peer on another CPU, reading it
- * on every op costs a cache-line transfer on the request's critical path.  A
- * stale head only understates the room (heads never move back). */
+ * read; only when that shows less than half the ring free is the head read
+ * again.  So the answer is exact below entries / 2 and at least entries / 2
+ * otherwise.  The head lives in a cache line the consumer writes: for a peer
+ * on another CPU, reading it on every op costs a cache-line transfer on the
+ * request's critical path.  A stale head only understates the room (heads
+ * never move back). */
 static inline uint32_t sr_sq_space(struct sr_sq *sq)
 {
     uint32_t space = sq->entries - (sq->sqe_tail - sq->head_cache);
-    if (space == 0) {
+    if (space < sq->entries / 2 + 1) {
         /* acquire: once we see the consumer's head move past an entry, the
          * consumer has finished reading it and we may overwrite it. */
         sq->head_cache = sr_load_acquire(sq->khead);
