@@ -11,6 +11,7 @@ import gc
 import os
 import sys
 import weakref
+from concurrent.futures.process import BrokenProcessPool
 
 import executor_funcs as ef
 import numpy as np
@@ -236,3 +237,24 @@ def test_regression_a_fork_child_keeps_its_lent_results(make_executor):
         os.close(go_w)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child's result changed under it"
+
+
+def test_a_lent_result_outlives_its_dead_worker(make_executor):
+    """The worker that produced a lent result dies: the result stays valid
+    (its arena is detached, not unmapped), the pool replaces the worker and
+    goes on, and dropping the result later frees the mapping."""
+    maps = _arena_maps()
+    ex = make_executor(1, start="eager")
+    a = ef.make_array((MIB // 8,), "float64", seed=9)
+    r = ex.submit(ef.double, a).result(T)
+    expect = (a * 2).copy()
+    assert isinstance(ex.submit(ef.die, "sigkill").exception(T), BrokenProcessPool)
+    for i in range(5):                                   # the replacement, with its own arena
+        b = ef.make_array((MIB // 8,), "float64", seed=20 + i)
+        np.testing.assert_array_equal(ex.submit(ef.double, b).result(T), b * 2)
+    np.testing.assert_array_equal(r, expect)
+    r[:] = 1.0                                           # still ours to write
+    assert ef.wait_until(lambda: _arena_maps() == maps + 2, T)   # old (held) + new arena
+    del r
+    gc.collect()
+    assert ef.wait_until(lambda: _arena_maps() == maps + 1, T)   # the old one is gone
