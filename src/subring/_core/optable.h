@@ -140,6 +140,24 @@ static inline void sr_slot_clear(sr_optable *t, uint32_t i)
     t->free_stack[t->nfree++] = i;
 }
 
+/* A live slot that holds nothing to release and takes part in no link
+ * bookkeeping: an int user_data, no pinned objects or buffer, not multishot,
+ * not skip-success, no skipped predecessors. */
+static inline int sr_slot_plain(const sr_slot *s)
+{
+    return !s->udata && !s->keep && !(s->has_view | s->fixed | s->multishot | s->skip) &&
+           !s->chain;
+}
+
+/* Free a plain slot (sr_slot_plain) after its final CQE: all that
+ * sr_slot_release would do for it. */
+static inline void sr_slot_free_plain(sr_optable *t, uint32_t i)
+{
+    t->slots[i].state = SLOT_FREE;
+    t->live--;
+    t->free_stack[t->nfree++] = i;
+}
+
 /* The op's final CQE was reaped: drop what it pinned and free the slot, then
  * release any CQE_SKIP_SUCCESS predecessors in its link chain (their success
  * CQE was suppressed; this op's CQE proves they finished).  The caller has

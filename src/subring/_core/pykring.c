@@ -818,10 +818,16 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
+    uint32_t last = 0;
     for (int64_t k = 0; k < n; k++) {
         if (space == 0) {
-            if (kr_make_room(r) < 0)
-                return NULL;   /* the first k are prepared and stay prepared */
+            if (kr_make_room(r) < 0) {
+                if (k > 0) {          /* the first k are prepared and stay prepared */
+                    r->last_slot = last + 1;
+                    r->last_gen = r->ops.slots[last].gen;
+                }
+                return NULL;
+            }
             space = sr_sq_space(sq);
         }
         struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
@@ -833,8 +839,18 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sqe->user_data = sr_token(&r->ops, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = base + (uint64_t)k;
-        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
-        r->chain_open = 0;
+        if (sr_unlikely(k == 0 || r->pending_skip || r->chain_open)) {
+            kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+            r->chain_open = 0;
+        }
+        last = (uint32_t)i;
+    }
+    /* NOPs of this batch never link (flags checked above): only the first
+     * can join an open chain, and only the last is "the previous op" for
+     * whatever is prepared next. */
+    if (n > 0) {
+        r->last_slot = last + 1;
+        r->last_gen = r->ops.slots[last].gen;
     }
     r->chain_open = 0;
     return PyLong_FromLongLong(n);
@@ -1438,7 +1454,14 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         ready--;
         int64_t i = sr_slot_find(&r->ops, cqe->user_data);
         uint64_t ud;
-        if (sr_likely(i >= 0)) {
+        if (sr_likely(i >= 0 && sr_slot_plain(&r->ops.slots[i]) &&
+                      !(cqe->flags & IORING_CQE_F_MORE))) {
+            /* The common batch case: an int user_data, nothing pinned, no
+             * link bookkeeping -- what kr_retire would do comes down to
+             * putting the slot back. */
+            ud = r->ops.slots[i].int_udata;
+            sr_slot_free_plain(&r->ops, (uint32_t)i);
+        } else if (sr_likely(i >= 0)) {
             sr_slot *s = &r->ops.slots[i];
             if (s->udata) {
                 ud = PyLong_Check(s->udata) ? PyLong_AsUnsignedLongLongMask(s->udata)
