@@ -471,3 +471,33 @@ def test_mixing_reap_and_reap_into(ring):
     assert len(others) == 1 and (others[0] == "obj" or others[0] >= 2**32)
     assert ints == [0, 1, 2, 3, 4, 5, 50, 51, 52]
     assert ring.statistics().completed == 10
+
+
+def test_reap_into_frees_every_kind_of_slot(plain_ring, datafile, rfd):
+    """reap_into frees plain slots (int user_data, nothing pinned) on a fast
+    path and everything else through the full release: mixed in one reap,
+    every buffer is released, every object dropped, every slot reusable."""
+    obj = object()
+    base = sys.getrefcount(obj)
+    buf = bytearray(4096)
+    plain_ring.prep_nops(5, user_data=100)                 # plain
+    plain_ring.prep_read(rfd, buf, 0, user_data=7)          # a pinned buffer
+    plain_ring.prep_nop(obj)                                # an object user_data
+    plain_ring.prep_nop(user_data=8, flags=SQE.LINK)        # plain, with a link
+    plain_ring.prep_nop(user_data=9)
+    wait_ready(plain_ring, 9)
+    assert not resizable(buf)
+    ud, res, fl = out_arrays(16)
+    assert plain_ring.reap_into(ud, res, fl) == 9
+    assert sorted(ud[:9])[:8] == [7, 8, 9, 100, 101, 102, 103, 104]
+    assert plain_ring.inflight == 0
+    assert resizable(buf), "reap_into kept the read buffer pinned"
+    assert sys.getrefcount(obj) == base, "reap_into leaked the user_data object"
+    assert bytes(buf[:16]) == bytes(i * 7 % 251 for i in range(16))
+    # every slot is usable again, as many times as there are slots
+    n = plain_ring.max_inflight
+    for _ in range(3):
+        plain_ring.prep_nops(n)
+        plain_ring.submit_and_wait(n, 5)
+        ud2, res2, _ = out_arrays(n)
+        assert plain_ring.reap_into(ud2, res2) == n and list(ud2) == list(range(n))
