@@ -322,21 +322,9 @@ class AsyncRing:
             raise
 
     async def write(self, fd: int, data: Any, offset: int = -1) -> int:
-        ring = self.ring
-        if (self._closed or self._waiters or ring.inflight + self._reserved
-                + len(self._cancels) >= self._limit):
-            await self._room()
+        await self._room()
         fut = self._loop.create_future()
-        token = ring.prep_write(fd, data, offset, fut)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if not fut.done() or fut.cancelled():
-                self._cancel_token(token)
-            raise
+        return await self._await(fut, self.ring.prep_write(fd, data, offset, fut))
 
     async def read_fixed(self, fd: int, buf_index: int, offset: int, nbytes: int,
                          buf_offset: int = 0) -> int:
