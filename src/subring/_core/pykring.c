@@ -2349,13 +2349,12 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
     uint32_t op = b.op, size = b.size;
     int64_t count = b.count;
     uint64_t base = b.base;
-    Py_buffer view = b.view;
     PyObject *result = NULL;
     if (ur_check_payload(r, size) < 0 || kr_batch_room(r, count) < 0)
         goto out;
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
-    const char *p = view.buf;
+    const char *p = b.view.buf;
     for (int64_t k = 0; k < count; k++) {
         if (space == 0) {
             if (kr_make_room(r) < 0)
@@ -2375,7 +2374,7 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
     r->chain_open = 0;
     result = PyLong_FromLongLong(count);
 out:
-    PyBuffer_Release(&view);
+    PyBuffer_Release(&b.view);
     return result;
 }
 
@@ -2401,7 +2400,6 @@ static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nar
     uint32_t op = b.op, size = b.size;
     int64_t count = b.count;
     uint64_t base = b.base;
-    Py_buffer view = b.view;
     PyObject *result = NULL;
     if (r->opkinds[op] != 2) {
         PyObject *name = r->opnames ? ur_opname(r, op) : PyLong_FromUnsignedLong(op);
@@ -2425,7 +2423,7 @@ static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nar
         goto out;
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
-    const char *p = view.buf;
+    const char *p = b.view.buf;
     for (int64_t k = 0; k < nops; k++) {
         if (space == 0) {
             if (kr_make_room(r) < 0)
@@ -2450,7 +2448,7 @@ static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nar
     r->chain_open = 0;
     result = PyLong_FromLongLong(nops);
 out:
-    PyBuffer_Release(&view);
+    PyBuffer_Release(&b.view);
     return result;
 }
 
