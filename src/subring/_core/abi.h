@@ -356,7 +356,9 @@ static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
  *                                  re-checks sq_tail, then sleeps; client stores
  *                                  sq_tail, full fence, reads it, rings doorbell
  *   cq_tail      server   client   like sq_tail, other direction
- *   cq_head      client   server   like sq_head, other direction
+ *   cq_head      client   server   like sq_head, other direction; the rest of
+ *                                  its line: the client's counters (statistics
+ *                                  queries only, struct sr_cq_head_line)
  *   cq_flags     client   server   SR_CQ_ARMED: client sets it, full fence,
  *                                  re-checks cq_tail, then sleeps; server stores
  *                                  cq_tail, full fence, reads it, signals eventfd
@@ -414,6 +416,21 @@ static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
 
 struct sr_idx { uint32_t v; uint8_t pad[SR_CACHELINE - 4]; };
 
+/* cq_head's cache line.  The client writes cq_head on every reap, so the
+ * line is the client's already: its counters ride along at no cost on the
+ * data path.  The server reads them only to answer a statistics query (never
+ * on the data path) and treats them as untrusted, informational numbers. */
+struct sr_cq_head_line {
+    uint32_t v;                /* cq_head (client writes, server reads) */
+    uint32_t mode;             /* client: its wait mode, SR_MODE_* + 1 (0: unknown) */
+    uint64_t submitted;        /* client: SQEs it published */
+    uint64_t doorbells;        /* client: times it rang the sleeping server */
+    uint64_t poll_hits;        /* client: waits satisfied without sleeping */
+    uint64_t sleeps;           /* client: waits that slept */
+    uint8_t  pad[SR_CACHELINE - 40];
+};
+static_assert(sizeof(struct sr_cq_head_line) == SR_CACHELINE, "one cache line");
+
 struct sr_uring_region {
     /* cache lines 0-1: written once by the server before the fd is sent */
     uint32_t magic, version;
@@ -430,7 +447,7 @@ struct sr_uring_region {
     struct sr_idx sq_head;
     struct sr_idx sq_flags;
     struct sr_idx cq_tail;
-    struct sr_idx cq_head;
+    struct sr_cq_head_line cq_head;
     struct sr_idx cq_flags;
     struct sr_idx state;
 };

@@ -50,7 +50,7 @@ typedef struct {
     uint8_t *send_area, *result_area;
     uint32_t slot_size;
     uint64_t pool_count, pool_size;   /* a registered BufferPool, if any */
-    uint64_t st_doorbells, st_sleeps;
+    uint64_t st_doorbells, st_sleeps, st_poll_hits;
     int64_t next_peer_check;
     PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
     uint8_t opkinds[256];    /* op index -> 0 per-op, 1 batch, 2 vector handler */
@@ -320,12 +320,41 @@ static int ur_peer_gone(KRing *r)
     return r->peer_dead;
 }
 
+/* The subsystem (or someone scribbling on the shared region) broke the ring
+ * protocol: fail the connection.  Every op in flight then gets its final
+ * completion here (-EPROTO, ur_synth_dead), and shutting the attach socket
+ * down makes the server drop us too, so neither side waits on the other. */
+static void ur_protocol_broken(KRing *r)
+{
+    if (r->peer_dead != 2 && r->sock_fd >= 0)
+        shutdown(r->sock_fd, SHUT_RDWR);
+    r->peer_dead = 2;
+}
+
+/* Counters for the server's statistics query, in the cq_head line we own
+ * (abi.h: struct sr_cq_head_line).  Relaxed: informational only. */
+static inline void ur_publish_stats(KRing *r)
+{
+    struct sr_cq_head_line *l = &r->ureg->cq_head;
+    __atomic_store_n(&l->submitted, r->st_submitted, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->doorbells, r->st_doorbells, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->poll_hits, r->st_poll_hits, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->sleeps, r->st_sleeps, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->mode, (uint32_t)r->wait_mode + 1, __ATOMIC_RELAXED);
+}
+
 static uint32_t ur_publish(KRing *r)
 {
     /* Only entries published by *this* call can need a doorbell: anything
      * published earlier was visible before the server set NEED_WAKEUP, so
      * its re-check after arming sees it (invariant 3). */
     uint32_t fresh = kr_publish(r);
+    if (sr_unlikely(!sr_sq_head_sane(&r->k.sq))) {
+        /* The server's SQ head ran past what we ever published: it took
+         * entries we never wrote, so some of our ops will never run. */
+        ur_protocol_broken(r);
+        return fresh;
+    }
     if (fresh) {
         /* Invariant 3, submit side: the release store of sq_tail (in
          * kr_publish) must be ordered before the load of sq_flags, or we and a
@@ -335,6 +364,7 @@ static uint32_t ur_publish(KRing *r)
             r->st_doorbells++;
             sr_eventfd_signal(r->doorbell_fd);
         }
+        ur_publish_stats(r);
     }
     return fresh;
 }
@@ -440,6 +470,10 @@ static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
                 return -1;
             continue;
         }
+        if (!sleeps)
+            r->st_poll_hits++;
+        if (!r->closed)
+            ur_publish_stats(r);
         return (int)pending;
     }
 }
@@ -1231,7 +1265,14 @@ static inline uint32_t kr_ready(KRing *r, uint32_t head)
  * syscall per millisecond, and only while ops are in flight.) */
 static int ur_dead_after_drain(KRing *r)
 {
-    if (r->backend != BACKEND_USER || !r->ops.live)
+    if (r->backend != BACKEND_USER)
+        return 0;
+    /* A completion that matches no op in flight (st_foreign) is impossible
+     * from a subsystem: it posted an SQE we never published (a scribbled
+     * tail), or garbage.  Either way the ring can no longer be trusted. */
+    if (sr_unlikely(r->st_foreign || r->peer_dead == 2))
+        ur_protocol_broken(r);
+    if (!r->ops.live)
         return 0;
     if (r->peer_dead)
         return 1;
@@ -2509,7 +2550,19 @@ static PyObject *ur_get_wait_mode(KRing *r, void *c)
 
 static int ur_set_wait_mode(KRing *r, PyObject *v, void *c)
 {
-    return sr_mode_parse(v, &r->wait_mode);
+    if (sr_mode_parse(v, &r->wait_mode) < 0)
+        return -1;
+    if (r->ureg && !r->closed && r->fork_gen == sr_fork_generation)
+        ur_publish_stats(r);
+    return 0;
+}
+
+/* _wait_stats() -> (poll_hits, sleeps, doorbells) */
+static PyObject *ur_wait_stats(KRing *r, PyObject *unused)
+{
+    return Py_BuildValue("(KKK)", (unsigned long long)r->st_poll_hits,
+                         (unsigned long long)r->st_sleeps,
+                         (unsigned long long)r->st_doorbells);
 }
 
 static PyObject *ur_get_spin_us(KRing *r, void *c)
@@ -2621,6 +2674,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     sq->mask = sqn - 1;
     sq->entries = sqn;
     sq->sqe_tail = sr_load_relaxed(sq->ktail);
+    sq->published = sq->sqe_tail;   /* from here on, never read back */
     sq->head_cache = sr_load_acquire(sq->khead);
     sq->sqe_shift = 1;
     struct sr_cq *cq = &r->k.cq;
@@ -2660,6 +2714,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     ur_link(r);
     r->wait_mode = WAIT_HYBRID;
     r->spin_ns = 50000;
+    ur_publish_stats(r);
     r->fork_gen = sr_fork_generation;
     r->initialized = 1;
     r->closed = 0;
@@ -3274,6 +3329,8 @@ static PyMethodDef ur_methods[] = {
          "reap_into(user_data_out, res_out, flags_out=None) -> n (result data dropped)"),
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
     {"_set_opnames", (PyCFunction)(void (*)(void))ur_set_opnames, METH_FASTCALL, NULL},
+    {"_wait_stats", (PyCFunction)ur_wait_stats, METH_NOARGS,
+     "_wait_stats($self, /)\n--\n\n(poll_hits, sleeps, doorbells) of this client's waits."},
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},

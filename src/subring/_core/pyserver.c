@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -57,10 +58,67 @@ typedef struct {
     int cq_dirty;         /* CQEs written but not yet published */
     int in_loop;          /* registered with a ServerLoop */
     uint32_t loop_index;
-    uint64_t st_ops, st_errors, st_notifies;
+    /* statistics, written only by the serving thread (GIL held) */
+    uint64_t st_taken;     /* SQEs taken */
+    uint64_t st_ops, st_errors;   /* CQEs posted, of which res < 0 */
+    uint64_t st_notifies;  /* CQ publishes that signalled the client's eventfd */
+    uint64_t st_quiet;     /* CQ publishes with the client awake: no syscall */
     PyObject *info;       /* anything the Python layer wants to keep (peer creds) */
     PyObject *weakreflist;
+    void *fork_prev, *fork_next;   /* live queues: see server_after_fork */
 } SQueue;
+
+/* ---- fork ----------------------------------------------------------------
+ * A handler (or a task) that calls fork() without exec must not leave the
+ * server's connections open in the child: clients learn that the server died
+ * through their attach socket reaching EOF, a restarted server needs the
+ * listening socket free, and both only happen once every copy of those fds is
+ * closed.  O_CLOEXEC does not help without exec, so a pthread_atfork child
+ * handler does it for every live ServerLoop (its epoll fd and every fd it
+ * watches: listener, wake-up eventfd, client sockets) and ServerQueue (its
+ * eventfds).  The fds are not just closed but replaced by /dev/null with
+ * dup2(): Python socket objects in the child still hold those numbers, and
+ * must not close some unrelated file that reused one.  The child's copies of
+ * the queues are marked dead (their regions are MADV_DONTFORK: not mapped in
+ * the child) and its loops refuse to run. */
+static SQueue *live_queues;
+static struct Loop_s *live_loops;
+static void server_after_fork(void);
+
+static void server_atfork_once(void)
+{
+    static int done;
+    if (!done) {
+        pthread_atfork(NULL, NULL, server_after_fork);
+        done = 1;
+    }
+}
+
+static void fork_neutralize(int fd, int devnull)
+{
+    if (fd < 0)
+        return;
+    if (devnull < 0 || dup2(devnull, fd) < 0)
+        close(fd);
+}
+
+static void queue_link(SQueue *q)
+{
+    server_atfork_once();
+    q->fork_prev = NULL;
+    q->fork_next = live_queues;
+    if (live_queues)
+        live_queues->fork_prev = q;
+    live_queues = q;
+}
+
+static void queue_unlink(SQueue *q)
+{
+    SQueue *p = q->fork_prev, *n = q->fork_next;
+    if (p) p->fork_next = n; else if (live_queues == q) live_queues = n;
+    if (n) n->fork_prev = p;
+    q->fork_prev = q->fork_next = NULL;
+}
 
 static void sq_mark_corrupt(SQueue *q)
 {
@@ -161,6 +219,7 @@ static int squeue_init(SQueue *q, PyObject *args, PyObject *kw)
     q->region_fd = fd;
     q->doorbell_fd = dfd;
     q->cq_efd = cfd;
+    queue_link(q);
     return 0;
 }
 
@@ -186,6 +245,7 @@ static void squeue_dealloc(SQueue *q)
 {
     if (q->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)q);
+    queue_unlink(q);
     squeue_close_fds(q);
     /* Only now: no Request (and so no memoryview of ours) is alive. */
     if (q->reg) munmap(q->reg, q->reg_len);
@@ -209,6 +269,8 @@ static void sq_flush(SQueue *q)
     if (sr_load_relaxed(&q->reg->cq_flags.v) & SR_CQ_ARMED) {
         q->st_notifies++;
         sr_eventfd_signal(q->cq_efd);
+    } else {
+        q->st_quiet++;
     }
 }
 
@@ -290,12 +352,45 @@ static int squeue_set_info(SQueue *q, PyObject *v, void *c)
     Py_XSETREF(q->info, Py_NewRef(v ? v : Py_None));
     return 0;
 }
+/* stats() -> dict.  Occupancies are read from the shared region (the
+ * client's indices are untrusted: clamped to the ring size); the client's
+ * own counters come from its cq_head line (abi.h), informational only.
+ * Called on a statistics query, never on the data path. */
 static PyObject *squeue_stats(SQueue *q, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsKsI}", "ops", (unsigned long long)q->st_ops,
-                         "errors", (unsigned long long)q->st_errors,
-                         "notifies", (unsigned long long)q->st_notifies,
-                         "pending", q->pending);
+    uint32_t sq_pending = 0, cq_pending = 0, mode = 0;
+    uint64_t c_sub = 0, c_bells = 0, c_hits = 0, c_sleeps = 0;
+    if (q->reg && !q->dead) {
+        struct sr_uring_region *g = q->reg;
+        sq_pending = sr_load_acquire(&g->sq_tail.v) - q->sq.head;
+        cq_pending = q->cq.tail - sr_load_acquire(&g->cq_head.v);
+        if (sq_pending > q->sq.entries) sq_pending = q->sq.entries;
+        if (cq_pending > q->cq.entries) cq_pending = q->cq.entries;
+        mode = __atomic_load_n(&g->cq_head.mode, __ATOMIC_RELAXED);
+        c_sub = __atomic_load_n(&g->cq_head.submitted, __ATOMIC_RELAXED);
+        c_bells = __atomic_load_n(&g->cq_head.doorbells, __ATOMIC_RELAXED);
+        c_hits = __atomic_load_n(&g->cq_head.poll_hits, __ATOMIC_RELAXED);
+        c_sleeps = __atomic_load_n(&g->cq_head.sleeps, __ATOMIC_RELAXED);
+    }
+    PyObject *mode_name = mode >= 1 && mode <= 3 ? sr_mode_name((int)mode - 1)
+                                                 : PyUnicode_FromString("?");
+    if (!mode_name)
+        return NULL;
+    return Py_BuildValue(
+        "{sKsKsKsIsIsIsIsIsKsKsNsKsKsKsK}",
+        "submitted", (unsigned long long)q->st_taken,
+        "completed", (unsigned long long)q->st_ops,
+        "errors", (unsigned long long)q->st_errors,
+        "inflight", q->pending,
+        "sq_pending", sq_pending, "sq_entries", q->sq.entries,
+        "cq_pending", cq_pending, "cq_entries", q->cq.entries,
+        "wakeups_sent", (unsigned long long)q->st_notifies,
+        "wakeups_suppressed", (unsigned long long)q->st_quiet,
+        "mode", mode_name,
+        "client_submitted", (unsigned long long)c_sub,
+        "doorbells", (unsigned long long)c_bells,
+        "poll_hits", (unsigned long long)c_hits,
+        "sleeps", (unsigned long long)c_sleeps);
 }
 
 static PyGetSetDef squeue_getset[] = {
@@ -445,9 +540,12 @@ static int request_finish(SRequest *r, PyObject *result)
         if (r->want_result && !q->dead) {
             /* "TypeName: message" into the result slot for the client. */
             PyObject *s = ev ? PyObject_Str(ev) : NULL;
-            PyObject *txt = PyUnicode_FromFormat("%s: %U",
-                                                 ((PyTypeObject *)et)->tp_name,
-                                                 s ? s : Py_None);
+            if (!s)   /* str(exc) itself raised (or there is no value) */
+                PyErr_Clear();
+            PyObject *txt = s ? PyUnicode_FromFormat("%s: %U",
+                                                     ((PyTypeObject *)et)->tp_name, s)
+                              : PyUnicode_FromFormat("%s: <str() of the exception failed>",
+                                                     ((PyTypeObject *)et)->tp_name);
             Py_XDECREF(s);
             Py_ssize_t n = 0;
             const char *u = txt ? PyUnicode_AsUTF8AndSize(txt, &n) : NULL;
@@ -639,9 +737,13 @@ enum { MODE_HYBRID = SR_MODE_HYBRID, MODE_INTERRUPT = SR_MODE_INTERRUPT,
 #define DOORBELL_TAG (1ULL << 63)
 #define BUDGET 256              /* SQEs taken from one client per round */
 
-typedef struct {
+typedef struct Loop_s {
     PyObject_HEAD
     int epfd;
+    int *watched;                /* fds given to watch() (closed in a fork child) */
+    uint32_t nwatched, capwatched;
+    struct Loop_s *fork_prev, *fork_next;   /* live loops: see server_after_fork */
+    uint64_t fork_gen;
     SQueue **queues;
     uint32_t nqueues, cap;
     uint32_t rr;                 /* round-robin start */
@@ -674,6 +776,48 @@ static int loop_init(Loop *L, PyObject *args, PyObject *kw)
     }
     L->mode = MODE_HYBRID;
     L->spin_ns = 50000;
+    L->fork_gen = sr_fork_generation;
+    server_atfork_once();
+    L->fork_prev = NULL;
+    L->fork_next = live_loops;
+    if (live_loops)
+        live_loops->fork_prev = L;
+    live_loops = L;
+    return 0;
+}
+
+static void server_after_fork(void)
+{
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (Loop *L = live_loops; L; L = L->fork_next) {
+        for (uint32_t k = 0; k < L->nwatched; k++)
+            fork_neutralize(L->watched[k], devnull);
+        fork_neutralize(L->epfd, devnull);
+        L->stop = 1;
+    }
+    for (SQueue *q = live_queues; q; q = q->fork_next) {
+        /* MADV_DONTFORK: the region and pool are not mapped here */
+        q->dead = 1;
+        q->cq_dirty = 0;
+        q->reg = NULL;
+        q->pool = NULL;
+        q->send_area = q->result_area = NULL;
+        fork_neutralize(q->region_fd, devnull);
+        fork_neutralize(q->doorbell_fd, devnull);
+        fork_neutralize(q->cq_efd, devnull);
+    }
+    if (devnull >= 0)
+        close(devnull);
+}
+
+static int loop_check(Loop *L)
+{
+    if (L->fork_gen != sr_fork_generation) {
+        PyErr_SetString(SR_ForkedRingError,
+                        "this ServerLoop belongs to the parent process: it cannot be used "
+                        "after fork()");
+        return -1;
+    }
     return 0;
 }
 
@@ -690,6 +834,12 @@ static void loop_clear_handlers(Loop *L)
 
 static void loop_dealloc(Loop *L)
 {
+    {
+        struct Loop_s *p = L->fork_prev, *n = L->fork_next;
+        if (p) p->fork_next = n; else if (live_loops == L) live_loops = n;
+        if (n) n->fork_prev = p;
+    }
+    PyMem_Free(L->watched);
     for (uint32_t k = 0; k < L->nqueues; k++) {
         L->queues[k]->in_loop = 0;
         Py_DECREF(L->queues[k]);
@@ -760,6 +910,8 @@ static PyObject *loop_add(Loop *L, PyObject *arg)
         return NULL;
     }
     SQueue *q = (SQueue *)arg;
+    if (loop_check(L) < 0)
+        return NULL;
     if (q->in_loop || q->dead || !q->reg) {
         PyErr_SetString(PyExc_ValueError, "queue is dead, unset or already in a loop");
         return NULL;
@@ -813,9 +965,20 @@ static PyObject *loop_watch(Loop *L, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "token must be < 2**63");
         return NULL;
     }
+    if (loop_check(L) < 0)
+        return NULL;
+    if (L->nwatched == L->capwatched) {
+        uint32_t cap = L->capwatched ? L->capwatched * 2 : 16;
+        int *nw = PyMem_Realloc(L->watched, cap * sizeof(int));
+        if (!nw)
+            return PyErr_NoMemory();
+        L->watched = nw;
+        L->capwatched = cap;
+    }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = token};
     if (epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
+    L->watched[L->nwatched++] = fd;
     Py_RETURN_NONE;
 }
 
@@ -824,7 +987,13 @@ static PyObject *loop_unwatch(Loop *L, PyObject *arg)
     int fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    epoll_ctl(L->epfd, EPOLL_CTL_DEL, fd, NULL);
+    for (uint32_t k = 0; k < L->nwatched; k++)
+        if (L->watched[k] == fd) {
+            L->watched[k] = L->watched[--L->nwatched];
+            break;
+        }
+    if (L->fork_gen == sr_fork_generation)
+        epoll_ctl(L->epfd, EPOLL_CTL_DEL, fd, NULL);
     Py_RETURN_NONE;
 }
 
@@ -1146,7 +1315,8 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
 static int loop_call_batch(PyObject *h, PyObject *batch, int stopping)
 {
     Py_ssize_t m = PyList_GET_SIZE(batch);
-    if (stopping) {
+    SQueue *bq = m ? ((SRequest *)PyList_GET_ITEM(batch, 0))->q : NULL;
+    if (stopping || (bq && bq->dead)) {
         for (Py_ssize_t j = 0; j < m; j++) {
             SRequest *br = (SRequest *)PyList_GET_ITEM(batch, j);
             if (!br->done) {
@@ -1154,7 +1324,7 @@ static int loop_call_batch(PyObject *h, PyObject *batch, int stopping)
                 sq_post(br->q, br->user_data, -ECANCELED, 0);
             }
         }
-        return -1;
+        return stopping ? -1 : 0;
     }
     PyObject *res = PyObject_CallOneArg(h, batch);
     int rc = 0;
@@ -1189,9 +1359,15 @@ static int loop_call_batch(PyObject *h, PyObject *batch, int stopping)
         SRequest *br = (SRequest *)PyList_GET_ITEM(batch, j);
         if (br->done)
             continue;
-        if (seq)
-            request_finish(br, j < PySequence_Fast_GET_SIZE(seq)
-                                   ? PySequence_Fast_GET_ITEM(seq, j) : Py_None);
+        if (seq && j >= PySequence_Fast_GET_SIZE(seq)) {
+            /* One rule for batch and vector handlers: a request the result
+             * sequence has no entry for fails with EINVAL (never res 0). */
+            PyErr_Format(PyExc_ValueError,
+                         "the batch handler returned %zd results for %zd requests",
+                         PySequence_Fast_GET_SIZE(seq), m);
+            request_finish(br, NULL);
+        } else if (seq)
+            request_finish(br, PySequence_Fast_GET_ITEM(seq, j));
         else if (res != Py_None && res != SR_PENDING && !PyLong_Check(res))
             request_finish(br, Py_Ellipsis);   /* not a valid result: -EINVAL */
         else
@@ -1234,6 +1410,7 @@ static int loop_process(Loop *L, SQueue *q)
         sr_sqc_take(&q->sq, &sqes[2 * k]);
     sr_sqc_release(&q->sq);
     q->pending += (uint32_t)n;
+    q->st_taken += (uint64_t)n;
     int rc = 0;
     PyObject *batch = NULL;
     uint8_t batch_op = 0;
@@ -1249,14 +1426,17 @@ static int loop_process(Loop *L, SQueue *q)
             Py_CLEAR(batch);
         }
         if (nvec && (op != vec_op || rc < 0)) {
-            if (rc == 0 && loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
+            if (rc == 0 && !q->dead &&
+                loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
                 rc = -1;
-            else if (rc < 0)
+            else if (rc < 0 || q->dead)
                 for (int j = 0; j < nvec; j++)
                     sq_post(q, sqes[2 * vec[j]].user_data, -ECANCELED, 0);
             nvec = 0;
         }
-        if (rc < 0) {
+        if (rc < 0 || q->dead) {
+            /* stopping, or the queue went away under a handler (dropped, or
+             * this is a fork child where the region is not mapped) */
             sq_post(q, sqe->user_data, -ECANCELED, 0);
             continue;
         }
@@ -1326,9 +1506,10 @@ static int loop_process(Loop *L, SQueue *q)
         Py_DECREF(batch);
     }
     if (nvec) {
-        if (rc == 0 && loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
+        if (rc == 0 && !q->dead &&
+            loop_call_vector(L->handlers[vec_op], q, sqes, vec, nvec) < 0)
             rc = -1;
-        else if (rc < 0)
+        else if (rc < 0 || q->dead)
             for (int j = 0; j < nvec; j++)
                 sq_post(q, sqes[2 * vec[j]].user_data, -ECANCELED, 0);
     }
@@ -1448,6 +1629,8 @@ static PyObject *loop_run(Loop *L, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "loop is already running");
         return NULL;
     }
+    if (loop_check(L) < 0)
+        return NULL;
     PyObject *out = PyList_New(0);
     if (!out)
         return NULL;

@@ -51,6 +51,9 @@ struct sr_sq {
     uint32_t  mask;
     uint32_t  entries;
     uint32_t  sqe_tail;   /* private: next entry to hand out (not yet visible) */
+    uint32_t  published;  /* private: the tail we last stored.  Never read our
+                           * own tail back from *ktail: a peer sharing the
+                           * page could have scribbled on it (abi.h). */
     uint32_t  sqe_shift;  /* 0 for 64-byte SQEs, 1 for SQE128 */
     uint32_t  head_cache; /* private: the consumer's head as we last read it */
 };
@@ -85,14 +88,17 @@ static inline uint32_t sr_sq_space(struct sr_sq *sq)
         sq->head_cache = sr_load_acquire(sq->khead);
         space = sq->entries - (sq->sqe_tail - sq->head_cache);
     }
-    return space;
+    /* A head past our tail is impossible (see sr_sq_head_sane): no room
+     * rather than more room than the ring has. */
+    return space > sq->entries ? 0 : space;
 }
 
 /* The same, always from the consumer's current head (for reporting). */
 static inline uint32_t sr_sq_space_now(struct sr_sq *sq)
 {
     sq->head_cache = sr_load_acquire(sq->khead);
-    return sq->entries - (sq->sqe_tail - sq->head_cache);
+    uint32_t space = sq->entries - (sq->sqe_tail - sq->head_cache);
+    return space > sq->entries ? 0 : space;
 }
 
 /* Next free SQE, zeroed, or NULL when the SQ is full.  `space` is the caller's
@@ -114,24 +120,47 @@ static inline struct io_uring_sqe *sr_sq_get(struct sr_sq *sq, uint32_t *space)
 }
 
 /* Make every SQE handed out so far visible to the consumer.  Returns how
- * many entries this call published. */
+ * many entries this call published (at most `entries`, whatever is in shared
+ * memory: both numbers come from our private copies). */
 static inline uint32_t sr_sq_publish(struct sr_sq *sq)
 {
     uint32_t tail = sq->sqe_tail;
-    /* Only we write the tail; a relaxed read of our own last store is exact. */
-    uint32_t fresh = tail - sr_load_relaxed(sq->ktail);
+    uint32_t fresh = tail - sq->published;
     if (fresh) {
         if (sq->array) {
             /* Pre-6.6 kernels indirect through an index array: identity map.
              * Filled here, before the release below, like the entries. */
-            for (uint32_t t = sr_load_relaxed(sq->ktail); t != tail; t++)
+            for (uint32_t t = sq->published; t != tail; t++)
                 sq->array[t & sq->mask] = t & sq->mask;
         }
         /* release: the SQE contents written above become visible before the
          * consumer can observe the new tail (invariant 2). */
         sr_store_release(sq->ktail, tail);
+        sq->published = tail;
     }
     return fresh;
+}
+
+/* Entries handed out but not yet published (private copies only). */
+static inline uint32_t sr_sq_unpublished(const struct sr_sq *sq)
+{
+    return sq->sqe_tail - sq->published;
+}
+
+/* Published entries the consumer has not taken, by the head as last read
+ * (no shared read).  Used to tell a sane consumer from one whose head ran
+ * past what we published: see sr_sq_head_sane. */
+static inline uint32_t sr_sq_in_consumer(const struct sr_sq *sq)
+{
+    return sq->published - sq->head_cache;
+}
+
+/* Is the consumer's head (as last read) possible?  It may never pass what we
+ * published.  A user-space peer that consumed entries we never published
+ * broke the protocol (or someone scribbled on the shared head). */
+static inline int sr_sq_head_sane(const struct sr_sq *sq)
+{
+    return sr_sq_in_consumer(sq) <= sq->entries;
 }
 
 /* Published entries the consumer has not taken yet (reads its head). */
