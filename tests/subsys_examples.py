@@ -146,7 +146,7 @@ class EchoTest(subring.Subsystem):
 
     @op(batch=True)
     def bshort(self, reqs):
-        """Fewer results than requests: the rest get res 0."""
+        """Fewer results than requests: the rest fail with EINVAL."""
         return [7] * (len(reqs) // 2)
 
     @op(batch=True)
@@ -224,7 +224,9 @@ class EchoTest(subring.Subsystem):
     @op
     def stats(self, req):
         """The server's statistics() plus hook counters, as JSON."""
-        s = dict(self.statistics())
+        st = self.statistics()
+        s = st.to_dict()
+        s["clients"] = len(st.clients)
         s["connects"] = self._connects
         s["disconnects"] = self._disconnects
         s["mode"] = self.mode
@@ -306,7 +308,8 @@ class FuzzTarget(subring.Subsystem):
 
     @op
     def stats(self, req):
-        return json.dumps(dict(self.statistics())).encode()
+        st = self.statistics()
+        return json.dumps({**st.to_dict(), "clients": len(st.clients)}).encode()
 
 
 class RecordSink(subring.Subsystem):
@@ -345,3 +348,11 @@ class RecordSink(subring.Subsystem):
         out = json.dumps([[d.hex(), a, b] for d, a, b in self.calls]).encode()
         self.calls = []
         return out
+
+
+class VectorShort(subring.Subsystem):
+    """A vector handler that returns fewer results than calls."""
+
+    @op(vector=True)
+    def vshort(self, batch):
+        return [1] * (batch.count // 2)

@@ -444,8 +444,6 @@ def test_batch_handler_results(client):
 
     assert {k: c.res for k, c in run("bdouble", 10).items()} == {k: 2 * k for k in range(10)}
     assert {c.res for c in run("bnone", 5).values()} == {0}
-    short = run("bshort", 6)
-    assert sorted(c.res for c in short.values()) == [0, 0, 0, 7, 7, 7]
     assert {c.res for c in run("bbad", 4).values()} == {-errno.EINVAL}
     failed = run("braise", 3)
     assert {c.res for c in failed.values()} == {-errno.ENOENT}
@@ -453,6 +451,29 @@ def test_batch_handler_results(client):
     rev = run("bbytes", 4, b"abc")
     assert {c.data for c in rev.values()} == {b"cba"}
     assert client.call("bdouble", b"\x05") == 10     # a batch of one, via call()
+
+
+def test_regression_short_batch_result_fails_the_missing_requests(client):
+    """Issue 13 bug 16: a batch handler returning fewer results than requests
+    gave the missing ones res 0 (a vector handler gave -EINVAL).  One rule
+    now: each request without a result fails with EINVAL and says why."""
+    for k in range(6):
+        client.prep_call(client.ops["bshort"], None, k, user_data=k)
+    got = {c.user_data: c for c in drain(client, 6, timeout=5)}
+    assert sorted(c.res for c in got.values()) == [-errno.EINVAL] * 3 + [7] * 3
+    for c in got.values():
+        if c.res < 0:
+            assert "returned 3 results for 6 requests" in c.error_text
+
+
+def test_short_vector_result_fails_the_missing_calls(tmp_path):
+    """The same rule for a vector handler: calls beyond its results: EINVAL."""
+    with start_server(tmp_path / "v.sock", "subsys_examples:VectorShort") as srv, \
+            srv.connect() as c:
+        for k in range(4):
+            c.prep_call(c.ops["vshort"], b"x", user_data=k)
+        got = sorted(x.res for x in drain(c, 4, timeout=5))
+        assert got.count(-errno.EINVAL) >= 1 and all(r in (1, -errno.EINVAL) for r in got)
 
 
 # ---------------------------------------------------------------------------

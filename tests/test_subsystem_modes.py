@@ -36,7 +36,7 @@ def _traffic(c, n=50):
 def test_roundtrips_in_every_mode_combination(moded_server, client_mode):
     srv = moded_server
     with srv.connect(mode=client_mode, entries=128) as c:
-        assert c.wait_mode == client_mode
+        assert c.mode == client_mode
         assert server_stats(c)["mode"] == srv.mode
         _traffic(c, 200)
         # a batch larger than the ring, refilled as completions arrive
@@ -145,20 +145,20 @@ def test_client_cpu_while_waiting(tmp_path, client_mode):
         assert used < IDLE_CPU_MAX, f"{client_mode} client used {used:.2f} CPU waiting"
 
 
-def test_client_wait_mode_switch_at_run_time(tmp_path):
+def test_client_mode_switch_at_run_time(tmp_path):
     with start_server(tmp_path / "s.sock") as srv, srv.connect() as c:
-        assert c.wait_mode == "hybrid" and c.spin_us == pytest.approx(50.0)
+        assert c.mode == "hybrid" and c.spin_us == pytest.approx(50.0)
         for round_ in range(3):
             for mode in MODES:
-                c.wait_mode = mode
-                assert c.wait_mode == mode
+                c.mode = mode
+                assert c.mode == mode
                 _traffic(c, 10)
                 assert c.call("slow", None, 5, round_) == round_
                 # with ops in flight, too
                 for k in range(20):
                     c.prep_call(c.ops["add"], None, k, 1, user_data=k)
                 c.submit()
-                c.wait_mode = MODES[(MODES.index(mode) + 1) % 3]
+                c.mode = MODES[(MODES.index(mode) + 1) % 3]
                 got = sorted((x.user_data, x.res) for x in drain(c, 20, timeout=5))
                 assert got == [(k, k + 1) for k in range(20)]
         c.spin_us = 0
@@ -167,21 +167,35 @@ def test_client_wait_mode_switch_at_run_time(tmp_path):
         assert c.spin_us == pytest.approx(1000.5)
         _traffic(c, 10)
         with pytest.raises(ValueError):
-            c.wait_mode = "busy"
+            c.mode = "busy"
         with pytest.raises(ValueError):
             c.spin_us = -1
         with pytest.raises((TypeError, ValueError)):
-            c.wait_mode = None
-        assert c.wait_mode == MODES[0] or c.wait_mode in MODES
+            c.mode = None
+        assert c.mode == MODES[0] or c.mode in MODES
 
 
 @pytest.mark.parametrize("mode", ["interrupt", "poll"])
 def test_connect_mode_argument(tmp_path, mode):
     with start_server(tmp_path / "s.sock", mode="interrupt", spin_us=0) as srv:
         with srv.connect(mode=mode, spin_us=10) as c:
-            assert c.wait_mode == mode and c.spin_us == pytest.approx(10)
+            assert c.mode == mode and c.spin_us == pytest.approx(10)
             _traffic(c, 20)
         with pytest.raises(ValueError):
             srv.connect(mode="sideways")
         with srv.connect() as c:
             assert c.call("nop") == 0
+
+
+def test_wait_mode_is_a_deprecated_spelling_of_mode(tmp_path):
+    """One name for the notification mode everywhere: connect(mode=),
+    client.mode, Subsystem.mode; client.wait_mode still works, with a
+    DeprecationWarning."""
+    with start_server(tmp_path / "s.sock") as srv, srv.connect(mode="poll") as c:
+        assert c.mode == "poll"
+        with pytest.warns(DeprecationWarning, match="mode"):
+            assert c.wait_mode == "poll"
+        with pytest.warns(DeprecationWarning):
+            c.wait_mode = "interrupt"
+        assert c.mode == "interrupt"
+        assert c.statistics().mode == "interrupt"

@@ -4,12 +4,21 @@ A client connects to the subsystem's Unix socket (SOCK_SEQPACKET: message
 boundaries are kept) and the two exchange small JSON messages, with file
 descriptors attached as SCM_RIGHTS ancillary data:
 
-    client -> server   {"subring": 1, "entries": N, "slot_size": S}
+    client -> server   {"subring": 1, "entries": N, "slot_size": S, "mode": M}
     server -> client   {"ok": true, "abi": 1, "name": ..., "ops": [[name, batch, doc]...],
                         "entries": N', "slot_size": S', "server_pid": P}
                        + fds [region memfd, doorbell eventfd, completion eventfd]
     client -> server   {"cmd": "pool", "count": C, "size": Z} + fds [pool memfd]
     server -> client   {"ok": true} | {"ok": false, "error": "..."}
+
+A statistics query is a connection of its own whose first message is
+``{"subring": 1, "cmd": "stat"}``; the server answers ``{"ok": true, "stat":
+{...}}`` and closes it (it never attaches).
+
+A server that refuses a connection (uid not allowed, too many connections,
+no hello in time, fd limit) sends ``{"ok": false, "error": text, "refused":
+code}`` and closes it -- possibly before the client's hello, so a client
+that cannot send its hello still reads the reason.
 
 After the attach reply the socket carries no data path traffic: it stays open
 only as the control channel and as the death detector (either side closing it
@@ -18,8 +27,12 @@ only as the control channel and as the death detector (either side closing it
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
+import stat
+import time
 from typing import Any
 
 PROTOCOL = 1
@@ -80,3 +93,66 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _path_error(address: str) -> OSError:
+    """Why connecting to ``address`` was refused, naming the path."""
+    try:
+        st = os.stat(address)
+    except FileNotFoundError:
+        return FileNotFoundError(errno.ENOENT, "no subsystem socket at this path", address)
+    except OSError as e:
+        return type(e)(e.errno, e.strerror, address)
+    if not stat.S_ISSOCK(st.st_mode):
+        return ConnectionRefusedError(errno.ECONNREFUSED,
+                                      "not a socket (is the path right?)", address)
+    return ConnectionRefusedError(errno.ECONNREFUSED,
+                                  "nobody is serving this socket (stale, or the "
+                                  "subsystem is starting)", address)
+
+
+def open_control(address: str, timeout: float | None, wait: bool) -> socket.socket:
+    """A connected SOCK_SEQPACKET socket to ``address``.
+
+    Without ``wait``, a missing path, a non-socket or a socket nobody serves
+    fail at once with ``FileNotFoundError`` / ``ConnectionRefusedError`` whose
+    ``filename`` is the path; with ``wait`` those are retried until ``timeout``
+    (a subsystem that is starting).  Permission errors never wait."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            if deadline is not None:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock.connect(address)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                raise _path_error(address) from None
+            time.sleep(0.01)
+        except socket.timeout:
+            sock.close()
+            raise TimeoutError(errno.ETIMEDOUT, f"no answer within {timeout} s",
+                               address) from None
+        except OSError as e:
+            sock.close()
+            if e.filename is None:
+                raise type(e)(e.errno, e.strerror, address) from None
+            raise
+        except BaseException:
+            sock.close()
+            raise
+
+
+def exchange(sock: socket.socket, msg: dict[str, Any]) -> tuple[dict[str, Any] | None, list[int]]:
+    """Send ``msg``, read the reply.  A server that refused the connection may
+    have closed it before our send: its refusal is still there to read."""
+    try:
+        send(sock, msg)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        return recv(sock)
+    except ConnectionResetError:
+        return None, []

@@ -23,7 +23,9 @@ ones zero-copy from a :class:`~subring.BufferPool` registered with
 
 If the subsystem dies, every op in flight completes with ``ECONNRESET`` within
 the wait's timeout, new ops raise :class:`~subring.errors.PeerDiedError`, and
-``connect`` again reaches a restarted server.
+``connect`` again reaches a restarted server.  If the ring protocol is broken
+(the shared region scribbled on, or a server that misbehaves) the connection is
+failed: every op in flight completes with ``EPROTO`` and the server drops it.
 """
 
 from __future__ import annotations
@@ -32,23 +34,45 @@ import dataclasses
 import os
 import socket
 import time
+import warnings
 from typing import Any
 
 from . import _core, _wire
-from .errors import PeerDiedError
+from .errors import PeerDiedError, SubringError
 
-__all__ = ["connect", "SubsystemClient", "ClientStatistics"]
+__all__ = ["connect", "SubsystemClient", "ClientStatistics", "AttachRefusedError"]
+
+
+class AttachRefusedError(SubringError, ConnectionError):
+    """The subsystem refused this connection, and said why.
+
+    ``reason`` is the server's text, ``code`` a short machine-readable word
+    (``"uid"``: this user may not attach; ``"busy"``: too many connections
+    (in total or not yet attached for this uid); ``"fd-limit"``: the server
+    is out of file descriptors; ``"timeout"``: no hello in time;
+    ``"protocol"``: a bad hello), ``address`` the socket path."""
+
+    def __init__(self, address: str, reason: str, code: str = "") -> None:
+        super().__init__(f"{address}: attach refused: {reason}")
+        self.address = address
+        self.reason = reason
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
 class ClientStatistics:
-    submitted: int
-    completed: int
+    """What a :class:`SubsystemClient` did (``backend='subsystem-client'``)."""
+
+    backend: str
+    submitted: int       # SQEs published
+    completed: int       # completions delivered (made-up ones included)
     inflight: int
-    sleeps: int          # times the client slept waiting for completions
-    doorbells: int       # times it had to wake the subsystem
+    sleeps: int          # waits that slept (ppoll) for completions
+    poll_hits: int       # waits satisfied while spinning, without sleeping
+    doorbells: int       # times it had to wake the sleeping subsystem
     sq_full_flushes: int
     max_inflight: int
+    mode: str            # how it waits: 'hybrid', 'interrupt' or 'poll'
 
 
 class SubsystemClient(_core.UserRing):
@@ -145,7 +169,39 @@ class SubsystemClient(_core.UserRing):
         return self._pool
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(**self._stats(), max_inflight=self.max_inflight)
+        """A frozen snapshot of this client's counters (``backend='subsystem-client'``)."""
+        raw = self._stats()
+        poll_hits, _sleeps, _bells = self._wait_stats()
+        return ClientStatistics(backend="subsystem-client", submitted=raw["submitted"],
+                                completed=raw["completed"], inflight=raw["inflight"],
+                                sleeps=raw["sleeps"], poll_hits=poll_hits,
+                                doorbells=raw["doorbells"],
+                                sq_full_flushes=raw["sq_full_flushes"],
+                                max_inflight=self.max_inflight, mode=self.mode)
+
+    @property
+    def mode(self) -> str:
+        """How this client waits for completions: ``'hybrid'`` (spin
+        ``spin_us``, then sleep), ``'interrupt'`` (sleep at once) or
+        ``'poll'`` (never sleep).  May change at any time."""
+        return _core.UserRing.wait_mode.__get__(self)
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        _core.UserRing.wait_mode.__set__(self, value)
+
+    @property
+    def wait_mode(self) -> str:
+        """Deprecated spelling of :attr:`mode`."""
+        warnings.warn("SubsystemClient.wait_mode is deprecated; use .mode",
+                      DeprecationWarning, stacklevel=2)
+        return self.mode
+
+    @wait_mode.setter
+    def wait_mode(self, value: str) -> None:
+        warnings.warn("SubsystemClient.wait_mode is deprecated; use .mode",
+                      DeprecationWarning, stacklevel=2)
+        self.mode = value
 
     def __enter__(self) -> SubsystemClient:
         return self
@@ -161,39 +217,42 @@ class SubsystemClient(_core.UserRing):
 
 def connect(address: str, *, entries: int = 256, slot_size: int = 4096,
             mode: str = "hybrid", spin_us: float = 50.0,
-            timeout: float = 5.0) -> SubsystemClient:
+            timeout: float | None = 5.0, wait: bool = False) -> SubsystemClient:
     """Attach to the subsystem serving the Unix socket ``address``.
 
     ``entries``: ring size and maximum ops in flight (the server may cap it);
     ``slot_size``: bytes per op for payloads and results that do not fit
     inline; ``mode``: how this client waits ('hybrid', 'interrupt', 'poll').
-    Retries for up to ``timeout`` seconds while the socket does not exist yet
-    or refuses connections (a server that is starting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            sock.connect(address)
-            break
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-        except BaseException:
-            sock.close()
-            raise
+    ``timeout`` bounds the whole attach (None: no bound).
+
+    Errors name the path: nothing there -> ``FileNotFoundError``; not a socket,
+    or a socket nobody serves -> ``ConnectionRefusedError`` (the message says
+    which); no permission -> ``PermissionError``; no answer in time ->
+    ``TimeoutError``; the server refused (uid not allowed, too busy...) ->
+    :class:`AttachRefusedError` with its reason.  Only with ``wait=True`` is a
+    missing or refusing socket retried until ``timeout`` (a subsystem that is
+    still starting)."""
+    if mode not in ("hybrid", "interrupt", "poll"):
+        raise ValueError("mode must be 'hybrid', 'interrupt' or 'poll'")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sock = _wire.open_control(address, timeout, wait)
     try:
-        _wire.send(sock, {"subring": _wire.PROTOCOL, "entries": entries,
-                          "slot_size": slot_size, "pid": os.getpid()})
-        reply, fds = _wire.recv(sock)
+        if deadline is not None:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            reply, fds = _wire.exchange(sock, {"subring": _wire.PROTOCOL, "entries": entries,
+                                               "slot_size": slot_size, "mode": mode,
+                                               "pid": os.getpid()})
+        except TimeoutError:
+            raise TimeoutError(f"{address}: the subsystem did not answer the attach "
+                               f"within {timeout} s") from None
         if reply is None:
             raise PeerDiedError(f"{address}: the subsystem closed the connection during attach")
         if not reply.get("ok"):
             for fd in fds:
                 os.close(fd)
-            raise ConnectionError(f"{address}: attach refused: {reply.get('error')}")
+            raise AttachRefusedError(address, str(reply.get("error")),
+                                     str(reply.get("refused", "")))
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
@@ -204,6 +263,6 @@ def connect(address: str, *, entries: int = 256, slot_size: int = 4096,
         sock.close()
         raise
     client = SubsystemClient._make(sock, reply, fds)
-    client.wait_mode = mode
+    client.mode = mode
     client.spin_us = spin_us
     return client

@@ -74,12 +74,15 @@ import socket
 import stat
 import struct
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import _core, _wire
+from .subsystem_stats import ClientRow, SubsystemStatistics, query_statistics
 
-__all__ = ["Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec"]
+__all__ = ["Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec",
+           "SubsystemStatistics", "ClientRow", "query_statistics"]
 
 PENDING = _core.PENDING
 Request = _core.Request
@@ -135,14 +138,38 @@ def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: boo
 
 
 class _Conn:
-    __slots__ = ("sock", "token", "info", "queue", "attached")
+    __slots__ = ("sock", "token", "info", "queue", "attached", "deadline")
 
-    def __init__(self, sock: socket.socket, token: int, info: ClientInfo) -> None:
+    def __init__(self, sock: socket.socket, token: int, info: ClientInfo,
+                 deadline: float) -> None:
         self.sock = sock
         self.token = token
         self.info = info
         self.queue: Any = None
         self.attached = False
+        self.deadline = deadline      # monotonic time by which it must say hello
+
+
+class _RateLimitedLog:
+    """At most one record per ``interval`` seconds per key; the next one
+    says how many were suppressed meanwhile."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, level: int, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        n = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        if n:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, n)
+        log.log(level, msg, *args)
 
 
 class Subsystem:
@@ -154,6 +181,7 @@ class Subsystem:
     #: limits a client can ask for
     max_entries = 4096
     max_slot_size = 1 << 20
+    #: open connections at most (attached or not)
     max_clients = 1024
 
     def __init__(self) -> None:
@@ -165,6 +193,18 @@ class Subsystem:
         self._mode = "hybrid"
         self._spin_us = 50.0
         self._lock = threading.Lock()
+        self._address = ""
+        self._serving_pid = 0
+        self._started = 0.0
+        self._allowed: frozenset[int] = frozenset()
+        self._attach_timeout = 5.0
+        self._max_pending_per_uid = 16
+        self._listener: socket.socket | None = None
+        self._listen_paused_until = 0.0
+        self._reserve_fd = -1
+        self._ratelog = _RateLimitedLog()
+        self._counts = {"attaches": 0, "refused": 0, "dropped": 0}
+        self._op_names: list[str] = []
 
     # -- the op table ---------------------------------------------------------
 
@@ -194,10 +234,23 @@ class Subsystem:
             out.append((getattr(self, attrs[spec.name]), spec.batch))
         return out
 
+    def _handler_error(self, op_index: int, exc: BaseException) -> None:
+        """Called by the C loop when a handler raised an exception that maps
+        to EIO (an unexpected one: OSError, KeyError, ValueError... are
+        results, not bugs, and are not logged)."""
+        names = self._op_names
+        name = names[op_index] if 0 <= op_index < len(names) else f"op{op_index}"
+        self._ratelog(logging.ERROR, f"handler:{name}",
+                      "handler %s.%s raised %s (the client got EIO)",
+                      self.name or type(self).__name__, name, type(exc).__name__)
+        log.debug("handler %s traceback", name, exc_info=exc)
+
     # -- modes ------------------------------------------------------------------
 
     @property
     def mode(self) -> str:
+        """How the serving loop waits for work: ``'hybrid'`` (default),
+        ``'interrupt'`` or ``'poll'``; may change while serving."""
         return self._mode
 
     @mode.setter
@@ -210,6 +263,7 @@ class Subsystem:
 
     @property
     def spin_us(self) -> float:
+        """Hybrid mode: microseconds of idle spinning before sleeping."""
         return self._spin_us
 
     @spin_us.setter
@@ -241,45 +295,113 @@ class Subsystem:
                 pass
 
     def serve(self, address: str, *, mode: str | None = None, spin_us: float | None = None,
-              socket_mode: int = 0o600, allow_uids: set[int] | None = None,
-              ready: Callable[[], None] | None = None) -> None:
+              socket_mode: int | None = None, allow_uids: Iterable[int] | None = None,
+              ready: Callable[[], None] | None = None, attach_timeout: float = 5.0,
+              max_pending_per_uid: int = 16) -> None:
         """Serve clients on the Unix socket ``address`` until :meth:`stop`
-        (or SIGINT/SIGTERM raise).  ``socket_mode`` (default 0600) limits who
-        can connect; ``allow_uids`` additionally checks SO_PEERCRED.
-        ``ready`` is called once the socket accepts connections."""
+        (or SIGINT/SIGTERM raise).
+
+        Access: only the server's own user (and root) may attach or query
+        statistics, plus the uids in ``allow_uids``; every connection's uid is
+        checked with SO_PEERCRED.  ``socket_mode`` is the socket file's mode
+        (default 0600, or 0666 when ``allow_uids`` names other users -- the
+        uid check then does the refusing, with a reason the client sees).
+
+        Robustness: a connection must send its hello within
+        ``attach_timeout`` seconds; at most ``max_pending_per_uid``
+        connections per uid may wait for their hello at once, and
+        ``max_clients`` connections in total; at the fd limit the server
+        refuses new connections (telling them why) and backs off, never
+        spinning.  ``ready`` is called once the socket accepts connections.
+
+        An existing socket file at ``address`` is replaced only if it is a
+        socket nobody serves; anything else there is an error."""
         if mode is not None:
             self.mode = mode
         if spin_us is not None:
             self.spin_us = spin_us
+        if attach_timeout <= 0:
+            raise ValueError("attach_timeout must be > 0")
+        if max_pending_per_uid < 1:
+            raise ValueError("max_pending_per_uid must be >= 1")
+        me = os.geteuid()
+        extra = frozenset(int(u) for u in (allow_uids or ()))
+        self._allowed = frozenset({me, 0}) | extra
+        if socket_mode is None:
+            socket_mode = 0o666 if extra - {me, 0} else 0o600
+        self._attach_timeout = float(attach_timeout)
+        self._max_pending_per_uid = int(max_pending_per_uid)
         listener = self._listen(address, socket_mode)
         loop = _core.ServerLoop()
         loop.mode = self._mode
         loop.spin_us = self._spin_us
         loop.set_handlers(self._handlers())
+        self._op_names = [s.name for s in self.op_table()]
+        loop.set_error_hook(self._handler_error)
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._loop = loop
         self._stop = False
-        self._allow_uids = allow_uids
+        self._address = address
+        self._serving_pid = os.getpid()
+        self._started = time.monotonic()
+        self._listener = listener
+        self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             loop.watch(listener.fileno(), _TOKEN_LISTEN)
             loop.watch(self._wake_fd, _TOKEN_WAKE)
             if ready is not None:
                 ready()
             while not self._stop:
-                for ev in loop.run(1.0):
+                for ev in loop.run(self._next_timeout()):
                     self._event(ev, listener)
+                self._housekeeping(listener)
         finally:
-            for conn in list(self._conns.values()):
-                self._disconnect(conn)
-            self._loop = None
-            os.close(self._wake_fd)
-            self._wake_fd = -1
-            listener.close()
+            if os.getpid() == self._serving_pid:
+                self._shutdown(listener, address)
+            # else: a fork child unwinding out of a handler: the parent still
+            # serves; its fds are already neutralized here (see pyserver.c)
+
+    def _shutdown(self, listener: socket.socket, address: str) -> None:
+        for conn in list(self._conns.values()):
+            self._disconnect(conn)
+        self._loop = None
+        self._listener = None
+        os.close(self._wake_fd)
+        self._wake_fd = -1
+        if self._reserve_fd >= 0:
+            os.close(self._reserve_fd)
+            self._reserve_fd = -1
+        try:
+            same = os.stat(address).st_ino == os.fstat(listener.fileno()).st_ino
+        except OSError:
+            same = False
+        listener.close()
+        if same:          # ours, not a socket a newer server bound meanwhile
             try:
-                if stat.S_ISSOCK(os.stat(address).st_mode):
-                    os.unlink(address)
+                os.unlink(address)
             except OSError:
                 pass
+
+    def _next_timeout(self) -> float:
+        """Until the next attach deadline or listener resume (at most 1 s)."""
+        now = time.monotonic()
+        t = now + 1.0
+        for conn in self._conns.values():
+            if not conn.attached and conn.deadline < t:
+                t = conn.deadline
+        if self._listen_paused_until and self._listen_paused_until < t:
+            t = self._listen_paused_until
+        return max(0.0, t - now)
+
+    def _housekeeping(self, listener: socket.socket) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self._conns.values() if not c.attached and c.deadline <= now]:
+            self._refuse_conn(conn, "timeout",
+                              f"no hello within {self._attach_timeout:g} s")
+        if self._listen_paused_until and now >= self._listen_paused_until:
+            self._listen_paused_until = 0.0
+            self._loop.watch(listener.fileno(), _TOKEN_LISTEN)
+            self._accept(listener)
 
     def _event(self, ev: Any, listener: socket.socket) -> None:
         # (A method, so no local variable keeps a dropped client's queue --
@@ -287,7 +409,8 @@ class Subsystem:
         if isinstance(ev, _core.ServerQueue):
             self._drop_queue(ev, "broke the ring protocol")
         elif ev == _TOKEN_LISTEN:
-            self._accept(listener)
+            if not self._listen_paused_until:
+                self._accept(listener)
         elif ev == _TOKEN_WAKE:
             try:
                 os.eventfd_read(self._wake_fd)
@@ -301,17 +424,7 @@ class Subsystem:
     def _listen(self, address: str, mode: int) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            if os.path.exists(address):
-                # A stale socket from a dead server may be replaced; a live one not.
-                probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                try:
-                    probe.connect(address)
-                except (ConnectionRefusedError, FileNotFoundError):
-                    os.unlink(address)
-                else:
-                    raise OSError(errno.EADDRINUSE, f"a subsystem already serves {address}")
-                finally:
-                    probe.close()
+            self._replace_stale(address)
             old = os.umask(0o777 & ~mode)
             try:
                 s.bind(address)
@@ -325,6 +438,34 @@ class Subsystem:
             raise
         return s
 
+    @staticmethod
+    def _replace_stale(address: str) -> None:
+        """Remove a socket file nobody serves; refuse anything else."""
+        try:
+            st = os.lstat(address)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket: not replacing it",
+                                  address)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(address)
+        except ConnectionRefusedError:
+            # A stale socket from a dead server.  Unlink only that very file
+            # (not one a concurrent starter just bound in its place).
+            try:
+                if os.lstat(address).st_ino == st.st_ino:
+                    os.unlink(address)
+            except FileNotFoundError:
+                pass
+        except FileNotFoundError:
+            pass
+        else:
+            raise OSError(errno.EADDRINUSE, "a subsystem already serves this socket", address)
+        finally:
+            probe.close()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -332,20 +473,81 @@ class Subsystem:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.warning("accept failed: %s", e)
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._out_of_fds(listener, e)
+                else:
+                    self._ratelog(logging.WARNING, "accept", "accept failed: %s", e)
                 return
             pid, uid, gid = struct.unpack("3i", sock.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-            if (self._allow_uids is not None and uid not in self._allow_uids) or \
-                    len(self._conns) >= self.max_clients:
-                sock.close()
+            refusal = self._admission(uid)
+            if refusal is not None:
+                self._refuse(sock, *refusal, who=f"pid {pid} uid {uid}")
                 continue
             sock.setblocking(False)
             token = self._next_token
             self._next_token += 1
-            conn = _Conn(sock, token, ClientInfo(pid, uid, gid, token))
+            conn = _Conn(sock, token, ClientInfo(pid, uid, gid, token),
+                         time.monotonic() + self._attach_timeout)
             self._conns[token] = conn
             self._loop.watch(sock.fileno(), token)
+
+    def _admission(self, uid: int) -> tuple[str, str] | None:
+        """(code, reason) if a new connection from ``uid`` is refused."""
+        if uid not in self._allowed:
+            return "uid", f"uid {uid} is not allowed to attach (allow_uids)"
+        if len(self._conns) >= self.max_clients:
+            return "busy", f"too many connections (max_clients={self.max_clients})"
+        waiting = sum(1 for c in self._conns.values() if not c.attached and c.info.uid == uid)
+        if waiting >= self._max_pending_per_uid:
+            return "busy", (f"too many connections of uid {uid} waiting to attach "
+                            f"(max_pending_per_uid={self._max_pending_per_uid})")
+        return None
+
+    def _out_of_fds(self, listener: socket.socket, e: OSError) -> None:
+        """At the fd limit: free the reserve fd, accept one connection to tell
+        it why, and stop watching the listener for a while (no spinning on a
+        listener that stays readable)."""
+        self._ratelog(logging.WARNING, "fd-limit",
+                      "cannot accept connections on %s: %s; refusing new clients "
+                      "until descriptors are freed", self._address, e.strerror)
+        if self._reserve_fd >= 0:
+            os.close(self._reserve_fd)
+            self._reserve_fd = -1
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                pass
+            else:
+                self._refuse(sock, "fd-limit", "the subsystem is out of file descriptors",
+                             quiet=True)
+            try:
+                self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._reserve_fd = -1
+        self._loop.unwatch(listener.fileno())
+        self._listen_paused_until = time.monotonic() + 0.1
+
+    def _refuse(self, sock: socket.socket, code: str, reason: str, *, who: str = "",
+                quiet: bool = False) -> None:
+        self._counts["refused"] += 1
+        if not quiet:
+            self._ratelog(logging.WARNING, f"refuse:{code}", "refused %s: %s",
+                          who or "a connection", reason)
+        try:
+            sock.setblocking(False)
+            _wire.send(sock, {"ok": False, "error": reason, "refused": code})
+        except OSError:
+            pass
+        sock.close()
+
+    def _refuse_conn(self, conn: _Conn, code: str, reason: str) -> None:
+        self._conns.pop(conn.token, None)
+        try:
+            self._loop.unwatch(conn.sock.fileno())
+        except (OSError, ValueError):
+            pass
+        self._refuse(conn.sock, code, reason, who=f"pid {conn.info.pid} uid {conn.info.uid}")
 
     def _control(self, conn: _Conn) -> None:
         """The client's socket is readable: a control message, or EOF."""
@@ -362,19 +564,33 @@ class Subsystem:
             return
         try:
             if not conn.attached:
-                self._attach(conn, msg)
+                if msg.get("cmd") == "stat" and msg.get("subring") == _wire.PROTOCOL:
+                    self._answer_stat(conn)
+                else:
+                    self._attach(conn, msg)
             elif msg.get("cmd") == "pool":
                 self._attach_pool(conn, msg, fds)
             else:
                 _wire.send(conn.sock, {"ok": False, "error": "unknown command"})
         except Exception as e:  # noqa: BLE001 - a client's message must never stop the server
+            if not conn.attached:
+                self._counts["refused"] += 1
+                log.info("refused attach from %s: %s: %s", conn.info, type(e).__name__, e)
             try:
-                _wire.send(conn.sock, {"ok": False, "error": f"{type(e).__name__}: {e}"[:512]})
+                _wire.send(conn.sock, {"ok": False, "error": f"{type(e).__name__}: {e}"[:512],
+                                       **({} if conn.attached else {"refused": "protocol"})})
             except OSError:
                 self._disconnect(conn)
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _answer_stat(self, conn: _Conn) -> None:
+        try:
+            _wire.send(conn.sock, {"ok": True, "stat": self.statistics().to_dict()})
+        except (OSError, ValueError) as e:
+            log.info("statistics reply to %s failed: %s", conn.info, e)
+        self._disconnect(conn)
 
     def _attach(self, conn: _Conn, hello: dict[str, Any]) -> None:
         if hello.get("subring") != _wire.PROTOCOL:
@@ -393,6 +609,7 @@ class Subsystem:
         q.close_region_fd()
         conn.queue = q
         conn.attached = True
+        self._counts["attaches"] += 1
         self._loop.add(q)
         try:
             self.on_connect(conn.info)
@@ -407,6 +624,7 @@ class Subsystem:
         _wire.send(conn.sock, {"ok": True})
 
     def _drop_queue(self, q: Any, why: str) -> None:
+        self._counts["dropped"] += 1
         for conn in list(self._conns.values()):
             if conn.queue is q:
                 log.warning("dropping client %s: %s", conn.info, why)
@@ -439,7 +657,31 @@ class Subsystem:
 
     # -- introspection -----------------------------------------------------------
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> SubsystemStatistics:
+        """A frozen snapshot: server-wide counters and one row per attached
+        client (what :func:`query_statistics` returns from another process)."""
         loop = self._loop
-        return {"clients": len([c for c in self._conns.values() if c.attached]),
-                **(loop.stats() if loop is not None else {})}
+        raw = loop.stats() if loop is not None else {}
+        rows = []
+        for conn in list(self._conns.values()):
+            if not conn.attached or conn.queue is None:
+                continue
+            q = conn.queue.stats()
+            i = conn.info
+            rows.append(ClientRow(
+                pid=i.pid, uid=i.uid, gid=i.gid, token=i.token, mode=q["mode"],
+                submitted=q["submitted"], completed=q["completed"], inflight=q["inflight"],
+                sq_pending=q["sq_pending"], sq_entries=q["sq_entries"],
+                cq_pending=q["cq_pending"], cq_entries=q["cq_entries"],
+                wakeups_sent=q["wakeups_sent"], wakeups_suppressed=q["wakeups_suppressed"],
+                doorbells=q["doorbells"], poll_hits=q["poll_hits"], sleeps=q["sleeps"],
+                errors=q["errors"]))
+        return SubsystemStatistics(
+            backend="subsystem", name=self.name or type(self).__name__,
+            address=self._address, pid=os.getpid(), mode=self._mode,
+            spin_us=self._spin_us,
+            uptime=(time.monotonic() - self._started) if self._started else 0.0,
+            connections=len(self._conns), rounds=raw.get("rounds", 0),
+            sleeps=raw.get("sleeps", 0), ops=raw.get("ops", 0),
+            attaches=self._counts["attaches"], refused=self._counts["refused"],
+            dropped=self._counts["dropped"], clients=tuple(rows))

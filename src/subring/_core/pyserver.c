@@ -64,6 +64,7 @@ typedef struct {
     uint64_t st_notifies;  /* CQ publishes that signalled the client's eventfd */
     uint64_t st_quiet;     /* CQ publishes with the client awake: no syscall */
     PyObject *info;       /* anything the Python layer wants to keep (peer creds) */
+    PyObject *error_hook; /* the loop's: called with (op, exc) for unexpected handler errors */
     PyObject *weakreflist;
     void *fork_prev, *fork_next;   /* live queues: see server_after_fork */
 } SQueue;
@@ -251,6 +252,7 @@ static void squeue_dealloc(SQueue *q)
     if (q->reg) munmap(q->reg, q->reg_len);
     if (q->pool) munmap(q->pool, q->pool_len);
     Py_XDECREF(q->info);
+    Py_XDECREF(q->error_hook);
     Py_TYPE(q)->tp_free((PyObject *)q);
 }
 
@@ -483,6 +485,23 @@ static void request_dealloc(SRequest *r)
         PyObject_Free(r);
 }
 
+/* A handler raised an exception that is not a result (it maps to EIO): let
+ * the Python layer log it (rate-limited there).  Never raises. */
+static void report_handler_error(SQueue *q, int op, PyObject *ev, PyObject *tb)
+{
+    if (!q->error_hook || q->error_hook == Py_None || !ev)
+        return;
+    PyObject *et2, *ev2, *tb2;
+    PyErr_Fetch(&et2, &ev2, &tb2);        /* keep whatever is pending */
+    if (tb && PyExceptionInstance_Check(ev))
+        PyException_SetTraceback(ev, tb);
+    PyObject *r = PyObject_CallFunction(q->error_hook, "iO", op, ev);
+    if (!r)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(et2, ev2, tb2);
+}
+
 /* Turn a handler's outcome into the CQE.  `result` may be NULL with an
  * exception set (the handler raised).  Returns -1 only for BaseExceptions
  * that must stop the loop (KeyboardInterrupt, SystemExit). */
@@ -536,6 +555,8 @@ static int request_finish(SRequest *r, PyObject *result)
         } else if (stop) {
             err = ECANCELED;
         }
+        if (err == EIO && !stop)
+            report_handler_error(q, r->op, ev, tb);
         uint32_t flags = 0;
         if (r->want_result && !q->dead) {
             /* "TypeName: message" into the result slot for the client. */
@@ -755,6 +776,7 @@ typedef struct Loop_s {
     int stop;
     int running;
     uint64_t st_rounds, st_sleeps, st_ops;
+    PyObject *error_hook;          /* given to every queue added */
     struct io_uring_sqe *sqebuf;   /* BUDGET copied SQEs (128 bytes each) */
     int *vecidx;                   /* indices of a vector-handler run */
 } Loop;
@@ -846,6 +868,7 @@ static void loop_dealloc(Loop *L)
     }
     PyMem_Free(L->queues);
     loop_clear_handlers(L);
+    Py_CLEAR(L->error_hook);
     PyMem_Free(L->sqebuf);
     PyMem_Free(L->vecidx);
     if (L->epfd > 0)
@@ -928,6 +951,7 @@ static PyObject *loop_add(Loop *L, PyObject *arg)
     if (epoll_ctl(L->epfd, EPOLL_CTL_ADD, q->doorbell_fd, &ev) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     q->in_loop = 1;
+    Py_XSETREF(q->error_hook, Py_XNewRef(L->error_hook));
     L->queues[L->nqueues++] = (SQueue *)Py_NewRef(arg);
     Py_RETURN_NONE;
 }
@@ -1248,6 +1272,10 @@ static int loop_call_vector(PyObject *h, SQueue *q, const struct io_uring_sqe *s
         int stop = !PyErr_GivenExceptionMatches(et, PyExc_Exception);
         int err = stop ? ECANCELED
                   : PyErr_GivenExceptionMatches(et, PyExc_ValueError) ? EINVAL : EIO;
+        if (err == EIO) {
+            PyErr_NormalizeException(&et, &ev, &tb);
+            report_handler_error(q, sqes[2 * idx[0]].opcode, ev, tb);
+        }
         for (int j = 0; j < m; j++)
             sq_post(q, sqes[2 * idx[j]].user_data, -err, 0);
         if (stop) {
@@ -1728,6 +1756,17 @@ error:
     return NULL;
 }
 
+/* set_error_hook(callable or None) */
+static PyObject *loop_set_error_hook(Loop *L, PyObject *hook)
+{
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the error hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(L->error_hook, Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
 static PyObject *loop_stop(Loop *L, PyObject *unused)
 {
     L->stop = 1;
@@ -1790,6 +1829,9 @@ static PyMethodDef loop_methods[] = {
     {"unwatch", (PyCFunction)loop_unwatch, METH_O, NULL},
     {"run", (PyCFunction)(void (*)(void))loop_run, METH_FASTCALL, NULL},
     {"stop", (PyCFunction)loop_stop, METH_NOARGS, NULL},
+    {"set_error_hook", (PyCFunction)loop_set_error_hook, METH_O,
+     "set_error_hook($self, hook, /)\n--\n\nhook(op_index, exc) is called when a handler raises "
+     "an exception that maps to EIO (never for OSError, KeyError, ValueError...)."},
     {"stats", (PyCFunction)loop_stats, METH_NOARGS, NULL},
     {NULL}
 };
