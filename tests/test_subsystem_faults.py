@@ -332,11 +332,24 @@ def test_fairness_flooding_client_does_not_starve_another(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_connect_to_missing_socket(tmp_path):
+def test_connect_to_missing_socket_fails_at_once_naming_the_path(tmp_path):
+    """Issue 12: connect() to a missing path waited 5 s silently, then raised
+    FileNotFoundError with no path.  Now it fails at once and names it."""
+    path = str(tmp_path / "nobody.sock")
     t0 = time.monotonic()
-    with pytest.raises(FileNotFoundError):
-        subring.connect(str(tmp_path / "nobody.sock"), timeout=0.2)
-    assert 0.15 <= time.monotonic() - t0 < 2
+    with pytest.raises(FileNotFoundError) as ei:
+        subring.connect(path, timeout=5)
+    assert time.monotonic() - t0 < 1.0
+    assert ei.value.filename == path and path in str(ei.value)
+
+
+def test_connect_wait_true_waits_for_the_path_until_timeout(tmp_path):
+    path = str(tmp_path / "nobody.sock")
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError) as ei:
+        subring.connect(path, timeout=0.3, wait=True)
+    assert 0.25 <= time.monotonic() - t0 < 3
+    assert ei.value.filename == path
 
 
 def test_connect_to_stale_socket_and_non_socket(tmp_path):
@@ -345,20 +358,38 @@ def test_connect_to_stale_socket_and_non_socket(tmp_path):
     s.bind(str(stale))
     s.close()
     try:
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ConnectionRefusedError, match="nobody is serving") as ei:
             subring.connect(str(stale), timeout=0.2)
+        assert ei.value.filename == str(stale)
     finally:
         stale.unlink()
     plain = tmp_path / "plain"
     plain.write_bytes(b"not a socket")
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match="not a socket") as ei:
         subring.connect(str(plain), timeout=0.2)
+    assert ei.value.filename == str(plain)
+
+
+def test_connect_honours_its_timeout_when_the_server_never_answers(tmp_path):
+    """A socket that accepts but never replies: TimeoutError after `timeout`,
+    naming the path."""
+    path = str(tmp_path / "mute.sock")
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mute.bind(path)
+    mute.listen(4)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="mute.sock"):
+            subring.connect(path, timeout=0.3)
+        assert 0.25 <= time.monotonic() - t0 < 3
+    finally:
+        mute.close()
 
 
 def test_connect_waits_for_a_starting_server(tmp_path):
     path = tmp_path / "late.sock"
     with start_server(path, wait=False) as srv:
-        with subring.connect(str(path), timeout=15) as c:
+        with subring.connect(str(path), timeout=15, wait=True) as c:
             assert c.call("add", None, 1, 1) == 2
         assert srv.alive()
 

@@ -40,6 +40,7 @@ from subsys_helpers import (
     wait_until,
 )
 
+import subring
 from subring import BufferPool, _wire
 
 TARGET = "subsys_examples:FuzzTarget"
@@ -660,3 +661,109 @@ def test_regression_control_message_crashes_server(tmp_path, case):
         assert srv.alive(), f"server died:\n{srv.log()[-1500:]}"
         with srv.connect() as c:
             assert c.call("echo", b"alive") == b"alive"
+
+
+# ---------------------------------------------------------------------------
+# issue 13 bug 14: a scribbled sq_tail under a real SubsystemClient
+# ---------------------------------------------------------------------------
+
+
+def _client_region_address(server_pid: int, entries: int = 16) -> int:
+    """Address of the region this process mapped for its connection to the
+    server `server_pid` with `entries` SQ entries (found in /proc/self/maps;
+    the header names the server and the size)."""
+    import ctypes
+
+    found = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "memfd:subring-queue" not in line:
+                continue
+            start = int(line.split("-", 1)[0], 16)
+            magic = ctypes.c_uint32.from_address(start).value
+            spid = ctypes.c_uint32.from_address(start + 72).value   # server_pid
+            sqn = ctypes.c_uint32.from_address(start + 8).value      # sq_entries
+            if magic == SR_URING_MAGIC and spid == server_pid and sqn == entries:
+                found.append(start)
+    assert len(found) == 1, f"expected one region of server {server_pid}, found {found}"
+    return found[0]
+
+
+def _scribble_run(fsrv, seed: int) -> None:
+    import ctypes
+
+    rnd = random.Random(seed)
+    c = fsrv.connect(entries=16)
+    try:
+        region = _client_region_address(fsrv.pid)
+        tail = ctypes.c_uint32.from_address(region + 128)           # sq_tail
+        tokens: list[int] = []
+        for k in range(rnd.randrange(0, 12)):
+            tokens.append(c.prep_call(c.ops["echo"], b"x" * rnd.randrange(0, 100)))
+        c.submit()
+        tail.value = (tail.value + rnd.choice([1, 2, 5, 5, 7, 15, 16, 17, -1, -5, 2**31])) \
+            & 0xFFFFFFFF
+        got: list[int] = []
+        deadline = time.monotonic() + 10
+        more = rnd.randrange(0, 12)
+        while time.monotonic() < deadline:
+            if more:
+                try:
+                    tokens.append(c.prep_call(c.ops["echo"], b"y"))
+                    more -= 1
+                except subring.PeerDiedError:
+                    more = 0
+                except subring.RingFullError:
+                    pass
+            try:
+                c.submit_and_wait(1, timeout=0.05)
+            except SystemError as e:                       # the bug
+                pytest.fail(f"seed {seed}: submit raised SystemError: {e}")
+            for comp in c.reap():
+                if comp.user_data in tokens:
+                    got.append(comp.user_data)
+            if not more and c.inflight == 0:
+                break
+        assert c.inflight == 0, f"seed {seed}: {c.inflight} ops never completed"
+        assert sorted(got) == sorted(tokens), f"seed {seed}: not one completion per op"
+    finally:
+        c.close()
+
+
+def test_regression_scribbled_sq_tail_never_raises_system_error(fsrv, good):
+    """Issue 13 bug 14: `sr_sq_publish` read the client's own tail back from
+    shared memory, so a scribbled `sq_tail` made submit() raise SystemError,
+    and some ops never completed.  Now the client keeps a private copy; a
+    broken protocol fails the connection (the server drops it) and every op
+    gets exactly one final completion."""
+    for seed in range(32):
+        _scribble_run(fsrv, seed)
+        assert fsrv.alive(), fsrv.log()
+    _good_roundtrip(good, random.Random(0))
+
+
+def test_scribbled_sq_tail_gets_the_client_dropped(fsrv, good):
+    """The server drops the scribbling client (it stays attached otherwise)."""
+    import ctypes
+
+    before = server_stats(good)["clients"]
+    c = fsrv.connect(entries=16)
+    try:
+        region = _client_region_address(fsrv.pid)
+        tail = ctypes.c_uint32.from_address(region + 128)
+        assert c.call("echo", b"a") == b"a"
+        tail.value = (tail.value + 5) & 0xFFFFFFFF        # 5 SQEs it never wrote
+        tok = c.prep_call(c.ops["echo"], b"b")
+        c.submit_and_wait(1, timeout=2)
+        deadline = time.monotonic() + 5
+        done = []
+        while c.inflight and time.monotonic() < deadline:
+            c.submit_and_wait(1, timeout=0.1)
+            done += [x for x in c.reap() if x.user_data == tok]
+        assert len(done) == 1 and done[0].res in (-errno.EPROTO, -errno.ECONNRESET, 1)
+        wait_until(lambda: server_stats(good)["clients"] == before, 5,
+                   what="the server to drop the client that broke the protocol")
+        with pytest.raises(subring.PeerDiedError):
+            c.prep_call(c.ops["echo"], b"c")
+    finally:
+        c.close()

@@ -205,6 +205,7 @@ class Subsystem:
         self._ratelog = _RateLimitedLog()
         self._counts = {"attaches": 0, "refused": 0, "dropped": 0}
         self._op_names: list[str] = []
+        self._bound_ino = (0, 0)
 
     # -- the op table ---------------------------------------------------------
 
@@ -372,7 +373,8 @@ class Subsystem:
             os.close(self._reserve_fd)
             self._reserve_fd = -1
         try:
-            same = os.stat(address).st_ino == os.fstat(listener.fileno()).st_ino
+            st = os.lstat(address)
+            same = (st.st_dev, st.st_ino) == self._bound_ino
         except OSError:
             same = False
         listener.close()
@@ -431,6 +433,8 @@ class Subsystem:
             finally:
                 os.umask(old)
             os.chmod(address, mode)
+            st = os.lstat(address)
+            self._bound_ino = (st.st_dev, st.st_ino)   # to unlink only our own file
             s.listen(128)
             s.setblocking(False)
         except BaseException:
