@@ -243,6 +243,18 @@ class EchoTest(subring.Subsystem):
     def getpid(self, req):
         return os.getpid()
 
+    @op
+    def forkchild(self, req):
+        """fork() without exec: the child sleeps arg0 ms and exits.  Returns
+        the child's pid."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                time.sleep(req.arg0 / 1000.0)
+            finally:
+                os._exit(0)
+        return pid
+
     def on_connect(self, client):
         self._connects += 1
 

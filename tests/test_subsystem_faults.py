@@ -5,6 +5,7 @@ socket permissions, clean shutdown on SIGTERM/SIGINT, nothing left behind."""
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import json
 import os
@@ -529,3 +530,78 @@ def test_regression_server_releases_closed_client_memory(tmp_path):
             time.sleep(0.05)
         still_mapped = "memfd:big-pool" in _maps_and_fds(srv.pid)[0]
         assert not still_mapped, "the server still maps the pool of a client it dropped"
+
+
+# ---------------------------------------------------------------------------
+# issue 13 bugs 12, 13
+# ---------------------------------------------------------------------------
+
+
+def test_regression_fork_in_handler_does_not_defeat_death_detection(tmp_path):
+    """Issue 13 bug 12: a handler that fork()s (no exec) left the server's
+    sockets open in the child: after the server was SIGKILLed, an op in flight
+    got ECONNRESET only when the child exited, and a restarted server could not
+    bind (`a subsystem already serves`).  The server's fds are now replaced in
+    fork children."""
+    path = tmp_path / "s.sock"
+    child = 0
+    try:
+        with start_server(path, unlink=False) as srv:
+            with srv.connect() as c:
+                child = c.call("forkchild", None, 20000)     # sleeps 20 s
+                assert child > 0
+                tok = c.prep_call(c.ops["defer"], None, 1)
+                c.submit()
+                wait_until(lambda: c.sq_pending == 0, 5, what="server took the op")
+                srv.kill(signal.SIGKILL)
+                t0 = time.monotonic()
+                got = []
+                while not got and time.monotonic() - t0 < 10:
+                    c.submit_and_wait(1, timeout=0.5)
+                    got = [x for x in c.reap() if x.user_data == tok]
+                elapsed = time.monotonic() - t0
+                assert got and got[0].res == -errno.ECONNRESET
+                assert elapsed < 3.0, f"death noticed after {elapsed:.1f} s (the fork child " \
+                                      "kept the server's socket open)"
+        os.kill(child, 0)                         # the child still runs...
+        with start_server(path) as srv2, srv2.connect() as c2:   # ...and a restart works
+            assert c2.call("add", None, 2, 3) == 5
+    finally:
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_regression_serve_never_deletes_a_non_socket(tmp_path):
+    """Issue 13 bug 13: serve(path) treated ECONNREFUSED from a regular file as
+    a stale socket and deleted the file."""
+    def serve_once(path):
+        sub = subring.Subsystem()
+        sub.serve(str(path), ready=sub.stop)     # returns at once if it ever serves
+
+    f = tmp_path / "important.txt"
+    f.write_text("x")
+    with pytest.raises(FileExistsError, match="not a socket") as ei:
+        serve_once(f)
+    assert ei.value.filename == str(f)
+    assert f.read_text() == "x"
+    d = tmp_path / "adir"
+    d.mkdir()
+    with pytest.raises(FileExistsError):
+        serve_once(d)
+    assert d.is_dir()
+    link = tmp_path / "link.sock"
+    link.symlink_to(f)
+    with pytest.raises(FileExistsError):
+        serve_once(link)
+    assert link.is_symlink() and f.read_text() == "x"
+
+
+def test_stale_socket_is_replaced(tmp_path):
+    """A socket file nobody serves (a dead server's) is still replaced."""
+    path = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(str(path))
+    s.close()
+    with start_server(path) as srv, srv.connect() as c:
+        assert c.call("add", None, 1, 2) == 3
