@@ -368,3 +368,16 @@ class VectorShort(subring.Subsystem):
     @op(vector=True)
     def vshort(self, batch):
         return [1] * (batch.count // 2)
+
+
+class TwoClients(EchoTest):
+    """At most two connections."""
+
+    max_clients = 2
+
+
+class Restricted(EchoTest):
+    """Clients may call `add` (and the built-in nop) only."""
+
+    def allowed_ops(self, client):
+        return {"add"}

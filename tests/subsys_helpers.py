@@ -186,6 +186,56 @@ def start_server(path: str | os.PathLike, target: str = "subsys_examples:EchoTes
                     os.unlink(path)
 
 
+_SERVE_SCRIPT = """
+import importlib, json, resource, signal, sys
+target, path, kw, nofile = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+if nofile:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+import logging
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format="%(levelname)s %(name)s: %(message)s")
+mod, _, cls = target.partition(":")
+sub = getattr(importlib.import_module(mod), cls)()
+signal.signal(signal.SIGTERM, lambda *a: sub.stop())
+if "allow_uids" in kw:
+    kw["allow_uids"] = set(kw["allow_uids"])
+sub.serve(path, **kw)
+"""
+
+
+@contextlib.contextmanager
+def start_py_server(path: str | os.PathLike, target: str = "subsys_examples:EchoTest", *,
+                    serve_kwargs: dict[str, Any] | None = None, rlimit_nofile: int = 0,
+                    wait: bool = True) -> Iterator[ServerProcess]:
+    """Like :func:`start_server`, but calls ``Subsystem.serve(path,
+    **serve_kwargs)`` directly (every option, including ones the CLI does not
+    have), optionally under ``RLIMIT_NOFILE``; logging goes to the log file."""
+    path = str(path)
+    log_path = path + ".log"
+    args = [sys.executable, "-c", _SERVE_SCRIPT, target, path,
+            json.dumps(serve_kwargs or {}), str(rlimit_nofile)]
+    log = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=_child_env(), cwd=str(TESTS_DIR), close_fds=True)
+    finally:
+        log.close()
+    srv = ServerProcess(proc, path, log_path, target)
+    try:
+        if wait:
+            wait_connectable(srv)
+        yield srv
+    finally:
+        try:
+            srv.stop()
+        finally:
+            if proc.poll() is None:          # pragma: no cover - belt and braces
+                proc.kill()
+                proc.wait(10)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 @pytest.fixture
 def server_factory(tmp_path):
     """``server_factory(target=..., mode=..., name=...) -> ServerProcess``;
@@ -343,7 +393,9 @@ class RawClient:
             self.reply = reply
             region_fd, self.doorbell_fd, self.cq_efd = fds
             try:
-                size = os.fstat(region_fd).st_size
+                st = os.fstat(region_fd)
+                size = st.st_size
+                self.region_mode = st.st_mode & 0o7777
                 self.seals = fcntl.fcntl(region_fd, fcntl.F_GET_SEALS)
                 self.mm = mmap.mmap(region_fd, size)
             finally:

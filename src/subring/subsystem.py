@@ -138,7 +138,7 @@ def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: boo
 
 
 class _Conn:
-    __slots__ = ("sock", "token", "info", "queue", "attached", "deadline")
+    __slots__ = ("sock", "token", "info", "queue", "attached", "deadline", "closing")
 
     def __init__(self, sock: socket.socket, token: int, info: ClientInfo,
                  deadline: float) -> None:
@@ -148,6 +148,11 @@ class _Conn:
         self.queue: Any = None
         self.attached = False
         self.deadline = deadline      # monotonic time by which it must say hello
+        # Refused: our reply is sent and our side shut down for writing; we
+        # wait (until `deadline`) for the peer to close before closing, since
+        # closing with its hello still unread would make the kernel report
+        # ECONNRESET to it instead of our reply.
+        self.closing = False
 
 
 class _RateLimitedLog:
@@ -281,6 +286,12 @@ class Subsystem:
     def on_disconnect(self, client: ClientInfo) -> None:
         """Called when a client left, died or was dropped."""
 
+    def allowed_ops(self, client: ClientInfo) -> Iterable[str] | None:
+        """The op names ``client`` may call (override; default None: all).
+        Asked once at attach; any other op completes with ``EACCES`` (the
+        built-in ``nop`` is always allowed)."""
+        return None
+
     # -- serving ----------------------------------------------------------------
 
     def stop(self) -> None:
@@ -398,8 +409,11 @@ class Subsystem:
     def _housekeeping(self, listener: socket.socket) -> None:
         now = time.monotonic()
         for conn in [c for c in self._conns.values() if not c.attached and c.deadline <= now]:
-            self._refuse_conn(conn, "timeout",
-                              f"no hello within {self._attach_timeout:g} s")
+            if conn.closing:
+                self._disconnect(conn)
+            else:
+                self._refuse_conn(conn, "timeout",
+                                  f"no hello within {self._attach_timeout:g} s")
         if self._listen_paused_until and now >= self._listen_paused_until:
             self._listen_paused_until = 0.0
             self._loop.watch(listener.fileno(), _TOKEN_LISTEN)
@@ -484,25 +498,25 @@ class Subsystem:
                 return
             pid, uid, gid = struct.unpack("3i", sock.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-            refusal = self._admission(uid)
-            if refusal is not None:
-                self._refuse(sock, *refusal, who=f"pid {pid} uid {uid}")
-                continue
             sock.setblocking(False)
             token = self._next_token
             self._next_token += 1
             conn = _Conn(sock, token, ClientInfo(pid, uid, gid, token),
                          time.monotonic() + self._attach_timeout)
+            refusal = self._admission(uid)
             self._conns[token] = conn
             self._loop.watch(sock.fileno(), token)
+            if refusal is not None:
+                self._refuse_conn(conn, *refusal)
 
     def _admission(self, uid: int) -> tuple[str, str] | None:
         """(code, reason) if a new connection from ``uid`` is refused."""
         if uid not in self._allowed:
             return "uid", f"uid {uid} is not allowed to attach (allow_uids)"
-        if len(self._conns) >= self.max_clients:
+        live = [c for c in self._conns.values() if not c.closing]
+        if len(live) >= self.max_clients:
             return "busy", f"too many connections (max_clients={self.max_clients})"
-        waiting = sum(1 for c in self._conns.values() if not c.attached and c.info.uid == uid)
+        waiting = sum(1 for c in live if not c.attached and c.info.uid == uid)
         if waiting >= self._max_pending_per_uid:
             return "busy", (f"too many connections of uid {uid} waiting to attach "
                             f"(max_pending_per_uid={self._max_pending_per_uid})")
@@ -525,6 +539,7 @@ class Subsystem:
             else:
                 self._refuse(sock, "fd-limit", "the subsystem is out of file descriptors",
                              quiet=True)
+                sock.close()
             try:
                 self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -534,6 +549,8 @@ class Subsystem:
 
     def _refuse(self, sock: socket.socket, code: str, reason: str, *, who: str = "",
                 quiet: bool = False) -> None:
+        """Send the refusal and shut our side down for writing (the caller
+        closes the socket)."""
         self._counts["refused"] += 1
         if not quiet:
             self._ratelog(logging.WARNING, f"refuse:{code}", "refused %s: %s",
@@ -541,20 +558,31 @@ class Subsystem:
         try:
             sock.setblocking(False)
             _wire.send(sock, {"ok": False, "error": reason, "refused": code})
+            sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        sock.close()
 
     def _refuse_conn(self, conn: _Conn, code: str, reason: str) -> None:
-        self._conns.pop(conn.token, None)
-        try:
-            self._loop.unwatch(conn.sock.fileno())
-        except (OSError, ValueError):
-            pass
         self._refuse(conn.sock, code, reason, who=f"pid {conn.info.pid} uid {conn.info.uid}")
+        lingering = sum(1 for c in self._conns.values() if c.closing)
+        if lingering >= 64 or self._reserve_fd < 0:
+            self._disconnect(conn)         # no room to wait for the peer: close now
+            return
+        conn.closing = True
+        conn.deadline = time.monotonic() + 1.0
 
     def _control(self, conn: _Conn) -> None:
         """The client's socket is readable: a control message, or EOF."""
+        if conn.closing:                      # refused: wait for its EOF
+            try:
+                data = conn.sock.recv(_wire.MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._disconnect(conn)
+            return
         try:
             msg, fds = _wire.recv(conn.sock)
         except BlockingIOError:
@@ -606,6 +634,14 @@ class Subsystem:
         q = _core.ServerQueue(entries, slot_size, conn.info.pid)
         q.info = conn.info
         table = self.op_table()
+        allowed = self.allowed_ops(conn.info)
+        if allowed is not None:
+            names = set(allowed)
+            bitmap = bytearray(32)
+            for spec in table:
+                if spec.name in names:
+                    bitmap[spec.index >> 3] |= 1 << (spec.index & 7)
+            q.restrict(bytes(bitmap))
         reply = {"ok": True, "abi": 1, "name": self.name or type(self).__name__,
                  "ops": [[s.name, s.batch, s.doc] for s in table], "entries": entries,
                  "slot_size": slot_size, "server_pid": os.getpid()}

@@ -53,6 +53,8 @@ typedef struct {
     size_t pool_len;
     uint64_t pool_count, pool_size;
     uint32_t pending;     /* ops taken and not yet completed */
+    int restricted;       /* only ops set in `allowed` may run (others: -EACCES) */
+    uint8_t allowed[32];  /* bitmap over op indices, set once before serving */
     int dead;             /* detached: client gone, or we dropped it */
     int corrupt;          /* protocol violation seen */
     int cq_dirty;         /* CQEs written but not yet published */
@@ -165,6 +167,9 @@ static int squeue_init(SQueue *q, PyObject *args, PyObject *kw)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    /* memfds are created 0777; only its two processes need it (the fd is
+     * what grants access, but /proc/PID/fd/N reopens go by the mode). */
+    (void)fchmod(fd, 0600);
     if (ftruncate(fd, (off_t)size) < 0 ||
         fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -289,6 +294,24 @@ static void sq_post(SQueue *q, uint64_t ud, int32_t res, uint32_t flags)
         q->st_errors++;
 }
 
+/* restrict(allowed: bytes of 32) -- bitmap of op indices this client may run. */
+static PyObject *squeue_restrict(SQueue *q, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (b.len != 32) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "restrict() takes a 32-byte bitmap of op indices");
+        return NULL;
+    }
+    memcpy(q->allowed, b.buf, 32);
+    q->allowed[0] |= 1;          /* the built-in nop */
+    q->restricted = 1;
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
 static PyObject *squeue_close_region_fd(SQueue *q, PyObject *unused)
 {
     if (q->region_fd >= 0) close(q->region_fd);
@@ -410,6 +433,9 @@ static PyMethodDef squeue_methods[] = {
     {"close_region_fd", (PyCFunction)squeue_close_region_fd, METH_NOARGS, NULL},
     {"attach_pool", (PyCFunction)squeue_attach_pool, METH_VARARGS, NULL},
     {"detach", (PyCFunction)squeue_detach, METH_NOARGS, NULL},
+    {"restrict", (PyCFunction)squeue_restrict, METH_O,
+     "restrict($self, allowed, /)\n--\n\nOnly ops whose bit is set in the 32-byte bitmap "
+     "`allowed` may run; the others complete with -EACCES."},
     {"stats", (PyCFunction)squeue_stats, METH_NOARGS, NULL},
     {NULL}
 };
@@ -1466,6 +1492,10 @@ static int loop_process(Loop *L, SQueue *q)
             /* stopping, or the queue went away under a handler (dropped, or
              * this is a fork child where the region is not mapped) */
             sq_post(q, sqe->user_data, -ECANCELED, 0);
+            continue;
+        }
+        if (sr_unlikely(q->restricted && !(q->allowed[op >> 3] & (1u << (op & 7))))) {
+            sq_post(q, sqe->user_data, -EACCES, 0);
             continue;
         }
         if (op == 0) {                          /* built-in NOP */
