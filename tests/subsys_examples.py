@@ -29,6 +29,7 @@ class EchoTest(subring.Subsystem):
         self._batch_sizes: list[int] = []
         self._connects = 0
         self._disconnects = 0
+        self._spins = 0
 
     # -- plain results ------------------------------------------------------
 
@@ -219,7 +220,13 @@ class EchoTest(subring.Subsystem):
         end = time.monotonic() + req.arg0 / 1000.0
         while time.monotonic() < end:
             pass
+        self._spins += 1
         return req.arg1
+
+    @op
+    def spins(self, req):
+        """How many `spin` ops the server has run so far (all clients)."""
+        return self._spins
 
     @op
     def stats(self, req):
