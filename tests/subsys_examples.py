@@ -224,6 +224,25 @@ class EchoTest(subring.Subsystem):
         return req.arg1
 
     @op
+    def slow_threaded(self, req):
+        """Sleep arg0 ms on a worker thread (defer_to_thread), return arg1;
+        arg1 < 0: raise KeyError there instead."""
+        def work(ms, value):
+            time.sleep(ms / 1000.0)
+            if value < 0:
+                raise KeyError(f"thread {value}")
+            return value
+        return self.defer_to_thread(req, work, req.arg0, req.arg1)
+
+    @op
+    def bad_str(self, req):
+        """Raise an exception whose str() raises too."""
+        class BadStr(Exception):
+            def __str__(self):
+                raise RuntimeError("no text for you")
+        raise BadStr()
+
+    @op
     def spins(self, req):
         """How many `spin` ops the server has run so far (all clients)."""
         return self._spins

@@ -664,3 +664,38 @@ def test_regression_unknown_op_index_is_not_named_after_a_kernel_op(client):
     (c,) = drain(client, 1, timeout=5)
     assert c.res == -errno.EOPNOTSUPP
     assert c.op not in kernel_names, f"unknown subsystem op 40 reported as {c.op!r}"
+
+
+# ---------------------------------------------------------------------------
+# issue 13 bug 16: exception text, blocking handlers
+# ---------------------------------------------------------------------------
+
+
+def test_regression_exception_whose_str_raises_still_gets_its_type_as_text(client):
+    """Issue 13 bug 16: when str(exc) raised, request_finish passed Py_None to
+    a %U format (undefined behaviour; observed: EIO with no text)."""
+    comp = None
+    tok = client.prep_call(client.ops["bad_str"], None)
+    for c in drain(client, 1, timeout=5):
+        if c.user_data == tok:
+            comp = c
+    assert comp is not None and comp.res == -errno.EIO
+    assert comp.error_text == "BadStr: <str() of the exception failed>"
+    assert client.call("add", None, 1, 1) == 2          # the server carries on
+
+
+def test_defer_to_thread_keeps_other_clients_served(client, srv):
+    """A handler that would block hands the work to a thread (PENDING) and
+    the loop keeps serving: another client's calls complete meanwhile."""
+    tok = client.prep_call(client.ops["slow_threaded"], None, 3000, 99)
+    client.submit()
+    with srv.connect() as other:
+        for k in range(20):
+            assert other.call("add", None, k, 1, timeout=5) == k + 1
+    # all 20 were served while the slow op was still running on its thread
+    assert client.inflight == 1 and not client.reap(), "the slow handler blocked the loop"
+    got = [c for c in drain(client, 1, timeout=10) if c.user_data == tok]
+    assert got[0].res == 99
+    # an exception on the thread maps like a handler's
+    with pytest.raises(FileNotFoundError, match="KeyError: 'thread -1'"):
+        client.call("slow_threaded", None, 1, -1, timeout=10)

@@ -332,7 +332,7 @@ def test_fairness_flooding_client_does_not_starve_another(tmp_path):
         # ... and each call waited about one round of the flooder's ops, not
         # for the flood to drain (a starving server: thousands)
         gaps.sort()
-        assert gaps[len(gaps) // 2] <= 3 * depth, gaps
+        assert gaps[len(gaps) // 2] <= 4 * depth, gaps
 
 
 # ---------------------------------------------------------------------------

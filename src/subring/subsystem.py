@@ -75,6 +75,8 @@ import stat
 import struct
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -188,6 +190,8 @@ class Subsystem:
     max_slot_size = 1 << 20
     #: open connections at most (attached or not)
     max_clients = 1024
+    #: worker threads of :meth:`defer_to_thread` (created on first use)
+    handler_threads = 4
 
     def __init__(self) -> None:
         self._loop: Any = None
@@ -210,6 +214,8 @@ class Subsystem:
         self._ratelog = _RateLimitedLog()
         self._counts = {"attaches": 0, "refused": 0, "dropped": 0}
         self._op_names: list[str] = []
+        self._threads: ThreadPoolExecutor | None = None
+        self._finished: deque[tuple[Any, Future[Any]]] = deque()
         self._bound_ino = (0, 0)
 
     # -- the op table ---------------------------------------------------------
@@ -277,6 +283,51 @@ class Subsystem:
         self._spin_us = float(value)
         if self._loop is not None:
             self._loop.spin_us = value
+
+    # -- handlers that block ---------------------------------------------------
+
+    def defer_to_thread(self, req: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on one of :attr:`handler_threads` worker threads
+        and finish ``req`` with its result (or its exception, mapped like a
+        handler's) back on the serving thread.  Returns :data:`PENDING`, so a
+        handler that would block writes ``return self.defer_to_thread(req,
+        slow, key)`` and the loop keeps serving every client meanwhile.
+
+        ``req.data`` is only valid until the request completes: pass ``fn``
+        what it needs (e.g. ``bytes(req.data)``), not the view."""
+        if self._loop is None:
+            raise RuntimeError("defer_to_thread() is for handlers of a serving subsystem")
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.handler_threads,
+                                               thread_name_prefix="subring-handler")
+        fut = self._threads.submit(fn, *args)
+        fut.add_done_callback(lambda f, r=req: self._thread_done(r, f))
+        return PENDING
+
+    def _thread_done(self, req: Any, fut: Future[Any]) -> None:
+        # On the worker thread: hand over to the serving thread (which alone
+        # touches the rings) and wake it.
+        self._finished.append((req, fut))
+        fd = self._wake_fd
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
+
+    def _complete_finished(self) -> None:
+        while self._finished:
+            req, fut = self._finished.popleft()
+            if fut.cancelled():
+                continue                   # dropped: completes -ECANCELED
+            exc = fut.exception()
+            try:
+                if exc is not None:
+                    req.fail_with(exc)
+                else:
+                    req.complete(fut.result())
+            except Exception:              # noqa: BLE001 - e.g. completed twice
+                log.exception("completing a deferred request failed")
 
     # -- hooks ------------------------------------------------------------------
 
@@ -374,12 +425,17 @@ class Subsystem:
             # serves; its fds are already neutralized here (see pyserver.c)
 
     def _shutdown(self, listener: socket.socket, address: str) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+        self._complete_finished()
+        self._finished.clear()
         for conn in list(self._conns.values()):
             self._disconnect(conn)
         self._loop = None
         self._listener = None
-        os.close(self._wake_fd)
-        self._wake_fd = -1
+        fd, self._wake_fd = self._wake_fd, -1     # no worker thread writes it any more
+        os.close(fd)
         if self._reserve_fd >= 0:
             os.close(self._reserve_fd)
             self._reserve_fd = -1
@@ -432,6 +488,7 @@ class Subsystem:
                 os.eventfd_read(self._wake_fd)
             except BlockingIOError:
                 pass
+            self._complete_finished()
         else:
             conn = self._conns.get(ev)
             if conn is not None:

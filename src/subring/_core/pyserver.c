@@ -702,6 +702,26 @@ static PyObject *request_fail(SRequest *r, PyObject *args)
     return PyBool_FromLong(alive);
 }
 
+/* fail_with(exc): finish with an exception, mapped exactly like one a
+ * handler raised (errno and "Type: message" text). */
+static PyObject *request_fail_with(SRequest *r, PyObject *exc)
+{
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_SetString(PyExc_TypeError, "fail_with() takes an exception instance");
+        return NULL;
+    }
+    if (r->done) {
+        PyErr_SetString(PyExc_RuntimeError, "request already completed");
+        return NULL;
+    }
+    int alive = !r->q->dead;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    if (request_finish(r, NULL) < 0)      /* a BaseException: completed -ECANCELED */
+        PyErr_Clear();
+    sq_flush(r->q);
+    return PyBool_FromLong(alive);
+}
+
 static int request_getbuffer(SRequest *r, Py_buffer *view, int flags)
 {
     int readonly = r->where != SR_PAYLOAD_POOL;
@@ -760,6 +780,10 @@ static PyMethodDef request_methods[] = {
      "complete(result=None) -> bool: finish a request whose handler returned PENDING."},
     {"fail", (PyCFunction)request_fail, METH_VARARGS,
      "fail(errno, text=None) -> bool: finish it with an error."},
+    {"fail_with", (PyCFunction)request_fail_with, METH_O,
+     "fail_with($self, exc, /)\n--\n\nFinish with exception `exc`, mapped like one a handler "
+     "raised (OSError keeps its errno, KeyError -> ENOENT, ...).  Returns False if the client "
+     "is gone."},
     {NULL}
 };
 
