@@ -24,7 +24,9 @@ class ClientRow:
 
     Counters are monotonic since the client attached.  ``mode``,
     ``doorbells``, ``poll_hits`` and ``sleeps`` are published by the client
-    in its shared region (informational: a client only lies about itself)."""
+    in its shared region after each sleep or doorbell and every 64th wait
+    (so they may lag by up to 63 waits; informational: a client only lies
+    about itself)."""
 
     pid: int
     uid: int
