@@ -28,8 +28,10 @@ A handler receives a :class:`~subring.Request` (``op``, ``arg0``, ``arg1``,
 
 * ``None`` (res 0) or an ``int`` (res; negative means -errno),
 * a bytes-like object: copied into the op's result slot (res = its length),
-* :data:`subring.PENDING`: it will call ``req.complete(value)`` or
-  ``req.fail(errno, text)`` later (from the serving thread); a request dropped
+* :data:`subring.PENDING`: it will call ``req.complete(value)``,
+  ``req.fail(errno, text)`` or ``req.fail_with(exc)`` later (from the serving
+  thread), or it returned ``self.defer_to_thread(req, fn, *args)`` (blocking
+  work on a worker thread, finished on the serving thread); a request dropped
   without completion completes with ``-ECANCELED``;
 
 or raises: ``OSError`` keeps its errno, ``KeyError`` -> ENOENT, ``ValueError``/
@@ -41,7 +43,9 @@ every taken op got its completion).
 
 ``@subring.op(batch=True)`` handlers get a list of requests (consecutive ops of
 that kind in one batch) and return one result for all, a sequence of results,
-or PENDING.
+or PENDING; requests a short sequence has no result for fail with EINVAL (the
+same rule as vector handlers).  The serving loop is one thread: a handler
+that blocks stalls every client (use ``defer_to_thread``).
 
 ``req.data`` is zero-copy: inline payloads live in the request, larger ones in
 the op's slot of the shared region, pool payloads in the client's BufferPool
@@ -56,13 +60,18 @@ doorbell eventfd only when the server announced it sleeps (NEED_WAKEUP).
 (default): spin ``spin_us`` after the last work, then sleep.  Switch at run
 time with :attr:`Subsystem.mode`.  Under load no mode makes a syscall.
 
-Faults
-------
-Each client has its own queue pair; a client that breaks the protocol
-(impossible indices, bad slot/pool references) gets error completions or is
-disconnected, and cannot touch any other client's memory.  A client that dies
-is noticed through its socket; its queue is dropped, ops its handlers still
-hold complete into nothing.  See ``docs/subsystems.md``.
+Access and faults
+-----------------
+Only the server's uid, root and ``allow_uids`` may attach (SO_PEERCRED);
+refusals carry a reason the client raises as ``AttachRefusedError``;
+``allowed_ops`` restricts what a client may call (EACCES).  Each client has its
+own queue pair; a client that breaks the protocol (impossible indices, bad
+slot/pool references) gets error completions or is disconnected, and cannot
+touch any other client's memory.  A client that dies is noticed through its
+socket; its queue is dropped, ops its handlers still hold complete into
+nothing.  A fork() in a handler does not keep the server's sockets alive in
+the child.  Logging goes to ``logging.getLogger("subring.subsystem")``.  See
+``docs/subsystems.md``.
 """
 
 from __future__ import annotations
@@ -344,6 +353,11 @@ class Subsystem:
         return None
 
     # -- serving ----------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called (until the next :meth:`serve`)."""
+        return self._stop
 
     def stop(self) -> None:
         """Ask :meth:`serve` to return (thread-safe, signal-safe)."""
