@@ -752,7 +752,13 @@ def test_scribbled_sq_tail_gets_the_client_dropped(fsrv, good):
         region = _client_region_address(fsrv.pid)
         tail = ctypes.c_uint32.from_address(region + 128)
         assert c.call("echo", b"a") == b"a"
-        tail.value = (tail.value + 5) & 0xFFFFFFFF        # 5 SQEs it never wrote
+        head = ctypes.c_uint32.from_address(region + 192)          # sq_head (server's)
+        target = (tail.value + 5) & 0xFFFFFFFF
+        tail.value = target                                         # 5 SQEs it never wrote
+        # (no doorbell was rung: wake the server through another client, and
+        # wait until it has taken the 5 phantom SQEs)
+        wait_until(lambda: good.call("echo", b"w") == b"w" and head.value == target, 5,
+                   what="the server to take the phantom SQEs")
         tok = c.prep_call(c.ops["echo"], b"b")
         c.submit_and_wait(1, timeout=2)
         deadline = time.monotonic() + 5

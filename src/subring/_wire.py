@@ -131,7 +131,7 @@ def open_control(address: str, timeout: float | None, wait: bool) -> socket.sock
             if not wait or (deadline is not None and time.monotonic() >= deadline):
                 raise _path_error(address) from None
             time.sleep(0.01)
-        except socket.timeout:
+        except TimeoutError:
             sock.close()
             raise TimeoutError(errno.ETIMEDOUT, f"no answer within {timeout} s",
                                address) from None
@@ -156,3 +156,33 @@ def exchange(sock: socket.socket, msg: dict[str, Any]) -> tuple[dict[str, Any] |
         return recv(sock)
     except ConnectionResetError:
         return None, []
+
+
+def replace_stale_socket(address: str) -> None:
+    """Before binding ``address``: remove a socket file nobody serves (a dead
+    server's); refuse a live one (EADDRINUSE) and anything that is not a
+    socket (FileExistsError: never delete a user's file)."""
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket: not replacing it",
+                              address)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(address)
+    except ConnectionRefusedError:
+        # A stale socket from a dead server.  Unlink only that very file
+        # (not one a concurrent starter just bound in its place).
+        try:
+            if os.lstat(address).st_ino == st.st_ino:
+                os.unlink(address)
+        except FileNotFoundError:
+            pass
+    except FileNotFoundError:
+        pass
+    else:
+        raise OSError(errno.EADDRINUSE, "a subsystem already serves this socket", address)
+    finally:
+        probe.close()

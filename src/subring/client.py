@@ -40,7 +40,7 @@ from typing import Any
 from . import _core, _wire
 from .errors import PeerDiedError, SubringError
 
-__all__ = ["connect", "SubsystemClient", "ClientStatistics", "AttachRefusedError"]
+__all__ = ["AttachRefusedError", "ClientStatistics", "SubsystemClient", "connect"]
 
 
 class AttachRefusedError(SubringError, ConnectionError):

@@ -80,20 +80,31 @@ import errno
 import logging
 import os
 import socket
-import stat
 import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import _core, _wire
+from ._ratelimit import RateLimitedLog
 from .subsystem_stats import ClientRow, SubsystemStatistics, query_statistics
 
-__all__ = ["Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec",
-           "SubsystemStatistics", "ClientRow", "query_statistics"]
+__all__ = [
+    "PENDING",
+    "Batch",
+    "ClientInfo",
+    "ClientRow",
+    "OpSpec",
+    "Request",
+    "Subsystem",
+    "SubsystemStatistics",
+    "op",
+    "query_statistics",
+]
 
 PENDING = _core.PENDING
 Request = _core.Request
@@ -149,7 +160,7 @@ def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: boo
 
 
 class _Conn:
-    __slots__ = ("sock", "token", "info", "queue", "attached", "deadline", "closing")
+    __slots__ = ("attached", "closing", "deadline", "info", "queue", "sock", "token")
 
     def __init__(self, sock: socket.socket, token: int, info: ClientInfo,
                  deadline: float) -> None:
@@ -164,28 +175,6 @@ class _Conn:
         # closing with its hello still unread would make the kernel report
         # ECONNRESET to it instead of our reply.
         self.closing = False
-
-
-class _RateLimitedLog:
-    """At most one record per ``interval`` seconds per key; the next one
-    says how many were suppressed meanwhile."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, level: int, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e18) < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        n = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        if n:
-            msg += " (%d similar messages suppressed)"
-            args = (*args, n)
-        log.log(level, msg, *args)
 
 
 class Subsystem:
@@ -220,7 +209,7 @@ class Subsystem:
         self._listener: socket.socket | None = None
         self._listen_paused_until = 0.0
         self._reserve_fd = -1
-        self._ratelog = _RateLimitedLog()
+        self._ratelog = RateLimitedLog(log)
         self._counts = {"attaches": 0, "refused": 0, "dropped": 0}
         self._op_names: list[str] = []
         self._threads: ThreadPoolExecutor | None = None
@@ -335,7 +324,7 @@ class Subsystem:
                     req.fail_with(exc)
                 else:
                     req.complete(fut.result())
-            except Exception:              # noqa: BLE001 - e.g. completed twice
+            except Exception:
                 log.exception("completing a deferred request failed")
 
     # -- hooks ------------------------------------------------------------------
@@ -511,7 +500,7 @@ class Subsystem:
     def _listen(self, address: str, mode: int) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            self._replace_stale(address)
+            _wire.replace_stale_socket(address)
             old = os.umask(0o777 & ~mode)
             try:
                 s.bind(address)
@@ -526,34 +515,6 @@ class Subsystem:
             s.close()
             raise
         return s
-
-    @staticmethod
-    def _replace_stale(address: str) -> None:
-        """Remove a socket file nobody serves; refuse anything else."""
-        try:
-            st = os.lstat(address)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(errno.EEXIST, "exists and is not a socket: not replacing it",
-                                  address)
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            probe.connect(address)
-        except ConnectionRefusedError:
-            # A stale socket from a dead server.  Unlink only that very file
-            # (not one a concurrent starter just bound in its place).
-            try:
-                if os.lstat(address).st_ino == st.st_ino:
-                    os.unlink(address)
-            except FileNotFoundError:
-                pass
-        except FileNotFoundError:
-            pass
-        else:
-            raise OSError(errno.EADDRINUSE, "a subsystem already serves this socket", address)
-        finally:
-            probe.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import _wire
 
-__all__ = ["SubsystemStatistics", "ClientRow", "query_statistics"]
+__all__ = ["ClientRow", "SubsystemStatistics", "query_statistics"]
 
 
 @dataclasses.dataclass(frozen=True)
