@@ -612,3 +612,37 @@ def test_stale_socket_is_replaced(tmp_path):
     s.close()
     with start_server(path) as srv, srv.connect() as c:
         assert c.call("add", None, 1, 2) == 3
+
+
+def test_fork_child_gets_dev_null_for_the_loops_fds_and_a_loop_that_refuses():
+    """The mechanism behind bug 12's fix, seen from inside a fork child: every
+    fd the serving loop watches is /dev/null there (not closed: Python objects
+    may still close them), and the loop refuses to run."""
+    from subring import _core
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    loop = _core.ServerLoop()
+    try:
+        loop.watch(a.fileno(), 5)
+        pid = os.fork()
+        if pid == 0:                                  # child
+            ok = False
+            try:
+                ok = os.readlink(f"/proc/self/fd/{a.fileno()}") == "/dev/null"
+                try:
+                    loop.run(0)
+                    ok = False
+                except subring.ForkedRingError:
+                    pass
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        # the parent's socket is intact: the peer still sees it open
+        b.send(b"ping")
+        assert a.recv(16) == b"ping"
+        assert loop.run(0) == []
+    finally:
+        loop.unwatch(a.fileno())
+        a.close()
+        b.close()
