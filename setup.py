@@ -1,4 +1,6 @@
 """Build the C core (subring._core).  Depends only on libc and kernel headers."""
+import os
+
 from setuptools import Extension, setup
 
 core = Extension(
@@ -21,6 +23,8 @@ core = Extension(
     ],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+    # SUBRING_DEBUG_HOOKS=1: random delays between the wake-up protocol's steps (ring.h)
+    define_macros=[("SUBRING_DEBUG_HOOKS", "1")] if os.environ.get("SUBRING_DEBUG_HOOKS") else [],
 )
 
 setup(ext_modules=[core])

@@ -65,7 +65,7 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     try:
         obj = json.loads(data)
         if not isinstance(obj, dict):
-            raise ValueError("control message is not an object")
+            raise ValueError("control message is not an object")  # noqa: TRY004 - bad input
     except (ValueError, RecursionError) as e:   # untrusted input: never more than this
         for fd in fds:
             _close(fd)
@@ -80,7 +80,7 @@ def get_int(msg: dict[str, Any], key: str, default: int, lo: int, hi: int,
     refused (or clamped with ``clamp_low``)."""
     v = msg.get(key, default)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise ValueError(f"{key} must be an integer")
+        raise ValueError(f"{key} must be an integer")  # noqa: TRY004 - untrusted input
     if v < lo and not clamp_low:
         raise ValueError(f"{key} must be >= {lo}")
     return max(lo, min(v, hi))

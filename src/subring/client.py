@@ -35,7 +35,7 @@ import os
 import socket
 import time
 import warnings
-from typing import Any
+from typing import Any, Self
 
 from . import _core, _wire
 from .errors import PeerDiedError, SubringError
@@ -203,8 +203,26 @@ class SubsystemClient(_core.UserRing):
                       DeprecationWarning, stacklevel=2)
         self.mode = value
 
-    def __enter__(self) -> SubsystemClient:
+    def __enter__(self) -> Self:
         return self
+
+    # -- for event loops (subring.aio) -------------------------------------------
+
+    def set_async(self, on: bool) -> int:
+        """While ``on``, the subsystem signals this client's completion
+        eventfd after every batch it posts (what an event loop's
+        ``add_reader`` needs; one eventfd write per batch).  Returns that
+        eventfd."""
+        return int(self._set_async(on))
+
+    def peer_fd(self) -> int:
+        """The attach socket's fd: it becomes readable when the subsystem
+        dies or drops this connection (watch it; never read from it)."""
+        return int(self._get_sock_fd())
+
+    def live_user_data(self) -> list[Any]:
+        """The user_data of every op still in flight."""
+        return list(self._live_user_data())
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -224,7 +224,7 @@ class Subsystem:
         table = [OpSpec(0, "nop", 0, "No operation (answered without Python).")]
         seen: set[str] = {"nop"}
         for klass in reversed(cls.__mro__):
-            for attr, fn in vars(klass).items():
+            for fn in vars(klass).values():
                 meta = getattr(fn, "__subring_op__", None)
                 if meta is None or meta["name"] in seen:
                     continue

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 #include "core.h"
@@ -46,3 +47,28 @@ void sr_spin_yield(void)
 {
     sched_yield();   /* returns at once when nothing else wants this CPU */
 }
+
+#ifdef SUBRING_DEBUG_HOOKS
+/* See ring.h.  The bound is read once per process; the generator is
+ * per-thread (xorshift64), seeded from the clock and the thread's stack. */
+void sr_debug_delay(const char *where)
+{
+    static int64_t max_ns = -1;
+    static __thread uint64_t x;
+    (void)where;
+    if (max_ns < 0) {
+        const char *e = getenv("SUBRING_DEBUG_DELAY_NS");
+        max_ns = e ? atoll(e) : 0;
+    }
+    if (max_ns <= 0)
+        return;
+    if (!x)
+        x = (uint64_t)sr_now_ns() ^ (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ULL;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    if (x & 7)
+        return;
+    int64_t ns = (int64_t)((x >> 3) % (uint64_t)(max_ns + 1));
+    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    nanosleep(&ts, NULL);
+}
+#endif

@@ -349,6 +349,7 @@ static uint32_t ur_publish(KRing *r)
      * published earlier was visible before the server set NEED_WAKEUP, so
      * its re-check after arming sees it (invariant 3). */
     uint32_t fresh = kr_publish(r);
+    SR_DEBUG_DELAY("client: sq_tail published, before the fence");
     if (sr_unlikely(!sr_sq_head_sane(&r->k.sq))) {
         /* The server's SQ head ran past what we ever published: it took
          * entries we never wrote, so some of our ops will never run. */
@@ -413,6 +414,7 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
         /* Arm, fence, re-check (invariant 3, wait side).  We are the only
          * writer of cq_flags. */
         sr_store_release(&r->ureg->cq_flags.v, SR_CQ_ARMED);
+        SR_DEBUG_DELAY("client: ARMED set, before the fence");
         sr_full_fence();
         if (ur_cq_ready(r) >= min_complete || r->peer_dead) {
             if (!r->async_armed)
@@ -429,6 +431,7 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
             tsp = &ts;
         }
         (*sleeps)++;
+        SR_DEBUG_DELAY("client: re-checked, before ppoll");
         int n = ppoll(pf, 2, tsp, NULL);
         int err = errno;
         if (!r->async_armed)

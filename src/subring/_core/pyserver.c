@@ -268,6 +268,7 @@ static void sq_flush(SQueue *q)
         return;
     q->cq_dirty = 0;
     sr_cqp_publish(&q->cq);
+    SR_DEBUG_DELAY("server: cq_tail published, before the fence");
     /* Invariant 3, notify side: the release store of cq_tail must be ordered
      * before our load of cq_flags; the client orders "set ARMED" before its
      * re-check of cq_tail.  With the full fence on both sides, at least one
@@ -1776,6 +1777,7 @@ static PyObject *loop_run(Loop *L, PyObject *const *args, Py_ssize_t nargs)
         /* Sleep: arm NEED_WAKEUP everywhere, full fence, re-check every SQ
          * (invariant 3, consumer side), then epoll_wait. */
         loop_set_need_wakeup(L, SR_SQ_NEED_WAKEUP);
+        SR_DEBUG_DELAY("server: NEED_WAKEUP set, before the fence");
         sr_full_fence();
         if (loop_any_work(L)) {
             loop_set_need_wakeup(L, 0);
@@ -1787,6 +1789,7 @@ static PyObject *loop_run(Loop *L, PyObject *const *args, Py_ssize_t nargs)
         int n;
         L->st_sleeps++;
         Py_BEGIN_ALLOW_THREADS
+        SR_DEBUG_DELAY("server: re-checked, before epoll_wait");
         n = epoll_wait(L->epfd, evs, 64, ms);
         Py_END_ALLOW_THREADS
         loop_set_need_wakeup(L, 0);

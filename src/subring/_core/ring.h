@@ -37,6 +37,18 @@
 #define sr_store_release(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define sr_full_fence()         __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
+/* Lost wake-up hunting (tests/reliability): with -DSUBRING_DEBUG_HOOKS
+ * (SUBRING_DEBUG_HOOKS=1 python3 setup.py build_ext), each hook point between
+ * the steps of arm -> fence -> re-check -> sleep and publish -> fence -> read
+ * flag -> wake sleeps a random 0..$SUBRING_DEBUG_DELAY_NS ns in 1 of 8 calls
+ * (notify.c).  Compiled out otherwise: zero cost. */
+#ifdef SUBRING_DEBUG_HOOKS
+void sr_debug_delay(const char *where);
+#define SR_DEBUG_DELAY(where) sr_debug_delay(where)
+#else
+#define SR_DEBUG_DELAY(where) ((void)0)
+#endif
+
 #define sr_likely(x)   __builtin_expect(!!(x), 1)
 #define sr_unlikely(x) __builtin_expect(!!(x), 0)
 
