@@ -333,7 +333,7 @@ def test_error_text_is_truncated_to_the_slot(srv):
 @pytest.mark.parametrize("sel,err", [(8, errno.ETIMEDOUT), (9, errno.EPERM)],
                          ids=["TimeoutError", "PermissionError"])
 def test_regression_oserror_subclass_without_errno_mapping(client, sel, err):
-    """pyserver.c request_finish() has branches mapping TimeoutError ->
+    """server_request.c srv_request_finish() has branches mapping TimeoutError ->
     ETIMEDOUT and PermissionError -> EPERM, but they sit after the OSError
     branch (both are OSError subclasses), so an errno-less TimeoutError or
     PermissionError is reported as EIO."""

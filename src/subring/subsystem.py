@@ -425,7 +425,7 @@ class Subsystem:
             if os.getpid() == self._serving_pid:
                 self._shutdown(listener, address)
             # else: a fork child unwinding out of a handler: the parent still
-            # serves; its fds are already neutralized here (see pyserver.c)
+            # serves; its fds are already neutralized here (see server_queue.c)
 
     def _shutdown(self, listener: socket.socket, address: str) -> None:
         if self._threads is not None:
