@@ -415,6 +415,10 @@ class Subsystem:
         try:
             loop.watch(listener.fileno(), _TOKEN_LISTEN)
             loop.watch(self._wake_fd, _TOKEN_WAKE)
+            # Only now: until listen(), a client's connect() is refused (and
+            # connect(wait=True) retries) instead of hanging in the backlog of
+            # a server that cannot answer yet.
+            listener.listen(128)
             if ready is not None:
                 ready()
             while not self._stop:
@@ -509,8 +513,7 @@ class Subsystem:
             os.chmod(address, mode)
             st = os.lstat(address)
             self._bound_ino = (st.st_dev, st.st_ino)   # to unlink only our own file
-            s.listen(128)
-            s.setblocking(False)
+            s.setblocking(False)      # listen() only once the loop runs (serve)
         except BaseException:
             s.close()
             raise
