@@ -824,3 +824,68 @@ def test_concurrent_files(tmp_path):
         return await asyncio.gather(*(one(k) for k in range(40)))
 
     assert run(main) == datas
+
+
+# ---------------------------------------------------------------------------
+# issue 13: cancelled opens, wait_for(open, 0)
+# ---------------------------------------------------------------------------
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_regression_cancelled_open_leaks_fd(tmp_path):
+    """BUG (issue 13 #6): the kernel finishes an openat whose task was
+    cancelled, and the fd it opened was discarded with the result: 100
+    cancelled opens leaked 100 fds.  Also for AsyncRing.openat."""
+    p = tmp_path / "f.txt"
+    p.write_text("x")
+
+    async def main():
+        ar = aio.get_ring()
+        before = _fd_count()
+        for opener in (lambda: aio.open(p), lambda: ar.openat(str(p))):
+            tasks = []
+            for _ in range(100):
+                t = asyncio.ensure_future(opener())
+                tasks.append(t)
+                await asyncio.sleep(0)          # the openat SQE is prepared ...
+                t.cancel()                      # ... and its task cancelled
+            res = await asyncio.gather(*tasks, return_exceptions=True)
+            for r in res:                       # a few may have won the race
+                if isinstance(r, int):
+                    os.close(r)
+                elif not isinstance(r, BaseException):
+                    await r.close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while ar.ring.inflight and loop.time() < deadline:
+                await asyncio.sleep(0.002)
+            assert ar.ring.inflight == 0
+        return before, _fd_count()
+
+    before, after = run(main)
+    assert after <= before, f"{after - before} fds leaked by cancelled opens"
+
+
+def test_regression_wait_for_open_zero_warns_coroutine_never_awaited(tmp_path):
+    """BUG (issue 13 #11): ``wait_for(aio.open(p), 0)`` cancels the wrapper
+    before it runs, and the coroutine made eagerly by ``aio.open`` was then
+    garbage-collected unawaited: "RuntimeWarning: coroutine ... was never
+    awaited"."""
+    import gc
+    import warnings
+
+    p = tmp_path / "f.txt"
+    p.write_text("x")
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(aio.open(p), 0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(main)
+        gc.collect()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not any("never awaited" in m for m in msgs), msgs

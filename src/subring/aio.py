@@ -58,6 +58,7 @@ import locale
 import os
 import stat as stat_mod
 import struct
+import time
 import weakref
 from typing import Any, AsyncIterator
 
@@ -224,7 +225,11 @@ class AsyncRing:
 
     def _issue_cancels(self) -> None:
         ring = self.ring
-        while self._cancels and ring.inflight < ring.max_inflight and not ring.closed:
+        # Room promised to woken waiters (`_reserved`) is theirs: a cancel
+        # taking it would make their prep fail with RingFullError.  The slot
+        # kept free for cancels (see `_limit`) is never promised.
+        while (self._cancels and not ring.closed
+               and ring.inflight + self._reserved < ring.max_inflight):
             token = self._cancels.popleft()
             try:
                 if token is None:
@@ -273,6 +278,20 @@ class AsyncRing:
         except asyncio.CancelledError:
             if not fut.done() or fut.cancelled():
                 self._cancel_token(token)
+            raise
+
+    async def _await_fd(self, fut: asyncio.Future[int], token: int) -> int:
+        """`_await` for an op whose result is a new fd: a task that gives up
+        never owns it, so it is closed here (completed, result not taken) or
+        by `_FdResult` (completing after the cancellation)."""
+        self._schedule_flush()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if not fut.done() or fut.cancelled():
+                self._cancel_token(token)
+            elif fut.exception() is None:
+                os.close(fut.result())
             raise
 
     def _cancel_token(self, token: int | None) -> None:
@@ -349,8 +368,8 @@ class AsyncRing:
                      dir_fd: int = -100) -> int:
         await self._room()
         fut = self._loop.create_future()
-        return await self._await(fut, self.ring.prep_openat(path, flags, mode, fut,
-                                                            dir_fd=dir_fd))
+        return await self._await_fd(fut, self.ring.prep_openat(path, flags, mode, _FdResult(fut),
+                                                               dir_fd=dir_fd))
 
     async def close(self, fd: int) -> int:
         await self._room()
@@ -397,7 +416,7 @@ class AsyncRing:
         """Accept one connection; returns its fd (non-inheritable)."""
         await self._room()
         fut = self._loop.create_future()
-        return await self._await(fut, self.ring.prep_accept(_fileno(sock), fut))
+        return await self._await_fd(fut, self.ring.prep_accept(_fileno(sock), _FdResult(fut)))
 
     async def connect(self, sock: Any, address: Any) -> None:
         await self._room()
@@ -492,6 +511,9 @@ class AsyncRing:
         close the ring if we own it."""
         if self._closed:
             return
+        if self._loop.is_closed():
+            self._close_without_loop(timeout)
+            return
         ring = self.ring
         deadline = self._loop.time() + timeout
         for w in self._waiters:
@@ -508,16 +530,40 @@ class AsyncRing:
                 await asyncio.sleep(0.001)
         self._finish_close()
 
+    def _close_without_loop(self, timeout: float) -> None:
+        """aclose() once our loop is closed: nothing awaits our futures any
+        more (and none can be resolved), so cancel what is in flight and wait
+        for the final completions on the ring itself, bounded."""
+        ring = self.ring
+        if self._kernel and not ring.closed and ring.inflight:
+            try:
+                ring.prep_cancel(any=True, all=True)
+                ring.submit()
+            except (RingFullError, RingBusyError, OSError):
+                pass     # ring.close() below cancels and waits too
+        deadline = time.monotonic() + timeout
+        while not ring.closed and ring.inflight and time.monotonic() < deadline:
+            ring.submit_and_wait(1, min(0.05, max(0.0, deadline - time.monotonic())))
+            for c in ring.reap():
+                if isinstance(c.user_data, _FdResult) and c.res >= 0:
+                    os.close(c.res)     # an open that finished after all
+        self._finish_close()
+
     def _finish_close(self) -> None:
         """Detach from the loop; fail the futures of ops that never finished;
         close the ring if we own it."""
         ring = self.ring
         self._detach()
         if not ring.closed:
+            loop_open = not self._loop.is_closed()   # (else nobody awaits them)
             for ud in ring._live_user_data():
-                if ud.__class__ is _Future and not ud.done():
+                if not loop_open:
+                    pass
+                elif ud.__class__ is _Future and not ud.done():
                     ud.set_exception(OSError(_ECANCELED, "AsyncRing closed with the op "
                                                          "in flight"))
+                elif isinstance(ud, _FdResult):
+                    ud.abandon()
                 elif isinstance(ud, _Stream):
                     ud._abort()
             if self._own:
@@ -541,6 +587,32 @@ class AsyncRing:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _FdResult:
+    """user_data of an op whose result is a new fd (openat, accept).  If
+    the awaiting task was cancelled, the kernel may still open the file:
+    nobody will ever own that fd, so it is closed here."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[int]) -> None:
+        self.fut = fut
+
+    def __call__(self, c: Any) -> None:      # the op's final completion
+        fut, res = self.fut, c.res
+        if fut.done():
+            if res >= 0:
+                os.close(res)
+        elif res >= 0:
+            fut.set_result(res)
+        else:
+            fut.set_exception(_result(c))
+
+    def abandon(self) -> None:
+        """The ring went away with the op in flight."""
+        if not self.fut.done():
+            self.fut.set_exception(OSError(_ECANCELED, "AsyncRing closed with the op in flight"))
 
 
 class _Stream:
@@ -647,22 +719,36 @@ def _next_group(aring: AsyncRing) -> int:
 
 # -- the default ring of each event loop -------------------------------------------
 
-# loop -> its default ring.  (The ring refers to its loop, so an entry lives
-# until the loop shuts down its async generators -- see _close_at_shutdown.)
-_default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRing] = \
-    weakref.WeakKeyDictionary()
+# loop -> a weak reference to its default ring.  Nothing here holds the ring
+# or the loop strongly: the loop holds the ring (through the eventfd reader it
+# watches), the ring holds the loop.  When the loop closes, it drops its
+# readers, so the ring's last reference goes and the ring is closed at once
+# (its KernelRing closes on deallocation) -- even without
+# ``shutdown_asyncgens()``; and the loop itself can then be collected.
+_default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                    weakref.ref[AsyncRing]] = weakref.WeakKeyDictionary()
 
 
-async def _close_at_shutdown(ar: AsyncRing) -> AsyncIterator[None]:
+async def _close_at_shutdown(ref: weakref.ref[AsyncRing]) -> AsyncIterator[None]:
     """Parked at its yield for the life of the loop.  asyncio registers every
     started async generator with its loop, and ``loop.shutdown_asyncgens()``
     (which ``asyncio.run`` calls; uvloop too) closes them: that runs the
-    finally below, which closes the default ring."""
+    finally below, which closes the default ring (with its ops cancelled and
+    reaped).  It holds the ring weakly, so that it never keeps it alive."""
     try:
         yield
     finally:
-        _default.pop(ar._loop, None)
-        ar._finish_close()
+        ar = ref()
+        if ar is not None:
+            if _current_default(ar._loop) is ar:
+                del _default[ar._loop]
+            ar._finish_close()
+
+
+def _current_default(loop: asyncio.AbstractEventLoop) -> AsyncRing | None:
+    ref = _default.get(loop)
+    ar = ref() if ref is not None else None
+    return None if ar is None or ar._closed else ar
 
 
 def get_ring() -> AsyncRing:
@@ -670,23 +756,25 @@ def get_ring() -> AsyncRing:
     and closed when the loop shuts down its async generators (asyncio.run
     does) or by :func:`close_default_ring`."""
     loop = asyncio.get_running_loop()
-    ar = _default.get(loop)
-    if ar is None or ar._closed:
+    ar = _current_default(loop)
+    if ar is None:
         ar = AsyncRing(KernelRing(256), own=True)
-        keeper = _close_at_shutdown(ar)
+        keeper = _close_at_shutdown(weakref.ref(ar))
         try:
             keeper.asend(None).send(None)   # run to the yield: the loop now tracks it
         except StopIteration:
             pass
         ar._keeper = keeper
-        _default[loop] = ar
+        _default[loop] = weakref.ref(ar)
     return ar
 
 
 async def close_default_ring() -> None:
     """Close the running loop's default ring (optional: it is also closed
     when the loop is garbage-collected)."""
-    ar = _default.pop(asyncio.get_running_loop(), None)
+    loop = asyncio.get_running_loop()
+    ar = _current_default(loop)
+    _default.pop(loop, None)
     if ar is not None:
         await ar.aclose()
         keeper = getattr(ar, "_keeper", None)
@@ -1106,15 +1194,18 @@ async def open(file: Any, mode: str = "r", buffering: int = -1, encoding: str | 
 class _Opener:
     """Makes ``async with open(...)`` work without a second await."""
 
-    def __init__(self, coro: Any) -> None:
-        self._coro = coro
+    # The coroutine is made when awaited, not before: an _Opener dropped
+    # unawaited (``wait_for(open(p), 0)`` cancels it before it runs) must not
+    # leave a never-awaited coroutine behind.
+    def __init__(self, *args: Any) -> None:
+        self._args = args
         self._file: AsyncFile | None = None
 
     def __await__(self) -> Any:
-        return self._coro.__await__()
+        return _open(*self._args).__await__()
 
     async def __aenter__(self) -> AsyncFile:
-        self._file = await self._coro
+        self._file = await _open(*self._args)
         return self._file
 
     async def __aexit__(self, *exc: object) -> None:
@@ -1147,7 +1238,7 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
 def _open_wrapper(file: Any, mode: str = "r", buffering: int = -1, encoding: str | None = None,
                   errors: str | None = None, newline: str | None = None, *,
                   ring: AsyncRing | None = None) -> _Opener:
-    return _Opener(_open(file, mode, encoding, errors, newline, ring))
+    return _Opener(file, mode, encoding, errors, newline, ring)
 
 
 _open_wrapper.__doc__ = open.__doc__
