@@ -444,9 +444,9 @@ def test_regression_default_ring_not_closed_when_loop_collected():
         assert _fds() <= before
     finally:
         if ar is not None and not ar.ring.closed:      # clean up after the bug
-            for k, v in list(aio._default.items()):
+            for k, v in list(aio.default._default.items()):
                 if v() is ar:
-                    del aio._default[k]
+                    del aio.default._default[k]
             ar.ring.close()
 
 
