@@ -33,7 +33,9 @@ from . import textcodec
 
 __all__ = ["AsyncFile", "CHUNK", "PIECE", "THREAD_READ"]
 
-CHUNK = 1 << 17          # read-ahead per fill when reading lines or small pieces
+CHUNK = 1 << 17          # read-ahead per fill for small reads
+LINE_FILL = 1 << 20      # read-ahead per fill when reading lines (fewer loop round trips)
+BATCH = 1 << 17          # lines are split and decoded this many bytes at a time (cache-sized)
 PIECE = 1 << 20          # the most one ring read or write moves per await
 THREAD_READ = 8 << 20    # read() of this many bytes or more: os.pread on a thread
 
@@ -73,6 +75,7 @@ class AsyncFile:
         self._bstart = 0                   # where the batch began in _rbuf
         self._bdec: Any = None             # raw line -> line (None: binary)
         self._codec: textcodec.Codec | None = None
+        self._scratch: bytearray | None = None   # what _fill reads into
         if not binary:
             import codecs
             import locale
@@ -116,8 +119,10 @@ class AsyncFile:
         """Fold the untaken lines of the batch back into the byte buffer."""
         lines = self._blines
         if lines:
-            used = len(lines) - length_hint(self._it)
-            self._rpos = self._bstart + (sum(map(len, lines[:used])) if used else 0)
+            left = length_hint(self._it)
+            if left:             # (all taken: _rpos is the batch's end already)
+                used = len(lines) - left
+                self._rpos = self._bstart + sum(map(len, lines[:used]))
             lines.clear()                   # ends any iterator still over it
             self._blines = []
             self._it = iter(self._blines)
@@ -140,18 +145,28 @@ class AsyncFile:
             del self._rbuf[:self._rpos]
             self._scan = max(0, self._scan - self._rpos)
             self._rpos = 0
-        data = await self._ring.read(self._fd, min(n, PIECE), self._pos)
-        self._pos += len(data)
-        self._rbuf += data
-        return len(data)
+        n = min(n, PIECE)
+        scratch = self._scratch
+        if scratch is None or len(scratch) < n:
+            scratch = self._scratch = bytearray(max(n, CHUNK))
+        try:
+            got = await self._ring.readinto(self._fd, memoryview(scratch)[:n], self._pos)
+        except BaseException:
+            self._scratch = None     # a cancelled read may still land in it: never reuse
+            raise
+        self._pos += got
+        with memoryview(scratch) as mv:
+            self._rbuf += mv[:got]
+        return got
 
     # -- text: codec, lines ------------------------------------------------------------
 
     async def _text_codec(self) -> textcodec.Codec:
         """The codec; at position 0, settle it from a byte-order mark (and
         skip the mark)."""
-        if self._codec is None or self._logical() == 0:
-            if self._logical() == 0:
+        at_start = self._logical() == 0
+        if self._codec is None or at_start:
+            if at_start:
                 while len(self._rbuf) - self._rpos < 4 and await self._fill(CHUNK):
                     pass
                 head = bytes(self._rbuf[self._rpos:self._rpos + 4])
@@ -163,30 +178,38 @@ class AsyncFile:
         return self._codec
 
     def _cut(self, eof: bool) -> int:
-        """End of the last whole line in the buffer (all of it at EOF), or -1."""
-        buf, rpos, end = self._rbuf, self._rpos, len(self._rbuf)
-        if eof:
-            return end if end > rpos else -1
-        codec = self._codec
-        start = max(rpos, self._scan - 4)
-        nl = self._newline
+        """End of the batch to make: the last line end within BATCH bytes
+        (further for a longer line), all of the rest at end of file, or -1."""
+        rpos, full = self._rpos, len(self._rbuf)
+        if rpos >= full:
+            return -1
+        end = min(full, rpos + BATCH)
+        cut = self._last_end(max(rpos, self._scan - 4), end, eof and end == full)
+        if cut < 0 and end < full:
+            cut = self._last_end(max(max(end, self._scan) - 4, rpos), full, eof)
+        if cut < 0:
+            if eof:
+                return full
+            self._scan = full
+        return cut
+
+    def _last_end(self, start: int, end: int, final: bool) -> int:
+        """Offset after the last line end in _rbuf[start:end], or -1.  A \r
+        just before ``end`` may be half of \r\n: it counts only if ``final``."""
+        buf, codec, nl = self._rbuf, self._codec, self._newline
         if codec is None:                                    # binary
             i = buf.rfind(b"\n", start, end)
-            cut = i + 1 if i >= 0 else -1
-        elif nl in (None, ""):
+            return i + 1 if i >= 0 else -1
+        if nl in (None, ""):
             i = codec.rfind(buf, codec.nl, start, end)
             j = codec.rfind(buf, codec.cr, start, end)
-            if j >= 0 and j + codec.unit == end:            # \r last: maybe \r\n
+            if j >= 0 and j + codec.unit == end and not final:
                 j = codec.rfind(buf, codec.cr, start, j)
             k = max(i, j)
-            cut = k + codec.unit if k >= 0 else -1
-        else:
-            sep = codec.nl if nl == "\n" else nl.encode(codec.name)
-            i = codec.rfind(buf, sep, start, end)
-            cut = i + len(sep) if i >= 0 else -1
-        if cut < 0:
-            self._scan = end
-        return cut
+            return k + codec.unit if k >= 0 else -1
+        sep = codec.nl if nl == "\n" else nl.encode(codec.name)
+        i = codec.rfind(buf, sep, start, end)
+        return i + len(sep) if i >= 0 else -1
 
     def _make_batch(self, cut: int) -> None:
         rpos = self._rpos
@@ -224,7 +247,7 @@ class AsyncFile:
             if eof:
                 return b"" if self._binary else ""
             # long lines: read more per round (the search resumes at _scan)
-            eof = not await self._fill(max(CHUNK, len(self._rbuf) - self._rpos))
+            eof = not await self._fill(max(LINE_FILL, len(self._rbuf) - self._rpos))
 
     async def _iter_lines(self) -> Any:
         while True:
