@@ -889,3 +889,362 @@ def test_regression_wait_for_open_zero_warns_coroutine_never_awaited(tmp_path):
         gc.collect()
     msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert not any("never awaited" in m for m in msgs), msgs
+
+
+# ---------------------------------------------------------------------------
+# issue 11: speed properties, errors, the missing pieces of the file API
+# ---------------------------------------------------------------------------
+
+from subring.aio import files as _files  # noqa: E402
+
+
+def _ring_ops() -> int:
+    return aio.get_ring().ring.statistics().submitted
+
+
+def test_regression_readline_quadratic_in_line_length(tmp_path):
+    """BUG (issue 11): readline() appended 64 KiB per round and searched the
+    whole buffer again from the start (a 64 MiB line took 30 s).  Now each
+    round reads more and searches only the new bytes: a 24 MiB line takes a
+    number of ring reads proportional to its length, and matches built-in."""
+    line = "é" * (6 << 20) + "x" * 99 + "\r\n"         # ~12 MiB UTF-8 ... x2 below
+    p = tmp_path / "long.txt"
+    p.write_bytes((line * 2).encode())
+    with open(p, newline=None) as f:
+        ref = [f.readline(), f.readline(), f.readline()]
+
+    async def main():
+        async with aio.open(p) as f:
+            before = _ring_ops()
+            got = [await f.readline(), await f.readline(), await f.readline()]
+            return got, _ring_ops() - before
+
+    got, ops = run(main)
+    assert got == ref
+    assert ops <= 2 * p.stat().st_size // _files.PIECE + 4, ops
+
+
+def test_regression_line_iteration_per_line_awaits(tmp_path):
+    """BUG (issue 11): line iteration cost one readline() (and its buffer
+    search) per line, ~30x built-in.  Lines are now cut and decoded in bulk:
+    iterating 20,000 lines takes a handful of ring reads, and every line,
+    and the position after breaking out, match built-in."""
+    lines = [f"{i} " + "é" * (i % 7) + "z" * (i % 90) + ("\r\n" if i % 5 else "\n")
+             for i in range(20000)]
+    p = tmp_path / "many.txt"
+    p.write_bytes("".join(lines).encode())
+    with open(p) as f:
+        ref = list(f)
+    with open(p, "rb") as f:
+        ref_b = list(f)
+
+    async def main():
+        async with aio.open(p) as f:
+            before = _ring_ops()
+            got = [line async for line in f]
+            ops = _ring_ops() - before
+        async with aio.open(p, "rb") as f:
+            got_b = [line async for line in f]
+        async with aio.open(p, "rb") as f:
+            n = 0
+            async for _ in f:
+                n += 1
+                if n == 1234:
+                    break
+            pos = await f.tell()
+            nxt = await f.readline()
+        return got, ops, got_b, pos, nxt
+
+    got, ops, got_b, pos, nxt = run(main)
+    assert got == ref and got_b == ref_b
+    assert ops <= p.stat().st_size // _files.BATCH + 4, ops
+    assert pos == sum(map(len, ref_b[:1234])) and nxt == ref_b[1234]
+
+
+def test_line_batches_split_crlf_and_multibyte_at_every_boundary(tmp_path):
+    """A \\r\\n or a multi-byte character straddling BATCH or LINE_FILL
+    boundaries, in every newline mode, text and binary."""
+    for cut in (_files.BATCH, _files.LINE_FILL, _files.BATCH * 3 + 1):
+        raw = bytearray(b"a" * (cut - 1) + b"\r\n")
+        raw += b"b" * (cut - 3) + "é".encode() + b"\r" + b"c\n" * 7 + b"\r"
+        p = tmp_path / f"b{cut}.txt"
+        p.write_bytes(bytes(raw))
+        for newline in (None, "", "\n", "\r", "\r\n"):
+            with open(p, newline=newline, encoding="utf-8") as f:
+                ref = list(f)
+
+            async def main(newline=newline):
+                async with aio.open(p, newline=newline, encoding="utf-8") as f:
+                    return [line async for line in f]
+
+            assert run(main) == ref, (cut, newline)
+
+
+def test_regression_large_read_stalls_loop(tmp_path):
+    """BUG (issue 11): one await of a 100 MiB read() held the loop for the
+    whole copy (~200 ms).  Large reads are now split: other tasks run while
+    a big read(), readinto() or text read() is in progress."""
+    data = os.urandom(_files.THREAD_READ + 3 * _files.PIECE + 5)
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+
+    async def main():
+        ticks = 0
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        out = []
+        for what in ("read", "readinto", "pieces"):
+            async with aio.open(p, "rb") as f:
+                t = asyncio.ensure_future(ticker())
+                await asyncio.sleep(0)
+                ticks = 0
+                if what == "read":
+                    got = await f.read()
+                elif what == "readinto":
+                    buf = bytearray(len(data))
+                    got = bytes(buf[:await f.readinto(buf)])
+                else:
+                    got = await f.read(_files.THREAD_READ - 1)      # ring pieces
+                done = True
+                await t
+                done = False
+                out.append((got == data[:len(got)], len(got), ticks))
+        return out
+
+    for same, n, ticks in run(main):
+        assert same and n >= _files.THREAD_READ - 1
+        assert ticks >= 3, f"the loop ran {ticks} times during the read"
+
+
+def test_regression_errors_do_not_name_the_file(tmp_path):
+    """BUG (issue 11): errors from aio.open and the helpers had filename None
+    and text like 'openat: No such file or directory'; they now match the
+    built-in functions' errors (type, errno, filename, message)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    cases = [("open", ("nope",), lambda: open("nope")),
+             ("open", ("d",), lambda: open("d")),
+             ("open", ("f", "x"), lambda: open("f", "x")),
+             ("stat", ("nope",), lambda: os.stat("nope")),
+             ("unlink", ("nope",), lambda: os.unlink("nope")),
+             ("rmdir", ("f",), lambda: os.rmdir("f")),
+             ("mkdir", ("d",), lambda: os.mkdir("d")),
+             ("rename", ("nope", "other"), lambda: os.rename("nope", "other"))]
+    try:
+        for name, args, builtin in cases:
+            with pytest.raises(OSError) as ref:
+                builtin()
+
+            async def main(name=name, args=args):
+                with pytest.raises(OSError) as got:
+                    r = getattr(aio, name)(*args)
+                    await r
+                return got.value
+
+            got = run(main)
+            r = ref.value
+            assert (type(got), got.errno, got.filename, got.filename2, str(got)) == \
+                (type(r), r.errno, r.filename, r.filename2, str(r)), name
+    finally:
+        os.chdir(cwd)
+
+
+def test_readline_size_and_readlines_hint_match_builtin(tmp_path):
+    text = "héllo wörld\r\nsecond\n\nthird line here\rfourth"
+    p = tmp_path / "t.txt"
+    p.write_bytes(text.encode())
+    for mode in ("r", "rb"):
+        for sizes in ([3, 4, 100, 0, 2, -1, 5], [1] * 40, [None, 7, 7]):
+            with open(p, mode) as f:
+                ref = [f.readline(s) if s is not None else f.readline() for s in sizes]
+                ref.append(f.tell())
+
+            async def main(mode=mode, sizes=sizes):
+                async with aio.open(p, mode) as f:
+                    out = [await f.readline(s) if s is not None else await f.readline()
+                           for s in sizes]
+                    out.append(await f.tell())
+                    return out
+
+            got = run(main)
+            assert got[:-1] == ref[:-1], (mode, sizes)
+            if mode == "rb":
+                assert got[-1] == ref[-1]
+        for hint in (-1, 0, 1, 12, 13, 30, 1000):
+            with open(p, mode) as f:
+                ref = f.readlines(hint)
+
+            async def main(mode=mode, hint=hint):
+                async with aio.open(p, mode) as f:
+                    return await f.readlines(hint)
+
+            assert run(main) == ref, (mode, hint)
+
+
+def test_open_int_fd_closefd_opener(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_text("abc\n")
+
+    async def main():
+        fd = os.open(p, os.O_RDWR)
+        os.lseek(fd, 1, os.SEEK_SET)
+        async with aio.open(fd, "r+", closefd=False) as f:
+            assert f.name == fd
+            assert await f.read() == "bc\n"
+            await f.write("d")
+        os.fstat(fd)                                      # still open
+        async with aio.open(fd, "rb") as f:
+            await f.seek(0)
+            assert await f.read() == b"abc\nd"
+        with pytest.raises(OSError):
+            os.fstat(fd)                                  # closed with the file
+        with pytest.raises(ValueError):
+            await aio.open(p, closefd=False)
+        opened = []
+
+        def opener(path, flags):
+            opened.append(path)
+            return os.open(path, flags)
+
+        async with aio.open(p, opener=opener) as f:
+            assert await f.read() == "abc\nd"
+        assert opened == [p]
+
+    run(main)
+
+
+def test_peek_detach_readall_read1(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0123456789" * 1000)
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            assert await f.read(3) == b"012"
+            peeked = await f.peek()
+            assert peeked.startswith(b"3456") and await f.tell() == 3
+            assert await f.read1(2) == b"34"
+            assert await f.readall() == (b"0123456789" * 1000)[5:]
+        f = await aio.open(p)
+        assert await f.read(4) == "0123"
+        b = f.detach()
+        with pytest.raises(ValueError):
+            await f.read()
+        assert isinstance(b, aio.AsyncFile) and "b" in b.mode
+        assert await b.read(2) == b"45"                  # the position carries over
+        with pytest.raises(io.UnsupportedOperation):
+            await (await aio.open(p)).peek()
+        raw = b.detach()
+        assert isinstance(raw, io.FileIO) and raw.read(2) == b"67"
+        raw.close()
+
+    run(main)
+
+
+def test_regression_fileno_after_close_returns_stale_fd(tmp_path):
+    """BUG (issue 11): fileno() after close() returned the old number."""
+    p = tmp_path / "f"
+    p.write_text("x")
+
+    async def main():
+        f = await aio.open(p)
+        await f.close()
+        with pytest.raises(ValueError):
+            f.fileno()
+
+    run(main)
+
+
+def test_regression_text_seek_negative_raises_oserror(tmp_path):
+    """BUG (issue 11): text seek(-1) raised OSError; built-in: ValueError
+    (binary files: OSError EINVAL, as built-in)."""
+    p = tmp_path / "f"
+    p.write_text("xyz")
+    with open(p) as f, pytest.raises(ValueError) as ref:
+        f.seek(-1)
+    with open(p, "rb") as f, pytest.raises(OSError) as ref_b:
+        f.seek(-1)
+
+    async def main():
+        async with aio.open(p) as f:
+            with pytest.raises(ValueError) as got:
+                await f.seek(-1)
+        async with aio.open(p, "rb") as f:
+            with pytest.raises(OSError) as got_b:
+                await f.seek(-1)
+        return got.value, got_b.value
+
+    got, got_b = run(main)
+    assert str(got) == str(ref.value)
+    assert got_b.errno == ref_b.value.errno
+
+
+def test_regression_text_buffering_zero_accepted(tmp_path):
+    """BUG (issue 11): buffering=0 in text mode was accepted; built-in
+    raises ValueError."""
+    p = tmp_path / "f"
+    p.write_text("x")
+    with pytest.raises(ValueError) as ref:
+        open(p, "r", buffering=0)
+
+    async def main():
+        with pytest.raises(ValueError) as got:
+            await aio.open(p, "r", buffering=0)
+        async with aio.open(p, "rb", buffering=0) as f:       # binary: fine
+            assert await f.read() == b"x"
+        return got.value
+
+    assert str(run(main)) == str(ref.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-8-sig", "utf-8", "cp1252"])
+def test_regression_utf16_utf8sig_reading_refused(tmp_path, encoding):
+    """BUG (issue 11): reading UTF-16 or UTF-8-with-BOM text was refused at
+    open time.  Now read, readline, iteration, read(n) and tell/seek match
+    built-in in every newline mode."""
+    text = "ab\r\ncd€\n\ré\r\nlast" if encoding != "cp1252" else "ab\r\ncd€\n\rX\r\nlast"
+    p = tmp_path / "t.txt"
+    p.write_bytes(text.encode(encoding))
+    for newline in (None, "", "\n", "\r\n"):
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref = (f.read(), )
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref += (list(f), )
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref += (f.read(3), f.read(2), f.readline(), f.read())
+
+        async def main(newline=newline):
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out = (await f.read(), )
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out += ([line async for line in f], )
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out += (await f.read(3), await f.read(2), await f.readline(), await f.read())
+                await f.seek(0)
+                again = await f.read()
+            return out, again
+
+        got, again = run(main)
+        assert got == ref, (encoding, newline)
+        assert again == ref[0]
+
+
+def test_stateful_encoding_refused_for_reading(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes("abc".encode("utf-7"))
+
+    async def main():
+        with pytest.raises(ValueError, match="utf-7"):
+            await aio.open(p, encoding="utf-7")
+        async with aio.open(p, "w", encoding="utf-7") as f:     # writing is fine
+            await f.write("x+y")
+
+    run(main)

@@ -196,19 +196,19 @@ class AsyncFile:
     def _last_end(self, start: int, end: int, final: bool) -> int:
         """Offset after the last line end in _rbuf[start:end], or -1.  A \r
         just before ``end`` may be half of \r\n: it counts only if ``final``."""
-        buf, codec, nl = self._rbuf, self._codec, self._newline
+        buf, codec, nl, base = self._rbuf, self._codec, self._newline, self._rpos
         if codec is None:                                    # binary
             i = buf.rfind(b"\n", start, end)
             return i + 1 if i >= 0 else -1
         if nl in (None, ""):
-            i = codec.rfind(buf, codec.nl, start, end)
-            j = codec.rfind(buf, codec.cr, start, end)
+            i = codec.rfind(buf, codec.nl, start, end, base)
+            j = codec.rfind(buf, codec.cr, start, end, base)
             if j >= 0 and j + codec.unit == end and not final:
-                j = codec.rfind(buf, codec.cr, start, j)
+                j = codec.rfind(buf, codec.cr, start, j, base)
             k = max(i, j)
             return k + codec.unit if k >= 0 else -1
         sep = codec.nl if nl == "\n" else nl.encode(codec.name)
-        i = codec.rfind(buf, sep, start, end)
+        i = codec.rfind(buf, sep, start, end, base)
         return i + len(sep) if i >= 0 else -1
 
     def _make_batch(self, cut: int) -> None:
@@ -304,14 +304,14 @@ class AsyncFile:
         return line
 
     async def readlines(self, hint: int | None = -1) -> list[Any]:
-        """Lines until their total size reaches ``hint`` (all if ``hint <= 0``)."""
+        """Lines until their total size exceeds ``hint`` (all if ``hint <= 0``)."""
         out: list[Any] = []
         total = 0
         limit = hint if hint is not None and hint > 0 else None
         async for line in self:
             out.append(line)
             total += len(line)
-            if limit is not None and total >= limit:
+            if limit is not None and total > limit:
                 break
         return out
 

@@ -48,30 +48,15 @@ class Codec:
         dec = codecs.getincrementaldecoder(self.name)(self.errors)
         return io.IncrementalNewlineDecoder(dec, translate) if translate else dec
 
-    def find(self, buf: Any, sub: bytes, start: int, end: int) -> int:
-        """``buf.find(sub, start, end)`` at a code-unit boundary (counted
-        from ``start``, which is one), or -1."""
-        if self.unit == 1:
-            return buf.find(sub, start, end)
-        return self._find_aligned(buf, sub, start, start, end)
-
-    def _find_aligned(self, buf: Any, sub: bytes, base: int, at: int, end: int) -> int:
+    def rfind(self, buf: Any, sub: bytes, start: int, end: int, base: int) -> int:
+        """``buf.rfind(sub, start, end)`` at a code-unit boundary (counted
+        from ``base``, which is one), or -1."""
         unit = self.unit
-        while at < end:
-            i = buf.find(sub, at, end)
-            if i < 0:
-                return -1
-            if (i - base) % unit == 0:
-                return i
-            at = i + 1
-        return -1
-
-    def rfind(self, buf: Any, sub: bytes, start: int, end: int) -> int:
-        """``buf.rfind(sub, start, end)`` at a code-unit boundary, or -1."""
-        unit = self.unit
+        if unit == 1:
+            return buf.rfind(sub, start, end)
         while end > start:
             i = buf.rfind(sub, start, end)
-            if i < 0 or unit == 1 or (i - start) % unit == 0:
+            if i < 0 or (i - base) % unit == 0:
                 return i
             end = i + len(sub) - 1
         return -1
