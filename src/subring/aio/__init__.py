@@ -54,6 +54,7 @@ from .opening import open
 from .os import mkdir, rename, rmdir, stat, unlink
 from .ring import AsyncRing, AsyncRingStatistics
 
+# (the submodules os, ospath and tempfile are attributes, not star-exported:
+# ``from subring.aio import *`` must not shadow the standard os module)
 __all__ = ["AsyncRing", "AsyncRingStatistics", "AsyncFile", "open", "get_ring",
-           "close_default_ring", "stat", "unlink", "rename", "mkdir", "rmdir",
-           "os", "ospath", "tempfile"]
+           "close_default_ring", "stat", "unlink", "rename", "mkdir", "rmdir"]
