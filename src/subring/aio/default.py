@@ -40,16 +40,16 @@ async def _close_at_shutdown(ref: weakref.ref[AsyncRing]) -> AsyncIterator[None]
     finally:
         ar = ref()
         if ar is not None:
-            loop = ar._loop
+            loop = ar.loop
             if _current(loop) is ar:
                 del _default[loop]
-            ar._finish_close()
+            ar.close_now()
 
 
 def _current(loop: asyncio.AbstractEventLoop) -> AsyncRing | None:
     ref = _default.get(loop)
     ar = ref() if ref is not None else None
-    return None if ar is None or ar._closed else ar
+    return None if ar is None or ar.closed else ar
 
 
 def get_ring() -> AsyncRing:

@@ -54,7 +54,7 @@ class AsyncFile:
 
     def __init__(self, aring: Any, fd: int, name: Any, mode: str, binary: bool,
                  encoding: str | None, errors: str | None, newline: str | None,
-                 append: bool, closefd: bool = True) -> None:
+                 append: bool, closefd: bool = True, position: int = 0) -> None:
         self._closed = True       # (until constructed: __del__ must not close fd)
         self._ring = aring
         self._fd = fd
@@ -66,7 +66,7 @@ class AsyncFile:
         self._writable = "r" not in mode or "+" in mode
         self._append = append
         self._newline = newline
-        self._pos = 0                      # file offset of the end of _rbuf
+        self._pos = position               # file offset of the end of _rbuf
         self._rbuf = bytearray()           # read-ahead
         self._rpos = 0                     # consumed up to here
         self._scan = 0                     # no line end in _rbuf[_rpos:_scan]
@@ -291,7 +291,7 @@ class AsyncFile:
         if self._binary:
             if 0 <= size < len(raw):
                 self._collapse()
-                self._rpos -= len(raw) - size
+                self._rpos = self._scan = self._rpos - (len(raw) - size)
                 return raw[:size]
             return raw
         line = self._bdec(raw)
@@ -643,12 +643,12 @@ class AsyncFile:
             if self._append and self._readable:
                 raw_mode = "a+"
             return io.FileIO(self._fd, raw_mode, closefd=self._closefd)
-        binary = AsyncFile(self._ring, self._fd, self.name, self.mode.replace("t", "") + "b",
-                           True, None, None, None, self._append, self._closefd)
-        binary._pos = pos
-        return binary
+        return AsyncFile(self._ring, self._fd, self.name, self.mode.replace("t", "") + "b",
+                         True, None, None, None, self._append, self._closefd, pos)
 
-    _on_close: Any = None       # (a named temporary file removes itself)
+    on_close: Any = None
+    """A callable run once the file is closed (a named temporary file
+    removes itself with it), or None."""
 
     async def close(self) -> None:
         """Close the file (its fd too, unless opened with ``closefd=False``)."""
@@ -660,8 +660,8 @@ class AsyncFile:
             if self._closefd:
                 await self._ring.close(self._fd)
         finally:
-            if self._on_close is not None:
-                self._on_close()
+            if self.on_close is not None:
+                self.on_close()
 
     async def __aenter__(self) -> AsyncFile:
         return self

@@ -62,12 +62,14 @@ async def _open(file: Any, mode: str, buffering: int, encoding: str | None,
         st = os.fstat(fd)
         if stat_mod.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
-        f = AsyncFile(aring, fd, file, mode, binary, encoding, errors, newline, append,
-                      closefd)
         if append:
-            f._pos = os.lseek(fd, 0, os.SEEK_END)
+            pos = os.lseek(fd, 0, os.SEEK_END)
         elif isinstance(file, int) or opener is not None:
-            f._pos = os.lseek(fd, 0, os.SEEK_CUR)
+            pos = os.lseek(fd, 0, os.SEEK_CUR)
+        else:
+            pos = 0
+        f = AsyncFile(aring, fd, file, mode, binary, encoding, errors, newline, append,
+                      closefd, pos)
     except BaseException:
         if closefd:
             os.close(fd)

@@ -75,12 +75,7 @@ async def rmdir(path: Any, *, dir_fd: int | None = None) -> None:
 async def rename(src: Any, dst: Any, *, src_dir_fd: int | None = None,
                  dst_dir_fd: int | None = None) -> None:
     """``os.rename`` through the ring (renameat)."""
-    ar = get_ring()
-    if src_dir_fd is None and dst_dir_fd is None:
-        await ar.rename(src, dst)
-    else:
-        await ar._op(ar.ring.prep_renameat, src, dst, old_dir_fd=_dir(src_dir_fd),
-                     new_dir_fd=_dir(dst_dir_fd), filename=src, filename2=dst)
+    await get_ring().rename(src, dst, old_dir_fd=_dir(src_dir_fd), new_dir_fd=_dir(dst_dir_fd))
 
 
 replace = rename       # (on POSIX, os.replace and os.rename are the same call)

@@ -26,7 +26,7 @@ import dataclasses
 import errno
 import os
 import time
-from typing import Any
+from typing import Any, Coroutine
 
 from ..errors import RingBusyError, RingFullError
 from ..kernel import KernelRing, Statx
@@ -92,6 +92,21 @@ class FdResult:
             self.fut.set_exception(OSError(_ECANCELED, "AsyncRing closed with the op in flight"))
 
 
+class FdPrep:
+    """Wraps a ``prep_*`` method whose op makes a new fd (openat, accept):
+    its user_data becomes an :class:`FdResult`, so that the fd is closed if
+    the awaiting task gave up."""
+
+    __slots__ = ("prep",)
+
+    def __init__(self, prep: Any) -> None:
+        self.prep = prep
+
+    def __call__(self, *args: Any, **kw: Any) -> int:
+        *args, fut = args
+        return self.prep(*args, FdResult(fut), **kw)
+
+
 class AsyncRing:
     """An asyncio face for a ring (a ``KernelRing``, a ``SubsystemClient``,
     or anything with the same verbs).
@@ -145,6 +160,32 @@ class AsyncRing:
         if self._sock_fd >= 0:
             self._loop.add_reader(self._sock_fd, self._on_peer_event)
         self._loop.add_reader(self._efd, self._on_eventfd)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this adapter belongs to."""
+        return self._loop
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` (or :meth:`close_now`) ran."""
+        return self._closed
+
+    def flush_soon(self) -> None:
+        """Have SQEs prepared directly on ``self.ring`` submitted in this loop
+        iteration's flush (the verbs do this themselves)."""
+        self._schedule_flush()
+
+    def cancel(self, token: int) -> None:
+        """Ask the ring to cancel op ``token`` (a no-op for rings whose ops
+        cannot be recalled); its final completion still comes."""
+        self._cancel_token(token)
+
+    def close_now(self) -> None:
+        """Close without waiting: detach from the loop, fail the futures of
+        ops still in flight, close the ring if owned (its close cancels and
+        reaps them).  :meth:`aclose` is the graceful way."""
+        self._finish_close()
 
     def statistics(self) -> AsyncRingStatistics:
         """Counters and the current queue lengths (a frozen snapshot)."""
@@ -292,19 +333,19 @@ class AsyncRing:
         if self._closed:
             raise RuntimeError("AsyncRing is closed")
 
-    async def _op(self, prep: Any, *args: Any, fd_result: bool = False,
-                  filename: Any = None, filename2: Any = None, **kw: Any) -> Any:
+    async def _op(self, prep: Any, *args: Any, **kw: Any) -> Any:
         """The one op helper: wait for room, prepare one SQE whose user_data
         is a future, have it flushed, await it.  If the task is cancelled,
         the op is cancelled (its buffers stay pinned until its final
-        completion).  ``fd_result``: the result is a new fd, closed if the
-        task gives up.  ``filename``/``filename2`` go into an OSError the
-        way the built-in functions put them there."""
+        completion).  ``prep`` is a ``ring.prep_*`` method (or an
+        :class:`FdPrep`), called with ``*args``, the future as the next
+        positional argument (user_data: callers pass every positional
+        argument before it), and ``**kw``."""
         if (self._closed or self._waiters or self.ring.inflight + self._reserved
                 + len(self._cancels) >= self._limit):
             await self._room()
         fut = self._loop.create_future()
-        token = prep(*args, user_data=FdResult(fut) if fd_result else fut, **kw)
+        token = prep(*args, fut, **kw)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -313,14 +354,19 @@ class AsyncRing:
         except asyncio.CancelledError:
             if not fut.done() or fut.cancelled():
                 self._cancel_token(token)
-            elif fd_result and fut.exception() is None:
-                os.close(fut.result())    # completed, but the task gave up
+            elif prep.__class__ is FdPrep and fut.exception() is None:
+                os.close(fut.result())    # a new fd, completed, but the task gave up
             raise
+
+    async def _named_op(self, names: tuple[Any, ...], prep: Any, *args: Any,
+                        **kw: Any) -> Any:
+        """``_op`` for a path op: an OSError names the file(s) the way the
+        built-in functions do (``filename``, ``filename2``, the message)."""
+        try:
+            return await self._op(prep, *args, **kw)
         except OSError as e:
-            if filename is None:
-                raise
-            args2 = (filename,) if filename2 is None else (filename, None, filename2)
-            raise OSError(e.errno, os.strerror(e.errno), *args2) from None
+            extra = names if len(names) == 1 else (names[0], None, names[1])
+            raise OSError(e.errno, os.strerror(e.errno), *extra) from None
 
     def _cancel_token(self, token: int | None) -> None:
         """Ask the ring to cancel op `token` (None: every op).  Without a
@@ -400,8 +446,8 @@ class AsyncRing:
     async def openat(self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o644, *,
                      dir_fd: int = -100) -> int:
         """Open ``path``; returns the fd (closed again if the task is cancelled)."""
-        return await self._op(self.ring.prep_openat, path, flags, mode, dir_fd=dir_fd,
-                              fd_result=True, filename=path)
+        return await self._named_op((path,), FdPrep(self.ring.prep_openat), path, flags, mode,
+                                    dir_fd=dir_fd)
 
     async def close(self, fd: int) -> int:
         """Close ``fd`` through the ring."""
@@ -410,23 +456,24 @@ class AsyncRing:
     async def statx(self, path: Any, *, dir_fd: int = -100, at_flags: int = 0) -> Statx:
         """statx(2) of ``path``: a :class:`~subring.Statx`."""
         buf = Statx()
-        await self._op(self.ring.prep_statx, path, buf, dir_fd=dir_fd, at_flags=at_flags,
-                       filename=path)
+        await self._named_op((path,), self.ring.prep_statx, path, buf, dir_fd=dir_fd,
+                             at_flags=at_flags)
         return buf
 
     async def unlink(self, path: Any, *, rmdir: bool = False, dir_fd: int = -100) -> int:
         """Remove a file (``rmdir=True``: an empty directory)."""
-        return await self._op(self.ring.prep_unlinkat, path, dir_fd=dir_fd, rmdir=rmdir,
-                              filename=path)
+        return await self._named_op((path,), self.ring.prep_unlinkat, path, dir_fd=dir_fd,
+                                    rmdir=rmdir)
 
-    async def rename(self, old: Any, new: Any) -> int:
+    async def rename(self, old: Any, new: Any, *, old_dir_fd: int = -100,
+                     new_dir_fd: int = -100) -> int:
         """Rename ``old`` to ``new`` (replacing it, like ``os.replace``)."""
-        return await self._op(self.ring.prep_renameat, old, new, filename=old, filename2=new)
+        return await self._named_op((old, new), self.ring.prep_renameat, old, new,
+                                    old_dir_fd=old_dir_fd, new_dir_fd=new_dir_fd)
 
     async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int = -100) -> int:
         """Make a directory."""
-        return await self._op(self.ring.prep_mkdirat, path, mode, dir_fd=dir_fd,
-                              filename=path)
+        return await self._named_op((path,), self.ring.prep_mkdirat, path, mode, dir_fd=dir_fd)
 
     async def sleep(self, seconds: float) -> None:
         """A kernel timeout (mostly useful to test cancellation)."""
@@ -440,7 +487,7 @@ class AsyncRing:
 
     async def accept(self, sock: Any) -> int:
         """Accept one connection; returns its fd (non-inheritable)."""
-        return await self._op(self.ring.prep_accept, _fileno(sock), fd_result=True)
+        return await self._op(FdPrep(self.ring.prep_accept), _fileno(sock))
 
     async def connect(self, sock: Any, address: Any) -> None:
         """Connect ``sock`` to ``address``."""
@@ -476,15 +523,19 @@ class AsyncRing:
 
     # -- subsystems ---------------------------------------------------------------
 
-    async def call(self, op: str | int, data: Any = None, arg0: int = 0, arg1: int = 0) -> Any:
-        """Run a subsystem op: returns its int result or bytes; raises OSError."""
+    def call(self, op: str | int, data: Any = None, arg0: int = 0,
+             arg1: int = 0) -> Coroutine[Any, Any, Any]:
+        """Run a subsystem op: ``await ring.call(...)`` returns its int
+        result or bytes; raises OSError.  (A plain method returning the op's
+        coroutine -- one coroutine layer less on the subsystem hot path; an
+        unknown op name raises KeyError at once.)"""
         if op.__class__ is str:
             index = self._ops.get(op)         # type: ignore[call-overload]
             if index is None:
                 index = self.ring.op_index(op)     # raises the helpful KeyError
         else:
             index = op
-        return await self._op(self.ring.prep_call, index, data, arg0, arg1)
+        return self._op(self.ring.prep_call, index, data, arg0, arg1)
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -51,7 +51,7 @@ class Stream:
             # arm it again and keep streaming.
             try:
                 self.token = self._rearm(self)
-                self._aring._schedule_flush()
+                self._aring.flush_soon()
                 return
             except Exception as e:  # noqa: BLE001 - surface it to the reader
                 self._queue.append(e)
@@ -85,7 +85,7 @@ class Stream:
             if self._done:
                 self._finish()
                 raise StopAsyncIteration
-            self._waiter = self._aring._loop.create_future()
+            self._waiter = self._aring.loop.create_future()
             try:
                 await self._waiter
             except asyncio.CancelledError:
@@ -110,16 +110,16 @@ class Stream:
         """Stop the multishot op (its final completion ends the stream)."""
         if not self._done and not self._closing:
             self._closing = True
-            self._aring._cancel_token(self.token)
+            self._aring.cancel(self.token)
 
 
 def accept_stream(aring: Any, fd: int) -> Stream:
     """Multishot accept on listening socket ``fd``: yields connection fds."""
-    if aring._closed:
+    if aring.closed:
         raise RuntimeError("AsyncRing is closed")
     stream = Stream(aring, lambda c: c.res)
     stream.token = aring.ring.prep_accept(fd, stream, multishot=True)
-    aring._schedule_flush()
+    aring.flush_soon()
     return stream
 
 
@@ -135,7 +135,7 @@ def _next_group(ring: Any) -> int:
 def recv_stream(aring: Any, fd: int, *, buffers: int = 64, size: int = 16384,
                 group_id: int | None = None) -> Stream:
     """Multishot recv on ``fd`` into a provided-buffer ring: yields bytes until EOF."""
-    if aring._closed:
+    if aring.closed:
         raise RuntimeError("AsyncRing is closed")
     ring = aring.ring
     gid = group_id if group_id is not None else _next_group(ring)
@@ -153,5 +153,5 @@ def recv_stream(aring: Any, fd: int, *, buffers: int = 64, size: int = 16384,
 
     stream = Stream(aring, take, eof_on_zero=True, on_close=br.close, rearm=rearm)
     stream.token = rearm(stream)
-    aring._schedule_flush()
+    aring.flush_soon()
     return stream

@@ -61,7 +61,7 @@ async def _temp(named: bool, mode: str, buffering: int, encoding: str | None,
     if named:
         f.name = name
         if delete:
-            f._on_close = lambda: _unlink_quietly(name)
+            f.on_close = lambda: _unlink_quietly(name)
     return f
 
 
