@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     aiofiles = None
 
-CHUNK = 1 << 16     # subring.aio's read size for readline / text reads
+CHUNK = 1 << 16     # a 64 KiB boundary (boundaries of files.BATCH / LINE_FILL: see below)
 
 
 def run(fn, *args, timeout: float = 20.0):
