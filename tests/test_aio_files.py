@@ -1248,3 +1248,21 @@ def test_stateful_encoding_refused_for_reading(tmp_path):
             await f.write("x+y")
 
     run(main)
+
+
+def test_text_read_n_large_and_lone_cr_match_builtin(tmp_path):
+    """read(n) in big and odd steps over multi-byte text with every kind of
+    line end (a lone \\r at a step's end included), against built-in."""
+    text = ("añ€😀\r\nb\rc\n" * 20000) + "end\r"
+    p = tmp_path / "m.txt"
+    p.write_bytes(text.encode("utf-8"))
+    for newline in (None, ""):
+        for steps in ([3, 1, 2, 5, 7, 300001, 13, -1], [6, 6, 6, 99999, 6, -1], [1] * 50):
+            with open(p, newline=newline, encoding="utf-8") as f:
+                ref = [f.read(n) for n in steps]
+
+            async def main(newline=newline, steps=steps):
+                async with aio.open(p, newline=newline, encoding="utf-8") as f:
+                    return [await f.read(n) for n in steps]
+
+            assert run(main) == ref, (newline, steps)

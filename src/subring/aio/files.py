@@ -297,7 +297,8 @@ class AsyncFile:
         line = self._bdec(raw)
         if 0 <= size < len(line):
             self._collapse()
-            used = textcodec.raw_prefix_len(self._codec, raw, size, self._newline is None)
+            used = textcodec.raw_prefix_len(self._codec, raw, size, self._newline is None,
+                                            len(line) - size)
             self._rpos -= len(raw) - used
             self._scan = self._rpos
             return line[:size]
@@ -430,7 +431,7 @@ class AsyncFile:
         need = size
         eof = False
         while need > 0:
-            window = need * 4 * codec.unit + 4 * codec.unit
+            window = (need + 4) * codec.unit           # more bytes per char: more rounds
             while len(self._rbuf) - self._rpos < window and not eof:
                 eof = not await self._fill(max(window, CHUNK))
             rpos = self._rpos
@@ -440,8 +441,8 @@ class AsyncFile:
             dec = codec.incremental(translate)
             text = dec.decode(raw, final)
             if len(text) > need:
+                used = textcodec.raw_prefix_len(codec, raw, need, translate, len(text) - need)
                 text = text[:need]
-                used = textcodec.raw_prefix_len(codec, raw, need, translate)
             else:
                 buffered, flags = dec.getstate()
                 used = len(raw) - len(buffered) - (codec.unit if translate and flags & 1 else 0)

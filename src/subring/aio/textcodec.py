@@ -125,14 +125,35 @@ def split_lines(codec: Codec, raw: bytes, newline: str | None) -> list[bytes]:
     return [p.encode(codec.name, "surrogatepass") for p in pieces]
 
 
-def raw_prefix_len(codec: Codec, raw: bytes, nchars: int, translate: bool) -> int:
+def raw_prefix_len(codec: Codec, raw: bytes, nchars: int, translate: bool,
+                   over: int | None = None) -> int:
     """The number of bytes of ``raw`` that decode to its first ``nchars``
-    characters (binary search with fresh incremental decoders)."""
-    lo, hi = 0, len(raw)
+    characters (``raw`` decodes to more).  ``over``: by how many characters
+    the whole of ``raw`` overshoots, if known -- then only a short tail is
+    searched (the prefix before it is decoded once)."""
+    unit = codec.unit
+    base = 0
+    dec = codec.incremental(translate)
+    done = 0
+    if over is not None:
+        base = max(0, len(raw) - (over + 2) * 4 * unit)
+        base -= base % unit
+        done = len(dec.decode(raw[:base], False))
+        if done >= nchars:                       # (the bound was not enough)
+            base, done = 0, 0
+            dec = codec.incremental(translate)
+    state = dec.getstate()
+    lo, hi = base, len(raw)
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(codec.incremental(translate).decode(raw[:mid], False)) >= nchars:
+        dec.setstate(state)
+        if done + len(dec.decode(raw[base:mid], False)) >= nchars:
             hi = mid
         else:
             lo = mid + 1
+    # With newline translation a lone \r becomes its \n only once the next
+    # character shows it is not \r\n: then that next character is not ours.
+    if (translate and lo >= 2 * unit and raw[lo - 2 * unit:lo - unit] == codec.cr
+            and raw[lo - unit:lo] != codec.nl):
+        lo -= unit
     return lo
