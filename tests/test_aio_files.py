@@ -1266,3 +1266,24 @@ def test_text_read_n_large_and_lone_cr_match_builtin(tmp_path):
                     return [await f.read(n) for n in steps]
 
             assert run(main) == ref, (newline, steps)
+
+
+def test_regression_append_utf16_writes_a_second_bom(tmp_path):
+    """BUG (found writing issue 11's encodings): appending to a UTF-16 file
+    wrote a byte-order mark in the middle of it; built-in writes one only at
+    position 0."""
+    ref, got = tmp_path / "ref.txt", tmp_path / "got.txt"
+    for p in (ref, got):
+        with open(p, "w", encoding="utf-16") as f:
+            f.write("one\n")
+    with open(ref, "a", encoding="utf-16") as f:
+        f.write("two\n")
+
+    async def main():
+        async with aio.open(got, "a", encoding="utf-16") as f:
+            await f.write("two\n")
+        async with aio.open(got, encoding="utf-16") as f:
+            return await f.read()
+
+    assert run(main) == "one\ntwo\n"
+    assert got.read_bytes() == ref.read_bytes()

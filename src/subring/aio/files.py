@@ -86,6 +86,8 @@ class AsyncFile:
                 textcodec.check_readable(self.encoding)
             # (an incremental encoder writes a BOM once, not once per write)
             self._encoder = codecs.getincrementalencoder(self.encoding)(self.errors)
+            if position:
+                self._encoder.setstate(0)     # not at the start: no BOM (as CPython)
         self._closed = False
 
     # -- state -----------------------------------------------------------------------
