@@ -311,11 +311,15 @@ class AsyncFile:
         out: list[Any] = []
         total = 0
         limit = hint if hint is not None and hint > 0 else None
-        async for line in self:
-            out.append(line)
-            total += len(line)
-            if limit is not None and total > limit:
-                break
+        lines = self.__aiter__()
+        try:
+            async for line in lines:
+                out.append(line)
+                total += len(line)
+                if limit is not None and total > limit:
+                    break
+        finally:
+            await lines.aclose()
         return out
 
     async def read(self, size: int | None = -1) -> Any:
