@@ -47,7 +47,9 @@ does), when the loop is closed, or by :func:`close_default_ring`.
 
 from __future__ import annotations
 
-from . import os, ospath, tempfile
+from . import os as os  # (re-exported)
+from . import ospath as ospath
+from . import tempfile as tempfile
 from .default import close_default_ring, get_ring
 from .files import AsyncFile
 from .opening import open
@@ -56,5 +58,16 @@ from .ring import AsyncRing, AsyncRingStatistics
 
 # (the submodules os, ospath and tempfile are attributes, not star-exported:
 # ``from subring.aio import *`` must not shadow the standard os module)
-__all__ = ["AsyncRing", "AsyncRingStatistics", "AsyncFile", "open", "get_ring",
-           "close_default_ring", "stat", "unlink", "rename", "mkdir", "rmdir"]
+__all__ = [
+           "AsyncFile",
+           "AsyncRing",
+           "AsyncRingStatistics",
+           "close_default_ring",
+           "get_ring",
+           "mkdir",
+           "open",
+           "rename",
+           "rmdir",
+           "stat",
+           "unlink",
+]

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ..kernel import KernelRing
 from .ring import AsyncRing
 
-__all__ = ["get_ring", "close_default_ring"]
+__all__ = ["close_default_ring", "get_ring"]
 
 _default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                     weakref.ref[AsyncRing]] = weakref.WeakKeyDictionary()
 # each default ring -> the async generator that closes it at loop shutdown
-_keepers: weakref.WeakKeyDictionary[AsyncRing, AsyncIterator[None]] = \
+_keepers: weakref.WeakKeyDictionary[AsyncRing, AsyncGenerator[None, None]] = \
     weakref.WeakKeyDictionary()
 
 
-async def _close_at_shutdown(ref: weakref.ref[AsyncRing]) -> AsyncIterator[None]:
+async def _close_at_shutdown(ref: weakref.ref[AsyncRing]) -> AsyncGenerator[None, None]:
     """Parked at its yield for the life of the loop.  asyncio registers every
     started async generator with its loop, and ``loop.shutdown_asyncgens()``
     (which ``asyncio.run`` calls; uvloop too) closes them: that runs the

@@ -27,11 +27,11 @@ import errno
 import io
 import os
 from operator import length_hint
-from typing import Any
+from typing import Any, Self
 
 from . import textcodec
 
-__all__ = ["AsyncFile", "CHUNK", "PIECE", "THREAD_READ"]
+__all__ = ["CHUNK", "PIECE", "THREAD_READ", "AsyncFile"]
 
 CHUNK = 1 << 17          # read-ahead per fill for small reads
 LINE_FILL = 1 << 20      # read-ahead per fill when reading lines (fewer loop round trips)
@@ -299,6 +299,7 @@ class AsyncFile:
         line = self._bdec(raw)
         if 0 <= size < len(line):
             self._collapse()
+            assert self._codec is not None                 # (set by _next_batch)
             used = textcodec.raw_prefix_len(self._codec, raw, size, self._newline is None,
                                             len(line) - size)
             self._rpos -= len(raw) - used
@@ -670,7 +671,7 @@ class AsyncFile:
             if self.on_close is not None:
                 self.on_close()
 
-    async def __aenter__(self) -> AsyncFile:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

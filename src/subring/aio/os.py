@@ -20,14 +20,35 @@ import fcntl
 import functools
 import os as _os
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import ospath as path
 from .default import get_ring
 
-__all__ = ["path", "stat", "rename", "renames", "replace", "remove", "unlink", "mkdir",
-           "makedirs", "rmdir", "removedirs", "link", "symlink", "readlink", "listdir",
-           "scandir", "access", "getcwd", "sendfile", "statvfs", "wrap"]
+__all__ = [
+    "access",
+    "getcwd",
+    "link",
+    "listdir",
+    "makedirs",
+    "mkdir",
+    "path",
+    "readlink",
+    "remove",
+    "removedirs",
+    "rename",
+    "renames",
+    "replace",
+    "rmdir",
+    "scandir",
+    "sendfile",
+    "stat",
+    "statvfs",
+    "symlink",
+    "unlink",
+    "wrap",
+]
 
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100

@@ -14,8 +14,20 @@ from typing import Any
 
 from .default import get_ring
 
-__all__ = ["abspath", "getatime", "getctime", "getmtime", "getsize", "exists", "isdir",
-           "isfile", "islink", "ismount", "samefile", "sameopenfile"]
+__all__ = [
+    "abspath",
+    "exists",
+    "getatime",
+    "getctime",
+    "getmtime",
+    "getsize",
+    "isdir",
+    "isfile",
+    "islink",
+    "ismount",
+    "samefile",
+    "sameopenfile",
+]
 
 _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_EMPTY_PATH = 0x1000

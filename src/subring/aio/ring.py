@@ -26,7 +26,8 @@ import dataclasses
 import errno
 import os
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any, Self
 
 from ..errors import RingBusyError, RingFullError
 from ..kernel import KernelRing, Statx
@@ -103,8 +104,7 @@ class FdPrep:
         self.prep = prep
 
     def __call__(self, *args: Any, **kw: Any) -> int:
-        *args, fut = args
-        return self.prep(*args, FdResult(fut), **kw)
+        return self.prep(*args[:-1], FdResult(args[-1]), **kw)
 
 
 class AsyncRing:
@@ -366,7 +366,8 @@ class AsyncRing:
             return await self._op(prep, *args, **kw)
         except OSError as e:
             extra = names if len(names) == 1 else (names[0], None, names[1])
-            raise OSError(e.errno, os.strerror(e.errno), *extra) from None
+            err = e.errno if e.errno is not None else errno.EIO
+            raise OSError(err, os.strerror(err), *extra) from None
 
     def _cancel_token(self, token: int | None) -> None:
         """Ask the ring to cancel op `token` (None: every op).  Without a
@@ -529,10 +530,9 @@ class AsyncRing:
         result or bytes; raises OSError.  (A plain method returning the op's
         coroutine -- one coroutine layer less on the subsystem hot path; an
         unknown op name raises KeyError at once.)"""
-        if op.__class__ is str:
-            index = self._ops.get(op)         # type: ignore[call-overload]
-            if index is None:
-                index = self.ring.op_index(op)     # raises the helpful KeyError
+        if isinstance(op, str):
+            found = self._ops.get(op)
+            index = found if found is not None else self.ring.op_index(op)  # helpful KeyError
         else:
             index = op
         return self._op(self.ring.prep_call, index, data, arg0, arg1)
@@ -610,7 +610,7 @@ class AsyncRing:
             pass   # loop already closed
         _caps.stop_completion_fd(self.ring)
 
-    async def __aenter__(self) -> AsyncRing:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

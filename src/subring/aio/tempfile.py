@@ -20,8 +20,12 @@ from typing import Any
 from .files import AsyncFile
 from .opening import open as _aopen
 
-__all__ = ["NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile",
-           "TemporaryDirectory"]
+__all__ = [
+    "NamedTemporaryFile",
+    "SpooledTemporaryFile",
+    "TemporaryDirectory",
+    "TemporaryFile",
+]
 
 
 class _Maker:
@@ -96,7 +100,7 @@ def SpooledTemporaryFile(max_size: int = 0, mode: str = "w+b", buffering: int = 
     """A temporary file (on disk from the start: see the module docstring)."""
     async def make() -> AsyncFile:
         f = await _temp(False, mode, buffering, encoding, newline, suffix, prefix, dir, True)
-        f.rollover = _rollover
+        f.rollover = _rollover  # type: ignore[attr-defined]  # (its one extra method)
         return f
     return _Maker(make)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import codecs
 import io
 import re
+from collections.abc import Callable
 from operator import methodcaller
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Codec", "codec_for", "raw_prefix_len"]
 
@@ -120,8 +121,8 @@ def split_lines(codec: Codec, raw: bytes, newline: str | None) -> list[bytes]:
     if newline in (None, ""):
         pieces = re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+", text)
     else:
-        sep = "\n" if newline == "\n" else newline
-        pieces = re.findall(r".*?" + re.escape(sep) + r"|.+\Z", text, re.S)
+        tsep = "\n" if newline == "\n" else newline
+        pieces = re.findall(r".*?" + re.escape(tsep) + r"|.+\Z", text, re.DOTALL)
     return [p.encode(codec.name, "surrogatepass") for p in pieces]
 
 
