@@ -1287,3 +1287,23 @@ def test_regression_append_utf16_writes_a_second_bom(tmp_path):
 
     assert run(main) == "one\ntwo\n"
     assert got.read_bytes() == ref.read_bytes()
+
+
+def test_large_read_after_readahead_matches_builtin(tmp_path):
+    """read() and read(n) of more than a PIECE after a readline (read-ahead
+    held): the read-ahead is dropped and the bytes read again from the
+    logical position, never lost or duplicated."""
+    data = b"first line\n" + os.urandom(_files.THREAD_READ + _files.PIECE) + b"\nlast\n"
+    p = tmp_path / "r.bin"
+    p.write_bytes(data)
+    with open(p, "rb") as f:
+        ref = [f.readline(), f.read(_files.PIECE * 2), f.readline(), f.read(), f.read()]
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            out = [await f.readline(), await f.read(_files.PIECE * 2), await f.readline(),
+                   await f.read(), await f.read()]
+            return out, await f.tell()
+
+    got, pos = run(main)
+    assert got == ref and pos == len(data)

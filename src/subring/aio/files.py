@@ -359,6 +359,13 @@ class AsyncFile:
         have = len(self._rbuf) - self._rpos
         if have >= size:
             return self._take(size)
+        if size - have > PIECE:
+            # large: one new object read from the logical position (the few
+            # read-ahead bytes are read again) -- joining would copy it all
+            self._drop_readahead()
+            data = await self._pread_new(size, self._pos)
+            self._pos += len(data)
+            return data
         head = self._take(have)
         self._rbuf = bytearray()
         self._rpos = self._scan = 0
@@ -399,11 +406,8 @@ class AsyncFile:
         return got
 
     async def _read_all(self) -> bytes:
-        self._collapse()
-        head = self._take(len(self._rbuf) - self._rpos)
-        self._rbuf = bytearray()
-        self._rpos = self._scan = 0
-        parts = [head] if head else []
+        self._drop_readahead()         # (read from the logical position: no join)
+        parts: list[bytes] = []
         size = os.fstat(self._fd).st_size
         want = max(size - self._pos, 0)
         while True:
