@@ -670,24 +670,26 @@ def make_text_file(path: str, size: int) -> None:
         f.write("".join(out))
 
 
-def builtin_lines(path: str) -> tuple[int, int, float]:
+def builtin_lines(path: str) -> tuple[int, int, float, float]:
+    """(lines, characters, wall seconds, CPU seconds)."""
     n = chars = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with open(path, encoding="utf-8") as f:
         for line in f:
             n += 1
             chars += len(line)
-    return n, chars, time.perf_counter() - t0
+    return n, chars, time.perf_counter() - t0, time.process_time() - c0
 
 
-async def subring_lines(path: str) -> tuple[int, int, float]:
+async def subring_lines(path: str) -> tuple[int, int, float, float]:
+    """(lines, characters, wall seconds, CPU seconds)."""
     n = chars = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     async with subring.aio.open(path, encoding="utf-8") as f:
         async for line in f:
             n += 1
             chars += len(line)
-    return n, chars, time.perf_counter() - t0
+    return n, chars, time.perf_counter() - t0, time.process_time() - c0
 
 
 async def aiofiles_lines(path: str, seconds: float) -> tuple[int, float]:
@@ -761,19 +763,22 @@ async def measure_files(text_path: str, data_path: str, mode: Mode, use_aiofiles
     """Per repetition: lines/s of each contender, the read() stall and MB/s."""
     raw: dict[str, list] = {"builtin_lines_per_s": [], "subring_lines_per_s": [],
                             "aiofiles_lines_per_s": [], "max_stall_ms": [],
-                            "max_stall_wall_ms": [],
+                            "max_stall_wall_ms": [], "lines_vs_builtin_per_cpu": [],
                             "read_mb_per_s": [], "builtin_read_mb_per_s": []}
     stall_bytes = min(mode.stall_read, os.path.getsize(data_path))
     await subring_lines(text_path)                  # warm-up (page cache, ring)
     for rep in range(mode.reps):
         gc.collect()
-        nb, cb, tb = builtin_lines(text_path)
+        nb, cb, tb, cpu_b = builtin_lines(text_path)
         gc.collect()
-        ns, cs, ts = await subring_lines(text_path)
+        ns, cs, ts, cpu_s = await subring_lines(text_path)
         if (ns, cs) != (nb, cb):
             raise BenchError(f"subring saw {ns} lines / {cs} chars, built-in {nb} / {cb}")
         raw["builtin_lines_per_s"].append(nb / tb)
         raw["subring_lines_per_s"].append(ns / ts)
+        # both single-threaded: lines per CPU-second is robust to a busy machine
+        raw["lines_vs_builtin_per_cpu"].append((ns / cpu_s) / (nb / cpu_b)
+                                               if cpu_s > 0 and cpu_b > 0 else None)
         if use_aiofiles:
             na, ta = await aiofiles_lines(text_path, mode.slice_s)
             raw["aiofiles_lines_per_s"].append(na / ta)
@@ -982,6 +987,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{stall['worst']:6.2f} {STALL_BAR_MS:>6.1f}  {'yes' if stall['met'] else 'NO'}"
           f"  (lower is better; wall-clock gaps: median "
           f"{stall['wall_median']:.2f} ms, worst {max(stall['wall_samples']):.2f} ms)")
+    per_cpu = [x for x in files["lines_vs_builtin_per_cpu"] if x is not None]
+    if per_cpu:
+        print(f"{'lines_vs_builtin_per_cpu':<31} {statistics.median(per_cpu):7.2f} "
+              f"{min(per_cpu):6.2f} {max(per_cpu):6.2f} {'-':>6}  (informational)")
     print(f"lines/s: subring {statistics.median(files['subring_lines_per_s']) / 1e6:.2f} M, "
           f"built-in {statistics.median(files['builtin_lines_per_s']) / 1e6:.2f} M; read(): "
           f"{statistics.median(files['read_mb_per_s']):.0f} MB/s "
