@@ -47,7 +47,10 @@ class RingCaps:
                 raise TypeError(f"AsyncRing needs a ring with {verb}(); "
                                 f"{type(ring).__name__} has none")
         has_peer = hasattr(ring, "peer_dead")
-        mode = getattr(ring, "wait_mode", "interrupt")
+        # the notification mode: `mode` (newer spelling), else `wait_mode`
+        mode = getattr(ring, "mode", None) if has_peer else "interrupt"
+        if not isinstance(mode, str):
+            mode = getattr(ring, "wait_mode", "interrupt")
         return cls(cancellable=callable(getattr(ring, "prep_cancel", None)),
                    data_results=callable(getattr(ring, "prep_call", None)),
                    has_peer=has_peer,

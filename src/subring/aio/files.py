@@ -27,7 +27,7 @@ import errno
 import io
 import os
 from operator import length_hint
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from . import textcodec
 
@@ -159,7 +159,7 @@ class AsyncFile:
         self._pos += got
         with memoryview(scratch) as mv:
             self._rbuf += mv[:got]
-        return got
+        return cast("int", got)
 
     # -- text: codec, lines ------------------------------------------------------------
 
@@ -226,7 +226,8 @@ class AsyncFile:
             dec = codec.decode
             if self._newline is None and codec.cr in region:
                 def dec(raw: bytes, _d: Any = codec.decode) -> str:
-                    return _d(raw).replace("\r\n", "\n").replace("\r", "\n")
+                    text: str = _d(raw)
+                    return text.replace("\r\n", "\n").replace("\r", "\n")
             self._bdec = dec
         self._blines = lines
         self._it = iter(lines)
@@ -335,7 +336,7 @@ class AsyncFile:
     async def read1(self, size: int = -1) -> bytes:
         """Binary: at most one read from the file (here the same as read)."""
         self._check_binary("read1")
-        return await self.read(size)
+        return cast("bytes", await self.read(size))
 
     async def readall(self) -> bytes:
         """Binary: everything to the end of the file."""
@@ -377,7 +378,7 @@ class AsyncFile:
         """A new bytes object of up to ``n`` bytes at ``offset``; never holds
         the loop for more than one PIECE."""
         if n <= PIECE:
-            return await self._ring.read(self._fd, n, offset)
+            return cast("bytes", await self._ring.read(self._fd, n, offset))
         if n >= THREAD_READ:
             loop = asyncio.get_running_loop()
             parts = []
@@ -426,7 +427,7 @@ class AsyncFile:
         raw = await self._read_all()
         translate = self._newline is None
         if len(raw) <= PIECE:
-            return codec.incremental(translate).decode(raw, True)
+            return cast("str", codec.incremental(translate).decode(raw, True))
         dec = codec.incremental(translate)
         out = []
         with memoryview(raw) as mv:
@@ -489,7 +490,7 @@ class AsyncFile:
             else:
                 got = await self._readinto_pieces(view[n:], self._pos)
         self._pos += got
-        return n + got
+        return cast("int", n + got)
 
     async def peek(self, size: int = 0) -> bytes:
         """Binary: the buffered bytes ahead (reading some if there are none),
@@ -556,7 +557,7 @@ class AsyncFile:
     async def pwrite(self, data: Any, offset: int) -> int:
         """Write at ``offset`` without moving the position."""
         self._check_writable()
-        return await self._ring.write(self._fd, data, offset)
+        return cast("int", await self._ring.write(self._fd, data, offset))
 
     async def flush(self) -> None:
         """Nothing to do: writes are not buffered (see the module docstring)."""

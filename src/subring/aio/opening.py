@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections.abc import Generator
 from typing import Any
 
 from .default import get_ring
@@ -88,7 +89,7 @@ class _Opener:
         self._args = args
         self._file: AsyncFile | None = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncFile]:
         return _open(*self._args).__await__()
 
     async def __aenter__(self) -> AsyncFile:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os as _os
 import stat as _stat
-from typing import Any
+from typing import Any, cast
 
 from .default import get_ring
 
@@ -42,7 +42,7 @@ async def _statx(path: Any, follow: bool = True) -> Any:
 
 async def _mode(path: Any, follow: bool = True) -> int | None:
     try:
-        return (await _statx(path, follow)).mode
+        return cast("int | None", (await _statx(path, follow)).mode)
     except (OSError, ValueError):
         return None
 
@@ -72,12 +72,12 @@ async def islink(path: Any) -> bool:
 
 async def getsize(path: Any) -> int:
     """Size of ``path`` in bytes (OSError if it does not exist)."""
-    return (await _statx(path)).size
+    return cast("int", (await _statx(path)).size)
 
 
 async def _time(path: Any, field: str) -> float:
     from .os import stat_result
-    return getattr(stat_result(await _statx(path)), field)
+    return cast("float", getattr(stat_result(await _statx(path)), field))
 
 
 async def getmtime(path: Any) -> float:

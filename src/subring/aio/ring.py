@@ -27,7 +27,7 @@ import errno
 import os
 import time
 from collections.abc import Coroutine
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from ..errors import RingBusyError, RingFullError
 from ..kernel import KernelRing, Statx
@@ -104,7 +104,7 @@ class FdPrep:
         self.prep = prep
 
     def __call__(self, *args: Any, **kw: Any) -> int:
-        return self.prep(*args[:-1], FdResult(args[-1]), **kw)
+        return cast("int", self.prep(*args[:-1], FdResult(args[-1]), **kw))
 
 
 class AsyncRing:
@@ -384,7 +384,7 @@ class AsyncRing:
 
     async def nop(self) -> int:
         """An op that does nothing (measures the round trip)."""
-        return await self._op(self.ring.prep_nop)
+        return cast("int", await self._op(self.ring.prep_nop))
 
     # -- files --------------------------------------------------------------------
 
@@ -403,7 +403,7 @@ class AsyncRing:
         if (self._closed or self._waiters or ring.inflight + self._reserved
                 + len(self._cancels) >= self._limit):
             await self._room()
-        fut = self._loop.create_future()
+        fut: asyncio.Future[int] = self._loop.create_future()
         token = ring.prep_read(fd, buf, offset, fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -417,42 +417,42 @@ class AsyncRing:
 
     async def write(self, fd: int, data: Any, offset: int = -1) -> int:
         """Write ``data`` at ``offset`` (-1: the file position); returns the count."""
-        return await self._op(self.ring.prep_write, fd, data, offset)
+        return cast("int", await self._op(self.ring.prep_write, fd, data, offset))
 
     async def read_fixed(self, fd: int, buf_index: int, offset: int, nbytes: int,
                          buf_offset: int = 0) -> int:
         """Read into registered buffer ``buf_index``."""
-        return await self._op(self.ring.prep_read_fixed, fd, buf_index, offset, nbytes,
-                              buf_offset)
+        return cast("int", await self._op(self.ring.prep_read_fixed, fd, buf_index, offset, nbytes,
+                              buf_offset))
 
     async def write_fixed(self, fd: int, buf_index: int, offset: int, nbytes: int,
                           buf_offset: int = 0) -> int:
         """Write from registered buffer ``buf_index``."""
-        return await self._op(self.ring.prep_write_fixed, fd, buf_index, offset, nbytes,
-                              buf_offset)
+        return cast("int", await self._op(self.ring.prep_write_fixed, fd, buf_index, offset, nbytes,
+                              buf_offset))
 
     async def fsync(self, fd: int, *, datasync: bool = False) -> int:
         """fsync (or fdatasync) ``fd``."""
-        return await self._op(self.ring.prep_fsync, fd, datasync=datasync)
+        return cast("int", await self._op(self.ring.prep_fsync, fd, datasync=datasync))
 
     async def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         """fallocate(2) on ``fd``."""
-        return await self._op(self.ring.prep_fallocate, fd, mode, offset, length)
+        return cast("int", await self._op(self.ring.prep_fallocate, fd, mode, offset, length))
 
     async def splice(self, fd_in: int, off_in: int, fd_out: int, off_out: int,
                      nbytes: int) -> int:
         """splice(2): move up to ``nbytes`` between fds (one must be a pipe)."""
-        return await self._op(self.ring.prep_splice, fd_in, off_in, fd_out, off_out, nbytes)
+        return cast("int", await self._op(self.ring.prep_splice, fd_in, off_in, fd_out, off_out, nbytes))
 
     async def openat(self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o644, *,
                      dir_fd: int = -100) -> int:
         """Open ``path``; returns the fd (closed again if the task is cancelled)."""
-        return await self._named_op((path,), FdPrep(self.ring.prep_openat), path, flags, mode,
-                                    dir_fd=dir_fd)
+        return cast("int", await self._named_op((path,), FdPrep(self.ring.prep_openat), path, flags, mode,
+                                    dir_fd=dir_fd))
 
     async def close(self, fd: int) -> int:
         """Close ``fd`` through the ring."""
-        return await self._op(self.ring.prep_close, fd)
+        return cast("int", await self._op(self.ring.prep_close, fd))
 
     async def statx(self, path: Any, *, dir_fd: int = -100, at_flags: int = 0) -> Statx:
         """statx(2) of ``path``: a :class:`~subring.Statx`."""
@@ -463,18 +463,18 @@ class AsyncRing:
 
     async def unlink(self, path: Any, *, rmdir: bool = False, dir_fd: int = -100) -> int:
         """Remove a file (``rmdir=True``: an empty directory)."""
-        return await self._named_op((path,), self.ring.prep_unlinkat, path, dir_fd=dir_fd,
-                                    rmdir=rmdir)
+        return cast("int", await self._named_op((path,), self.ring.prep_unlinkat, path, dir_fd=dir_fd,
+                                    rmdir=rmdir))
 
     async def rename(self, old: Any, new: Any, *, old_dir_fd: int = -100,
                      new_dir_fd: int = -100) -> int:
         """Rename ``old`` to ``new`` (replacing it, like ``os.replace``)."""
-        return await self._named_op((old, new), self.ring.prep_renameat, old, new,
-                                    old_dir_fd=old_dir_fd, new_dir_fd=new_dir_fd)
+        return cast("int", await self._named_op((old, new), self.ring.prep_renameat, old, new,
+                                    old_dir_fd=old_dir_fd, new_dir_fd=new_dir_fd))
 
     async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int = -100) -> int:
         """Make a directory."""
-        return await self._named_op((path,), self.ring.prep_mkdirat, path, mode, dir_fd=dir_fd)
+        return cast("int", await self._named_op((path,), self.ring.prep_mkdirat, path, mode, dir_fd=dir_fd))
 
     async def sleep(self, seconds: float) -> None:
         """A kernel timeout (mostly useful to test cancellation)."""
@@ -488,7 +488,7 @@ class AsyncRing:
 
     async def accept(self, sock: Any) -> int:
         """Accept one connection; returns its fd (non-inheritable)."""
-        return await self._op(FdPrep(self.ring.prep_accept), _fileno(sock))
+        return cast("int", await self._op(FdPrep(self.ring.prep_accept), _fileno(sock)))
 
     async def connect(self, sock: Any, address: Any) -> None:
         """Connect ``sock`` to ``address``."""
@@ -503,7 +503,7 @@ class AsyncRing:
 
     async def send(self, sock: Any, data: Any, flags: int = 0) -> int:
         """Send some of ``data``; returns the count sent."""
-        return await self._op(self.ring.prep_send, _fileno(sock), data, msg_flags=flags)
+        return cast("int", await self._op(self.ring.prep_send, _fileno(sock), data, msg_flags=flags))
 
     async def sendall(self, sock: Any, data: Any) -> None:
         """Send all of ``data``."""

@@ -13,7 +13,7 @@ import collections
 import errno
 import os
 import weakref
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["Stream", "accept_stream", "recv_stream"]
 
@@ -149,7 +149,7 @@ def recv_stream(aring: Any, fd: int, *, buffers: int = 64, size: int = 16384,
         return data
 
     def rearm(st: Stream) -> int:
-        return ring.prep_recv(fd, None, st, buffer_group=gid, multishot=True)
+        return cast("int", ring.prep_recv(fd, None, st, buffer_group=gid, multishot=True))
 
     stream = Stream(aring, take, eof_on_zero=True, on_close=br.close, rearm=rearm)
     stream.token = rearm(stream)

@@ -17,7 +17,7 @@ import io
 import re
 from collections.abc import Callable
 from operator import methodcaller
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["Codec", "codec_for", "raw_prefix_len"]
 
@@ -54,11 +54,11 @@ class Codec:
         from ``base``, which is one), or -1."""
         unit = self.unit
         if unit == 1:
-            return buf.rfind(sub, start, end)
+            return cast("int", buf.rfind(sub, start, end))
         while end > start:
             i = buf.rfind(sub, start, end)
             if i < 0 or (i - base) % unit == 0:
-                return i
+                return cast("int", i)
             end = i + len(sub) - 1
         return -1
 
