@@ -10,6 +10,7 @@ and the final file contents.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import random
@@ -19,6 +20,7 @@ import pytest
 
 import subring.aio as aio
 from subring.aio import AsyncRing
+from subring.aio import files as _files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -895,7 +897,6 @@ def test_regression_wait_for_open_zero_warns_coroutine_never_awaited(tmp_path):
 # issue 11: speed properties, errors, the missing pieces of the file API
 # ---------------------------------------------------------------------------
 
-from subring.aio import files as _files  # noqa: E402
 
 
 def _ring_ops() -> int:
@@ -973,7 +974,7 @@ def test_line_batches_split_crlf_and_multibyte_at_every_boundary(tmp_path):
             with open(p, newline=newline, encoding="utf-8") as f:
                 ref = list(f)
 
-            async def main(newline=newline):
+            async def main(newline=newline, p=p):
                 async with aio.open(p, newline=newline, encoding="utf-8") as f:
                     return [line async for line in f]
 
@@ -1030,9 +1031,9 @@ def test_regression_errors_do_not_name_the_file(tmp_path):
     (tmp_path / "f").write_text("x")
     cwd = os.getcwd()
     os.chdir(tmp_path)
-    cases = [("open", ("nope",), lambda: open("nope")),
-             ("open", ("d",), lambda: open("d")),
-             ("open", ("f", "x"), lambda: open("f", "x")),
+    cases = [("open", ("nope",), lambda: open("nope").close()),
+             ("open", ("d",), lambda: open("d").close()),
+             ("open", ("f", "x"), lambda: open("f", "x").close()),
              ("stat", ("nope",), lambda: os.stat("nope")),
              ("unlink", ("nope",), lambda: os.unlink("nope")),
              ("rmdir", ("f",), lambda: os.rmdir("f")),
@@ -1192,7 +1193,7 @@ def test_regression_text_buffering_zero_accepted(tmp_path):
     p = tmp_path / "f"
     p.write_text("x")
     with pytest.raises(ValueError) as ref:
-        open(p, "r", buffering=0)
+        open(p, "r", buffering=0).close()
 
     async def main():
         with pytest.raises(ValueError) as got:
@@ -1307,3 +1308,36 @@ def test_large_read_after_readahead_matches_builtin(tmp_path):
 
     got, pos = run(main)
     assert got == ref and pos == len(data)
+
+
+def test_regression_open_pipe_fd_illegal_seek():
+    """BUG (found checking open(int_fd)): opening a pipe's fd raised
+    OSError ESPIPE (the position was asked of it); built-in opens it and
+    reads it at its current offset.  Lines, read(), write; seek/tell raise
+    ESPIPE as built-in's do."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        os.write(w, "one\ntwo\nthré\n".encode() + b"x" * 30_000)   # (< a pipe's capacity)
+        os.close(w)
+        w = -1
+
+        async def main():
+            async with aio.open(r, "rb", closefd=False) as f:
+                assert not await f.seekable()
+                first = await f.readline()
+                with pytest.raises(OSError) as e:
+                    await f.tell()
+                assert e.value.errno == errno.ESPIPE
+                rest = await f.read()
+            async with aio.open(w2, "w", closefd=False) as g:
+                await g.write("through the ring\n")
+            return first, rest
+
+        first, rest = run(main)
+        assert first == b"one\n" and rest == "two\nthré\n".encode() + b"x" * 30_000
+        assert os.read(r2, 100) == b"through the ring\n"
+    finally:
+        for fd in (r, w, r2, w2):
+            if fd >= 0:
+                os.close(fd)

@@ -54,7 +54,7 @@ class AsyncFile:
 
     def __init__(self, aring: Any, fd: int, name: Any, mode: str, binary: bool,
                  encoding: str | None, errors: str | None, newline: str | None,
-                 append: bool, closefd: bool = True, position: int = 0) -> None:
+                 append: bool, closefd: bool = True, position: int | None = 0) -> None:
         self._closed = True       # (until constructed: __del__ must not close fd)
         self._ring = aring
         self._fd = fd
@@ -66,7 +66,10 @@ class AsyncFile:
         self._writable = "r" not in mode or "+" in mode
         self._append = append
         self._newline = newline
-        self._pos = position               # file offset of the end of _rbuf
+        # a pipe or terminal (position None) is read and written at its
+        # current offset (-1): it has no position to keep
+        self._seekable = position is not None
+        self._pos = position or 0          # file offset of the end of _rbuf
         self._rbuf = bytearray()           # read-ahead
         self._rpos = 0                     # consumed up to here
         self._scan = 0                     # no line end in _rbuf[_rpos:_scan]
@@ -130,6 +133,15 @@ class AsyncFile:
             self._it = iter(self._blines)
             self._scan = self._rpos
 
+    def _at(self) -> int:
+        """The offset for the next read: the file position, or -1 (the
+        current offset) on a pipe or terminal."""
+        return self._pos if self._seekable else -1
+
+    def _check_seekable(self) -> None:
+        if not self._seekable:
+            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+
     def _logical(self) -> int:
         self._collapse()
         return self._pos - len(self._rbuf) + self._rpos
@@ -152,7 +164,7 @@ class AsyncFile:
         if scratch is None or len(scratch) < n:
             scratch = self._scratch = bytearray(max(n, CHUNK))
         try:
-            got = await self._ring.readinto(self._fd, memoryview(scratch)[:n], self._pos)
+            got = await self._ring.readinto(self._fd, memoryview(scratch)[:n], self._at())
         except BaseException:
             self._scratch = None     # a cancelled read may still land in it: never reuse
             raise
@@ -360,17 +372,17 @@ class AsyncFile:
         have = len(self._rbuf) - self._rpos
         if have >= size:
             return self._take(size)
-        if size - have > PIECE:
+        if size - have > PIECE and self._seekable:
             # large: one new object read from the logical position (the few
             # read-ahead bytes are read again) -- joining would copy it all
             self._drop_readahead()
-            data = await self._pread_new(size, self._pos)
+            data = await self._pread_new(size, self._at())
             self._pos += len(data)
             return data
         head = self._take(have)
         self._rbuf = bytearray()
         self._rpos = self._scan = 0
-        rest = await self._pread_new(size - have, self._pos)
+        rest = await self._pread_new(size - have, self._at())
         self._pos += len(rest)
         return head + rest if head else rest
 
@@ -383,12 +395,14 @@ class AsyncFile:
             loop = asyncio.get_running_loop()
             parts = []
             while n > 0:
-                data = await loop.run_in_executor(None, os.pread, self._fd, n, offset)
+                data = await loop.run_in_executor(
+                    None, *((os.pread, self._fd, n, offset) if offset >= 0
+                            else (os.read, self._fd, n)))
                 if not data:
                     break
                 parts.append(data)
                 n -= len(data)
-                offset += len(data)
+                offset += len(data) if offset >= 0 else 0
             return parts[0] if len(parts) == 1 else b"".join(parts)
         buf = bytearray(n)
         got = await self._readinto_pieces(buf, offset)
@@ -400,19 +414,28 @@ class AsyncFile:
         got = 0
         with view:
             while got < len(view):
-                n = await self._ring.readinto(self._fd, view[got:got + PIECE], offset + got)
+                n = await self._ring.readinto(self._fd, view[got:got + PIECE],
+                                              offset + got if offset >= 0 else -1)
                 if n == 0:
                     break
                 got += n
         return got
 
     async def _read_all(self) -> bytes:
-        self._drop_readahead()         # (read from the logical position: no join)
         parts: list[bytes] = []
+        if self._seekable:
+            self._drop_readahead()     # (read from the logical position: no join)
+        else:
+            self._collapse()           # (a pipe cannot be read again: keep it)
+            head = self._take(len(self._rbuf) - self._rpos)
+            self._rbuf = bytearray()
+            self._rpos = self._scan = 0
+            if head:
+                parts.append(head)
         size = os.fstat(self._fd).st_size
         want = max(size - self._pos, 0)
         while True:
-            data = await self._pread_new(max(want, CHUNK), self._pos)
+            data = await self._pread_new(max(want, CHUNK), self._at())
             if not data:
                 break
             self._pos += len(data)
@@ -486,9 +509,9 @@ class AsyncFile:
             self._rbuf = bytearray()
             self._rpos = self._scan = 0
             if len(view) - n <= PIECE:
-                got = await self._ring.readinto(self._fd, view[n:], self._pos)
+                got = await self._ring.readinto(self._fd, view[n:], self._at())
             else:
-                got = await self._readinto_pieces(view[n:], self._pos)
+                got = await self._readinto_pieces(view[n:], self._at())
         self._pos += got
         return cast("int", n + got)
 
@@ -535,13 +558,13 @@ class AsyncFile:
         with memoryview(raw).cast("B") as view:
             done = 0
             while done < len(view):
-                offset = -1 if self._append else self._pos
+                offset = -1 if self._append or not self._seekable else self._pos
                 n = await self._ring.write(self._fd, view[done:done + PIECE], offset)
                 if n == 0:
                     raise OSError(errno.EIO, "write returned 0")
                 done += n
-                self._pos = (os.lseek(self._fd, 0, os.SEEK_CUR) if self._append
-                             else self._pos + n)
+                self._pos = (os.lseek(self._fd, 0, os.SEEK_CUR)
+                             if self._append and self._seekable else self._pos + n)
 
     async def writelines(self, lines: Any) -> None:
         """Write every item of ``lines`` (joined first: one write)."""
@@ -584,6 +607,7 @@ class AsyncFile:
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the position; returns the new one (a byte offset)."""
         self._check()
+        self._check_seekable()
         if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         if not self._binary:
@@ -612,6 +636,7 @@ class AsyncFile:
     async def tell(self) -> int:
         """The logical position (exact: read-ahead is kept as bytes)."""
         self._check()
+        self._check_seekable()
         return self._logical()
 
     async def stat(self) -> os.stat_result:
@@ -629,11 +654,7 @@ class AsyncFile:
 
     async def seekable(self) -> bool:
         self._check()
-        try:
-            os.lseek(self._fd, 0, os.SEEK_CUR)
-        except OSError:
-            return False
-        return True
+        return self._seekable
 
     async def isatty(self) -> bool:
         self._check()
@@ -650,14 +671,16 @@ class AsyncFile:
         self._closed = True
         self._blines.clear()
         if self._binary:
-            os.lseek(self._fd, pos, os.SEEK_SET)
+            if self._seekable:
+                os.lseek(self._fd, pos, os.SEEK_SET)
             raw_mode = ("a" if self._append else "r+" if self._readable and self._writable
                         else "r" if self._readable else "w")
             if self._append and self._readable:
                 raw_mode = "a+"
             return io.FileIO(self._fd, raw_mode, closefd=self._closefd)
         return AsyncFile(self._ring, self._fd, self.name, self.mode.replace("t", "") + "b",
-                         True, None, None, None, self._append, self._closefd, pos)
+                         True, None, None, None, self._append, self._closefd,
+                         pos if self._seekable else None)
 
     on_close: Any = None
     """A callable run once the file is closed (a named temporary file

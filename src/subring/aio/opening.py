@@ -63,10 +63,16 @@ async def _open(file: Any, mode: str, buffering: int, encoding: str | None,
         st = os.fstat(fd)
         if stat_mod.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
-        if append:
+        pos: int | None
+        if append and stat_mod.S_ISREG(st.st_mode):
             pos = os.lseek(fd, 0, os.SEEK_END)
-        elif isinstance(file, int) or opener is not None:
-            pos = os.lseek(fd, 0, os.SEEK_CUR)
+        elif isinstance(file, int) or opener is not None or not stat_mod.S_ISREG(st.st_mode):
+            try:
+                pos = os.lseek(fd, 0, os.SEEK_CUR)
+            except OSError as e:
+                if e.errno != errno.ESPIPE:
+                    raise
+                pos = None                 # a pipe, socket or terminal: no position
         else:
             pos = 0
         f = AsyncFile(aring, fd, file, mode, binary, encoding, errors, newline, append,
