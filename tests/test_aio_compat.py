@@ -422,3 +422,24 @@ def test_tempfile(tmp_path):
         return out
     assert check(s, tmp_path) == [b"temp", ("named", True), False, True, False,
                                   b"spooled data beyond ten"]
+
+
+def test_file_attributes_and_queries(tmp_path):
+    async def s(lib):
+        out = []
+        async with lib.open("q.txt", "w+", encoding="utf-8") as f:
+            out.append((f.name, f.mode, f.closed, f.encoding, f.errors))
+            out.append((await f.readable(), await f.writable(), await f.seekable(),
+                        await f.isatty()))
+            await f.write("abc")
+            await f.seek(0)
+            out.append(await f.read())
+            out.append(await f.truncate(1))
+            out.append(isinstance(f.fileno(), int))
+        out.append(f.closed)
+        async with lib.open("q.txt", "rb") as f:
+            out.append((f.mode, await f.read(), await f.writable()))
+        return out
+    assert check(s, tmp_path) == [("q.txt", "w+", False, "utf-8", "strict"),
+                                  (True, True, True, False), "abc", 1, True, True,
+                                  ("rb", b"a", False)]
