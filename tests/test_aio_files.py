@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import io
 import os
 import random
 import shutil
+import sys
 
 import pytest
 
@@ -1341,3 +1343,124 @@ def test_regression_open_pipe_fd_illegal_seek():
         for fd in (r, w, r2, w2):
             if fd >= 0:
                 os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# async for: a C iterator (subring._core.LineIter), no coroutine per line
+
+
+def _mixed_newline_bytes(n: int, seed: int) -> bytes:
+    rnd = random.Random(seed)
+    ends = ["\n", "\r\n", "\r", ""]
+    out = []
+    for i in range(n):
+        body = "".join(rnd.choice("ab é€z\t") for _ in range(rnd.randint(0, 120)))
+        out.append(body + rnd.choice(ends))
+    return "".join(out).encode("utf-8")
+
+
+@pytest.mark.parametrize("tail", ["\n", "", "\r", "no end"])
+def test_async_for_matches_builtin_mixed_newlines_and_chunk_boundaries(tmp_path, tail):
+    """``async for`` gives exactly the lines of the built-in ``for line in
+    open(...)``: mixed \\n, \\r\\n and lone \\r, multi-byte characters, every
+    newline mode, text (UTF-8 decoded in C, Latin-1 and UTF-16 through their
+    codecs) and binary, with or without a final line end, over several
+    batches (BATCH/LINE_FILL boundaries fall mid-line and mid-\\r\\n)."""
+    raw = _mixed_newline_bytes(15000, 7) + tail.encode()
+    assert len(raw) > _files.LINE_FILL and len(raw) > 4 * _files.BATCH
+    p = tmp_path / "mixed.txt"
+    p.write_bytes(raw)
+    q = tmp_path / "mixed16.txt"
+    q.write_bytes(raw.decode("utf-8").encode("utf-16"))
+    cases = [(p, "rb", None, None)]
+    cases += [(p, "r", "utf-8", nl) for nl in (None, "", "\n", "\r", "\r\n")]
+    cases += [(p, "r", "latin-1", None), (q, "r", "utf-16", None), (q, "r", "utf-16", "")]
+    for path, mode, enc, nl in cases:
+        kw = {} if mode == "rb" else {"encoding": enc, "newline": nl}
+        with open(path, mode, **kw) as f:
+            ref = list(f)
+
+        async def main(path=path, mode=mode, kw=kw):
+            async with aio.open(path, mode, **kw) as f:
+                return [line async for line in f]
+
+        got = run(main)
+        assert got == ref, (path.name, mode, enc, nl)
+
+
+def test_regression_async_for_makes_a_coroutine_per_line(tmp_path):
+    """BUG (issue 11): ``async for`` went through an async generator (or a
+    Python ``__anext__``): a coroutine frame per line, costing more than the
+    built-in file's whole iteration.  ``__anext__`` now returns an awaitable
+    that is already done for every buffered line (no Python code runs for
+    it); a coroutine is made only to read and split the next batch."""
+    from subring._core import LineReady
+
+    p = tmp_path / "lines.txt"
+    p.write_text("".join(f"line {i}\n" for i in range(20000)))
+    nbatches = p.stat().st_size // _files.BATCH + 1
+
+    async def main():
+        async with aio.open(p) as f:
+            it = f.__aiter__()
+            kinds = []
+            got = []
+            while True:
+                a = it.__anext__()
+                kinds.append(type(a) is not LineReady)
+                try:
+                    got.append(await a)
+                except StopAsyncIteration:
+                    break
+        # count Python frames (coroutines, generators, functions) entered
+        # or resumed during a whole async for
+        entered = 0
+
+        def prof(frame, event, arg):
+            nonlocal entered
+            if event == "call":        # a Python frame entered or resumed
+                entered += 1
+
+        async with aio.open(p) as f:
+            n = 0
+            sys.setprofile(prof)
+            try:
+                async for _line in f:
+                    n += 1
+            finally:
+                sys.setprofile(None)
+        return kinds, got, entered, n
+
+    kinds, got, entered, n = run(main)
+    assert got == [f"line {i}\n" for i in range(20000)] and n == 20000
+    assert sum(kinds) <= nbatches + 2, sum(kinds)
+    assert not any(kinds[1:100])
+    assert entered < 50 * (nbatches + 2) < n, entered
+
+
+def test_line_iter_awaitables_hold_their_value():
+    """LineIter's ready awaitables: each keeps its own line even when several
+    are held at once; a tuple or exception value comes back as itself through
+    either await path (am_send, or StopIteration via __next__); a second
+    await raises RuntimeError; refill receives the iterator."""
+    from subring._core import LineIter
+
+    async def refill(li):
+        raise StopAsyncIteration
+
+    vals = [(1, 2), ValueError("x"), b"a\n"]
+    li = LineIter(iter(vals), None, refill)
+    a, b, c = li.__anext__(), li.__anext__(), li.__anext__()
+    with pytest.raises(StopIteration) as e:
+        next(a.__await__())
+    assert e.value.value == (1, 2)
+
+    async def main():
+        return await b, await c
+
+    got_b, got_c = asyncio.run(main())
+    assert got_b is vals[1] and got_c == b"a\n"
+    with pytest.raises(RuntimeError):
+        next(a.__await__())
+    with pytest.raises(TypeError):
+        LineIter([1], None, refill)           # not an iterator

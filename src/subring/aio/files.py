@@ -29,6 +29,7 @@ import os
 from operator import length_hint
 from typing import Any, Self, cast
 
+from .._core import LineIter
 from . import textcodec
 
 __all__ = ["CHUNK", "PIECE", "THREAD_READ", "AsyncFile"]
@@ -264,22 +265,29 @@ class AsyncFile:
             # long lines: read more per round (the search resumes at _scan)
             eof = not await self._fill(max(LINE_FILL, len(self._rbuf) - self._rpos))
 
-    async def _iter_lines(self) -> Any:
-        while True:
-            dec = self._bdec
-            if dec is None:
-                for line in self._it:
-                    yield line
-            else:
-                for line in map(dec, self._it):
-                    yield line
-            if await self._next_batch() is not None:
-                return
-
     def __aiter__(self) -> Any:
-        """``async for line in f``: lines decoded in bulk, one shared position."""
+        """``async for line in f``: lines decoded in bulk, one shared position.
+
+        The iterator is a :class:`subring._core.LineIter`: a buffered line is
+        handed out through an awaitable that is done at once (no coroutine
+        per line); only when the batch runs dry does ``__anext__`` return a
+        coroutine (:meth:`_refill`) that reads and splits the next one."""
         self._check_readable()
-        return self._iter_lines()
+        return LineIter(self._it, self._bdec, self._refill)
+
+    async def _refill(self, lines: Any) -> Any:
+        """The next line for the LineIter ``lines`` whose batch ran dry (a
+        batch made meanwhile by ``readline()`` counts), after pointing it at
+        the current batch; StopAsyncIteration at end of file."""
+        while True:
+            raw = next(self._it, None)
+            if raw is not None:
+                break
+            if await self._next_batch() is not None:
+                raise StopAsyncIteration
+        dec = self._bdec
+        lines.reset(self._it, dec)
+        return raw if dec is None else dec(raw)
 
     async def __anext__(self) -> Any:
         line = await self.readline()
@@ -325,15 +333,11 @@ class AsyncFile:
         out: list[Any] = []
         total = 0
         limit = hint if hint is not None and hint > 0 else None
-        lines = self.__aiter__()
-        try:
-            async for line in lines:
-                out.append(line)
-                total += len(line)
-                if limit is not None and total > limit:
-                    break
-        finally:
-            await lines.aclose()
+        async for line in self:
+            out.append(line)
+            total += len(line)
+            if limit is not None and total > limit:
+                break
         return out
 
     async def read(self, size: int | None = -1) -> Any:
