@@ -16,6 +16,7 @@ core = Extension(
         "src/subring/_core/server_loop.c",
         "src/subring/_core/notify.c",
         "src/subring/_core/lease.c",
+        "src/subring/_core/aiter.c",
     ],
     depends=[
         "src/subring/_core/abi.h",

@@ -14,6 +14,27 @@ Workloads
     comes back unchanged (echo), by 1 (resp. 32) tasks, each awaiting one
     call at a time.  Counted: round trips per second.
 
+``lines``
+    Line iteration over a text file of 50 MiB (about 690 k lines of 20-130
+    ASCII characters; ``--smoke``: 2 MiB): ``async for line in f`` on
+    ``subring.aio.open(path)`` against the built-in ``for line in
+    open(path)``, synchronously, in the same repetition.  Counted: lines per
+    second; every contender must see the same number of lines and the same
+    total length.  aiofiles iterates through its thread pool at ~10 k
+    lines/s, so it iterates for one time slice only (counted lines / time).
+
+``max_stall_ms``
+    The worst event-loop stall during ``await f.read(100 MiB)`` (``--smoke``:
+    the whole 4 MiB data file) of the page-cached data file: a ticker task
+    resumes on every loop iteration (``await asyncio.sleep(0)``) and records
+    the longest gap between two resumptions, in CPU time of the loop thread
+    (what a callback holding the loop costs; a busy machine's scheduling
+    delays are not the loop's doing) and, informational, in wall-clock time
+    (``max_stall_wall_ms`` in ``"extra"``).  Reported beside the ratios:
+    the median over repetitions of each repetition's worst gap (lower is
+    better, bar 5 ms); the MB/s of the same read timed alone (no ticker) and
+    of the built-in ``f.read()`` of the same bytes are in ``"extra"``.
+
 Contenders
 ----------
 ``subring``        reads: ``await subring.aio.get_ring().readinto(fd, buf, off)``
@@ -158,6 +179,13 @@ EXTRA_RATIOS: dict[str, tuple[str, tuple[str, str], tuple[str, str]]] = {
 
 WORKLOAD_TASKS = {"aread32": 32, "aread256": 256, "acall1": 1, "acall32": 32}
 
+# line iteration and loop stalls: key -> (description, bar)
+FILE_RATIOS: dict[str, tuple[str, float]] = {
+    "lines_vs_builtin": ("lines/s: subring async for vs built-in open() for (sync)", 0.5),
+    "lines_vs_aiofiles": ("lines/s: subring async for vs aiofiles async for", 20.0),
+}
+STALL_BAR_MS = 5.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
@@ -167,6 +195,8 @@ class Mode:
     file_size: int
     n_offsets: int        # power of two
     cached_file: bool     # use/keep $TMPDIR/subring-bench-256M.dat
+    text_size: int = 50 << 20      # the line-iteration text file
+    stall_read: int = 100 << 20    # bytes of the read() watched for loop stalls
 
 
 MODES = {
@@ -175,7 +205,8 @@ MODES = {
     "quick": Mode(reps=5, slice_s=0.5, warmup_s=0.1, file_size=256 << 20,
                   n_offsets=1 << 16, cached_file=True),
     "smoke": Mode(reps=2, slice_s=0.02, warmup_s=0.01, file_size=4 << 20,
-                  n_offsets=1 << 10, cached_file=False),
+                  n_offsets=1 << 10, cached_file=False, text_size=2 << 20,
+                  stall_read=4 << 20),
 }
 
 
@@ -621,6 +652,175 @@ def compute_ratios(raw: dict, unavailable: dict[str, str]) -> tuple[dict, dict, 
 
 
 # --------------------------------------------------------------------------
+# line iteration and loop stalls
+# --------------------------------------------------------------------------
+
+def make_text_file(path: str, size: int) -> None:
+    """ASCII lines of 20-130 characters (reproducible), about ``size`` bytes."""
+    import random
+    rnd = random.Random(20261203)
+    words = [("".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n)))
+             for n in rnd.choices(range(2, 11), k=512)]
+    out, total = [], 0
+    while total < size:
+        line = " ".join(rnd.choices(words, k=rnd.randint(3, 18))) + "\n"
+        out.append(line)
+        total += len(line)
+    with open(path, "w", encoding="ascii") as f:
+        f.write("".join(out))
+
+
+def builtin_lines(path: str) -> tuple[int, int, float, float]:
+    """(lines, characters, wall seconds, CPU seconds)."""
+    n = chars = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            n += 1
+            chars += len(line)
+    return n, chars, time.perf_counter() - t0, time.process_time() - c0
+
+
+async def subring_lines(path: str) -> tuple[int, int, float, float]:
+    """(lines, characters, wall seconds, CPU seconds)."""
+    n = chars = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    async with subring.aio.open(path, encoding="utf-8") as f:
+        async for line in f:
+            n += 1
+            chars += len(line)
+    return n, chars, time.perf_counter() - t0, time.process_time() - c0
+
+
+async def aiofiles_lines(path: str, seconds: float) -> tuple[int, float]:
+    n = 0
+    t0 = time.perf_counter()
+    async with aiofiles.open(path, encoding="utf-8") as f:
+        async for _line in f:
+            n += 1
+            if not n & 255 and time.perf_counter() - t0 >= seconds:
+                break
+    return n, time.perf_counter() - t0
+
+
+async def stalls_during_read(path: str, nbytes: int) -> tuple[float, float, float]:
+    """During one ``await f.read(nbytes)``: the longest the loop thread ran
+    between two loop iterations (its CPU time, ms), the longest wall-clock
+    gap between them (ms; includes waiting for a CPU on a busy machine), and
+    the MB/s of the read."""
+    done = False
+    worst = worst_wall = 0.0
+
+    async def ticker() -> None:
+        nonlocal worst, worst_wall
+        last, last_cpu = time.perf_counter(), time.thread_time()
+        while not done:
+            await asyncio.sleep(0)
+            now, now_cpu = time.perf_counter(), time.thread_time()
+            worst = max(worst, now_cpu - last_cpu)
+            worst_wall = max(worst_wall, now - last)
+            last, last_cpu = now, now_cpu
+
+    async with subring.aio.open(path, "rb") as f:
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        data = await f.read(nbytes)
+        secs = time.perf_counter() - t0
+        done = True
+        await tick
+    if len(data) != nbytes:
+        raise BenchError(f"read({nbytes}) returned {len(data)} bytes")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.pread(fd, 1 << 16, 0) != data[:1 << 16]:
+            raise BenchError("read(): data differs from the file")
+    finally:
+        os.close(fd)
+    return worst * 1e3, worst_wall * 1e3, nbytes / secs / 1e6
+
+
+async def subring_read_mb_per_s(path: str, nbytes: int) -> float:
+    """MB/s of one ``await f.read(nbytes)`` with nothing else on the loop
+    (the stall ticker competes for the GIL, so throughput is timed apart)."""
+    async with subring.aio.open(path, "rb") as f:
+        t0 = time.perf_counter()
+        data = await f.read(nbytes)
+        secs = time.perf_counter() - t0
+    return len(data) / secs / 1e6
+
+
+def builtin_read_mb_per_s(path: str, nbytes: int) -> float:
+    with open(path, "rb") as f:
+        t0 = time.perf_counter()
+        data = f.read(nbytes)
+        secs = time.perf_counter() - t0
+    return len(data) / secs / 1e6
+
+
+async def measure_files(text_path: str, data_path: str, mode: Mode, use_aiofiles: bool,
+                        log: Callable[[str], None]) -> dict[str, list]:
+    """Per repetition: lines/s of each contender, the read() stall and MB/s."""
+    raw: dict[str, list] = {"builtin_lines_per_s": [], "subring_lines_per_s": [],
+                            "aiofiles_lines_per_s": [], "max_stall_ms": [],
+                            "max_stall_wall_ms": [], "lines_vs_builtin_per_cpu": [],
+                            "read_mb_per_s": [], "builtin_read_mb_per_s": []}
+    stall_bytes = min(mode.stall_read, os.path.getsize(data_path))
+    await subring_lines(text_path)                  # warm-up (page cache, ring)
+    for rep in range(mode.reps):
+        gc.collect()
+        nb, cb, tb, cpu_b = builtin_lines(text_path)
+        gc.collect()
+        ns, cs, ts, cpu_s = await subring_lines(text_path)
+        if (ns, cs) != (nb, cb):
+            raise BenchError(f"subring saw {ns} lines / {cs} chars, built-in {nb} / {cb}")
+        raw["builtin_lines_per_s"].append(nb / tb)
+        raw["subring_lines_per_s"].append(ns / ts)
+        # both single-threaded: lines per CPU-second is robust to a busy machine
+        raw["lines_vs_builtin_per_cpu"].append((ns / cpu_s) / (nb / cpu_b)
+                                               if cpu_s > 0 and cpu_b > 0 else None)
+        if use_aiofiles:
+            na, ta = await aiofiles_lines(text_path, mode.slice_s)
+            raw["aiofiles_lines_per_s"].append(na / ta)
+        gc.collect()
+        stall, stall_wall, _ = await stalls_during_read(data_path, stall_bytes)
+        raw["max_stall_ms"].append(stall)
+        raw["max_stall_wall_ms"].append(stall_wall)
+        gc.collect()
+        raw["read_mb_per_s"].append(await subring_read_mb_per_s(data_path, stall_bytes))
+        raw["builtin_read_mb_per_s"].append(builtin_read_mb_per_s(data_path, stall_bytes))
+    log(f"  files: {mode.reps} repetitions of lines + read stall done")
+    return raw
+
+
+def file_ratios(files: dict[str, list], bars: dict, ratios: dict, samples: dict,
+                unavailable: dict[str, str]) -> dict[str, Any]:
+    """Add lines_vs_* to ratios (with bars); return the max_stall_ms entry."""
+    pairs = {"lines_vs_builtin": "builtin_lines_per_s", "lines_vs_aiofiles": "aiofiles_lines_per_s"}
+    for key, (desc, bar) in FILE_RATIOS.items():
+        base = files.get(pairs[key]) or []
+        bars[key] = {"bar": bar, "description": desc}
+        if not base:
+            ratios[key], samples[key] = None, []
+            bars[key]["met"] = None
+            bars[key]["skipped"] = unavailable.get("aiofiles", "did not run")
+            continue
+        s = [a / b for a, b in zip(files["subring_lines_per_s"], base, strict=True)]
+        ratios[key], samples[key] = statistics.median(s), s
+        bars[key]["met"] = ratios[key] >= bar
+    stalls = files["max_stall_ms"]
+    med = statistics.median(stalls)
+    return {"median": med, "samples": stalls, "worst": max(stalls), "bar": STALL_BAR_MS,
+            "met": med <= STALL_BAR_MS,
+            "wall_median": statistics.median(files["max_stall_wall_ms"]),
+            "wall_samples": files["max_stall_wall_ms"],
+            "description": "worst loop stall (ms of loop-thread CPU between two loop "
+                           "iterations) during await f.read(100 MiB), median of repetitions; "
+                           "lower is better.  wall_*: the same gaps in wall-clock time "
+                           "(include waiting for a CPU on a busy machine)"}
+
+
+# --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
 
@@ -675,7 +875,7 @@ def environment(loop_name: str) -> dict[str, Any]:
 
 async def run_all(ctx: Ctx, mode: Mode, sock_path: str, sub_server: Any,
                   pipe_conn: Any, pipe_server: Any, use_aiofiles: bool,
-                  log: Callable[[str], None]) -> dict:
+                  log: Callable[[str], None], text_path: str) -> dict:
     loop = asyncio.get_running_loop()
     log(f"event loop: {type(loop).__module__}.{type(loop).__name__}")
 
@@ -694,7 +894,9 @@ async def run_all(ctx: Ctx, mode: Mode, sock_path: str, sub_server: Any,
         "acall32": [sub_calls, pipe_calls],
     }
     try:
-        return await measure(workloads, mode, log)
+        raw = await measure(workloads, mode, log)
+        raw["_files"] = await measure_files(text_path, ctx.path, mode, use_aiofiles, log)
+        return raw
     finally:
         seen: set[int] = set()
         for cs in workloads.values():
@@ -758,10 +960,13 @@ def main(argv: list[str] | None = None) -> int:
             path, created, file_s = _common.prepare_data_file(mode, tmpdir,
                                                               _common.layout_ok, log)
             ctx = Ctx(path, _common.make_offsets(mode.n_offsets, mode.file_size))
+            text_path = os.path.join(tmpdir, "lines.txt")
+            make_text_file(text_path, mode.text_size)
             try:
                 with asyncio.Runner(loop_factory=loop_factory) as runner:
                     raw = runner.run(run_all(ctx, mode, sock_path, sub_server, pipe_conn,
-                                             pipe_server, aiofiles is not None, log))
+                                             pipe_server, aiofiles is not None, log,
+                                             text_path))
             finally:
                 ctx.close()
     except BenchError as e:
@@ -774,8 +979,22 @@ def main(argv: list[str] | None = None) -> int:
         _common.stop_process(pipe_server)
         _common.stop_process(sub_server)
 
+    files = raw.pop("_files")
     ratios, samples, bars, extra = compute_ratios(raw, unavailable)
+    stall = file_ratios(files, bars, ratios, samples, unavailable)
     print_report(raw, ratios, samples, bars, extra, unavailable)
+    print(f"{'max_stall_ms':<31} {stall['median']:7.2f} {min(stall['samples']):6.2f} "
+          f"{stall['worst']:6.2f} {STALL_BAR_MS:>6.1f}  {'yes' if stall['met'] else 'NO'}"
+          f"  (lower is better; wall-clock gaps: median "
+          f"{stall['wall_median']:.2f} ms, worst {max(stall['wall_samples']):.2f} ms)")
+    per_cpu = [x for x in files["lines_vs_builtin_per_cpu"] if x is not None]
+    if per_cpu:
+        print(f"{'lines_vs_builtin_per_cpu':<31} {statistics.median(per_cpu):7.2f} "
+              f"{min(per_cpu):6.2f} {max(per_cpu):6.2f} {'-':>6}  (informational)")
+    print(f"lines/s: subring {statistics.median(files['subring_lines_per_s']) / 1e6:.2f} M, "
+          f"built-in {statistics.median(files['builtin_lines_per_s']) / 1e6:.2f} M; read(): "
+          f"{statistics.median(files['read_mb_per_s']):.0f} MB/s "
+          f"(built-in {statistics.median(files['builtin_read_mb_per_s']):.0f} MB/s)")
 
     def med(w: str, c: str) -> float | None:
         r = raw.get(w, {}).get(c)
@@ -786,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         "acall1_pipe_calls_per_s": med("acall1", "pipe"),
         "aread256_aiofiles_reads_per_s": med("aread256", "aiofiles"),
         "ratios": extra,
+        "files": files,
     }
     env["loadavg_end"] = list(os.getloadavg())
     cpus = env.get("cpus_usable") or env["cpu_count"] or 1
@@ -816,6 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
             "results": raw,
             "skipped": unavailable,
             "ratios": ratios,
+            "max_stall_ms": stall["median"],
+            "max_stall": stall,
             "ratio_samples": samples,
             "bars": bars,
             "extra": extra_figures,

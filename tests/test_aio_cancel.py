@@ -613,3 +613,42 @@ def test_accept_stream_close_and_cancel():
             lst.close()
 
     run(main)
+
+
+# ---------------------------------------------------------------------------
+# issue 13, bug 5
+# ---------------------------------------------------------------------------
+
+def test_regression_cancel_sqes_take_room_promised_to_woken_waiters(datafile):
+    """BUG (issue 13 #5): a cancel SQE was prepared whenever the ring had a
+    free slot, including slots promised to waiters that had just been woken
+    but had not prepared their read yet; those reads then failed with
+    RingFullError -- breaking "FIFO backpressure, nothing is dropped".
+    Every task must end with its data or CancelledError, nothing else."""
+    path, data = datafile
+    fd = os.open(path, os.O_RDONLY)
+
+    async def main():
+        ar = AsyncRing(KernelRing(8, cq_entries=16), own=True)
+        try:
+            tasks = [asyncio.ensure_future(ar.read(fd, 16, 0)) for _ in range(3000)]
+            victims = random.Random(1).sample(tasks, 1000)
+            for i in range(0, 1000, 200):
+                for t in victims[i:i + 200]:
+                    t.cancel()
+                await asyncio.sleep(0.001)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            await settle(ar.ring)
+        finally:
+            await ar.aclose()
+        return results
+
+    try:
+        results = run(main)
+    finally:
+        os.close(fd)
+    failures = [r for r in results if isinstance(r, BaseException)
+                and not isinstance(r, asyncio.CancelledError)]
+    assert not failures, f"{len(failures)} tasks failed, e.g. {failures[0]!r}"
+    assert all(r == data[:16] for r in results if isinstance(r, bytes))
+    assert sum(isinstance(r, bytes) for r in results) >= 2000

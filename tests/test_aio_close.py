@@ -444,7 +444,70 @@ def test_regression_default_ring_not_closed_when_loop_collected():
         assert _fds() <= before
     finally:
         if ar is not None and not ar.ring.closed:      # clean up after the bug
-            for k, v in list(aio._default.items()):
-                if v is ar:
-                    del aio._default[k]
+            for k, v in list(aio.default._default.items()):
+                if v() is ar:
+                    del aio.default._default[k]
             ar.ring.close()
+
+
+# ---------------------------------------------------------------------------
+# issue 13: the default ring of a closed loop; aclose after the loop closed
+# ---------------------------------------------------------------------------
+
+def test_regression_default_ring_leaks_when_loop_closed_without_shutdown_asyncgens():
+    """BUG (issue 13 #7): ``new_event_loop`` / ``run_until_complete`` /
+    ``close`` (no ``shutdown_asyncgens``) x 100 leaked 200 fds: the
+    per-loop table's value (the AsyncRing) held its key (the loop) strongly.
+    The default ring must not keep its loop alive, and must be closed when
+    the loop closes -- without waiting for a garbage collection."""
+
+    async def use():
+        ar = aio.get_ring()
+        assert await ar.nop() == 0
+        return weakref.ref(ar)
+
+    before = _fds()
+    gc.collect()
+    gc.disable()                      # closed by loop.close(), not by a later gc
+    try:
+        refs = []
+        for _ in range(100):
+            loop = asyncio.new_event_loop()
+            refs.append(loop.run_until_complete(use()))
+            loop_ref = weakref.ref(loop)
+            loop.close()
+            del loop
+            assert _fds() <= before, "the default ring outlived its closed loop"
+    finally:
+        gc.enable()
+    gc.collect()
+    assert loop_ref() is None, "a closed loop is kept alive"
+    assert all(r() is None or r().ring.closed for r in refs)
+    assert _fds() <= before
+
+
+def test_regression_aclose_after_its_loop_closed_raises_runtimeerror():
+    """BUG (issue 13 #11): ``aclose()`` of an AsyncRing whose loop was
+    closed scheduled its flush on that closed loop: RuntimeError.  It must
+    cancel what is left, reap it and close the ring."""
+    r, w = os.pipe()
+    try:
+        loop = asyncio.new_event_loop()
+
+        async def start():
+            ar = AsyncRing(KernelRing(16), own=True)
+            t = asyncio.ensure_future(ar.readinto(r, bytearray(8)))
+            await asyncio.sleep(0.01)
+            assert ar.ring.inflight == 1
+            return ar, t
+
+        ar, task = loop.run_until_complete(start())
+        loop.close()
+        asyncio.run(ar.aclose(timeout=5))            # another loop
+        assert ar.ring.closed
+        os.write(w, b"late")                          # the read was cancelled
+        assert os.read(r, 4) == b"late"
+        del task
+    finally:
+        os.close(r)
+        os.close(w)

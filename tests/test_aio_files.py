@@ -10,15 +10,19 @@ and the final file contents.
 from __future__ import annotations
 
 import asyncio
+import errno
+import inspect
 import io
 import os
 import random
 import shutil
+import sys
 
 import pytest
 
 import subring.aio as aio
 from subring.aio import AsyncRing
+from subring.aio import files as _files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     aiofiles = None
 
-CHUNK = 1 << 16     # subring.aio's read size for readline / text reads
+CHUNK = 1 << 16     # a 64 KiB boundary (boundaries of files.BATCH / LINE_FILL: see below)
 
 
 def run(fn, *args, timeout: float = 20.0):
@@ -824,3 +828,639 @@ def test_concurrent_files(tmp_path):
         return await asyncio.gather(*(one(k) for k in range(40)))
 
     assert run(main) == datas
+
+
+# ---------------------------------------------------------------------------
+# issue 13: cancelled opens, wait_for(open, 0)
+# ---------------------------------------------------------------------------
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_regression_cancelled_open_leaks_fd(tmp_path):
+    """BUG (issue 13 #6): the kernel finishes an openat whose task was
+    cancelled, and the fd it opened was discarded with the result: 100
+    cancelled opens leaked 100 fds.  Also for AsyncRing.openat."""
+    p = tmp_path / "f.txt"
+    p.write_text("x")
+
+    async def main():
+        ar = aio.get_ring()
+        before = _fd_count()
+        for opener in (lambda: aio.open(p), lambda: ar.openat(str(p))):
+            tasks = []
+            for _ in range(100):
+                t = asyncio.ensure_future(opener())
+                tasks.append(t)
+                await asyncio.sleep(0)          # the openat SQE is prepared ...
+                t.cancel()                      # ... and its task cancelled
+            res = await asyncio.gather(*tasks, return_exceptions=True)
+            for r in res:                       # a few may have won the race
+                if isinstance(r, int):
+                    os.close(r)
+                elif not isinstance(r, BaseException):
+                    await r.close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while ar.ring.inflight and loop.time() < deadline:
+                await asyncio.sleep(0.002)
+            assert ar.ring.inflight == 0
+        return before, _fd_count()
+
+    before, after = run(main)
+    assert after <= before, f"{after - before} fds leaked by cancelled opens"
+
+
+def test_regression_wait_for_open_zero_warns_coroutine_never_awaited(tmp_path):
+    """BUG (issue 13 #11): ``wait_for(aio.open(p), 0)`` cancels the wrapper
+    before it runs, and the coroutine made eagerly by ``aio.open`` was then
+    garbage-collected unawaited: "RuntimeWarning: coroutine ... was never
+    awaited"."""
+    import gc
+    import warnings
+
+    p = tmp_path / "f.txt"
+    p.write_text("x")
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(aio.open(p), 0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(main)
+        gc.collect()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not any("never awaited" in m for m in msgs), msgs
+
+
+# ---------------------------------------------------------------------------
+# issue 11: speed properties, errors, the missing pieces of the file API
+# ---------------------------------------------------------------------------
+
+
+
+def _ring_ops() -> int:
+    return aio.get_ring().ring.statistics().submitted
+
+
+def test_regression_readline_quadratic_in_line_length(tmp_path):
+    """BUG (issue 11): readline() appended 64 KiB per round and searched the
+    whole buffer again from the start (a 64 MiB line took 30 s).  Now each
+    round reads more and searches only the new bytes: a 24 MiB line takes a
+    number of ring reads proportional to its length, and matches built-in."""
+    line = "é" * (6 << 20) + "x" * 99 + "\r\n"         # ~12 MiB UTF-8 ... x2 below
+    p = tmp_path / "long.txt"
+    p.write_bytes((line * 2).encode())
+    with open(p, newline=None) as f:
+        ref = [f.readline(), f.readline(), f.readline()]
+
+    async def main():
+        async with aio.open(p) as f:
+            before = _ring_ops()
+            got = [await f.readline(), await f.readline(), await f.readline()]
+            return got, _ring_ops() - before
+
+    got, ops = run(main)
+    assert got == ref
+    assert ops <= 2 * p.stat().st_size // _files.PIECE + 4, ops
+
+
+def test_regression_line_iteration_per_line_awaits(tmp_path):
+    """BUG (issue 11): line iteration cost one readline() (and its buffer
+    search) per line, ~30x built-in.  Lines are now cut and decoded in bulk:
+    iterating 20,000 lines takes a handful of ring reads, and every line,
+    and the position after breaking out, match built-in."""
+    lines = [f"{i} " + "é" * (i % 7) + "z" * (i % 90) + ("\r\n" if i % 5 else "\n")
+             for i in range(20000)]
+    p = tmp_path / "many.txt"
+    p.write_bytes("".join(lines).encode())
+    with open(p) as f:
+        ref = list(f)
+    with open(p, "rb") as f:
+        ref_b = list(f)
+
+    async def main():
+        async with aio.open(p) as f:
+            before = _ring_ops()
+            got = [line async for line in f]
+            ops = _ring_ops() - before
+        async with aio.open(p, "rb") as f:
+            got_b = [line async for line in f]
+        async with aio.open(p, "rb") as f:
+            n = 0
+            async for _ in f:
+                n += 1
+                if n == 1234:
+                    break
+            pos = await f.tell()
+            nxt = await f.readline()
+        return got, ops, got_b, pos, nxt
+
+    got, ops, got_b, pos, nxt = run(main)
+    assert got == ref and got_b == ref_b
+    assert ops <= p.stat().st_size // _files.BATCH + 4, ops
+    assert pos == sum(map(len, ref_b[:1234])) and nxt == ref_b[1234]
+
+
+def test_line_batches_split_crlf_and_multibyte_at_every_boundary(tmp_path):
+    """A \\r\\n or a multi-byte character straddling BATCH or LINE_FILL
+    boundaries, in every newline mode, text and binary."""
+    for cut in (_files.BATCH, _files.LINE_FILL, _files.BATCH * 3 + 1):
+        raw = bytearray(b"a" * (cut - 1) + b"\r\n")
+        raw += b"b" * (cut - 3) + "é".encode() + b"\r" + b"c\n" * 7 + b"\r"
+        p = tmp_path / f"b{cut}.txt"
+        p.write_bytes(bytes(raw))
+        for newline in (None, "", "\n", "\r", "\r\n"):
+            with open(p, newline=newline, encoding="utf-8") as f:
+                ref = list(f)
+
+            async def main(newline=newline, p=p):
+                async with aio.open(p, newline=newline, encoding="utf-8") as f:
+                    return [line async for line in f]
+
+            assert run(main) == ref, (cut, newline)
+
+
+def test_regression_large_read_stalls_loop(tmp_path):
+    """BUG (issue 11): one await of a 100 MiB read() held the loop for the
+    whole copy (~200 ms).  Large reads are now split: other tasks run while
+    a big read(), readinto() or text read() is in progress."""
+    data = os.urandom(_files.THREAD_READ + 3 * _files.PIECE + 5)
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+
+    async def main():
+        ticks = 0
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        out = []
+        for what in ("read", "readinto", "pieces"):
+            async with aio.open(p, "rb") as f:
+                t = asyncio.ensure_future(ticker())
+                await asyncio.sleep(0)
+                ticks = 0
+                if what == "read":
+                    got = await f.read()
+                elif what == "readinto":
+                    buf = bytearray(len(data))
+                    got = bytes(buf[:await f.readinto(buf)])
+                else:
+                    got = await f.read(_files.THREAD_READ - 1)      # ring pieces
+                done = True
+                await t
+                done = False
+                out.append((got == data[:len(got)], len(got), ticks))
+        return out
+
+    for same, n, ticks in run(main):
+        assert same and n >= _files.THREAD_READ - 1
+        assert ticks >= 3, f"the loop ran {ticks} times during the read"
+
+
+def test_regression_errors_do_not_name_the_file(tmp_path):
+    """BUG (issue 11): errors from aio.open and the helpers had filename None
+    and text like 'openat: No such file or directory'; they now match the
+    built-in functions' errors (type, errno, filename, message)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    cases = [("open", ("nope",), lambda: open("nope").close()),
+             ("open", ("d",), lambda: open("d").close()),
+             ("open", ("f", "x"), lambda: open("f", "x").close()),
+             ("stat", ("nope",), lambda: os.stat("nope")),
+             ("unlink", ("nope",), lambda: os.unlink("nope")),
+             ("rmdir", ("f",), lambda: os.rmdir("f")),
+             ("mkdir", ("d",), lambda: os.mkdir("d")),
+             ("rename", ("nope", "other"), lambda: os.rename("nope", "other"))]
+    try:
+        for name, args, builtin in cases:
+            with pytest.raises(OSError) as ref:
+                builtin()
+
+            async def main(name=name, args=args):
+                with pytest.raises(OSError) as got:
+                    r = getattr(aio, name)(*args)
+                    await r
+                return got.value
+
+            got = run(main)
+            r = ref.value
+            assert (type(got), got.errno, got.filename, got.filename2, str(got)) == \
+                (type(r), r.errno, r.filename, r.filename2, str(r)), name
+    finally:
+        os.chdir(cwd)
+
+
+def test_readline_size_and_readlines_hint_match_builtin(tmp_path):
+    text = "héllo wörld\r\nsecond\n\nthird line here\rfourth"
+    p = tmp_path / "t.txt"
+    p.write_bytes(text.encode())
+    for mode in ("r", "rb"):
+        for sizes in ([3, 4, 100, 0, 2, -1, 5], [1] * 40, [None, 7, 7]):
+            with open(p, mode) as f:
+                ref = [f.readline(s) if s is not None else f.readline() for s in sizes]
+                ref.append(f.tell())
+
+            async def main(mode=mode, sizes=sizes):
+                async with aio.open(p, mode) as f:
+                    out = [await f.readline(s) if s is not None else await f.readline()
+                           for s in sizes]
+                    out.append(await f.tell())
+                    return out
+
+            got = run(main)
+            assert got[:-1] == ref[:-1], (mode, sizes)
+            if mode == "rb":
+                assert got[-1] == ref[-1]
+        for hint in (-1, 0, 1, 12, 13, 30, 1000):
+            with open(p, mode) as f:
+                ref = f.readlines(hint)
+
+            async def main(mode=mode, hint=hint):
+                async with aio.open(p, mode) as f:
+                    return await f.readlines(hint)
+
+            assert run(main) == ref, (mode, hint)
+
+
+def test_open_int_fd_closefd_opener(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_text("abc\n")
+
+    async def main():
+        fd = os.open(p, os.O_RDWR)
+        os.lseek(fd, 1, os.SEEK_SET)
+        async with aio.open(fd, "r+", closefd=False) as f:
+            assert f.name == fd
+            assert await f.read() == "bc\n"
+            await f.write("d")
+        os.fstat(fd)                                      # still open
+        async with aio.open(fd, "rb") as f:
+            await f.seek(0)
+            assert await f.read() == b"abc\nd"
+        with pytest.raises(OSError):
+            os.fstat(fd)                                  # closed with the file
+        with pytest.raises(ValueError):
+            await aio.open(p, closefd=False)
+        opened = []
+
+        def opener(path, flags):
+            opened.append(path)
+            return os.open(path, flags)
+
+        async with aio.open(p, opener=opener) as f:
+            assert await f.read() == "abc\nd"
+        assert opened == [p]
+
+    run(main)
+
+
+def test_peek_detach_readall_read1(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"0123456789" * 1000)
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            assert await f.read(3) == b"012"
+            peeked = await f.peek()
+            assert peeked.startswith(b"3456") and await f.tell() == 3
+            assert await f.read1(2) == b"34"
+            assert await f.readall() == (b"0123456789" * 1000)[5:]
+        f = await aio.open(p)
+        assert await f.read(4) == "0123"
+        b = f.detach()
+        with pytest.raises(ValueError):
+            await f.read()
+        assert isinstance(b, aio.AsyncFile) and "b" in b.mode
+        assert await b.read(2) == b"45"                  # the position carries over
+        with pytest.raises(io.UnsupportedOperation):
+            await (await aio.open(p)).peek()
+        raw = b.detach()
+        assert isinstance(raw, io.FileIO) and raw.read(2) == b"67"
+        raw.close()
+
+    run(main)
+
+
+def test_regression_fileno_after_close_returns_stale_fd(tmp_path):
+    """BUG (issue 11): fileno() after close() returned the old number."""
+    p = tmp_path / "f"
+    p.write_text("x")
+
+    async def main():
+        f = await aio.open(p)
+        await f.close()
+        with pytest.raises(ValueError):
+            f.fileno()
+
+    run(main)
+
+
+def test_regression_text_seek_negative_raises_oserror(tmp_path):
+    """BUG (issue 11): text seek(-1) raised OSError; built-in: ValueError
+    (binary files: OSError EINVAL, as built-in)."""
+    p = tmp_path / "f"
+    p.write_text("xyz")
+    with open(p) as f, pytest.raises(ValueError) as ref:
+        f.seek(-1)
+    with open(p, "rb") as f, pytest.raises(OSError) as ref_b:
+        f.seek(-1)
+
+    async def main():
+        async with aio.open(p) as f:
+            with pytest.raises(ValueError) as got:
+                await f.seek(-1)
+        async with aio.open(p, "rb") as f:
+            with pytest.raises(OSError) as got_b:
+                await f.seek(-1)
+        return got.value, got_b.value
+
+    got, got_b = run(main)
+    assert str(got) == str(ref.value)
+    assert got_b.errno == ref_b.value.errno
+
+
+def test_regression_text_buffering_zero_accepted(tmp_path):
+    """BUG (issue 11): buffering=0 in text mode was accepted; built-in
+    raises ValueError."""
+    p = tmp_path / "f"
+    p.write_text("x")
+    with pytest.raises(ValueError) as ref:
+        open(p, "r", buffering=0).close()
+
+    async def main():
+        with pytest.raises(ValueError) as got:
+            await aio.open(p, "r", buffering=0)
+        async with aio.open(p, "rb", buffering=0) as f:       # binary: fine
+            assert await f.read() == b"x"
+        return got.value
+
+    assert str(run(main)) == str(ref.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-8-sig", "utf-8", "cp1252"])
+def test_regression_utf16_utf8sig_reading_refused(tmp_path, encoding):
+    """BUG (issue 11): reading UTF-16 or UTF-8-with-BOM text was refused at
+    open time.  Now read, readline, iteration, read(n) and tell/seek match
+    built-in in every newline mode."""
+    text = "ab\r\ncd€\n\ré\r\nlast" if encoding != "cp1252" else "ab\r\ncd€\n\rX\r\nlast"
+    p = tmp_path / "t.txt"
+    p.write_bytes(text.encode(encoding))
+    for newline in (None, "", "\n", "\r\n"):
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref = (f.read(), )
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref += (list(f), )
+        with open(p, encoding=encoding, newline=newline) as f:
+            ref += (f.read(3), f.read(2), f.readline(), f.read())
+
+        async def main(newline=newline):
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out = (await f.read(), )
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out += ([line async for line in f], )
+            async with aio.open(p, encoding=encoding, newline=newline) as f:
+                out += (await f.read(3), await f.read(2), await f.readline(), await f.read())
+                await f.seek(0)
+                again = await f.read()
+            return out, again
+
+        got, again = run(main)
+        assert got == ref, (encoding, newline)
+        assert again == ref[0]
+
+
+def test_stateful_encoding_refused_for_reading(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes("abc".encode("utf-7"))
+
+    async def main():
+        with pytest.raises(ValueError, match="utf-7"):
+            await aio.open(p, encoding="utf-7")
+        async with aio.open(p, "w", encoding="utf-7") as f:     # writing is fine
+            await f.write("x+y")
+
+    run(main)
+
+
+def test_text_read_n_large_and_lone_cr_match_builtin(tmp_path):
+    """read(n) in big and odd steps over multi-byte text with every kind of
+    line end (a lone \\r at a step's end included), against built-in."""
+    text = ("añ€😀\r\nb\rc\n" * 20000) + "end\r"
+    p = tmp_path / "m.txt"
+    p.write_bytes(text.encode("utf-8"))
+    for newline in (None, ""):
+        for steps in ([3, 1, 2, 5, 7, 300001, 13, -1], [6, 6, 6, 99999, 6, -1], [1] * 50):
+            with open(p, newline=newline, encoding="utf-8") as f:
+                ref = [f.read(n) for n in steps]
+
+            async def main(newline=newline, steps=steps):
+                async with aio.open(p, newline=newline, encoding="utf-8") as f:
+                    return [await f.read(n) for n in steps]
+
+            assert run(main) == ref, (newline, steps)
+
+
+def test_regression_append_utf16_writes_a_second_bom(tmp_path):
+    """BUG (found writing issue 11's encodings): appending to a UTF-16 file
+    wrote a byte-order mark in the middle of it; built-in writes one only at
+    position 0."""
+    ref, got = tmp_path / "ref.txt", tmp_path / "got.txt"
+    for p in (ref, got):
+        with open(p, "w", encoding="utf-16") as f:
+            f.write("one\n")
+    with open(ref, "a", encoding="utf-16") as f:
+        f.write("two\n")
+
+    async def main():
+        async with aio.open(got, "a", encoding="utf-16") as f:
+            await f.write("two\n")
+        async with aio.open(got, encoding="utf-16") as f:
+            return await f.read()
+
+    assert run(main) == "one\ntwo\n"
+    assert got.read_bytes() == ref.read_bytes()
+
+
+def test_large_read_after_readahead_matches_builtin(tmp_path):
+    """read() and read(n) of more than a PIECE after a readline (read-ahead
+    held): the read-ahead is dropped and the bytes read again from the
+    logical position, never lost or duplicated."""
+    data = b"first line\n" + os.urandom(_files.THREAD_READ + _files.PIECE) + b"\nlast\n"
+    p = tmp_path / "r.bin"
+    p.write_bytes(data)
+    with open(p, "rb") as f:
+        ref = [f.readline(), f.read(_files.PIECE * 2), f.readline(), f.read(), f.read()]
+
+    async def main():
+        async with aio.open(p, "rb") as f:
+            out = [await f.readline(), await f.read(_files.PIECE * 2), await f.readline(),
+                   await f.read(), await f.read()]
+            return out, await f.tell()
+
+    got, pos = run(main)
+    assert got == ref and pos == len(data)
+
+
+def test_regression_open_pipe_fd_illegal_seek():
+    """BUG (found checking open(int_fd)): opening a pipe's fd raised
+    OSError ESPIPE (the position was asked of it); built-in opens it and
+    reads it at its current offset.  Lines, read(), write; seek/tell raise
+    ESPIPE as built-in's do."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        os.write(w, "one\ntwo\nthré\n".encode() + b"x" * 30_000)   # (< a pipe's capacity)
+        os.close(w)
+        w = -1
+
+        async def main():
+            async with aio.open(r, "rb", closefd=False) as f:
+                assert not await f.seekable()
+                first = await f.readline()
+                with pytest.raises(OSError) as e:
+                    await f.tell()
+                assert e.value.errno == errno.ESPIPE
+                rest = await f.read()
+            async with aio.open(w2, "w", closefd=False) as g:
+                await g.write("through the ring\n")
+            return first, rest
+
+        first, rest = run(main)
+        assert first == b"one\n" and rest == "two\nthré\n".encode() + b"x" * 30_000
+        assert os.read(r2, 100) == b"through the ring\n"
+    finally:
+        for fd in (r, w, r2, w2):
+            if fd >= 0:
+                os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# async for: a C iterator (subring._core.LineIter), no coroutine per line
+
+
+def _mixed_newline_bytes(n: int, seed: int) -> bytes:
+    rnd = random.Random(seed)
+    ends = ["\n", "\r\n", "\r", ""]
+    out = []
+    for i in range(n):
+        body = "".join(rnd.choice("ab é€z\t") for _ in range(rnd.randint(0, 120)))
+        out.append(body + rnd.choice(ends))
+    return "".join(out).encode("utf-8")
+
+
+@pytest.mark.parametrize("tail", ["\n", "", "\r", "no end"])
+def test_async_for_matches_builtin_mixed_newlines_and_chunk_boundaries(tmp_path, tail):
+    """``async for`` gives exactly the lines of the built-in ``for line in
+    open(...)``: mixed \\n, \\r\\n and lone \\r, multi-byte characters, every
+    newline mode, text (UTF-8 decoded in C, Latin-1 and UTF-16 through their
+    codecs) and binary, with or without a final line end, over several
+    batches (BATCH/LINE_FILL boundaries fall mid-line and mid-\\r\\n)."""
+    raw = _mixed_newline_bytes(15000, 7) + tail.encode()
+    assert len(raw) > _files.LINE_FILL and len(raw) > 4 * _files.BATCH
+    p = tmp_path / "mixed.txt"
+    p.write_bytes(raw)
+    q = tmp_path / "mixed16.txt"
+    q.write_bytes(raw.decode("utf-8").encode("utf-16"))
+    cases = [(p, "rb", None, None)]
+    cases += [(p, "r", "utf-8", nl) for nl in (None, "", "\n", "\r", "\r\n")]
+    cases += [(p, "r", "latin-1", None), (q, "r", "utf-16", None), (q, "r", "utf-16", "")]
+    for path, mode, enc, nl in cases:
+        kw = {} if mode == "rb" else {"encoding": enc, "newline": nl}
+        with open(path, mode, **kw) as f:
+            ref = list(f)
+
+        async def main(path=path, mode=mode, kw=kw):
+            async with aio.open(path, mode, **kw) as f:
+                return [line async for line in f]
+
+        got = run(main)
+        assert got == ref, (path.name, mode, enc, nl)
+
+
+def test_regression_async_for_makes_a_coroutine_per_line(tmp_path):
+    """BUG (issue 11): ``async for`` went through an async generator (or a
+    Python ``__anext__``): a coroutine frame per line, costing more than the
+    built-in file's whole iteration.  ``__anext__`` now returns an awaitable
+    that is already done for every buffered line (no Python code runs for
+    it); a coroutine is made only to read and split the next batch."""
+    from subring._core import LineReady
+
+    p = tmp_path / "lines.txt"
+    p.write_text("".join(f"line {i}\n" for i in range(20000)))
+    nbatches = p.stat().st_size // _files.BATCH + 1
+
+    async def main():
+        async with aio.open(p) as f:
+            it = f.__aiter__()
+            kinds = []
+            got = []
+            while True:
+                a = it.__anext__()
+                kinds.append(type(a) is not LineReady)
+                try:
+                    got.append(await a)
+                except StopAsyncIteration:
+                    break
+        # count Python frames (coroutines, generators, functions) entered
+        # or resumed during a whole async for
+        entered = 0
+
+        def prof(frame, event, arg):
+            nonlocal entered
+            if event == "call":        # a Python frame entered or resumed
+                entered += 1
+
+        async with aio.open(p) as f:
+            n = 0
+            sys.setprofile(prof)
+            try:
+                async for _line in f:
+                    n += 1
+            finally:
+                sys.setprofile(None)
+        return kinds, got, entered, n
+
+    kinds, got, entered, n = run(main)
+    assert got == [f"line {i}\n" for i in range(20000)] and n == 20000
+    assert sum(kinds) <= nbatches + 2, sum(kinds)
+    assert not any(kinds[1:100])
+    assert entered < 50 * (nbatches + 2) < n, entered
+
+
+def test_line_iter_awaitables_hold_their_value():
+    """LineIter's ready awaitables: each keeps its own line even when several
+    are held at once; a tuple or exception value comes back as itself through
+    either await path (am_send, or StopIteration via __next__); a second
+    await raises RuntimeError; refill receives the iterator."""
+    from subring._core import LineIter
+
+    async def refill(li):
+        raise StopAsyncIteration
+
+    vals = [(1, 2), ValueError("x"), b"a\n"]
+    li = LineIter(iter(vals), None, refill)
+    a, b, c = li.__anext__(), li.__anext__(), li.__anext__()
+    with pytest.raises(StopIteration) as e:
+        next(a.__await__())
+    assert e.value.value == (1, 2)
+
+    async def main():
+        return await b, await c
+
+    got_b, got_c = asyncio.run(main())
+    assert got_b is vals[1] and got_c == b"a\n"
+    with pytest.raises(RuntimeError):
+        next(a.__await__())
+    with pytest.raises(TypeError):
+        LineIter([1], None, refill)           # not an iterator

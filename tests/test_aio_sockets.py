@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from subring import aio
 from subring.aio import AsyncRing
 
 pytestmark = pytest.mark.timeout(60)
@@ -427,3 +428,43 @@ def test_accept_stream_with_async_for_and_echo_over_unix_path(tmp_path):
                 # itself; aclose (async with) does.
 
     run(main)
+
+
+def test_regression_cancelled_accept_leaks_fd():
+    """BUG (issue 13 #6, accept's side): an accept whose task was cancelled
+    still accepted a connection, and its fd was discarded with the result.
+    The connection must be closed (the peer sees EOF), never leaked."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    clients = []
+
+    async def main():
+        ar = aio.get_ring()
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(30):
+            c = socket.create_connection(listener.getsockname())
+            clients.append(c)
+            t = asyncio.ensure_future(ar.accept(listener))
+            await asyncio.sleep(0)          # the accept SQE is prepared ...
+            t.cancel()                      # ... and its task cancelled
+            try:
+                os.close(await t)           # (it may have won the race)
+            except asyncio.CancelledError:
+                pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while ar.ring.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+        after = len(os.listdir("/proc/self/fd"))
+        await aio.close_default_ring()
+        return before, after
+
+    try:
+        before, after = asyncio.run(main())
+        assert after - len(clients) <= before, f"{after - len(clients) - before} fds leaked"
+        for c in clients:                   # every accepted connection was closed
+            c.settimeout(5)
+            assert c.recv(1) == b""
+    finally:
+        for c in clients:
+            c.close()
+        listener.close()

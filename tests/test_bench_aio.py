@@ -21,6 +21,8 @@ RATIO_KEYS = {
     "aread32_vs_aiofiles",
     "aread256_vs_executor",
     "acall32_vs_pipe",
+    "lines_vs_builtin",
+    "lines_vs_aiofiles",
 }
 
 
@@ -53,13 +55,19 @@ def _check(doc: dict) -> None:
         assert isinstance(bar["bar"], (int, float)) and bar["bar"] > 0
         ratio = doc["ratios"][key]
         if ratio is None:
-            assert key == "aread32_vs_aiofiles" and not aiofiles_ok
+            assert key in ("aread32_vs_aiofiles", "lines_vs_aiofiles") and not aiofiles_ok
             assert bar["met"] is None
         else:
             assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
             assert bar["met"] is (ratio >= bar["bar"])
             assert len(doc["ratio_samples"][key]) == doc["config"]["reps"]
     reps = doc["config"]["reps"]
+    stall = doc["max_stall_ms"]                  # beside the ratios: lower is better
+    assert isinstance(stall, float) and math.isfinite(stall) and stall >= 0
+    assert doc["max_stall"]["met"] is (stall <= doc["max_stall"]["bar"])
+    assert len(doc["max_stall"]["samples"]) == reps
+    files = doc["extra"]["files"]
+    assert len(files["subring_lines_per_s"]) == reps and min(files["subring_lines_per_s"]) > 0
     assert set(doc["results"]) == {"aread32", "aread256", "acall1", "acall32"}
     for workload, contenders in doc["results"].items():
         for name, r in contenders.items():

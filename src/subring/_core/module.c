@@ -97,5 +97,6 @@ PyMODINIT_FUNC PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
+    { extern int sr_aiter_init(PyObject *); if (sr_aiter_init(m) < 0) { Py_DECREF(m); return NULL; } }  /* aiter.c */
     return m;
 }
