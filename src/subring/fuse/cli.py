@@ -1,0 +1,108 @@
+"""``python -m subring.fuse MODULE:CLASS MOUNTPOINT`` (also ``subring fuse ...``).
+
+Mounts an instance of the class, prints one line when it is serving, serves
+until SIGINT/SIGTERM (or an outside ``umount``), unmounts, and restores
+``enable_uring`` if ``--enable-uring`` changed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``fuse`` command to an argparse subparsers object."""
+    p = subparsers.add_parser("fuse", help="mount a Python file system (FUSE)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(p)
+    return p
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="MODULE:CLASS, a subring.fuse.Operations subclass")
+    p.add_argument("mountpoint", help="an existing directory")
+    p.add_argument("--transport", choices=("auto", "uring", "classic"), default="auto")
+    p.add_argument("--threads", choices=("auto", "per-queue", "single"), default="auto")
+    p.add_argument("--queue-depth", type=int, default=8)
+    p.add_argument("--enable-uring", action="store_true",
+                   help="set /sys/module/fuse/parameters/enable_uring to Y for the mount "
+                        "(root) and restore it afterwards")
+    p.add_argument("--direct-io", action="store_true", help="bypass the page cache")
+    p.add_argument("--attr-timeout", type=float, default=1.0)
+    p.add_argument("--entry-timeout", type=float, default=1.0)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="unmount after SECONDS (default: serve until a signal)")
+    p.add_argument("--arg", action="append", default=[],
+                   help="positional argument for the class constructor (repeatable)")
+    p.set_defaults(func=run)
+
+
+def _load(target: str, args: list[str]) -> Any:
+    modname, _, clsname = target.partition(":")
+    if not modname or not clsname:
+        raise SystemExit(f"target must be MODULE:CLASS, not {target!r}")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    obj = importlib.import_module(modname)
+    for part in clsname.split("."):
+        obj = getattr(obj, part)
+    return obj(*args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command described by ``args`` (from :func:`add_parser`)."""
+    from . import mount, set_uring_enabled
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    ops = _load(args.target, args.arg)
+    restore = None
+    stop = threading.Event()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.enable_uring:
+            restore = set_uring_enabled(True)
+        try:
+            m = mount(ops, args.mountpoint, transport=args.transport, threads=args.threads,
+                      queue_depth=args.queue_depth, direct_io=args.direct_io,
+                      attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout)
+        finally:
+            if restore is not None:
+                # INIT is done: the connection keeps what it negotiated.
+                set_uring_enabled(restore)
+                restore = None
+        with m:
+            print(json.dumps({"mounted": m.mountpoint, "transport": m.transport,
+                              "threads": m.threads, "pid": __import__("os").getpid()}),
+                  flush=True)
+            waited = 0.0
+            while not stop.is_set():
+                if m.wait(0.2):
+                    break
+                waited += 0.2
+                if args.timeout is not None and waited >= args.timeout:
+                    break
+        return 0
+    finally:
+        if restore is not None:
+            set_uring_enabled(restore)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m subring.fuse", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(p)
+    args = p.parse_args(argv)
+    return run(args)
+
+
+__all__ = ["add_parser", "run", "main"]
