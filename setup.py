@@ -11,6 +11,7 @@ core = Extension(
         "src/subring/_core/pyserver.c",
         "src/subring/_core/notify.c",
         "src/subring/_core/lease.c",
+        "src/subring/_core/fuse.c",
     ],
     depends=[
         "src/subring/_core/abi.h",
@@ -18,6 +19,7 @@ core = Extension(
         "src/subring/_core/core.h",
         "src/subring/_core/optable.h",
         "src/subring/_core/kernel.h",
+        "src/subring/_core/fuse_abi.h",
     ],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type"],

@@ -97,5 +97,6 @@ PyMODINIT_FUNC PyInit__core(void)
         Py_DECREF(m);
         return NULL;
     }
+    { extern int sr_fuse_init(PyObject *); if (sr_fuse_init(m) < 0) { Py_DECREF(m); return NULL; } }  /* fuse.c */
     return m;
 }

@@ -176,8 +176,7 @@ class FuseMount:
                         self.mountpoint, alive, "detached mount still in use" if detached
                         else "timeout")
         else:
-            os.close(self._fd)
-            self._conn.close()
+            self._conn.close()          # closes the /dev/fuse fd it owns
         try:
             self.ops.destroy()
         except Exception:
@@ -386,7 +385,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
                                      "before mounting, or use transport='classic'")
     except BaseException:
         m = FuseMount(ops, path, transport="classic", threads=threads, queue_depth=queue_depth,
-                      conn=conn or _NullConn(), fd=fd, watchdog=watchdog, info={})
+                      conn=conn or _NullConn(fd), fd=fd, watchdog=watchdog, info={})
         m._threads = []
         try:
             m.unmount()
@@ -413,11 +412,18 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
 
 
 class _NullConn:
+    """Stands in for a FuseConn that was never made (it would own the fd)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
     def stop(self) -> None:
         pass
 
     def close(self) -> None:
-        pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 __all__ = ["mount", "FuseMount", "FuseStatistics", "FuseError", "FuseUnavailableError",
