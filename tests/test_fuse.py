@@ -1,0 +1,276 @@
+"""subring.fuse on a real mount, driven by real programs and Python file
+operations; the same suite over both transports (classic /dev/fuse and FUSE
+over io_uring).  Skips with the reason when not root, without /dev/fuse, or
+(io_uring) without the kernel feature."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from fuse_support import (TRANSPORTS, FaultyFS, MemFS, SlowFS, fuse_threads, is_mounted,
+                          mounted)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request):
+    return request.param
+
+
+@pytest.fixture
+def mnt(tmp_path):
+    p = tmp_path / "mnt"
+    p.mkdir()
+    yield str(p)
+    assert not is_mounted(str(p)), "the test left its mount behind"
+
+
+@pytest.fixture
+def memfs(mnt, transport):
+    with mounted(MemFS(), mnt, transport) as m:
+        yield m
+    assert fuse_threads() == [], "serving threads left after unmount"
+
+
+def run(*cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True, **kw)
+
+
+def test_transport_is_reported(memfs, transport):
+    assert memfs.transport == transport
+    os.listdir(memfs.mountpoint)
+    s = memfs.statistics()
+    assert s.backend == f"fuse-{transport}"
+    assert s.requests > 0
+    if transport == "uring":
+        assert s.ring_requests > 0 and s.queues == len(os.sched_getaffinity(0)) or s.queues >= 1
+    else:
+        assert s.ring_requests == 0 and s.dev_requests == s.requests
+
+
+def test_ls_stat_cat(memfs):
+    d = memfs.mountpoint
+    with open(os.path.join(d, "hello.txt"), "w") as f:
+        f.write("hello, fuse\n")
+    os.mkdir(os.path.join(d, "dir"))
+    assert sorted(run("ls", "-a", d).stdout.split()) == [".", "..", "dir", "hello.txt"]
+    out = run("stat", "-c", "%s %F %a", os.path.join(d, "hello.txt")).stdout.strip()
+    assert out == "12 regular file 644"
+    assert run("stat", "-c", "%F", os.path.join(d, "dir")).stdout.strip() == "directory"
+    assert run("cat", os.path.join(d, "hello.txt")).stdout == "hello, fuse\n"
+    st = os.stat(os.path.join(d, "hello.txt"))
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 12 and st.st_nlink == 1
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(d, "missing"))
+
+
+def test_cp_multi_mib_file_checksum(memfs, tmp_path):
+    src = tmp_path / "src.bin"
+    data = os.urandom(5 * 1024 * 1024 + 1234)
+    src.write_bytes(data)
+    dst = os.path.join(memfs.mountpoint, "copy.bin")
+    run("cp", str(src), dst)
+    back = tmp_path / "back.bin"
+    run("cp", dst, str(back))
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert os.path.getsize(dst) == len(data)
+    # partial reads at odd offsets
+    with open(dst, "rb") as f:
+        f.seek(3 * 1024 * 1024 + 17)
+        assert f.read(70000) == data[3 * 1024 * 1024 + 17:3 * 1024 * 1024 + 17 + 70000]
+
+
+def test_direct_io_reads_reach_the_handler(mnt, transport):
+    fs = MemFS()
+    with mounted(fs, mnt, transport, direct_io=True, attr_timeout=0, entry_timeout=0) as m:
+        p = os.path.join(mnt, "f")
+        with open(p, "wb") as f:
+            f.write(b"abc" * 5000)
+        before = m.statistics().requests
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            for _ in range(50):
+                assert os.pread(fd, 4096, 4096) == (b"abc" * 5000)[4096:8192]
+        finally:
+            os.close(fd)
+        assert m.statistics().requests - before >= 50
+
+
+def test_mkdir_rename_unlink_trees(memfs):
+    d = memfs.mountpoint
+    for i in range(3):
+        os.makedirs(os.path.join(d, "a", f"b{i}", "c"))
+        with open(os.path.join(d, "a", f"b{i}", "c", "f"), "w") as f:
+            f.write(str(i))
+    os.rename(os.path.join(d, "a"), os.path.join(d, "z"))
+    assert sorted(os.listdir(os.path.join(d, "z"))) == ["b0", "b1", "b2"]
+    os.rename(os.path.join(d, "z", "b1", "c", "f"), os.path.join(d, "z", "moved"))
+    with open(os.path.join(d, "z", "moved")) as f:
+        assert f.read() == "1"
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d, "z"))
+    assert e.value.errno == errno.ENOTEMPTY
+    run("mv", os.path.join(d, "z", "b2"), os.path.join(d, "top"))
+    shutil.rmtree(os.path.join(d, "z"))
+    run("rm", "-r", os.path.join(d, "top"))
+    assert os.listdir(d) == []
+
+
+def test_hard_and_symbolic_links(memfs):
+    d = memfs.mountpoint
+    p = os.path.join(d, "orig")
+    with open(p, "w") as f:
+        f.write("data")
+    os.link(p, os.path.join(d, "hard"))
+    os.symlink("orig", os.path.join(d, "soft"))
+    a, b = os.stat(p), os.stat(os.path.join(d, "hard"))
+    assert a.st_ino == b.st_ino and a.st_nlink == 2
+    assert os.readlink(os.path.join(d, "soft")) == "orig"
+    assert os.path.islink(os.path.join(d, "soft"))
+    with open(os.path.join(d, "soft")) as f:
+        assert f.read() == "data"
+    assert run("readlink", os.path.join(d, "soft")).stdout.strip() == "orig"
+    os.unlink(p)
+    assert os.stat(os.path.join(d, "hard")).st_nlink == 1
+    with pytest.raises(FileNotFoundError):
+        open(os.path.join(d, "soft"))
+
+
+def test_xattrs(memfs):
+    p = os.path.join(memfs.mountpoint, "x")
+    open(p, "w").close()
+    os.setxattr(p, "user.one", b"1")
+    os.setxattr(p, "user.two", b"22" * 100)
+    assert sorted(os.listxattr(p)) == ["user.one", "user.two"]
+    assert os.getxattr(p, "user.two") == b"22" * 100
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, "user.one", b"x", os.XATTR_CREATE)
+    assert e.value.errno == errno.EEXIST
+    os.removexattr(p, "user.one")
+    assert os.listxattr(p) == ["user.two"]
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.one")
+    assert e.value.errno == errno.ENODATA
+
+
+def test_chmod_truncate_utime(memfs):
+    p = os.path.join(memfs.mountpoint, "f")
+    with open(p, "wb") as f:
+        f.write(b"0123456789")
+    os.chmod(p, 0o600)
+    os.truncate(p, 4)
+    os.utime(p, ns=(1_000_000_000_123, 2_000_000_000_456))
+    st = os.stat(p)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 4
+    assert st.st_mtime_ns == 2_000_000_000_456
+    with open(p, "rb") as f:
+        assert f.read() == b"0123"
+
+
+def test_statfs(memfs):
+    v = os.statvfs(memfs.mountpoint)
+    assert v.f_bsize == 4096 and v.f_namemax == 255 and v.f_blocks == 1 << 20
+
+
+def test_concurrent_readers_and_writers(memfs):
+    d = memfs.mountpoint
+    blobs = {f"w{i}": os.urandom(300_000 + i) for i in range(4)}
+    errors: list[BaseException] = []
+
+    def writer(name: str, data: bytes) -> None:
+        try:
+            with open(os.path.join(d, name), "wb") as f:
+                for off in range(0, len(data), 65536):
+                    f.write(data[off:off + 65536])
+            for _ in range(3):
+                with open(os.path.join(d, name), "rb") as f:
+                    assert f.read() == data
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=kv) for kv in blobs.items()]
+    for t in threads:
+        t.start()
+    # meanwhile, other processes list and stat the directory
+    procs = [subprocess.Popen(["sh", "-c", f"for i in 1 2 3 4 5; do ls -l {d} >/dev/null; done"])
+             for _ in range(2)]
+    for t in threads:
+        t.join(30)
+    for p in procs:
+        assert p.wait(30) == 0
+    assert not errors, errors
+    for name, data in blobs.items():
+        out = subprocess.run(["cat", os.path.join(d, name)], capture_output=True, timeout=30)
+        assert out.stdout == data
+
+
+def test_handler_that_raises(mnt, transport, caplog):
+    with mounted(FaultyFS(), mnt, transport) as m:
+        with caplog.at_level(logging.ERROR, logger="subring.fuse"):
+            with pytest.raises(OSError) as e:
+                os.stat(os.path.join(mnt, "boom"))
+            assert e.value.errno == errno.EIO
+            with pytest.raises(OSError) as e:
+                os.stat(os.path.join(mnt, "badvalue"))
+            assert e.value.errno == errno.EIO
+        with pytest.raises(PermissionError):
+            os.stat(os.path.join(mnt, "denied"))
+        # the server keeps serving
+        open(os.path.join(mnt, "ok"), "w").close()
+        assert os.listdir(mnt) == ["ok"]
+        assert m.statistics().handler_exceptions == 2
+    text = caplog.text
+    assert "lookup" in text and "boom handler bug" in text and "expected Entry" in text
+
+
+def test_undefined_operation_answers_enosys(mnt, transport):
+    class NoSymlinks(MemFS):
+        symlink = None    # not callable: treated as undefined
+
+    with mounted(NoSymlinks(), mnt, transport):
+        with pytest.raises(OSError) as e:
+            os.symlink("x", os.path.join(mnt, "l"))
+        assert e.value.errno == errno.ENOSYS
+        # MemFS defines mknod: it works
+        os.mknod(os.path.join(mnt, "fifo"), stat.S_IFIFO | 0o600)
+        assert stat.S_ISFIFO(os.stat(os.path.join(mnt, "fifo")).st_mode)
+
+
+def test_slow_async_handler_while_others_proceed(mnt, transport):
+    fs = SlowFS()
+    with mounted(fs, mnt, transport, direct_io=True) as m:
+        result: dict[str, object] = {}
+
+        def slow_reader() -> None:
+            t0 = time.monotonic()
+            with open(os.path.join(mnt, "slow"), "rb") as f:
+                result["data"] = f.read()
+            result["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=slow_reader)
+        t.start()
+        time.sleep(0.3)      # the slow read is now parked in the async handler
+        t0 = time.monotonic()
+        for _ in range(20):
+            with open(os.path.join(mnt, "fast"), "rb") as f:
+                assert f.read() == b"x" * 10
+            os.stat(mnt)
+        fast_took = time.monotonic() - t0
+        t.join(30)
+        assert result["data"] == b"x" * 10
+        assert result["took"] >= fs.delay * 0.9
+        # Property, not speed: the fast requests finished while the slow one
+        # was still outstanding (they did not queue behind it).
+        assert fast_took < result["took"]
+        assert m.statistics().async_requests >= 1
