@@ -1,0 +1,184 @@
+"""Lifecycle of a subring.fuse mount: the CLI's ready line and signals, a
+server killed with SIGKILL while a reader blocks, enable_uring off -> the
+classic transport with a notice, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fuse_support import (ROOT, TRANSPORTS, MemFS, fuse_skip_reason, fuse_threads,
+                          force_unmount, is_mounted, mounted, require)
+from subring.fuse import FuseTransportError, mount, uring_enabled, uring_switched
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left(tmp_path_factory):
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    with open("/proc/self/mountinfo") as f:
+        left = [line.split()[4] for line in f if line.split()[4].startswith(base)]
+    assert left == [], f"mounts left behind: {left}"
+    assert fuse_threads() == []
+
+
+@pytest.fixture
+def mnt(tmp_path):
+    p = tmp_path / "mnt"
+    p.mkdir()
+    yield str(p)
+    if is_mounted(str(p)):
+        force_unmount(str(p))
+        pytest.fail("the test left its mount behind")
+
+
+def wait_until(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+class Server:
+    """`python -m subring.fuse` in a subprocess, killed and unmounted at exit."""
+
+    def __init__(self, target: str, mnt: str, *args: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), os.path.join(ROOT, "tests"),
+                                             ROOT])
+        self.mnt = mnt
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "subring.fuse", target, mnt, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+
+    def ready(self, timeout: float = 20.0) -> dict:
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            raise TimeoutError("the server printed no ready line")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"server exited: {self.proc.wait(5)} {self.proc.stderr.read()!r}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        if is_mounted(self.mnt):
+            wait_until(lambda: not is_mounted(self.mnt), 5)
+        if is_mounted(self.mnt):
+            force_unmount(self.mnt)
+
+
+def cli_args(transport: str) -> list[str]:
+    return ["--transport", transport] + (["--enable-uring"] if transport == "uring" else [])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cli_serves_until_sigterm_then_unmounts(mnt, transport):
+    require(transport)
+    before = uring_enabled()
+    srv = Server("examples.memfs:MemFS", mnt, *cli_args(transport))
+    try:
+        info = srv.ready()
+        assert info["transport"] == transport and info["mounted"] == mnt
+        with open(os.path.join(mnt, "f"), "w") as f:
+            f.write("x")
+        assert subprocess.run(["ls", mnt], capture_output=True, text=True,
+                              timeout=10).stdout.split() == ["f"]
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+        assert not is_mounted(mnt)
+        # The CLI switched enable_uring on only around the mount and put it back.
+        assert uring_enabled() == before
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sigkill_server_while_reader_blocks(mnt, transport):
+    """The reader blocked in a handler gets an error (ENOTCONN), and the
+    watchdog removes the mount: no stale mount, no hang."""
+    require(transport)
+    srv = Server("fuse_support:SlowFS", mnt, *cli_args(transport))
+    reader = None
+    try:
+        srv.ready()
+        reader = subprocess.Popen(["cat", os.path.join(mnt, "stuck")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        assert reader.poll() is None, "the reader should be blocked in the handler"
+        srv.proc.kill()
+        srv.proc.wait(10)
+        out, err = reader.communicate(timeout=20)
+        assert reader.returncode != 0
+        assert b"not connected" in err or b"Input/output" in err or b"aborted" in err, err
+        assert wait_until(lambda: not is_mounted(mnt), 10), "the mount was left behind"
+    finally:
+        if reader is not None and reader.poll() is None:
+            reader.kill()
+            reader.wait(10)
+        srv.close()
+
+
+def test_enable_uring_off_means_classic_with_a_notice(mnt, caplog):
+    require("uring")
+    m = None
+    try:
+        with caplog.at_level(logging.INFO, logger="subring.fuse"):
+            with uring_switched(False):
+                m = mount(MemFS(), mnt, transport="auto")
+        assert m.transport == "classic"
+        os.listdir(mnt)
+        assert m.statistics().backend == "fuse-classic"
+    finally:
+        if m is not None:
+            m.unmount()
+    notices = [r.getMessage() for r in caplog.records if "transport" in r.getMessage()]
+    assert len(notices) == 1 and "classic" in notices[0] and "enable_uring is N" in notices[0]
+
+
+def test_uring_required_but_off_fails_cleanly(mnt):
+    require("uring")
+    with uring_switched(False):
+        with pytest.raises(FuseTransportError) as e:
+            mount(MemFS(), mnt, transport="uring")
+    assert "enable_uring" in str(e.value)
+    assert not is_mounted(mnt)
+    assert fuse_threads() == []
+
+
+def test_context_manager_and_wait(mnt):
+    require()
+    with mounted(MemFS(), mnt, "classic") as m:
+        assert m.wait(0.1) is False           # still serving
+        assert is_mounted(mnt)
+        subprocess.run(["umount", mnt], check=True, timeout=10)   # from outside
+        assert m.wait(10) is True             # serving ended
+    assert not is_mounted(mnt)
+
+
+def test_bad_arguments_raise_before_mounting(tmp_path):
+    with pytest.raises(ValueError):
+        mount(MemFS(), str(tmp_path), transport="carrier-pigeon")
+    with pytest.raises(ValueError):
+        mount(MemFS(), str(tmp_path), queue_depth=0)
+    with pytest.raises(NotADirectoryError):
+        f = tmp_path / "file"
+        f.write_text("")
+        mount(MemFS(), str(f))
+    assert fuse_skip_reason() or not is_mounted(str(tmp_path))
