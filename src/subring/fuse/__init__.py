@@ -11,11 +11,13 @@ from .kernelparam import possible_cpus, set_uring_enabled, uring_enabled, uring_
 from .session import (DEFAULT_THREADS, FuseError, FuseMount, FuseStatistics, FuseTransportError,
                     FuseUnavailableError, mount, request_context)
 from .operations import OPERATIONS, Operations
+from .subsystem import FuseClient, FuseSubsystem
 from .types import ROOT_INO, Attr, DirEntry, Entry, SetAttr, StatFS
 
 __all__ = [
     "Operations", "OPERATIONS", "ROOT_INO", "Attr", "Entry", "StatFS", "SetAttr", "DirEntry",
     "mount", "FuseMount", "FuseStatistics", "FuseError", "FuseUnavailableError",
     "FuseTransportError", "request_context", "DEFAULT_THREADS",
+    "FuseSubsystem", "FuseClient",
     "possible_cpus", "uring_enabled", "set_uring_enabled", "uring_switched",
 ]
