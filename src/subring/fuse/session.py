@@ -165,6 +165,13 @@ class FuseMount:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if self._loop is not None:
+            # Let libraries that tie resources to the loop's life (subring.aio's
+            # default ring, async generators) close them, then stop it.
+            try:
+                asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(),
+                                                 self._loop).result(5.0)
+            except Exception:
+                log.exception("%s: shutting down the handlers' event loop", self.mountpoint)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(max(0.1, deadline - time.monotonic()))
