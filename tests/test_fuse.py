@@ -107,6 +107,28 @@ def test_direct_io_reads_reach_the_handler(mnt, transport):
         assert m.statistics().requests - before >= 50
 
 
+def test_direct_io_without_an_open_handler(mnt, transport):
+    """Regression: with no ``open`` defined, OPEN was answered ENOSYS, so the
+    kernel never saw FOPEN_DIRECT_IO and served reads from the page cache."""
+    class NoOpen(MemFS):
+        open = None
+
+    fs = NoOpen()
+    e, _ = fs.create(1, b"f", 0o644, 0)
+    fs.write(e.ino, 0, 0, b"z" * 8192)
+    reads = []
+    orig = fs.read
+    fs.read = lambda *a: reads.append(a) or orig(*a)
+    with mounted(fs, mnt, transport, direct_io=True):
+        fd = os.open(os.path.join(mnt, "f"), os.O_RDONLY)
+        try:
+            for _ in range(20):
+                assert os.pread(fd, 4096, 0) == b"z" * 4096
+        finally:
+            os.close(fd)
+    assert len(reads) >= 20
+
+
 def test_mkdir_rename_unlink_trees(memfs):
     d = memfs.mountpoint
     for i in range(3):

@@ -698,6 +698,12 @@ static int dispatch(FuseConn *c, struct req *r, uint8_t *out, uint32_t cap,
     }
     PyObject *h = op < FUSE_OPCODE_MAX ? c->h[op] : NULL;
     if (!h) {
+        if (op == FUSE_OPEN || op == FUSE_OPENDIR) {
+            /* No open handler: succeed with fh 0 rather than ENOSYS, so the
+             * mount's open flags (direct_io) still apply to every open. */
+            enc_open(c, (int)op, Py_None, (struct fuse_open_out *)out);
+            return sizeof(struct fuse_open_out);
+        }
         if (op == FUSE_STATFS) {    /* df on a file system without statfs: neutral */
             struct fuse_kstatfs *s = (struct fuse_kstatfs *)out;
             memset(s, 0, sizeof(*s));
