@@ -296,3 +296,27 @@ def test_slow_async_handler_while_others_proceed(mnt, transport):
         # was still outstanding (they did not queue behind it).
         assert fast_took < result["took"]
         assert m.statistics().async_requests >= 1
+
+
+@pytest.mark.parametrize("threads", ["single", "per-queue"])
+def test_threads_modes(mnt, transport, threads):
+    from subring.fuse import possible_cpus
+
+    with mounted(MemFS(), mnt, transport, threads=threads) as m:
+        assert m.threads == threads
+        names = fuse_threads()
+        if transport == "uring":
+            rings = [n for n in names if "-q" in n or n.endswith("-ring")]
+            assert len(rings) == (len(possible_cpus()) if threads == "per-queue" else 1)
+            assert any(n.endswith("-dev") for n in names)   # FORGET / INTERRUPT
+        else:
+            assert len(names) == (len(possible_cpus()) if threads == "per-queue" else 1)
+        with open(os.path.join(mnt, "f"), "w") as f:
+            f.write("ok")
+        assert run("cat", os.path.join(mnt, "f")).stdout == "ok"
+
+
+def test_auto_threads_default_per_transport(memfs, transport):
+    from subring.fuse import DEFAULT_THREADS
+
+    assert memfs.threads == DEFAULT_THREADS[transport]

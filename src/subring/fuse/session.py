@@ -30,8 +30,11 @@ log = logging.getLogger("subring.fuse")
 
 TRANSPORTS = ("auto", "uring", "classic")
 THREADS = ("auto", "per-queue", "single")
-#: What threads='auto' means (measured on a 2-vCPU VM, see docs/fuse.md).
-DEFAULT_THREADS = "per-queue"
+#: What threads='auto' means per transport (measured on a 2-vCPU VM with
+#: Python handlers, see docs/fuse.md): io_uring -- a pinned thread per queue
+#: serves each caller on its own CPU; classic -- one reader, because several
+#: threads blocked in read(/dev/fuse) wake each other across CPUs.
+DEFAULT_THREADS = {"uring": "per-queue", "classic": "single"}
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MNT_FORCE, MNT_DETACH = 1, 2
@@ -345,8 +348,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     read/write), or 'auto' (io_uring when offered, else classic; the choice is
     logged once and is :attr:`FuseMount.transport`).  ``threads``:
     'per-queue' (io_uring: one thread per CPU queue, pinned to it; classic:
-    one reader per CPU), 'single' (one thread), 'auto' (the measured default,
-    per-queue).  ``queue_depth``: io_uring entries per queue (each pins a
+    one reader thread per CPU), 'single' (one thread), 'auto' (the measured
+    default: per-queue on io_uring, single on classic).  ``queue_depth``: io_uring entries per queue (each pins a
     ``max_write`` + 4 KiB buffer).  ``direct_io``: bypass the page cache
     (every read/write reaches the handler).  Timeouts are how long the kernel
     may cache attributes and names, in seconds (0: ask every time)."""
@@ -360,8 +363,6 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         raise ValueError(f"max_write must be a multiple of 4096 in 4 KiB..1 MiB, not {max_write}")
     if attr_timeout < 0 or entry_timeout < 0:
         raise ValueError("timeouts must be >= 0")
-    if threads == "auto":
-        threads = DEFAULT_THREADS
     path = _check_mountpoint(mountpoint)
     subtype = subtype or type(ops).__name__.lower()
     opts = ""
@@ -399,6 +400,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         except Exception:
             log.exception("cleaning up the failed mount of %s", path)
         raise
+    if threads == "auto":
+        threads = DEFAULT_THREADS[active]
     m = FuseMount(ops, path, transport=active, threads=threads, queue_depth=queue_depth,
                   conn=conn, fd=fd, watchdog=watchdog, info=info)
     conn.set_async_runner(m._run_async)
