@@ -320,3 +320,54 @@ def test_auto_threads_default_per_transport(memfs, transport):
     from subring.fuse import DEFAULT_THREADS
 
     assert memfs.threads == DEFAULT_THREADS[transport]
+
+
+class PlusFS(MemFS):
+    """MemFS that lists directories with attributes (READDIRPLUS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plus_calls = 0
+
+    def readdirplus(self, ino, fh, offset):
+        from subring.fuse import DirEntry
+        self.plus_calls += 1
+        for item in self.readdir(ino, fh, offset):
+            node = self.nodes[item.attr.ino]
+            yield DirEntry(item.name, self._entry(node), item.offset)
+
+
+def test_readdirplus(mnt, transport):
+    fs = PlusFS()
+    with mounted(fs, mnt, transport):
+        for i in range(200):       # more than one reply's worth of entries
+            open(os.path.join(mnt, f"file-with-a-longish-name-{i:04d}"), "w").close()
+        out = run("ls", "-l", mnt).stdout.splitlines()
+        assert len(out) == 201     # "total" + 200
+        assert fs.plus_calls >= 2
+        assert sorted(os.listdir(mnt)) == [f"file-with-a-longish-name-{i:04d}" for i in range(200)]
+
+
+def test_request_context_names_the_caller(mnt, transport):
+    from subring.fuse import request_context
+
+    seen = []
+
+    class Ctx(MemFS):
+        def getattr(self, ino, fh):
+            seen.append(request_context())
+            return super().getattr(ino, fh)
+
+    with mounted(Ctx(), mnt, transport, attr_timeout=0):
+        p = subprocess.Popen(["stat", mnt], stdout=subprocess.DEVNULL)
+        assert p.wait(30) == 0
+    assert (0, 0, p.pid) in seen
+
+
+def test_file_system_without_statfs_gets_a_neutral_default(mnt, transport):
+    class NoStatfs(MemFS):
+        statfs = None
+
+    with mounted(NoStatfs(), mnt, transport):
+        v = os.statvfs(mnt)
+        assert v.f_namemax == 255 and v.f_blocks == 0
