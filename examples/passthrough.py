@@ -99,9 +99,9 @@ class Passthrough(Operations):
                 os.truncate(path, changes.size)
         if changes.atime_ns is not None or changes.mtime_ns is not None:
             st = os.lstat(path)
-            os.utime(path, ns=(changes.atime_ns if changes.atime_ns is not None else st.st_atime_ns,
-                               changes.mtime_ns if changes.mtime_ns is not None else st.st_mtime_ns),
-                     follow_symlinks=False)
+            atime = changes.atime_ns if changes.atime_ns is not None else st.st_atime_ns
+            mtime = changes.mtime_ns if changes.mtime_ns is not None else st.st_mtime_ns
+            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
         return _attr(ino, os.lstat(path))
 
     def readlink(self, ino: int) -> bytes:

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +20,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from examples.memfs import MemFS  # noqa: E402
+
 from subring import _core  # noqa: E402
 from subring.fuse import mount, uring_enabled, uring_switched  # noqa: E402
 from subring.fuse.session import FuseTransportError  # noqa: E402

@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-from fuse_support import (TRANSPORTS, FaultyFS, MemFS, SlowFS, fuse_threads, is_mounted,
-                          mounted)
+from fuse_support import TRANSPORTS, FaultyFS, MemFS, SlowFS, fuse_threads, is_mounted, mounted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -218,7 +217,7 @@ def test_concurrent_readers_and_writers(memfs):
             for _ in range(3):
                 with open(os.path.join(d, name), "rb") as f:
                     assert f.read() == data
-        except BaseException as e:
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=kv) for kv in blobs.items()]

@@ -8,10 +8,9 @@ import os
 import subprocess
 
 import pytest
+from examples.passthrough import Passthrough
 
 from fuse_support import TRANSPORTS, is_mounted, mounted
-
-from examples.passthrough import Passthrough
 
 pytestmark = pytest.mark.timeout(60)
 

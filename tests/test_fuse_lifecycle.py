@@ -15,8 +15,17 @@ import time
 
 import pytest
 
-from fuse_support import (ROOT, TRANSPORTS, MemFS, fuse_skip_reason, fuse_threads,
-                          force_unmount, is_mounted, mounted, require)
+from fuse_support import (
+    ROOT,
+    TRANSPORTS,
+    MemFS,
+    force_unmount,
+    fuse_skip_reason,
+    fuse_threads,
+    is_mounted,
+    mounted,
+    require,
+)
 from subring.fuse import FuseTransportError, mount, uring_enabled, uring_switched
 
 pytestmark = pytest.mark.timeout(90)

@@ -8,9 +8,17 @@ See docs/fuse.md.
 """
 
 from .kernelparam import possible_cpus, set_uring_enabled, uring_enabled, uring_switched
-from .session import (DEFAULT_THREADS, FuseError, FuseMount, FuseStatistics, FuseTransportError,
-                    FuseUnavailableError, mount, request_context)
 from .operations import OPERATIONS, Operations
+from .session import (
+                    DEFAULT_THREADS,
+                    FuseError,
+                    FuseMount,
+                    FuseStatistics,
+                    FuseTransportError,
+                    FuseUnavailableError,
+                    mount,
+                    request_context,
+)
 from .subsystem import FuseClient, FuseSubsystem
 from .types import ROOT_INO, Attr, DirEntry, Entry, SetAttr, StatFS
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,7 +24,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(p)
-    return p
+    parser: argparse.ArgumentParser = p
+    return parser
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -51,7 +53,7 @@ def _load(target: str, args: list[str]) -> Any:
         raise SystemExit(f"target must be MODULE:CLASS, not {target!r}")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    obj = importlib.import_module(modname)
+    obj: Any = importlib.import_module(modname)
     for part in clsname.split("."):
         obj = getattr(obj, part)
     return obj(*args)
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 restore = None
         with m:
             print(json.dumps({"mounted": m.mountpoint, "transport": m.transport,
-                              "threads": m.threads, "pid": __import__("os").getpid()}),
+                              "threads": m.threads, "pid": os.getpid()}),
                   flush=True)
             waited = 0.0
             while not stop.is_set():

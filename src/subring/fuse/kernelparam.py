@@ -4,8 +4,7 @@ explicit opt-in switch for tools and tests: the library never flips it)."""
 from __future__ import annotations
 
 import contextlib
-import os
-from typing import Iterator
+from collections.abc import Iterator
 
 ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"

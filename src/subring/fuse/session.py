@@ -75,10 +75,11 @@ class FuseStatistics:
 def request_context() -> tuple[int, int, int]:
     """(uid, gid, pid) of the process that made the request being handled
     (valid inside a synchronous handler, on its thread)."""
-    return _core.fuse_context()
+    uid, gid, pid = _core.fuse_context()
+    return int(uid), int(gid), int(pid)
 
 
-_live: "weakref.WeakSet[FuseMount]" = weakref.WeakSet()
+_live: weakref.WeakSet[FuseMount] = weakref.WeakSet()
 
 
 @atexit.register
@@ -192,7 +193,7 @@ class FuseMount:
         except Exception:
             log.exception("%s: destroy() raised", self.mountpoint)
 
-    def __enter__(self) -> "FuseMount":
+    def __enter__(self) -> FuseMount:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -247,11 +248,11 @@ class FuseMount:
     def _run(self, fn: Any, *args: Any) -> None:
         try:
             fn(*args)
-        except BaseException as e:  # a fatal ring error: never leave callers hanging
+        except Exception as e:  # a fatal ring error: never leave callers hanging
             self._errors.append(e)
             log.error("%s: serving thread %s failed: %s; unmounting",
-                      self.mountpoint, threading.current_thread().name, e)
-            threading.Thread(target=self.unmount, name="subring-fuse-abort", daemon=True).start()
+                      self.mountpoint, threading.current_thread().name, e, exc_info=True)
+            threading.Thread(target=self.unmount, name="fuse-abort", daemon=True).start()
 
     def _start(self) -> None:
         conn = self._conn
@@ -314,7 +315,8 @@ def _check_mountpoint(mountpoint: str) -> str:
 def _mount_fd(path: str, fsname: str, subtype: str, flags: int, opts: str) -> int:
     """Open /dev/fuse and mount it on `path` (root: mount(2) directly)."""
     if not os.path.exists("/dev/fuse"):
-        raise FuseUnavailableError(errno.ENODEV, "/dev/fuse is absent (no FUSE in this kernel/container)")
+        raise FuseUnavailableError(errno.ENODEV,
+                                   "/dev/fuse is absent (no FUSE in this kernel/container)")
     if os.geteuid() != 0:
         helper = shutil.which("fusermount3")
         raise FuseUnavailableError(
@@ -349,9 +351,10 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     logged once and is :attr:`FuseMount.transport`).  ``threads``:
     'per-queue' (io_uring: one thread per CPU queue, pinned to it; classic:
     one reader thread per CPU), 'single' (one thread), 'auto' (the measured
-    default: per-queue on io_uring, single on classic).  ``queue_depth``: io_uring entries per queue (each pins a
-    ``max_write`` + 4 KiB buffer).  ``direct_io``: bypass the page cache
-    (every read/write reaches the handler).  Timeouts are how long the kernel
+    default: per-queue on io_uring, single on classic).  ``queue_depth``:
+    io_uring entries per queue (each pins a ``max_write`` + 4 KiB buffer).
+    ``direct_io``: bypass the page cache (every read/write reaches the
+    handler).  Timeouts are how long the kernel
     may cache attributes and names, in seconds (0: ask every time)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")

@@ -25,7 +25,8 @@ import asyncio
 import errno
 import inspect
 import struct
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..client import SubsystemClient, connect
 from ..subsystem import Subsystem, op
@@ -260,7 +261,7 @@ class FuseClient:
         self.timeout = timeout
 
     @classmethod
-    def connect(cls, address: str, *, slot_size: int = 1 << 17, timeout: float = 5.0) -> "FuseClient":
+    def connect(cls, address: str, *, slot_size: int = 1 << 17, timeout: float = 5.0) -> FuseClient:
         """Attach to the FuseSubsystem serving the Unix socket ``address``
         (``slot_size`` bounds one read/readdir result)."""
         return cls(connect(address, slot_size=slot_size, timeout=timeout), slot_size=slot_size)
@@ -268,7 +269,7 @@ class FuseClient:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "FuseClient":
+    def __enter__(self) -> FuseClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -317,16 +318,16 @@ class FuseClient:
         return _unpack_entry(self._c("link", newname, ino, newparent))
 
     def open(self, ino: int, flags: int) -> int:
-        return _Q.unpack(self._c("open", None, ino, flags))[0]
+        return int(_Q.unpack(self._c("open", None, ino, flags))[0])
 
     def opendir(self, ino: int, flags: int = 0) -> int:
-        return _Q.unpack(self._c("opendir", None, ino, flags))[0]
+        return int(_Q.unpack(self._c("opendir", None, ino, flags))[0])
 
     def read(self, ino: int, fh: int, offset: int, size: int) -> bytes:
         return self._c("read", _QI.pack(offset, size), ino, fh) or b""
 
     def write(self, ino: int, fh: int, offset: int, data: bytes) -> int:
-        return self._c("write", _Q.pack(offset) + bytes(data), ino, fh)
+        return int(self._c("write", _Q.pack(offset) + bytes(data), ino, fh))
 
     def statfs(self, ino: int = 1) -> StatFS:
         return StatFS(*_STATFS.unpack(self._c("statfs", None, ino)))

@@ -7,7 +7,7 @@ the C dispatcher by position with no attribute lookups.
 from __future__ import annotations
 
 import stat as _stat
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 ROOT_INO = 1
 """The inode number the kernel uses for the mount's root directory."""
@@ -65,13 +65,13 @@ class SetAttr(NamedTuple):
     ``utimensat`` sets the times; ``UTIME_NOW`` arrives as the server's
     current time)."""
 
-    mode: Optional[int] = None
-    uid: Optional[int] = None
-    gid: Optional[int] = None
-    size: Optional[int] = None
-    atime_ns: Optional[int] = None
-    mtime_ns: Optional[int] = None
-    ctime_ns: Optional[int] = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
 
 
 class DirEntry(NamedTuple):
