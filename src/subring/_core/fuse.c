@@ -111,6 +111,11 @@ struct fring {
     void *pay_map; size_t pay_len;
     pthread_mutex_t mtx;   /* guards ready[]/nready: async completers push, the loop pops */
     uint32_t *ready, nready;
+    /* Counters of this ring: written only by its serving thread (so no
+     * cache line is shared between queue threads on the hot path), read
+     * relaxed by statistics() and folded into the connection's totals when
+     * the loop ends. */
+    uint64_t n_reqs, n_errs, n_batches;
 };
 
 typedef struct {
@@ -127,9 +132,9 @@ typedef struct {
     int initialized;
     int stopping;                  /* atomic: set by stop(), read by the loops */
     struct fring *rings;           /* GIL */
-    /* statistics: updated under the GIL (batches: atomically, no GIL) */
-    uint64_t n_requests, n_ring, n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts,
-             n_batches;
+    /* statistics: updated under the GIL; the ring loops count in their
+     * struct fring and add to n_ring/n_err/n_batches when they end */
+    uint64_t n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts, n_ring, n_batches;
 } FuseConn;
 
 typedef struct {
@@ -269,6 +274,12 @@ static int enc_open(FuseConn *c, int op, PyObject *fh, struct fuse_open_out *out
 
 static int enc_bytes(PyObject *v, uint8_t *out, uint32_t cap)
 {
+    if (PyBytes_CheckExact(v)) {    /* the common case: no buffer export */
+        Py_ssize_t len = PyBytes_GET_SIZE(v);
+        int n = len > cap ? (int)cap : (int)len;
+        memcpy(out, PyBytes_AS_STRING(v), (size_t)n);
+        return n;
+    }
     Py_buffer b;
     if (PyObject_GetBuffer(v, &b, PyBUF_SIMPLE) < 0)
         return -1;
@@ -676,7 +687,6 @@ static int dispatch(FuseConn *c, struct req *r, uint8_t *out, uint32_t cap,
 {
     uint32_t op = r->in->opcode;
     ctx_uid = r->in->uid; ctx_gid = r->in->gid; ctx_pid = r->in->pid;
-    c->n_requests++;
     switch (op) {
     case FUSE_FORGET:
         do_forget(c, r->in->nodeid, ((const struct fuse_forget_in *)r->opin)->nlookup);
@@ -1028,11 +1038,12 @@ static PyObject *conn_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t 
          * answered without a cross-CPU wake-up (the lever on a VM). */
         cpu_set_t set;
         CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-            free(qids);
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
+        if (cpu < CPU_SETSIZE)
+            CPU_SET(cpu, &set);
+        /* Best effort: a possible-but-offline CPU, or one outside our cpuset,
+         * refuses (EINVAL).  Its queue then gets few or no requests, and an
+         * unpinned thread still serves it correctly. */
+        (void)sched_setaffinity(0, sizeof(set), &set);
     }
     struct fring *g = calloc(1, sizeof(*g));
     if (!g) {
@@ -1063,10 +1074,11 @@ static PyObject *conn_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t 
     for (;;) {
         to_submit += sr_sq_publish(&g->r.sq);
         /* Submit the batch of commits and wait for the next requests (the
-         * kernel copies them in during this call with DEFER_TASKRUN).  The
-         * 1 s timeout only bounds how long a lost wake-up could delay stop. */
-        int n = sr_kring_enter(&g->r, to_submit, 1, IORING_ENTER_GETEVENTS, 1000000000LL);
-        __atomic_fetch_add(&c->n_batches, 1, __ATOMIC_RELAXED);
+         * kernel copies them in during this call with DEFER_TASKRUN). */
+        /* No timeout: an armed timer costs an hrtimer start/cancel in every
+         * wait; stop() and teardown both complete a CQE (eventfd / ENOTCONN). */
+        int n = sr_kring_enter(&g->r, to_submit, 1, IORING_ENTER_GETEVENTS, -1);
+        __atomic_store_n(&g->n_batches, g->n_batches + 1, __ATOMIC_RELAXED);
         if (n < 0 && n != -EINTR && n != -ETIME && n != -EAGAIN && n != -EBUSY) {
             fatal = -n;
             fatal_what = "io_uring_enter";
@@ -1147,8 +1159,8 @@ static PyObject *conn_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t 
         cq_head += ready;
         sr_cq_release(&g->r.cq, cq_head);
         if (have_gil) {
-            c->n_ring += ring_reqs;
-            c->n_err += errs;
+            __atomic_store_n(&g->n_reqs, g->n_reqs + ring_reqs, __ATOMIC_RELAXED);
+            __atomic_store_n(&g->n_errs, g->n_errs + errs, __ATOMIC_RELAXED);
             ring_reqs = errs = 0;
             ts = PyEval_SaveThread();
             have_gil = 0;
@@ -1174,6 +1186,9 @@ static PyObject *conn_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t 
         pp = &(*pp)->next;
     if (*pp)
         *pp = g->next;
+    c->n_ring += g->n_reqs;
+    c->n_err += g->n_errs;
+    c->n_batches += g->n_batches;
     g->stopped = 1;
     sr_kring_teardown(&g->r, 1);
     g->r.fd = -1;
@@ -1512,17 +1527,23 @@ static PyObject *conn_set_async_runner(FuseConn *c, PyObject *runner)
 
 static PyObject *conn_statistics(FuseConn *c, PyObject *unused)
 {
+    uint64_t ring = c->n_ring, err = c->n_err, batches = c->n_batches;
+    for (struct fring *g = c->rings; g; g = g->next) {   /* live loops (GIL: list stable) */
+        ring += __atomic_load_n(&g->n_reqs, __ATOMIC_RELAXED);
+        err += __atomic_load_n(&g->n_errs, __ATOMIC_RELAXED);
+        batches += __atomic_load_n(&g->n_batches, __ATOMIC_RELAXED);
+    }
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
-        "requests", (unsigned long long)c->n_requests,
-        "ring_requests", (unsigned long long)c->n_ring,
+        "requests", (unsigned long long)(ring + c->n_dev),
+        "ring_requests", (unsigned long long)ring,
         "dev_requests", (unsigned long long)c->n_dev,
-        "error_replies", (unsigned long long)c->n_err,
+        "error_replies", (unsigned long long)err,
         "handler_exceptions", (unsigned long long)c->n_exc,
         "async_requests", (unsigned long long)c->n_async,
         "forgets", (unsigned long long)c->n_forgets,
         "interrupts", (unsigned long long)c->n_interrupts,
-        "batches", (unsigned long long)__atomic_load_n(&c->n_batches, __ATOMIC_RELAXED));
+        "batches", (unsigned long long)batches);
 }
 
 static PyObject *conn_get_uring(FuseConn *c, void *unused)
