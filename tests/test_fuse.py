@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -370,3 +371,44 @@ def test_file_system_without_statfs_gets_a_neutral_default(mnt, transport):
     with mounted(NoStatfs(), mnt, transport):
         v = os.statvfs(mnt)
         assert v.f_namemax == 255 and v.f_blocks == 0
+
+
+def test_interrupted_caller_cancels_the_async_handler(mnt, transport):
+    """A signal to a caller waiting on an async handler makes the kernel send
+    FUSE_INTERRUPT; the handler's task is cancelled and the call fails EINTR
+    long before the handler would have finished."""
+    fs = SlowFS()
+    fs.delay = 30.0
+    cancelled = []
+    orig = fs._slow_read
+
+    async def slow_read(*a):
+        import asyncio
+        try:
+            return await orig(*a)
+        except asyncio.CancelledError:
+            cancelled.append(a)
+            raise
+
+    fs._slow_read = slow_read
+    code = (
+        "import os, signal, sys, time\n"
+        "class Alarm(Exception): pass\n"
+        "def on_alarm(*_): raise Alarm\n"
+        "signal.signal(signal.SIGALRM, on_alarm)\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "t0 = time.monotonic(); signal.setitimer(signal.ITIMER_REAL, 0.5)\n"
+        "try:\n"
+        "    os.pread(fd, 10, 0); print('read completed')\n"
+        "except Alarm:\n"
+        "    print('interrupted after %.1f s' % (time.monotonic() - t0))\n")
+    with mounted(fs, mnt, transport, direct_io=True) as m:
+        out = subprocess.run([sys.executable, "-c", code, os.path.join(mnt, "slow")],
+                             capture_output=True, text=True, timeout=25)
+        assert out.stdout.startswith("interrupted after"), (out.stdout, out.stderr)
+        assert float(out.stdout.split()[2]) < 10
+        deadline = time.monotonic() + 5
+        while not cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cancelled, "the async handler was not cancelled"
+        assert m.statistics().interrupts >= 1

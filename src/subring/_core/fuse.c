@@ -125,6 +125,7 @@ typedef struct {
     PyObject *h[FUSE_OPCODE_MAX];  /* bound handler or NULL (-> ENOSYS) */
     PyObject *on_error;            /* on_error(opname, exc): logs */
     PyObject *async_runner;        /* runner(coro, pending) or NULL */
+    PyObject *interrupt_hook;      /* hook(unique) on FUSE_INTERRUPT, or NULL */
     uint32_t max_write, payload_size, proto_minor;
     uint32_t entry_s, entry_ns, attr_s, attr_ns;
     int direct_io;
@@ -700,7 +701,18 @@ static int dispatch(FuseConn *c, struct req *r, uint8_t *out, uint32_t cap,
     }
     case FUSE_INTERRUPT:
         c->n_interrupts++;
-        return R_NOREPLY;   /* handlers are not interruptible; the reply follows anyway */
+        /* The caller was signalled while waiting.  A synchronous handler
+         * cannot be interrupted (its reply follows anyway); an async one is
+         * cancelled by the hook and answers EINTR. */
+        if (c->interrupt_hook) {
+            PyObject *u = u64(((const struct fuse_interrupt_in *)r->opin)->unique);
+            PyObject *res = u ? PyObject_CallOneArg(c->interrupt_hook, u) : NULL;
+            Py_XDECREF(u);
+            if (!res)
+                PyErr_WriteUnraisable(c->interrupt_hook);
+            Py_XDECREF(res);
+        }
+        return R_NOREPLY;
     case FUSE_DESTROY:
         return 0;
     case FUSE_INIT:
@@ -1312,6 +1324,17 @@ static PyMethodDef pending_methods[] = {
     {NULL}
 };
 
+static PyObject *pending_get_unique(FusePending *p, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(p->unique);
+}
+
+static PyGetSetDef pending_getset[] = {
+    {"unique", (getter)pending_get_unique, NULL,
+     "The kernel's id of the request (what FUSE_INTERRUPT names).", NULL},
+    {NULL}
+};
+
 static PyTypeObject FusePendingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "subring._core.FusePending",
@@ -1320,6 +1343,7 @@ static PyTypeObject FusePendingType = {
     .tp_doc = "A FUSE request an async handler will answer (reply() or fail(), once).",
     .tp_dealloc = (destructor)pending_dealloc,
     .tp_methods = pending_methods,
+    .tp_getset = pending_getset,
 };
 
 /* ---- FuseConn ---------------------------------------------------------------- */
@@ -1378,6 +1402,7 @@ static int conn_traverse(FuseConn *c, visitproc visit, void *arg)
     Py_VISIT(c->ops);
     Py_VISIT(c->on_error);
     Py_VISIT(c->async_runner);
+    Py_VISIT(c->interrupt_hook);
     for (int i = 0; i < FUSE_OPCODE_MAX; i++)
         Py_VISIT(c->h[i]);
     return 0;
@@ -1388,6 +1413,7 @@ static int conn_clear(FuseConn *c)
     Py_CLEAR(c->ops);
     Py_CLEAR(c->on_error);
     Py_CLEAR(c->async_runner);
+    Py_CLEAR(c->interrupt_hook);
     for (int i = 0; i < FUSE_OPCODE_MAX; i++)
         Py_CLEAR(c->h[i]);
     return 0;
@@ -1519,9 +1545,20 @@ static PyObject *conn_close(FuseConn *c, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *conn_set_async_runner(FuseConn *c, PyObject *runner)
+static PyObject *conn_set_async_runner(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
 {
-    Py_XSETREF(c->async_runner, runner == Py_None ? NULL : Py_NewRef(runner));
+    static const char *const names[] = {"runner", "interrupt"};
+    PyObject *v[2] = {0};
+    if (sr_parse("set_async_runner", args, nargs, kwnames, names, 2, 1, v) < 0)
+        return NULL;
+    for (int i = 0; i < 2; i++)
+        if (v[i] && v[i] != Py_None && !PyCallable_Check(v[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_async_runner() takes callables or None");
+            return NULL;
+        }
+    Py_XSETREF(c->async_runner, v[0] == Py_None ? NULL : Py_NewRef(v[0]));
+    Py_XSETREF(c->interrupt_hook, !v[1] || v[1] == Py_None ? NULL : Py_NewRef(v[1]));
     Py_RETURN_NONE;
 }
 
@@ -1578,9 +1615,11 @@ static PyMethodDef conn_methods[] = {
      "stop($self)\n--\n\nMake every serve_ring() loop return."},
     {"close", (PyCFunction)conn_close, METH_NOARGS,
      "close($self)\n--\n\nClose the /dev/fuse fd (after the loops ended)."},
-    {"set_async_runner", (PyCFunction)conn_set_async_runner, METH_O,
-     "set_async_runner($self, runner, /)\n--\n\n"
-     "runner(coroutine, pending) runs an async handler; pending.reply/fail answer."},
+    {"set_async_runner", (PyCFunction)(void (*)(void))conn_set_async_runner,
+     METH_FASTCALL | METH_KEYWORDS,
+     "set_async_runner($self, runner, interrupt=None)\n--\n\n"
+     "runner(coroutine, pending) runs an async handler; pending.reply/fail answer.\n"
+     "interrupt(unique) is called when the kernel interrupts request `unique`."},
     {"statistics", (PyCFunction)conn_statistics, METH_NOARGS,
      "statistics($self)\n--\n\nCounters as a dict."},
     {NULL}

@@ -113,6 +113,7 @@ class FuseMount:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self._inflight: dict[int, Any] = {}     # unique -> concurrent Future of an async handler
         self._queues = possible_cpus() if transport == "uring" else []
 
     # ---- public ---------------------------------------------------------
@@ -275,6 +276,13 @@ class FuseMount:
             self._threads.append(t)
             t.start()
 
+    def _interrupt(self, unique: int) -> None:
+        """FUSE_INTERRUPT: the caller was signalled; cancel its async handler
+        (the request is then answered EINTR)."""
+        fut = self._inflight.get(unique)
+        if fut is not None:
+            fut.cancel()
+
     def _run_async(self, coro: Any, pending: Any) -> None:
         """Called by the C dispatcher when a handler returned a coroutine."""
         if self._loop is None:
@@ -286,10 +294,13 @@ class FuseMount:
                     t.start()
                     self._loop_thread, self._loop = t, loop
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        unique = pending.unique
+        self._inflight[unique] = fut
 
         def done(f: Any) -> None:
+            self._inflight.pop(unique, None)
             if f.cancelled():
-                pending.fail(OSError(errno.EINTR, "cancelled"))
+                pending.fail(OSError(errno.EINTR, "interrupted"))
                 return
             exc = f.exception()
             if exc is None:
@@ -407,7 +418,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         threads = DEFAULT_THREADS[active]
     m = FuseMount(ops, path, transport=active, threads=threads, queue_depth=queue_depth,
                   conn=conn, fd=fd, watchdog=watchdog, info=info)
-    conn.set_async_runner(m._run_async)
+    conn.set_async_runner(m._run_async, m._interrupt)
     if active == "uring":
         log.info("%s: FUSE over io_uring (%d queues x %d entries, %s threads)", path,
                  len(possible_cpus()), queue_depth, threads)
