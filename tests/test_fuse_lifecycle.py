@@ -191,3 +191,63 @@ def test_bad_arguments_raise_before_mounting(tmp_path):
         f.write_text("")
         mount(MemFS(), str(f))
     assert fuse_skip_reason() or not is_mounted(str(tmp_path))
+
+
+NONROOT_SCRIPT = r"""
+import json, os, sys, subprocess
+sys.path.insert(0, sys.argv[3])
+import subring.fuse as F
+from examples.memfs import MemFS
+import encodings.idna, asyncio.unix_events  # noqa: F401 (imported while we still can)
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+mnt, transport = sys.argv[1], sys.argv[2]
+m = F.mount(MemFS(), mnt, transport=transport)
+try:
+    with open(os.path.join(mnt, "f"), "w") as f:
+        f.write("by nobody")
+    ok = open(os.path.join(mnt, "f")).read()
+    st = os.stat(os.path.join(mnt, "f"))
+    out = {"transport": m.transport, "data": ok, "uid": os.geteuid(),
+           "mounted": any(l.split()[4] == mnt for l in open("/proc/self/mountinfo"))}
+finally:
+    m.unmount()
+out["after"] = any(l.split()[4] == mnt for l in open("/proc/self/mountinfo"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_non_root_mount_through_fusermount3(tmp_path, transport):
+    """As an unprivileged user the mount goes through fusermount3 (with
+    auto_unmount as the watchdog); the same class, the same transports."""
+    require(transport)
+    from subring.fuse import fusermount
+    if fusermount.available() is None:
+        pytest.skip("fusermount3 is not installed")
+    if not os.stat("/dev/fuse").st_mode & 0o006:
+        pytest.skip("/dev/fuse is not accessible to unprivileged users here (mode "
+                    f"{os.stat('/dev/fuse').st_mode & 0o777:o})")
+    import tempfile
+    mnt = tempfile.mkdtemp(prefix="subring-fuse-nonroot-")
+    os.chown(mnt, 65534, 65534)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    try:
+        prev = uring_enabled()
+        if transport == "uring":
+            from subring.fuse import set_uring_enabled
+            set_uring_enabled(True)
+        try:
+            out = subprocess.run([sys.executable, "-c", NONROOT_SCRIPT, mnt, transport, ROOT],
+                                 capture_output=True, text=True, timeout=30, env=env,
+                                 check=False)
+        finally:
+            if transport == "uring":
+                set_uring_enabled(prev)
+        assert out.returncode == 0, out.stderr
+        res = json.loads(out.stdout)
+        assert res == {"transport": transport, "data": "by nobody", "uid": 65534,
+                       "mounted": True, "after": False}
+    finally:
+        if is_mounted(mnt):
+            force_unmount(mnt)
+        os.rmdir(mnt)

@@ -15,7 +15,6 @@ import atexit
 import errno
 import logging
 import os
-import shutil
 import stat
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
+from . import fusermount
 from .kernelparam import possible_cpus, uring_enabled
 
 log = logging.getLogger("subring.fuse")
@@ -97,7 +97,7 @@ class FuseMount:
 
     def __init__(self, ops: Any, mountpoint: str, *, transport: str, threads: str,
                  queue_depth: int, conn: Any, fd: int, watchdog: tuple[int, int],
-                 info: dict[str, Any]) -> None:
+                 info: dict[str, Any], helper: Any = None) -> None:
         self.ops = ops
         self.mountpoint = mountpoint
         self._transport = transport
@@ -106,6 +106,7 @@ class FuseMount:
         self._conn = conn
         self._fd = fd
         self._watchdog = watchdog
+        self._helper = helper          # fusermount3's socket (non-root mounts), or None
         self.info = info
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -208,10 +209,16 @@ class FuseMount:
     def _umount(self) -> bool:
         """umount2(target, 0), retrying EBUSY for a second; then MNT_DETACH.
         Returns True when only a lazy detach worked."""
+        def umount(flags: int) -> None:
+            if self._helper is not None:
+                fusermount.unmount(self.mountpoint, lazy=bool(flags & MNT_DETACH))
+            else:
+                _core.fuse_umount(self.mountpoint, flags)
+
         deadline = time.monotonic() + 1.0
         while True:
             try:
-                _core.fuse_umount(self.mountpoint, 0)
+                umount(0)
                 return False
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ENOENT):
@@ -220,13 +227,16 @@ class FuseMount:
                     break
                 time.sleep(0.02)
         try:
-            _core.fuse_umount(self.mountpoint, MNT_DETACH)
+            umount(MNT_DETACH)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
         return True
 
     def _stop_watchdog(self) -> None:
+        if self._helper is not None:
+            self._helper.close()        # fusermount3 (auto_unmount) sees EOF and exits
+            self._helper = None
         pid, wfd = self._watchdog
         if wfd >= 0:
             try:
@@ -323,17 +333,25 @@ def _check_mountpoint(mountpoint: str) -> str:
     return path
 
 
-def _mount_fd(path: str, fsname: str, subtype: str, flags: int, opts: str) -> int:
-    """Open /dev/fuse and mount it on `path` (root: mount(2) directly)."""
+def _mount_fd(path: str, fsname: str, subtype: str, flags: int,
+              opts: str) -> tuple[int, Any]:
+    """Open /dev/fuse and mount it on `path`: as root with mount(2) directly,
+    otherwise through fusermount3.  Returns (fd, fusermount3 socket or None)."""
     if not os.path.exists("/dev/fuse"):
         raise FuseUnavailableError(errno.ENODEV,
                                    "/dev/fuse is absent (no FUSE in this kernel/container)")
     if os.geteuid() != 0:
-        helper = shutil.which("fusermount3")
-        raise FuseUnavailableError(
-            errno.EPERM, "mounting FUSE needs root here" +
-            (f" (fusermount3 at {helper} is not supported yet)" if helper
-             else " (and fusermount3 is not installed)"))
+        if fusermount.available() is None:
+            raise FuseUnavailableError(errno.EPERM, "mounting FUSE needs root, or fusermount3 "
+                                       "(Debian: apt install fuse3), neither is here")
+        options = [f"fsname={fsname}", f"subtype={subtype}", "nosuid", "nodev"]
+        options += [o for o in opts.split(",") if o]
+        if flags & MS_RDONLY:
+            options.append("ro")
+        try:
+            return fusermount.mount(path, options)
+        except OSError as e:
+            raise FuseUnavailableError(e.errno or errno.EPERM, e.strerror or str(e), path) from e
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     try:
         st = os.stat(path)
@@ -344,7 +362,7 @@ def _mount_fd(path: str, fsname: str, subtype: str, flags: int, opts: str) -> in
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, None
 
 
 def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = "auto",
@@ -384,14 +402,16 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         opts += ",allow_other"
     if default_permissions:
         opts += ",default_permissions"
-    fd = _mount_fd(path, fsname, subtype, MS_RDONLY if read_only else 0, opts)
+    fd, helper = _mount_fd(path, fsname, subtype, MS_RDONLY if read_only else 0, opts)
     watchdog = (-1, -1)
     conn = None
     try:
         # Forked before any serving thread and before the ring exists; it
         # closes every other fd (so it never keeps the connection alive) and
         # lazily unmounts `path` if this process dies without unmounting.
-        watchdog = _core.fuse_watchdog(path)
+        # (fusermount3's auto_unmount does the same for non-root mounts.)
+        if helper is None:
+            watchdog = _core.fuse_watchdog(path)
         conn = _core.FuseConn(fd, ops, max_write=max_write, direct_io=direct_io,
                               attr_timeout=attr_timeout, entry_timeout=entry_timeout,
                               on_error=_log_handler_error)
@@ -407,7 +427,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
                                      "before mounting, or use transport='classic'")
     except BaseException:
         m = FuseMount(ops, path, transport="classic", threads=threads, queue_depth=queue_depth,
-                      conn=conn or _NullConn(fd), fd=fd, watchdog=watchdog, info={})
+                      conn=conn or _NullConn(fd), fd=fd, watchdog=watchdog, info={},
+                      helper=helper)
         m._threads = []
         try:
             m.unmount()
@@ -417,7 +438,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     if threads == "auto":
         threads = DEFAULT_THREADS[active]
     m = FuseMount(ops, path, transport=active, threads=threads, queue_depth=queue_depth,
-                  conn=conn, fd=fd, watchdog=watchdog, info=info)
+                  conn=conn, fd=fd, watchdog=watchdog, info=info, helper=helper)
     conn.set_async_runner(m._run_async, m._interrupt)
     if active == "uring":
         log.info("%s: FUSE over io_uring (%d queues x %d entries, %s threads)", path,
