@@ -100,7 +100,8 @@ struct fring_ent {
  * FusePending points at it any more (`refs`, changed only under the GIL). */
 struct fring {
     struct sr_kring r;
-    struct fring *next;    /* conn->rings (GIL) */
+    struct fring *next;    /* conn->rings or conn->dead (GIL) */
+    void *conn;            /* the FuseConn (borrowed: the loop and every pending hold it) */
     int refs;              /* GIL */
     int stopped;           /* GIL: the loop ended; late async replies are dropped */
     int evfd;              /* wake-up: async replies ready, or stop */
@@ -132,7 +133,8 @@ typedef struct {
     int uring;                     /* negotiated */
     int initialized;
     int stopping;                  /* atomic: set by stop(), read by the loops */
-    struct fring *rings;           /* GIL */
+    struct fring *rings;           /* GIL: loops running */
+    struct fring *dead;            /* GIL: loops ended, buffers kept until the fd closes */
     /* statistics: updated under the GIL; the ring loops count in their
      * struct fring and add to n_ring/n_err/n_batches when they end */
     uint64_t n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts, n_ring, n_batches;
@@ -874,11 +876,21 @@ static void fring_free(struct fring *g)
     free(g);
 }
 
-/* GIL held. */
+static void conn_free_dead(FuseConn *c);
+
+/* GIL held.  The buffers stay mapped until the connection's fd is closed:
+ * after the ring fd is closed the kernel cancels its commands
+ * asynchronously, and nothing may ever be mapped at an address the
+ * connection could still copy a request to. */
 static void fring_unref(struct fring *g)
 {
-    if (--g->refs == 0)
-        fring_free(g);
+    if (--g->refs != 0)
+        return;
+    FuseConn *c = g->conn;
+    g->next = c->dead;
+    c->dead = g;
+    if (c->fd < 0)
+        conn_free_dead(c);
 }
 
 static void *map_anon(size_t len)
@@ -1069,6 +1081,7 @@ static PyObject *conn_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t 
         return sr_raise_errno(-rc, "FUSE io_uring setup");
     }
     g->refs = 1;
+    g->conn = c;
     g->next = c->rings;
     c->rings = g;
     Py_INCREF(c);
@@ -1419,11 +1432,22 @@ static int conn_clear(FuseConn *c)
     return 0;
 }
 
+static void conn_free_dead(FuseConn *c)
+{
+    while (c->dead) {
+        struct fring *g = c->dead;
+        c->dead = g->next;
+        fring_free(g);
+    }
+}
+
 static void conn_dealloc(FuseConn *c)
 {
     PyObject_GC_UnTrack(c);
     if (c->fd >= 0)
         close(c->fd);
+    c->fd = -1;
+    conn_free_dead(c);
     conn_clear(c);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
@@ -1542,6 +1566,7 @@ static PyObject *conn_close(FuseConn *c, PyObject *unused)
         close(c->fd);
         c->fd = -1;
     }
+    conn_free_dead(c);
     Py_RETURN_NONE;
 }
 
