@@ -325,6 +325,20 @@ def _log_handler_error(opname: str, exc: BaseException) -> None:
               exc_info=(type(exc), exc, exc.__traceback__))
 
 
+def _io_uring_problem() -> str | None:
+    """Why this process cannot make the SQE128 ring FUSE over io_uring
+    needs (io_uring disabled by sysctl, seccomp, an old kernel), or None.
+    Probed before FUSE_INIT: once io_uring is negotiated there is no way
+    back to /dev/fuse for the connection."""
+    from ..kernel import KernelRing
+
+    try:
+        KernelRing(4, sqe128=True).close()
+    except Exception as e:  # noqa: BLE001 - any failure means "not usable"; reported
+        return f"cannot create an io_uring with SQE128: {e}"
+    return None
+
+
 def _check_mountpoint(mountpoint: str) -> str:
     path = os.path.abspath(os.fspath(mountpoint))
     st = os.stat(path)
@@ -415,10 +429,12 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         conn = _core.FuseConn(fd, ops, max_write=max_write, direct_io=direct_io,
                               attr_timeout=attr_timeout, entry_timeout=entry_timeout,
                               on_error=_log_handler_error)
-        info = conn.init(transport != "classic", 10.0)
+        ring_problem = _io_uring_problem() if transport != "classic" else None
+        info = conn.init(transport != "classic" and ring_problem is None, 10.0)
         active = "uring" if info["uring"] else "classic"
         if transport == "uring" and active != "uring":
-            why = ("enable_uring is N" if uring_enabled() is False else
+            why = (ring_problem if ring_problem else
+                   "enable_uring is N" if uring_enabled() is False else
                    "the kernel has no FUSE over io_uring" if uring_enabled() is None else
                    "the kernel did not offer it")
             raise FuseTransportError(errno.EOPNOTSUPP,
@@ -444,8 +460,9 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         log.info("%s: FUSE over io_uring (%d queues x %d entries, %s threads)", path,
                  len(possible_cpus()), queue_depth, threads)
     else:
-        why = ("enable_uring is N" if uring_enabled() is False and transport == "auto"
-               else "requested" if transport == "classic" else "not offered by the kernel")
+        why = ("requested" if transport == "classic" else
+               ring_problem if ring_problem else
+               "enable_uring is N" if uring_enabled() is False else "not offered by the kernel")
         log.info("%s: classic /dev/fuse transport (%s)", path, why)
     try:
         ops.init()
