@@ -412,3 +412,34 @@ def test_interrupted_caller_cancels_the_async_handler(mnt, transport):
             time.sleep(0.02)
         assert cancelled, "the async handler was not cancelled"
         assert m.statistics().interrupts >= 1
+
+
+def test_forget_arrives_on_dev_fuse_next_to_the_ring(mnt, transport):
+    """FORGET never travels on the ring: the /dev/fuse reader must serve it
+    on both transports (the inode of an unlinked file is forgotten)."""
+    forgotten = []
+
+    class Tracking(MemFS):
+        def forget(self, ino, nlookup):
+            forgotten.append((ino, nlookup))
+            super().forget(ino, nlookup)
+
+    fs = Tracking()
+    with mounted(fs, mnt, transport) as m:
+        inos = []
+        for i in range(10):
+            p = os.path.join(mnt, f"f{i}")
+            with open(p, "w") as f:
+                f.write("x")
+            inos.append(os.stat(p).st_ino)
+            os.unlink(p)
+        deadline = time.monotonic() + 10
+        while len({i for i, _ in forgotten} & set(inos)) < len(inos) and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert set(inos) <= {i for i, _ in forgotten}
+        s = m.statistics()
+        assert s.forgets >= len(inos)
+        assert s.dev_requests >= len(inos) if transport == "uring" else True
+    # MemFS dropped the nodes once nlink and lookups were both zero
+    assert not set(inos) & set(fs.nodes)
