@@ -251,3 +251,37 @@ def test_non_root_mount_through_fusermount3(tmp_path, transport):
         if is_mounted(mnt):
             force_unmount(mnt)
         os.rmdir(mnt)
+
+
+def test_register_error_is_fatal_not_a_hang(mnt):
+    """A REGISTER the kernel refuses (here: a queue id past the possible
+    CPUs) ends serve_ring() with an error at once: the caller (FuseMount)
+    then unmounts instead of leaving requests blocked on a ring that never
+    becomes ready."""
+    require("uring")
+    from subring import _core
+    from subring.fuse import possible_cpus
+
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    conn = None
+    try:
+        with uring_switched(True):                # read when the mount queues INIT
+            _core.fuse_mount("subring-test", mnt, "fuse.regtest", 6,
+                             f"fd={fd},rootmode=40755,user_id=0,group_id=0")
+        conn = _core.FuseConn(fd, MemFS())
+        fd = -1                                   # the FuseConn owns it now
+        info = conn.init(True, 10.0)
+        if not info["uring"]:
+            pytest.skip("enable_uring was N at mount time (toggled by another test?)")
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            conn.serve_ring((max(possible_cpus()) + 100,), 1)
+        assert time.monotonic() - t0 < 10
+        assert "FUSE io_uring command" in str(e.value)
+    finally:
+        if is_mounted(mnt):
+            force_unmount(mnt)
+        if conn is not None:
+            conn.close()
+        if fd >= 0:
+            os.close(fd)
