@@ -285,3 +285,14 @@ def test_register_error_is_fatal_not_a_hang(mnt):
             conn.close()
         if fd >= 0:
             os.close(fd)
+
+
+def test_cli_reports_a_mount_failure_clearly(tmp_path):
+    missing = str(tmp_path / "does-not-exist")
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + ROOT)
+    out = subprocess.run([sys.executable, "-m", "subring.fuse", "examples.memfs:MemFS", missing],
+                         capture_output=True, text=True, timeout=30, env=env, cwd=ROOT,
+                         check=False)
+    assert out.returncode == 1
+    assert "cannot mount" in out.stderr and "does-not-exist" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -70,11 +70,18 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.enable_uring:
-            restore = set_uring_enabled(True)
+            try:
+                restore = set_uring_enabled(True)
+            except OSError as e:
+                print(f"subring fuse: --enable-uring: {e}", file=sys.stderr)
+                return 1
         try:
             m = mount(ops, args.mountpoint, transport=args.transport, threads=args.threads,
                       queue_depth=args.queue_depth, direct_io=args.direct_io,
                       attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout)
+        except OSError as e:
+            print(f"subring fuse: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
+            return 1
         finally:
             if restore is not None:
                 # INIT is done: the connection keeps what it negotiated.
