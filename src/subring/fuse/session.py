@@ -141,7 +141,9 @@ class FuseMount:
     def wait(self, timeout: float | None = None) -> bool:
         """Serve until the file system is unmounted (by :meth:`unmount`, by
         ``umount``, or the connection aborts).  Returns True when serving has
-        ended, False on timeout.  Signals are handled while waiting."""
+        ended (the rest -- watchdog, fd, event loop -- is then released as by
+        :meth:`unmount`), False on timeout.  Signals are handled while
+        waiting.  A serving thread's fatal error is raised here."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in list(self._threads):
             while t.is_alive():
@@ -149,6 +151,7 @@ class FuseMount:
                 if left <= 0:
                     return False
                 t.join(left)
+        self.unmount()
         if self._errors:
             raise self._errors[0]
         return True
@@ -167,8 +170,10 @@ class FuseMount:
         # the connection up while files are open).
         self._conn.stop()
         deadline = time.monotonic() + timeout
+        me = threading.current_thread()
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t is not me:              # unmount() from a handler: do not join ourselves
+                t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if self._loop is not None:
             # Let libraries that tie resources to the loop's life (subring.aio's
