@@ -296,3 +296,32 @@ def test_cli_reports_a_mount_failure_clearly(tmp_path):
     assert out.returncode == 1
     assert "cannot mount" in out.stderr and "does-not-exist" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_close_refused_while_a_dev_loop_reads(mnt):
+    """Regression: FuseConn.close() closed the /dev/fuse fd under a running
+    serve_dev() loop, which kept using the fd *number* (a file opened later
+    could get it and receive FUSE replies)."""
+    require()
+    import threading
+
+    from subring import _core
+
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    _core.fuse_mount("subring-test", mnt, "fuse.closetest", 6,
+                     f"fd={fd},rootmode=40755,user_id=0,group_id=0")
+    conn = _core.FuseConn(fd, MemFS())
+    try:
+        conn.init(False, 10.0)
+        t = threading.Thread(target=conn.serve_dev, daemon=True)
+        t.start()
+        os.listdir(mnt)                   # served: the loop is running
+        with pytest.raises(RuntimeError, match="still running"):
+            conn.close()
+        assert conn.fd == fd
+    finally:
+        force_unmount(mnt)                # the loop ends when the connection does
+    t.join(10)
+    assert not t.is_alive()
+    conn.close()
+    assert conn.fd == -1

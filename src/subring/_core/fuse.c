@@ -135,6 +135,7 @@ typedef struct {
     int stopping;                  /* atomic: set by stop(), read by the loops */
     struct fring *rings;           /* GIL: loops running */
     struct fring *dead;            /* GIL: loops ended, buffers kept until the fd closes */
+    int dev_loops;                 /* GIL: serve_dev() calls running (they use fd) */
     /* statistics: updated under the GIL; the ring loops count in their
      * struct fring and add to n_ring/n_err/n_batches when they end */
     uint64_t n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts, n_ring, n_batches;
@@ -818,6 +819,7 @@ static PyObject *conn_serve_dev(FuseConn *c, PyObject *unused)
     }
     int fd = c->fd, err = 0;
     Py_INCREF(c);
+    c->dev_loops++;
     for (;;) {
         ssize_t n;
         Py_BEGIN_ALLOW_THREADS
@@ -850,6 +852,7 @@ static PyObject *conn_serve_dev(FuseConn *c, PyObject *unused)
     }
     free(in);
     free(out);
+    c->dev_loops--;
     Py_DECREF(c);
     if (err) {
         errno = err;
@@ -1558,8 +1561,10 @@ static PyObject *conn_stop(FuseConn *c, PyObject *unused)
 
 static PyObject *conn_close(FuseConn *c, PyObject *unused)
 {
-    if (c->rings) {
-        PyErr_SetString(PyExc_RuntimeError, "close(): ring loops are still running");
+    if (c->rings || c->dev_loops) {
+        /* They use the fd number: closing it now could make them read or
+         * write whatever file reuses it. */
+        PyErr_SetString(PyExc_RuntimeError, "close(): serving loops are still running");
         return NULL;
     }
     if (c->fd >= 0) {
