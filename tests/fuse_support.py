@@ -62,6 +62,20 @@ def fuse_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("fuse-")]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind(tmp_path_factory):
+    """Module teardown: no mount under this run's temp dirs, no serving
+    thread (import it into a test module to apply it there)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    with open("/proc/self/mountinfo") as f:
+        left = [line.split()[4] for line in f if line.split()[4].startswith(base)]
+    for path in left:
+        force_unmount(path)
+    assert left == [], f"mounts left behind: {left}"
+    assert fuse_threads() == [], f"threads left behind: {fuse_threads()}"
+
+
 @contextlib.contextmanager
 def mounted(ops, path: str, transport: str, **kw) -> Iterator[object]:
     """Mount `ops` on `path` over `transport`; always unmount at exit.

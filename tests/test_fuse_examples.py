@@ -10,7 +10,12 @@ import subprocess
 import pytest
 from examples.passthrough import Passthrough
 
-from fuse_support import TRANSPORTS, is_mounted, mounted
+from fuse_support import (
+    TRANSPORTS,
+    is_mounted,
+    mounted,
+    nothing_left_behind,  # noqa: F401 - autouse module fixture
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,21 +24,12 @@ from fuse_support import (
     fuse_threads,
     is_mounted,
     mounted,
+    nothing_left_behind,  # noqa: F401 - autouse module fixture
     require,
 )
 from subring.fuse import FuseTransportError, mount, uring_enabled, uring_switched
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _nothing_left(tmp_path_factory):
-    yield
-    base = str(tmp_path_factory.getbasetemp())
-    with open("/proc/self/mountinfo") as f:
-        left = [line.split()[4] for line in f if line.split()[4].startswith(base)]
-    assert left == [], f"mounts left behind: {left}"
-    assert fuse_threads() == []
 
 
 @pytest.fixture
