@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    """Add the command's arguments to ``p``."""
     p.add_argument("target", help="MODULE:CLASS, a subring.fuse.Operations subclass")
     p.add_argument("mountpoint", help="an existing directory")
     p.add_argument("--transport", choices=("auto", "uring", "classic"), default="auto")
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m subring.fuse``."""
     p = argparse.ArgumentParser(prog="python -m subring.fuse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(p)

@@ -125,13 +125,16 @@ class FuseMount:
 
     @property
     def threads(self) -> str:
+        """'per-queue' or 'single' (what serves the requests)."""
         return self._threads_mode
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`unmount` ran."""
         return self._closed
 
     def statistics(self) -> FuseStatistics:
+        """A snapshot of the mount's counters."""
         s = self._conn.statistics()
         return FuseStatistics(
             backend="fuse-uring" if self._transport == "uring" else "fuse-classic",
@@ -485,9 +488,10 @@ class _NullConn:
         self.fd = fd
 
     def stop(self) -> None:
-        pass
+        """Nothing runs."""
 
     def close(self) -> None:
+        """Close the fd."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -267,6 +267,7 @@ class FuseClient:
         return cls(connect(address, slot_size=slot_size, timeout=timeout), slot_size=slot_size)
 
     def close(self) -> None:
+        """Detach from the subsystem."""
         self.client.close()
 
     def __enter__(self) -> FuseClient:
@@ -279,85 +280,111 @@ class FuseClient:
         return self.client.call(name, data, arg0, arg1, timeout=self.timeout)
 
     def lookup(self, parent: int, name: bytes) -> Entry:
+        """Resolve ``name`` in directory ``parent``."""
         return _unpack_entry(self._c("lookup", name, parent))
 
     def forget(self, ino: int, nlookup: int) -> None:
+        """Give back ``nlookup`` lookups of ``ino``."""
         self._c("forget", None, ino, nlookup)
 
     def getattr(self, ino: int, fh: int | None = None) -> Attr:
+        """Attributes of ``ino``."""
         return Attr(*_ATTR.unpack(self._c("getattr", None, ino, 0 if fh is None else fh + 1)))
 
     def setattr(self, ino: int, changes: SetAttr, fh: int | None = None) -> Attr:
+        """Change the fields of ``changes`` that are not None; returns the new attributes."""
         mask = sum(1 << i for i, v in enumerate(changes) if v is not None)
         data = _SETATTR.pack(mask, *(v or 0 for v in changes))
         return Attr(*_ATTR.unpack(self._c("setattr", data, ino, 0 if fh is None else fh + 1)))
 
     def readlink(self, ino: int) -> bytes:
+        """Target of symbolic link ``ino``."""
         return self._c("readlink", None, ino) or b""
 
     def mknod(self, parent: int, name: bytes, mode: int, rdev: int = 0) -> Entry:
+        """Create a node (file, FIFO, device) named ``name`` in ``parent``."""
         return _unpack_entry(self._c("mknod", _II.pack(mode, rdev) + name, parent))
 
     def mkdir(self, parent: int, name: bytes, mode: int) -> Entry:
+        """Create directory ``name`` in ``parent``."""
         return _unpack_entry(self._c("mkdir", name, parent, mode))
 
     def unlink(self, parent: int, name: bytes) -> None:
+        """Remove the non-directory ``name`` from ``parent``."""
         self._c("unlink", name, parent)
 
     def rmdir(self, parent: int, name: bytes) -> None:
+        """Remove the empty directory ``name`` from ``parent``."""
         self._c("rmdir", name, parent)
 
     def symlink(self, parent: int, name: bytes, target: bytes) -> Entry:
+        """Create symbolic link ``name`` -> ``target`` in ``parent``."""
         return _unpack_entry(self._c("symlink", name + b"\0" + target, parent))
 
     def rename(self, parent: int, name: bytes, newparent: int, newname: bytes,
                flags: int = 0) -> None:
+        """Move ``parent/name`` to ``newparent/newname``."""
         self._c("rename", _I.pack(flags) + name + b"\0" + newname, parent, newparent)
 
     def link(self, ino: int, newparent: int, newname: bytes) -> Entry:
+        """Create hard link ``newparent/newname`` to ``ino``."""
         return _unpack_entry(self._c("link", newname, ino, newparent))
 
     def open(self, ino: int, flags: int) -> int:
+        """Open file ``ino``; returns the file handle."""
         return int(_Q.unpack(self._c("open", None, ino, flags))[0])
 
     def opendir(self, ino: int, flags: int = 0) -> int:
+        """Open directory ``ino``; returns the handle."""
         return int(_Q.unpack(self._c("opendir", None, ino, flags))[0])
 
     def read(self, ino: int, fh: int, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of ``ino`` from ``offset``."""
         return self._c("read", _QI.pack(offset, size), ino, fh) or b""
 
     def write(self, ino: int, fh: int, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; returns the bytes written."""
         return int(self._c("write", _Q.pack(offset) + bytes(data), ino, fh))
 
     def statfs(self, ino: int = 1) -> StatFS:
+        """File-system statistics."""
         return StatFS(*_STATFS.unpack(self._c("statfs", None, ino)))
 
     def flush(self, ino: int, fh: int) -> None:
+        """The file handle is being closed (once per close of a duplicate)."""
         self._c("flush", None, ino, fh)
 
     def release(self, ino: int, fh: int) -> None:
+        """The last reference to the file handle is gone."""
         self._c("release", None, ino, fh)
 
     def releasedir(self, ino: int, fh: int) -> None:
+        """The last reference to the directory handle is gone."""
         self._c("releasedir", None, ino, fh)
 
     def fsync(self, ino: int, fh: int, datasync: bool = False) -> None:
+        """Flush ``ino``'s data (and metadata unless ``datasync``)."""
         self._c("fsync", b"\1" if datasync else b"\0", ino, fh)
 
     def fsyncdir(self, ino: int, fh: int, datasync: bool = False) -> None:
+        """Flush directory ``ino``."""
         self._c("fsyncdir", b"\1" if datasync else b"\0", ino, fh)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        """Set extended attribute ``name``."""
         self._c("setxattr", name + b"\0" + value, ino, flags)
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
+        """Value of extended attribute ``name``."""
         return self._c("getxattr", name, ino) or b""
 
     def listxattr(self, ino: int) -> list[bytes]:
+        """Names of ``ino``'s extended attributes."""
         raw = self._c("listxattr", None, ino) or b""
         return raw.split(b"\0")[:-1] if raw else []
 
     def removexattr(self, ino: int, name: bytes) -> None:
+        """Remove extended attribute ``name``."""
         self._c("removexattr", name, ino)
 
     def _dir(self, name: str, ino: int, fh: int, offset: int, plus: bool) -> Iterable[DirEntry]:
@@ -386,12 +413,15 @@ class FuseClient:
         return list(self._dir("readdir", ino, fh, offset, False))
 
     def readdirplus(self, ino: int, fh: int = 0, offset: int = 0) -> list[DirEntry]:
+        """The listing with an Entry per item (each counts a lookup)."""
         return list(self._dir("readdirplus", ino, fh, offset, True))
 
     def access(self, ino: int, mask: int) -> None:
+        """Check ``mask`` (``os.R_OK``...) for the caller."""
         self._c("access", None, ino, mask)
 
     def create(self, parent: int, name: bytes, mode: int, flags: int) -> tuple[Entry, int]:
+        """Create and open file ``name`` in ``parent``; returns (Entry, fh)."""
         raw = self._c("create", _I.pack(mode) + name, parent, flags)
         return _unpack_entry(raw), _Q.unpack_from(raw, _ENTRY_SIZE)[0]
 
