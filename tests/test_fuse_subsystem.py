@@ -105,3 +105,30 @@ def test_unprivileged_process_uses_it(served):
     assert res["data"] == "hi"
     if os.geteuid() == 0:
         assert res["uid"] == 65534
+
+
+def test_async_handlers_without_a_mount():
+    """An ``async def`` handler works the same way served as a subsystem."""
+    import asyncio
+
+    class AsyncFS(MemFS):
+        async def getattr(self, ino, fh):
+            await asyncio.sleep(0.01)
+            return MemFS.getattr(self, ino, fh)
+
+    sockdir = tempfile.mkdtemp(prefix="subring-fuse-")
+    sock = os.path.join(sockdir, "a.sock")
+    sub = FuseSubsystem(AsyncFS())
+    ready = threading.Event()
+    t = threading.Thread(target=sub.serve, args=(sock,), kwargs={"ready": ready.set},
+                         daemon=True)
+    t.start()
+    try:
+        assert ready.wait(10)
+        with FuseClient.connect(sock) as fs:
+            assert stat.S_ISDIR(fs.getattr(ROOT_INO).mode)
+    finally:
+        sub.stop()
+        t.join(10)
+        shutil.rmtree(sockdir, ignore_errors=True)
+    assert not t.is_alive()

@@ -77,6 +77,17 @@ class FuseSubsystem(Subsystem):
         self.fs = fs
         self._aloop: asyncio.AbstractEventLoop | None = None
 
+    def serve(self, address: str, **kw: Any) -> None:
+        """:meth:`Subsystem.serve`; also closes the event loop of async
+        handlers when serving ends."""
+        try:
+            super().serve(address, **kw)
+        finally:
+            if self._aloop is not None:
+                self._aloop.run_until_complete(self._aloop.shutdown_asyncgens())
+                self._aloop.close()
+                self._aloop = None
+
     def _call(self, name: str, *args: Any) -> Any:
         fn = getattr(self.fs, name, None)
         if not callable(fn):
