@@ -316,3 +316,13 @@ def test_close_refused_while_a_dev_loop_reads(mnt):
     assert not t.is_alive()
     conn.close()
     assert conn.fd == -1
+
+
+def test_cli_bad_target_is_exit_status_2(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + ROOT)
+    for target in ("nomodule_xyz:X", "examples.memfs:NoSuchClass", "nocolon"):
+        out = subprocess.run([sys.executable, "-m", "subring.fuse", target, str(tmp_path)],
+                             capture_output=True, text=True, timeout=30, env=env, cwd=ROOT,
+                             check=False)
+        assert out.returncode == 2, (target, out.stderr)
+        assert out.stderr.startswith("subring fuse: ") and "Traceback" not in out.stderr

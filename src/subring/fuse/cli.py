@@ -1,8 +1,12 @@
-"""``python -m subring.fuse MODULE:CLASS MOUNTPOINT`` (also ``subring fuse ...``).
+"""python -m subring.fuse MODULE:CLASS MOUNTPOINT  (also: subring fuse ...)
 
-Mounts an instance of the class, prints one line when it is serving, serves
-until SIGINT/SIGTERM (or an outside ``umount``), unmounts, and restores
-``enable_uring`` if ``--enable-uring`` changed it.
+Mounts an instance of the class, prints one JSON line when it is serving,
+serves until SIGINT/SIGTERM (or an outside umount), unmounts, and restores
+enable_uring if --enable-uring changed it.
+
+Exit status: 0 served and unmounted, 1 the mount failed, 2 bad MODULE:CLASS,
+3 FUSE is unavailable here (no /dev/fuse, not root and no fusermount3, or
+io_uring asked for and not offered).
 """
 
 from __future__ import annotations
@@ -32,15 +36,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     """Add the command's arguments to ``p``."""
     p.add_argument("target", help="MODULE:CLASS, a subring.fuse.Operations subclass")
     p.add_argument("mountpoint", help="an existing directory")
-    p.add_argument("--transport", choices=("auto", "uring", "classic"), default="auto")
-    p.add_argument("--threads", choices=("auto", "per-queue", "single"), default="auto")
-    p.add_argument("--queue-depth", type=int, default=8)
+    p.add_argument("--transport", choices=("auto", "uring", "classic"), default="auto",
+                   help="uring: FUSE over io_uring or fail; classic: /dev/fuse read/write; "
+                        "auto (default): io_uring when the kernel offers it")
+    p.add_argument("--threads", choices=("auto", "per-queue", "single"), default="auto",
+                   help="per-queue: a thread per CPU queue, pinned; single: one thread; "
+                        "auto (default): per-queue on io_uring, single on classic")
+    p.add_argument("--queue-depth", type=int, default=8,
+                   help="io_uring entries per queue (default 8)")
     p.add_argument("--enable-uring", action="store_true",
                    help="set /sys/module/fuse/parameters/enable_uring to Y for the mount "
                         "(root) and restore it afterwards")
     p.add_argument("--direct-io", action="store_true", help="bypass the page cache")
-    p.add_argument("--attr-timeout", type=float, default=1.0)
-    p.add_argument("--entry-timeout", type=float, default=1.0)
+    p.add_argument("--attr-timeout", type=float, default=1.0,
+                   help="seconds the kernel may cache attributes (default 1; 0: never)")
+    p.add_argument("--entry-timeout", type=float, default=1.0,
+                   help="seconds the kernel may cache names (default 1; 0: never)")
     p.add_argument("--timeout", type=float, default=None,
                    help="unmount after SECONDS (default: serve until a signal)")
     p.add_argument("--arg", action="append", default=[],
@@ -48,24 +59,37 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
+class _BadTarget(Exception):
+    pass
+
+
 def _load(target: str, args: list[str]) -> Any:
     modname, _, clsname = target.partition(":")
     if not modname or not clsname:
-        raise SystemExit(f"target must be MODULE:CLASS, not {target!r}")
+        raise _BadTarget(f"target must be MODULE:CLASS, not {target!r}")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    obj: Any = importlib.import_module(modname)
-    for part in clsname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(modname)
+        for part in clsname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise _BadTarget(f"cannot load {target}: {e}") from e
+    if not callable(obj):
+        raise _BadTarget(f"{target} is not a class")
     return obj(*args)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command described by ``args`` (from :func:`add_parser`)."""
-    from . import mount, set_uring_enabled
+    from . import FuseTransportError, FuseUnavailableError, mount, set_uring_enabled
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    ops = _load(args.target, args.arg)
+    try:
+        ops = _load(args.target, args.arg)
+    except _BadTarget as e:
+        print(f"subring fuse: {e}", file=sys.stderr)
+        return 2
     restore = None
     stop = threading.Event()
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -75,11 +99,14 @@ def run(args: argparse.Namespace) -> int:
                 restore = set_uring_enabled(True)
             except OSError as e:
                 print(f"subring fuse: --enable-uring: {e}", file=sys.stderr)
-                return 1
+                return 3 if isinstance(e, FileNotFoundError) else 1
         try:
             m = mount(ops, args.mountpoint, transport=args.transport, threads=args.threads,
                       queue_depth=args.queue_depth, direct_io=args.direct_io,
                       attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout)
+        except (FuseUnavailableError, FuseTransportError) as e:
+            print(f"subring fuse: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
+            return 3
         except OSError as e:
             print(f"subring fuse: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
             return 1

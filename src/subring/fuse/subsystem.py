@@ -272,10 +272,14 @@ class FuseClient:
         self.timeout = timeout
 
     @classmethod
-    def connect(cls, address: str, *, slot_size: int = 1 << 17, timeout: float = 5.0) -> FuseClient:
+    def connect(cls, address: str, *, slot_size: int = 1 << 17, timeout: float = 5.0,
+                wait: bool = False) -> FuseClient:
         """Attach to the FuseSubsystem serving the Unix socket ``address``
-        (``slot_size`` bounds one read/readdir result)."""
-        return cls(connect(address, slot_size=slot_size, timeout=timeout), slot_size=slot_size)
+        (``slot_size`` bounds one read/readdir result).  ``wait=True``: keep
+        trying for ``timeout`` seconds while nothing serves it yet."""
+        kw: dict[str, Any] = {"wait": True} if wait else {}
+        return cls(connect(address, slot_size=slot_size, timeout=timeout, **kw),
+                   slot_size=slot_size)
 
     def close(self) -> None:
         """Detach from the subsystem."""
