@@ -453,3 +453,35 @@ def test_forget_arrives_on_dev_fuse_next_to_the_ring(mnt, transport):
         assert s.dev_requests >= len(inos) if transport == "uring" else True
     # MemFS dropped the nodes once nlink and lookups were both zero
     assert not set(inos) & set(fs.nodes)
+
+
+def test_invalidate_notifications_with_caching_on(mnt, transport):
+    """With long cache timeouts the kernel keeps stale attributes, names and
+    data until the file system tells it otherwise (notifications go out on
+    /dev/fuse, also on the io_uring transport)."""
+    fs = MemFS()
+    with mounted(fs, mnt, transport, attr_timeout=3600, entry_timeout=3600) as m:
+        p = os.path.join(mnt, "f")
+        with open(p, "wb") as f:
+            f.write(b"old")
+        ino = os.stat(p).st_ino
+        with open(p, "rb") as f:
+            assert f.read() == b"old"
+        os.stat(p)                                          # (a read makes atime stale)
+        fs.nodes[ino].data[:] = b"new data"               # behind the kernel's back
+        assert os.stat(p).st_size == 3                      # cached
+        m.invalidate_inode(ino)
+        assert os.stat(p).st_size == 8
+        with open(p, "rb") as f:
+            assert f.read() == b"new data"
+        root = fs.nodes[1]
+        root.children[b"g"] = root.children.pop(b"f")       # rename behind its back
+        assert os.path.exists(p)                            # cached name
+        m.invalidate_entry(1, b"f")
+        assert not os.path.exists(p)
+        assert os.path.exists(os.path.join(mnt, "g"))
+        m.invalidate_inode(999999)                          # nothing cached: fine
+        with pytest.raises(ValueError):
+            m.invalidate_entry(1, b"a/b")
+    with pytest.raises(RuntimeError):
+        m.invalidate_inode(ino)

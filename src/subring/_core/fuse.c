@@ -1550,6 +1550,72 @@ static PyObject *conn_init(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
                          "flags", o.flags, "flags2", o.flags2, "max_write", o.max_write);
 }
 
+/* Write one notification (GIL released: the kernel may take inode locks,
+ * and a handler serving a request on another thread may need the GIL to
+ * let that happen). */
+static PyObject *notify(FuseConn *c, int code, struct iovec *iov, int n, size_t len)
+{
+    if (c->fd < 0 || !c->initialized) {
+        PyErr_SetString(PyExc_RuntimeError, "the connection is not serving");
+        return NULL;
+    }
+    struct fuse_out_header oh = {.len = (uint32_t)(sizeof(oh) + len), .error = code, .unique = 0};
+    iov[0].iov_base = &oh;
+    iov[0].iov_len = sizeof(oh);
+    ssize_t w;
+    int e = 0, fd = c->fd;
+    Py_BEGIN_ALLOW_THREADS
+    w = writev(fd, iov, n);
+    if (w < 0) e = errno;
+    Py_END_ALLOW_THREADS
+    if (w < 0) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_notify_inval_inode(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    static const char *const names[] = {"ino", "offset", "length"};
+    PyObject *v[3] = {0};
+    if (sr_parse("notify_inval_inode", args, nargs, kwnames, names, 3, 1, v) < 0)
+        return NULL;
+    struct fuse_notify_inval_inode_out o;
+    int64_t off, len;
+    if (sr_as_u64(v[0], 0, &o.ino, "ino") < 0 || sr_as_i64(v[1], 0, &off, "offset") < 0 ||
+        sr_as_i64(v[2], 0, &len, "length") < 0)
+        return NULL;
+    o.off = off;
+    o.len = len;
+    struct iovec iov[2] = {{0}, {&o, sizeof(o)}};
+    return notify(c, FUSE_NOTIFY_INVAL_INODE, iov, 2, sizeof(o));
+}
+
+static PyObject *conn_notify_inval_entry(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    static const char *const names[] = {"parent", "name"};
+    PyObject *v[2] = {0};
+    if (sr_parse("notify_inval_entry", args, nargs, kwnames, names, 2, 2, v) < 0)
+        return NULL;
+    struct fuse_notify_inval_entry_out o = {0};
+    if (sr_as_u64(v[0], 0, &o.parent, "parent") < 0)
+        return NULL;
+    if (!PyBytes_Check(v[1]) || PyBytes_GET_SIZE(v[1]) == 0 || PyBytes_GET_SIZE(v[1]) > 1024 ||
+        memchr(PyBytes_AS_STRING(v[1]), 0, (size_t)PyBytes_GET_SIZE(v[1])) ||
+        memchr(PyBytes_AS_STRING(v[1]), '/', (size_t)PyBytes_GET_SIZE(v[1]))) {
+        PyErr_SetString(PyExc_ValueError, "name must be 1..1024 bytes without NUL or '/'");
+        return NULL;
+    }
+    o.namelen = (uint32_t)PyBytes_GET_SIZE(v[1]);
+    static const char nul = 0;
+    struct iovec iov[4] = {{0}, {&o, sizeof(o)},
+                           {PyBytes_AS_STRING(v[1]), o.namelen}, {(void *)&nul, 1}};
+    return notify(c, FUSE_NOTIFY_INVAL_ENTRY, iov, 4, sizeof(o) + o.namelen + 1);
+}
+
 static PyObject *conn_stop(FuseConn *c, PyObject *unused)
 {
     /* release: a loop that sees the wake-up also sees the flag. */
@@ -1641,6 +1707,15 @@ static PyMethodDef conn_methods[] = {
      "serve_ring($self, qids, depth, cpu=-1)\n--\n\n"
      "Register depth io_uring entries on each queue in qids and serve them\n"
      "until the connection ends or stop(); cpu >= 0 pins this thread first."},
+    {"notify_inval_inode", (PyCFunction)(void (*)(void))conn_notify_inval_inode,
+     METH_FASTCALL | METH_KEYWORDS,
+     "notify_inval_inode($self, ino, offset=0, length=0)\n--\n\n"
+     "Tell the kernel to drop cached attributes of ino and its cached data in\n"
+     "[offset, offset+length) (length 0: to the end; offset < 0: attributes only)."},
+    {"notify_inval_entry", (PyCFunction)(void (*)(void))conn_notify_inval_entry,
+     METH_FASTCALL | METH_KEYWORDS,
+     "notify_inval_entry($self, parent, name)\n--\n\n"
+     "Tell the kernel to forget its cached lookup of name in directory parent."},
     {"stop", (PyCFunction)conn_stop, METH_NOARGS,
      "stop($self)\n--\n\nMake every serve_ring() loop return."},
     {"close", (PyCFunction)conn_close, METH_NOARGS,

@@ -229,6 +229,18 @@ struct fuse_access_in { uint32_t mask, padding; };
 struct fuse_interrupt_in { uint64_t unique; };
 static_assert(sizeof(struct fuse_setxattr_in) == 8, "compat fuse_setxattr_in");
 
+/* Notifications, server -> kernel: written on /dev/fuse with unique = 0 and
+ * the notify code in fuse_out_header.error (never through the ring). */
+enum fuse_notify_code {
+    FUSE_NOTIFY_POLL = 1, FUSE_NOTIFY_INVAL_INODE = 2, FUSE_NOTIFY_INVAL_ENTRY = 3,
+    FUSE_NOTIFY_STORE = 4, FUSE_NOTIFY_RETRIEVE = 5, FUSE_NOTIFY_DELETE = 6,
+};
+
+struct fuse_notify_inval_inode_out { uint64_t ino; int64_t off, len; };
+struct fuse_notify_inval_entry_out { uint64_t parent; uint32_t namelen, flags; };
+static_assert(sizeof(struct fuse_notify_inval_inode_out) == 24, "notify_inval_inode_out");
+static_assert(sizeof(struct fuse_notify_inval_entry_out) == 16, "notify_inval_entry_out");
+
 /* ---- FUSE over io_uring (7.42) ------------------------------------------ */
 
 /* The kernel <-> server area of each ring entry's header buffer. */

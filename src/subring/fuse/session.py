@@ -141,6 +141,32 @@ class FuseMount:
             transport=self._transport, threads=self._threads_mode,
             queues=len(self._queues), queue_depth=self._depth, **s)
 
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> None:
+        """Make the kernel drop what it caches of ``ino``: its attributes and
+        its data in ``[offset, offset + length)`` (``length`` 0: to the end;
+        ``offset`` < 0: attributes only).  For file systems whose contents
+        change behind the kernel's back while caching is on.  Sent on
+        /dev/fuse on either transport.  Do not call it from a handler of a
+        request on the same inode (the kernel may wait for that request).
+        Nothing cached (ENOENT from the kernel) is not an error."""
+        try:
+            self._notify().notify_inval_inode(ino, offset, length)
+        except FileNotFoundError:
+            pass
+
+    def invalidate_entry(self, parent: int, name: bytes) -> None:
+        """Make the kernel forget its cached lookup of ``name`` in directory
+        ``parent`` (the next access looks it up again)."""
+        try:
+            self._notify().notify_inval_entry(parent, name)
+        except FileNotFoundError:
+            pass
+
+    def _notify(self) -> Any:
+        if self._closed:
+            raise RuntimeError(f"{self.mountpoint} is unmounted")
+        return self._conn
+
     def wait(self, timeout: float | None = None) -> bool:
         """Serve until the file system is unmounted (by :meth:`unmount`, by
         ``umount``, or the connection aborts).  Returns True when serving has
