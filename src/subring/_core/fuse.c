@@ -88,12 +88,20 @@ static __thread uint32_t ctx_uid, ctx_gid, ctx_pid;
 
 enum { ENT_KERNEL = 0, ENT_HELD = 1, ENT_DEAD = 2 };
 
+/* One ring entry.  Its buffers alternate between the kernel and us: the
+ * kernel writes a request before completing the entry's command (we read it
+ * after reaping that CQE), we write the reply before submitting
+ * COMMIT_AND_FETCH (the kernel reads it during that io_uring_enter).  The
+ * syscall boundaries order these accesses; no other barrier is needed.  An
+ * async reply is written by the thread running pending.reply() and handed
+ * to the ring thread through the mutex-guarded ready list (the mutex orders
+ * the buffer writes before the ring thread's submit). */
 struct fring_ent {
     struct fuse_uring_req_header *hdr;  /* kernel writes the request, we the reply */
     uint8_t *payload;
     struct iovec iov[2];   /* read by the kernel when REGISTER is issued: keep */
     uint16_t qid;
-    uint8_t state;         /* ring thread, or (HELD) the GIL holder answering it */
+    uint8_t state;         /* written and read only by the ring's own thread */
 };
 
 /* One serve_ring() call's ring.  Freed when its loop has ended AND no
@@ -104,8 +112,8 @@ struct fring {
     void *conn;            /* the FuseConn (borrowed: the loop and every pending hold it) */
     int refs;              /* GIL */
     int stopped;           /* GIL: the loop ended; late async replies are dropped */
-    int evfd;              /* wake-up: async replies ready, or stop */
-    uint64_t evbuf;        /* the kernel writes the eventfd count here */
+    int evfd;              /* wake-up: written by pending replies and stop(), read by the ring */
+    uint64_t evbuf;        /* the kernel writes the eventfd count here (nobody reads it) */
     uint32_t nent, payload_size;
     struct fring_ent *ents;
     void *hdr_map; size_t hdr_len;
@@ -127,6 +135,7 @@ typedef struct {
     PyObject *on_error;            /* on_error(opname, exc): logs */
     PyObject *async_runner;        /* runner(coro, pending) or NULL */
     PyObject *interrupt_hook;      /* hook(unique) on FUSE_INTERRUPT, or NULL */
+    /* Set before any loop starts (construction, init()); read-only after. */
     uint32_t max_write, payload_size, proto_minor;
     uint32_t entry_s, entry_ns, attr_s, attr_ns;
     int direct_io;
