@@ -17,6 +17,7 @@ core = Extension(
         "src/subring/_core/notify.c",
         "src/subring/_core/lease.c",
         "src/subring/_core/aiter.c",
+        "src/subring/_core/fuse.c",
     ],
     depends=[
         "src/subring/_core/abi.h",
@@ -25,6 +26,7 @@ core = Extension(
         "src/subring/_core/core.h",
         "src/subring/_core/optable.h",
         "src/subring/_core/kernel.h",
+        "src/subring/_core/fuse_abi.h",
     ],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
