@@ -168,8 +168,8 @@ def ratio_defs(c_match: str) -> dict[str, tuple[str, float, tuple[str, str], tup
             "4 KiB reads/s, two readers: subring io_uring vs subring classic", 1.2,
             ("read4k_2r", SUBRING), ("read4k_2r", "subring-classic")),
         "read4k_vs_c": (
-            f"4 KiB reads/s, one reader: subring io_uring (Python handler) / {c_match} "
-            "(same transport and threads)", 0.8,
+            (f"4 KiB reads/s, one reader: subring io_uring (Python handler) / {c_match} "
+             "(same transport and threads)"), 0.8,
             ("read4k_1r", SUBRING), ("read4k_1r", c_match)),
     }
 
@@ -507,10 +507,10 @@ def setup_baselines(install: bool, log: Callable[[str], None]) -> dict[str, str]
             elif lib in missing and why and "pip install failed" not in missing[lib]:
                 missing[lib] = f"not importable after installing: {why}"
     elif missing:
-        for lib in missing:
-            missing[lib] = (f"not importable ({missing[lib]}); run as root without "
-                            "--no-install to install it" if install else
-                            f"not importable ({missing[lib]}) and --no-install")
+        hint = ("run as root without --no-install to install it" if install
+                else "--no-install")
+        for lib, why in missing.items():
+            missing[lib] = f"not importable ({why}); {hint}"
     return missing
 
 
@@ -668,10 +668,10 @@ def measure(servers: dict[str, Server], mode: Mode, readers: Readers,
                 r["ops_per_s"].append(rate)
         log(f"  repetition {rep + 1}/{mode.reps} done ({time.perf_counter() - t_rep:.1f} s)")
     # a contender that failed midway is left out entirely (ratios are same-run)
-    for w in raw:
-        for name in list(raw[w]):
+    for contenders in raw.values():
+        for name in list(contenders):
             if name in unavailable:
-                del raw[w][name]
+                del contenders[name]
     return raw
 
 
@@ -859,6 +859,8 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: cleaning up")
         raise
     finally:
+        # a second Ctrl-C must not interrupt the clean-up
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         switch.restore()
         if readers is not None:
             readers.close()
@@ -869,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
                 srv.info["stop_note"] = note
         shutil.rmtree(tmpdir, ignore_errors=True)
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
 
     threads = server_info.get(SUBRING, {}).get("threads", "per-queue")
     c_match = C_FOR.get(threads, "c-uring-pq")
@@ -913,4 +916,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -29,7 +29,6 @@ import argparse
 import ctypes
 import errno
 import json
-import os
 import signal
 import stat
 import struct
