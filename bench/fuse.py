@@ -77,7 +77,7 @@ Reproduce
     python bench/fuse.py --quick                 # about a minute
     python bench/fuse.py --quick --json /tmp/fuse.json
     python bench/fuse.py --smoke --no-install --json /tmp/f.json   # seconds
-    python bench/fuse.py                          # full run
+    python bench/fuse.py                          # full run, about 4 minutes
 
 The C server alone::
 
@@ -134,9 +134,12 @@ class Mode:
 
 
 MODES = {
-    "full": Mode(reps=7, slice_s=0.5, file_size=16 << 20, chunk=200),
-    "quick": Mode(reps=3, slice_s=0.15, file_size=16 << 20, chunk=200),
-    "smoke": Mode(reps=2, slice_s=0.02, file_size=1 << 20, chunk=50),
+    # Many short slices rather than a few long ones: with unpinned readers the
+    # scheduler's placement (same CPU or not) changes the rate several-fold
+    # and sticks for a while, so more samples make the medians steadier.
+    "full": Mode(reps=11, slice_s=0.3, file_size=16 << 20, chunk=50),
+    "quick": Mode(reps=5, slice_s=0.1, file_size=16 << 20, chunk=50),
+    "smoke": Mode(reps=2, slice_s=0.02, file_size=1 << 20, chunk=20),
 }
 
 # workload -> (reader op, reader processes, placement)
@@ -185,6 +188,13 @@ def ceiling_defs(c_match: str, alt: str | None) -> dict[str, tuple[str, tuple[st
         "read4k_same_cpu_vs_c": (
             f"4 KiB reads/s, reader and server on one CPU: subring io_uring / {c_match}",
             ("read4k_1r_same_cpu", SUBRING), ("read4k_1r_same_cpu", c_match)),
+        # pinned placements: steadier than the unpinned bars on a busy machine
+        "stat_same_cpu_vs_mfusepy": (
+            "stat()/s, reader and server on one CPU: subring io_uring / mfusepy",
+            ("stat_1r_same_cpu", SUBRING), ("stat_1r_same_cpu", "mfusepy")),
+        "read4k_same_cpu_vs_mfusepy": (
+            "4 KiB reads/s, reader and server on one CPU: subring io_uring / mfusepy",
+            ("read4k_1r_same_cpu", SUBRING), ("read4k_1r_same_cpu", "mfusepy")),
         "classic_read4k_vs_c": ("4 KiB reads/s, one reader: subring classic / c-classic",
                                 ("read4k_1r", "subring-classic"), ("read4k_1r", "c-classic")),
         "mfusepy_read4k_vs_c": ("4 KiB reads/s, one reader: mfusepy / c-classic",
