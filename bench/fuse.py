@@ -316,6 +316,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
         self.path = os.path.join(self.mountpoint, FILE_NAME)
+        self.stopped = False
 
     @property
     def repinnable(self) -> bool:
@@ -367,8 +368,11 @@ class Server:
                 os.sched_setaffinity(int(tid), cpus)
 
     def stop(self) -> str | None:
-        """Unmount, let the server end, terminate/kill it if it does not.
-        Returns a note when something needed force."""
+        """Unmount, let the server end, terminate/kill it if it does not
+        (idempotent).  Returns a note when something needed force."""
+        if self.stopped:
+            return None
+        self.stopped = True
         notes = []
         problem = unmount(self.mountpoint)
         if problem:
@@ -568,11 +572,14 @@ def make_specs(mode: Mode, c_exe: str | None, unavailable: dict[str, str],
 
 
 def start_server(spec: Spec, tmpdir: str, switch: UringSwitch, readers: Readers,
-                 mode: Mode, log: Callable[[str], None]) -> Server:
-    """Start, wait for READY, probe.  Raises BenchError (server stopped)."""
+                 mode: Mode, log: Callable[[str], None], started: list[Server]) -> Server:
+    """Start, wait for READY, probe.  Raises BenchError (server stopped).
+    Every server is appended to ``started`` first, so that an interrupt at
+    any point still finds it to stop."""
     last: BenchError | None = None
     for attempt in range(2):
         srv = Server(spec, tmpdir, attempt)
+        started.append(srv)
         try:
             if spec.uring:
                 switch.on()
@@ -795,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     unavailable: dict[str, str] = {}
     not_measured: dict[str, dict[str, str]] = {}
     servers: dict[str, Server] = {}
+    started: list[Server] = []          # every server ever started (to stop them all)
     server_info: dict[str, dict[str, Any]] = {}
     raw: dict[str, dict[str, dict[str, list]]] = {w: {} for w in WORKLOADS}
     c_info: dict[str, Any] = {}
@@ -845,8 +853,9 @@ def main(argv: list[str] | None = None) -> int:
                 if lib in lib_missing:
                     unavailable[spec.name] = lib_missing[lib]
                     continue
+                log(f"  {spec.name}: starting")
                 try:
-                    srv = start_server(spec, tmpdir, switch, readers, mode, log)
+                    srv = start_server(spec, tmpdir, switch, readers, mode, log, started)
                 except BenchError as e:
                     unavailable[spec.name] = str(e)
                     log(f"  {spec.name}: skipped: {e}")
@@ -874,10 +883,10 @@ def main(argv: list[str] | None = None) -> int:
         switch.restore()
         if readers is not None:
             readers.close()
-        for name, srv in servers.items():
+        for srv in started:
             note = srv.stop()
             if note:
-                log(f"  {name}: {note}")
+                log(f"  {srv.spec.name}: {note}")
                 srv.info["stop_note"] = note
         shutil.rmtree(tmpdir, ignore_errors=True)
         signal.signal(signal.SIGTERM, old_term)

@@ -185,9 +185,12 @@ def test_smoke_baseline_that_crashes_is_skipped(tmp_path: Path) -> None:
         assert "c-classic" in doc["results"]["read4k_1r"]
 
 
-def test_sigint_cleans_up(tmp_path: Path) -> None:
-    """Ctrl-C while measuring: every mount is gone, every server and reader
-    stopped, enable_uring restored."""
+@pytest.mark.parametrize("after", ["setup done", "c-classic: serving", "measuring"])
+def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
+    """Ctrl-C while servers start, between mounts, or while measuring: every
+    mount is gone, every server and reader stopped, enable_uring restored."""
+    if not HAVE_CC:
+        pytest.skip("no C compiler: the C servers this test interrupts cannot be built")
     before = _enable_uring()
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--quick", "--no-install", "--only", "c-uring,c-classic",
@@ -199,10 +202,11 @@ def test_sigint_cleans_up(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             seen += line
-            if not line or "measuring" in line:
+            if not line or after in line:
                 break
-        assert "measuring" in seen, seen
-        time.sleep(0.3)
+        assert after in seen, seen
+        if after == "measuring":
+            time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -214,6 +218,51 @@ def test_sigint_cleans_up(tmp_path: Path) -> None:
     assert _bench_mounts() == []
     assert _bench_processes() == []
     assert _enable_uring() == before
+
+
+def test_sigint_while_a_mounted_server_is_not_ready(tmp_path: Path) -> None:
+    """A server that has mounted but not yet said READY when Ctrl-C arrives
+    is still unmounted and stopped (here a fake mfusepy mounts a tmpfs on its
+    mount point and then never answers)."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "mfusepy.py").write_text(
+        "import subprocess, time\n"
+        "class Operations: pass\n"
+        "class FuseOSError(OSError): pass\n"
+        "def FUSE(ops, mountpoint, **k):\n"
+        "    subprocess.run(['mount', '-t', 'tmpfs', 'fake', mountpoint], check=True)\n"
+        "    print('FAKE MOUNTED', flush=True)\n"
+        "    time.sleep(600)\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(fake)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--smoke", "--no-install", "--only", "mfusepy"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        seen = ""
+        while "mfusepy: starting" not in seen:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            seen += line
+        assert "mfusepy: starting" in seen, seen
+        deadline = time.monotonic() + 30
+        while not _bench_mounts() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _bench_mounts(), "the fake server did not mount"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert _bench_mounts() == [], rest
+        assert _bench_processes() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for path in _bench_mounts():       # never leave one behind, even on failure
+            subprocess.run(["umount", "-l", path], check=False)
 
 
 if __name__ == "__main__":
