@@ -395,7 +395,27 @@ class Server:
         with contextlib.suppress(OSError):
             os.rmdir(self.mountpoint)
         self.info["stderr_tail"] = self.stderr_tail(2)
+        self.info.update(self.served())
         return "; ".join(notes) or None
+
+    def served(self) -> dict[str, int]:
+        """What the server said at exit about the requests it answered:
+        ``STATS {json}`` (subring) or ``c_fuse: served N requests (M on the
+        ring)`` (bench/c_fuse.c).  Empty when it said nothing."""
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.out_path) as f:
+                for line in f:
+                    if line.startswith("STATS "):
+                        st = json.loads(line[6:])
+                        return {"requests_served": st["requests"],
+                                "ring_requests": st["ring_requests"]}
+            with open(self.err_path) as f:
+                for line in f:
+                    if line.startswith("c_fuse: served "):
+                        words = line.split()
+                        return {"requests_served": int(words[2]),
+                                "ring_requests": int(words[4].lstrip("("))}
+        return {}
 
 
 # --------------------------------------------------------------------------
@@ -692,6 +712,25 @@ def measure(servers: dict[str, Server], mode: Mode, readers: Readers,
     return raw
 
 
+def check_served(raw: dict, server_info: dict[str, dict[str, Any]],
+                 log: Callable[[str], None]) -> None:
+    """Kernel caching must be off: a server that reports its request count
+    must have answered at least every timed op (a stat() is LOOKUP + GETATTR,
+    a read one READ).  Records ``timed_requests`` and
+    ``every_op_reached_server`` in its entry."""
+    for name, info in server_info.items():
+        if "requests_served" not in info:
+            continue
+        timed = sum(r["ops"][i] * (2 if WORKLOADS[w][0] == "stat" else 1)
+                    for w, cs in raw.items() if name in cs
+                    for r in (cs[name],) for i in range(len(r["ops"])))
+        info["timed_requests"] = timed
+        info["every_op_reached_server"] = info["requests_served"] >= timed
+        if not info["every_op_reached_server"]:
+            log(f"WARNING: {name} answered {info['requests_served']} requests for {timed} "
+                "timed ones: is kernel caching really off?")
+
+
 def _pair(raw: dict, a: tuple[str, str], b: tuple[str, str]) -> list[float] | None:
     ra = raw.get(a[0], {}).get(a[1])
     rb = raw.get(b[0], {}).get(b[1])
@@ -892,6 +931,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
 
+    check_served(raw, server_info, log)
     threads = server_info.get(SUBRING, {}).get("threads", "per-queue")
     c_match = C_FOR.get(threads, "c-uring-pq")
     alt = next((n for n in server_info if n.startswith(SUBRING + "-")), None)

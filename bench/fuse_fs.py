@@ -18,8 +18,9 @@ library's per-request cost.
 
 The server mounts MOUNTPOINT, prints one line ``READY {json}`` on stdout
 once it serves (the JSON says which transport and threads it uses), and
-serves until the mount goes away (the caller unmounts it) or SIGTERM.  It
-dies with its parent.  Exit 2: the library is missing or the mount failed
+serves until the mount goes away (the caller unmounts it) or SIGTERM; the
+subring server then prints ``STATS {json}`` (requests answered, how many
+through the ring).  It dies with its parent.  Exit 2: the library is missing or the mount failed
 (stderr says why).
 """
 
@@ -111,9 +112,22 @@ def serve_subring(mountpoint: str, size: int, transport: str, threads: str) -> i
     ready(library="subring.fuse", transport=m.transport, threads=m.threads)
     try:
         m.wait()
+        report_stats(m)
     finally:
         m.unmount()
     return 0
+
+
+def report_stats(m: Any) -> None:
+    """One ``STATS {json}`` line: how many requests the server answered and
+    through which path (the benchmark checks that every op reached it)."""
+    try:
+        st = m.statistics()
+    except Exception as e:  # noqa: BLE001 -- informational only
+        print(f"fuse_fs: no statistics: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    fields = ("requests", "ring_requests", "dev_requests", "error_replies")
+    print("STATS " + json.dumps({k: getattr(st, k, None) for k in fields}), flush=True)
 
 
 # --------------------------------------------------------------------------

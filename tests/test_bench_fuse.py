@@ -109,7 +109,17 @@ def _check_common(doc: dict) -> None:
             ran.add(name)
     # every contender either ran (and said which transport it used) or says why not
     for name in ran:
-        assert doc["servers"][name]["transport"] in ("uring", "classic")
+        info = doc["servers"][name]
+        assert info["transport"] in ("uring", "classic")
+        if "requests_served" in info:
+            # caching is off: every timed stat/read reached the server, and on
+            # io_uring every one of them came through the ring
+            assert info["timed_requests"] > 0
+            assert info["every_op_reached_server"] is True, (name, info)
+            if info["transport"] == "uring":
+                assert info["ring_requests"] >= info["timed_requests"], (name, info)
+            else:
+                assert info["ring_requests"] == 0, (name, info)
     for name, why in doc["skipped"].items():
         assert why and name not in ran
     for key, e in doc["ceiling"].items():
@@ -129,6 +139,8 @@ def test_smoke_json(tmp_path: Path) -> None:
         assert "subring.fuse" in doc["skipped"]["subring-classic"]
     if HAVE_CC:
         assert "error" not in doc["config"]["c_fuse"], doc["config"]["c_fuse"]
+        for name in C_ROWS & ran:        # the C server always reports its counts
+            assert "requests_served" in doc["servers"][name], name
         # the C classic servers need nothing but /dev/fuse
         assert {"c-classic", "c-classic-pq"} <= ran, doc["skipped"]
         for name in ("c-uring", "c-uring-pq"):
