@@ -47,38 +47,58 @@ def _enable_uring() -> str | None:
         return None
 
 
-def _bench_mounts() -> list[str]:
+def _bench_env(tmp_path: Path, base: dict | None = None) -> dict:
+    """The benchmark's environment for one test: its temporary directory (so
+    its mounts) under tmp_path, and a tag every process it starts inherits --
+    so a benchmark run by someone else at the same time is never counted."""
+    env = dict(os.environ if base is None else base)
+    (tmp_path / "t").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmp_path / "t")
+    env["FUSEBENCH_TEST_TAG"] = f"{os.getpid()}-{tmp_path.name}"
+    return env
+
+
+def _bench_mounts(tmp_path: Path) -> list[str]:
+    top = str(tmp_path / "t") + "/"
     with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if "subring-fusebench-" in line.split()[4]]
+        return [line.split()[4] for line in f if line.split()[4].startswith(top)]
 
 
-def _bench_processes() -> list[int]:
-    """Servers/readers of bench/fuse.py still alive (any run)."""
+def _bench_processes(env: dict) -> list[int]:
+    """Processes (servers, readers, the benchmark) started for this test."""
+    tag = f"FUSEBENCH_TEST_TAG={env['FUSEBENCH_TEST_TAG']}".encode()
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"subring-fusebench-" in a or a.endswith((b"fuse_fs.py", b"fuse_reader.py"))
-               for a in cmd):
+        if tag in environ:
             found.append(int(pid))
     return found
+
+
+def _no_leftovers(tmp_path: Path, env: dict) -> None:
+    assert _bench_mounts(tmp_path) == []
+    deadline = time.monotonic() + 5      # a killed child may take a moment to be reaped
+    while _bench_processes(env) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _bench_processes(env) == []
 
 
 def _run(tmp_path: Path, *extra: str, env: dict | None = None) -> dict:
     out = tmp_path / "fuse.json"
     before = _enable_uring()
+    env = _bench_env(tmp_path, env)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--no-install", "--json", str(out), *extra],
         check=False, capture_output=True, text=True, timeout=90, env=env,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "ratio" in proc.stdout       # the table was printed
-    assert _bench_mounts() == []
-    assert _bench_processes() == []
+    _no_leftovers(tmp_path, env)
     # restored (another test run may flip it concurrently: only a hint then)
     assert _enable_uring() == before
     return json.loads(out.read_text())
@@ -204,10 +224,11 @@ def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
     if not HAVE_CC:
         pytest.skip("no C compiler: the C servers this test interrupts cannot be built")
     before = _enable_uring()
+    env = _bench_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--quick", "--no-install", "--only", "c-uring,c-classic",
          "--reps", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
         seen = ""
@@ -227,8 +248,7 @@ def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
             proc.wait(10)
     assert proc.returncode != 0
     assert "cleaning up" in rest
-    assert _bench_mounts() == []
-    assert _bench_processes() == []
+    _no_leftovers(tmp_path, env)
     assert _enable_uring() == before
 
 
@@ -246,7 +266,7 @@ def test_sigint_while_a_mounted_server_is_not_ready(tmp_path: Path) -> None:
         "    subprocess.run(['mount', '-t', 'tmpfs', 'fake', mountpoint], check=True)\n"
         "    print('FAKE MOUNTED', flush=True)\n"
         "    time.sleep(600)\n")
-    env = dict(os.environ)
+    env = _bench_env(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(fake)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.Popen(
@@ -261,19 +281,19 @@ def test_sigint_while_a_mounted_server_is_not_ready(tmp_path: Path) -> None:
             seen += line
         assert "mfusepy: starting" in seen, seen
         deadline = time.monotonic() + 30
-        while not _bench_mounts() and time.monotonic() < deadline:
+        while not _bench_mounts(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _bench_mounts(), "the fake server did not mount"
+        assert _bench_mounts(tmp_path), "the fake server did not mount"
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         assert proc.returncode != 0
-        assert _bench_mounts() == [], rest
-        assert _bench_processes() == []
+        assert _bench_mounts(tmp_path) == [], rest
+        _no_leftovers(tmp_path, env)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        for path in _bench_mounts():       # never leave one behind, even on failure
+        for path in _bench_mounts(tmp_path):   # never leave one behind, even on failure
             subprocess.run(["umount", "-l", path], check=False)
 
 
