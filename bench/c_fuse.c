@@ -71,6 +71,8 @@ enum {
     OP_DESTROY = 38, OP_BATCH_FORGET = 42,
 };
 
+#define F_ASYNC_READ      (1u << 0)
+#define F_PARALLEL_DIROPS (1u << 18)          /* LOOKUPs in one directory run in parallel */
 #define F_INIT_EXT        (1u << 30)          /* without it flags2 is ignored */
 #define F_MAX_PAGES       (1u << 22)
 #define F2_OVER_IO_URING  (1u << 9)           /* FUSE_OVER_IO_URING = 1ULL << 41 */
@@ -668,7 +670,9 @@ static void do_init(int want_uring)
     out.major = 7;
     out.minor = in.minor < 45 ? in.minor : 45;
     out.max_readahead = in.max_readahead;
-    out.flags = F_MAX_PAGES | (in.flags & F_INIT_EXT);
+    /* what libfuse and subring.fuse ask for too (among what matters here),
+     * so that two readers' LOOKUPs are not serialized by a per-directory lock */
+    out.flags = in.flags & (F_ASYNC_READ | F_PARALLEL_DIROPS | F_MAX_PAGES | F_INIT_EXT);
     out.flags2 = want_uring ? F2_OVER_IO_URING : 0;
     out.max_background = 64;
     out.congestion_threshold = 48;
