@@ -834,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         "enable_uring": UringSwitch.read(),
         "mfusepy_version": _common.package_version("mfusepy"),
         "pyfuse3_version": _common.package_version("pyfuse3"),
+        "loadavg_start": os.getloadavg(),
     })
     log(f"bench/fuse.py mode={mode_name} reps={mode.reps} slice={mode.slice_s}s  "
         f"Linux {env['kernel_release']}, Python {env['python_version']}, "
@@ -940,7 +941,10 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = compute_ceiling(raw, ceiling_defs(c_match, alt), unavailable, not_measured)
     print_report(raw, ratios, samples, bars, ceiling, unavailable, server_info)
     wall = time.perf_counter() - t_start
-    print(f"total wall time {wall:.1f} s (the machine may be shared: judge same-run ratios)")
+    env["loadavg_end"] = os.getloadavg()
+    print(f"total wall time {wall:.1f} s; load average {env['loadavg_start'][0]:.1f} at the "
+          f"start, {env['loadavg_end'][0]:.1f} at the end (on a busy machine judge same-run "
+          "ratios, and prefer the pinned rows)")
 
     if args.json:
         for w in raw.values():
