@@ -582,7 +582,7 @@ def make_specs(mode: Mode, c_exe: str | None, unavailable: dict[str, str],
         specs.insert(3, Spec("mfusepy-mt", fs("mfusepy", "--mt"), False))
     out = []
     for s in specs:
-        if only is not None and s.name not in only and not s.name.startswith(SUBRING):
+        if only is not None and s.name not in only and not s.name.startswith("subring"):
             unavailable[s.name] = "not selected (--only)"
         elif s.name.startswith("c-") and c_exe is None:
             continue      # reason recorded by the caller
