@@ -27,9 +27,14 @@ Workloads
 ``stat_2r`` / ``read4k_2r``
     two unpinned reader processes at once; the rate is the sum of both.
 
-The readers are two long-lived processes (bench/fuse_reader.py) that check
-every answer (file size; length of every read and the contents of the last
-read of each chunk).
+The readers are two long-lived Python processes (bench/fuse_reader.py; the
+same for every contender, ~0.4 us of their own per op) that check every
+answer (file size; length of every read and the contents of the last read
+of each chunk).  The servers that count their requests (subring's and the C
+one) report the count at exit, and the run checks that it covers every
+timed op (``every_op_reached_server`` in ``servers``): proof that the
+kernel's caches really were bypassed, and for io_uring that the measured
+requests came through the ring (``ring_requests``).
 
 Contenders
 ----------
@@ -68,7 +73,10 @@ Each repetition measures every contender on every workload for a fixed
 time slice, back to back, rotating the order from one repetition to the
 next.  A ratio is subring's ops/s divided by the baseline's in the same
 repetition; the reported ratio is the median of the per-repetition ratios
-(higher is better for subring).  The ratios use unpinned readers.
+(higher is better for subring).  The ratios use unpinned readers.  On a
+2-vCPU VM the unpinned rate of a single-threaded server swings several-fold
+with where the scheduler puts reader and server (same CPU or not), so on a
+busy machine the unpinned ratios are noisy; the pinned rows are steady.
 
 Reproduce
 ---------
@@ -89,8 +97,9 @@ ops_per_s per repetition), ``"ratios"`` (key -> median or null),
 ``"ratio_samples"``, ``"bars"``, ``"ceiling"`` (informational ratios against
 the C server and between transports/placements, no bar), ``"skipped"``
 (contender -> why), ``"not_measured"`` (workload -> contender -> why),
-``"servers"`` (what each server reported: transport, threads, ...), the
-configuration and the environment.
+``"servers"`` (what each server reported: transport, threads, requests
+answered, ...), the configuration and the environment (with the load average
+at the start and the end).
 """
 
 from __future__ import annotations
