@@ -93,7 +93,9 @@ The C server alone::
     /tmp/c_fuse /mnt/x uring single 16777216 &    # (enable_uring must be Y)
 
 ``--json PATH`` writes ``"results"`` (workload -> contender -> ops, seconds,
-ops_per_s per repetition), ``"ratios"`` (key -> median or null),
+ops_per_s and server_cpu_us_per_op -- the server process's user+system CPU
+time per op, all threads, a steadier measure of its per-request cost on a
+busy machine -- per repetition), ``"ratios"`` (key -> median or null),
 ``"ratio_samples"``, ``"bars"``, ``"ceiling"`` (informational ratios against
 the C server and between transports/placements, no bar), ``"skipped"``
 (contender -> why), ``"not_measured"`` (workload -> contender -> why),
@@ -364,6 +366,15 @@ class Server:
                                  f"{self.stderr_tail() or 'no output'}")
             time.sleep(0.02)
         raise BenchError(f"server not ready within {timeout:.0f} s: {self.stderr_tail()}")
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process (all its threads)."""
+        if self.proc is None:
+            return None
+        try:
+            return _common.cpu_seconds(f"/proc/{self.proc.pid}/stat")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def pin(self, cpus: set[int]) -> None:
         if self.proc is None:
@@ -647,7 +658,9 @@ def placement_cpus() -> tuple[int, int | None]:
 
 
 def measure_one(srv: Server, workload: str, mode: Mode, readers: Readers, rep: int,
-                all_cpus: set[int]) -> tuple[int, float, float]:
+                all_cpus: set[int]) -> tuple[int, float, float, float | None]:
+    """(timed ops, seconds, ops/s summed over the readers, server CPU
+    microseconds per op or None)."""
     op, nreaders, placement = WORKLOADS[workload]
     reader_cpu, other_cpu = placement_cpus()
     cpu = None
@@ -660,14 +673,19 @@ def measure_one(srv: Server, workload: str, mode: Mode, readers: Readers, rep: i
             srv.pin({reader_cpu} if placement == "same" else {other_cpu})  # type: ignore[arg-type]
     cmds = [{"op": op, "path": srv.path, "size": mode.file_size, "seconds": mode.slice_s,
              "chunk": mode.chunk, "cpu": cpu, "seed": rep * 16 + i} for i in range(nreaders)]
+    cpu0 = srv.cpu_seconds()
     replies = readers.run(cmds, timeout=20 + 20 * mode.slice_s)
+    cpu1 = srv.cpu_seconds()
     for r in replies:
         if "error" in r:
             raise BenchError(f"{workload}: {r['error']}")
     ops = sum(r["ops"] for r in replies)
     secs = max(r["seconds"] for r in replies)
     rate = sum(r["ops"] / r["seconds"] for r in replies)
-    return ops, secs, rate
+    # the server also answered each reader's untimed warm-up chunk
+    cpu_us = (None if cpu0 is None or cpu1 is None
+              else (cpu1 - cpu0) * 1e6 / (ops + mode.chunk * nreaders))
+    return ops, secs, rate, cpu_us
 
 
 def not_measured_reason(srv: Server, workload: str) -> str | None:
@@ -693,7 +711,8 @@ def measure(servers: dict[str, Server], mode: Mode, readers: Readers,
                 not_measured.setdefault(w, {})[name] = why
             else:
                 plan[w].append(name)
-                raw[w][name] = {"ops": [], "seconds": [], "ops_per_s": []}
+                raw[w][name] = {"ops": [], "seconds": [], "ops_per_s": [],
+                                "server_cpu_us_per_op": []}
     for rep in range(mode.reps):
         t_rep = time.perf_counter()
         for w, names in plan.items():
@@ -703,7 +722,8 @@ def measure(servers: dict[str, Server], mode: Mode, readers: Readers,
                 if name in unavailable:
                     continue
                 try:
-                    ops, secs, rate = measure_one(servers[name], w, mode, readers, rep, all_cpus)
+                    ops, secs, rate, cpu_us = measure_one(servers[name], w, mode, readers, rep,
+                                                          all_cpus)
                 except BenchError as e:
                     unavailable[name] = f"failed during the run: {e} {servers[name].stderr_tail()}"
                     log(f"  {name}: {unavailable[name]}")
@@ -712,6 +732,7 @@ def measure(servers: dict[str, Server], mode: Mode, readers: Readers,
                 r["ops"].append(ops)
                 r["seconds"].append(secs)
                 r["ops_per_s"].append(rate)
+                r["server_cpu_us_per_op"].append(cpu_us)
         log(f"  repetition {rep + 1}/{mode.reps} done ({time.perf_counter() - t_rep:.1f} s)")
     # a contender that failed midway is left out entirely (ratios are same-run)
     for contenders in raw.values():
@@ -801,14 +822,16 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, ceiling: di
                  unavailable: dict[str, str], servers: dict[str, dict[str, Any]]) -> None:
     print()
     print(f"{'workload':<20} {'contender':<22} {'median':>12} {'us/op':>7} "
-          f"{'min':>12} {'max':>12}")
-    print("-" * 90)
+          f"{'min':>12} {'max':>12} {'srv cpu us/op':>14}")
+    print("-" * 105)
     for w, cs in raw.items():
         for name, r in cs.items():
             v = r["ops_per_s"]
             med = statistics.median(v)
+            cpu = [x for x in r["server_cpu_us_per_op"] if x is not None]
+            cpu_s = f"{statistics.median(cpu):14.1f}" if cpu else f"{'?':>14}"
             print(f"{w:<20} {name:<22} {fmt_rate(med):>12} {1e6 / med:7.1f} "
-                  f"{fmt_rate(min(v)):>12} {fmt_rate(max(v)):>12}")
+                  f"{fmt_rate(min(v)):>12} {fmt_rate(max(v)):>12} {cpu_s}")
     for name, why in unavailable.items():
         print(f"{'(all)':<20} {name:<22} {'skipped':>12}  ({why})")
     print()

@@ -125,6 +125,8 @@ def _check_common(doc: dict) -> None:
         for name, r in contenders.items():
             assert len(r["ops_per_s"]) == reps, (workload, name)
             assert all(x > 0 for x in r["ops_per_s"])
+            assert len(r["server_cpu_us_per_op"]) == reps
+            assert all(x is None or x >= 0 for x in r["server_cpu_us_per_op"])
             assert name not in doc["skipped"]
             ran.add(name)
     # every contender either ran (and said which transport it used) or says why not
