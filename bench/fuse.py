@@ -266,15 +266,23 @@ class UringSwitch:
         if not self.changed:
             self.prev = cur
         if cur not in ("Y", "1"):
-            with open(ENABLE_URING, "w") as f:
-                f.write("Y")
+            try:
+                with open(ENABLE_URING, "w") as f:
+                    f.write("Y")
+            except OSError as e:
+                raise BenchError(f"cannot switch {ENABLE_URING} on: {e}") from e
         self.changed = True
 
     def restore(self) -> None:
+        """Write back the value found before the first on() (never raises:
+        it runs in clean-up paths; a failure is reported on stderr)."""
         if self.changed and self.prev is not None:
             try:
                 with open(ENABLE_URING, "w") as f:
                     f.write(self.prev)
+            except OSError as e:
+                print(f"bench/fuse.py: could not restore {ENABLE_URING} to {self.prev}: {e}",
+                      file=sys.stderr)
             finally:
                 self.changed = False
 
