@@ -263,19 +263,20 @@ class UringSwitch:
         cur = self.read()
         if cur is None:
             raise BenchError(f"{ENABLE_URING} is absent: this kernel has no FUSE over io_uring")
+        if cur in ("Y", "1"):
+            return          # already on (by someone else): nothing of ours to undo
         if not self.changed:
             self.prev = cur
-        if cur not in ("Y", "1"):
-            try:
-                with open(ENABLE_URING, "w") as f:
-                    f.write("Y")
-            except OSError as e:
-                raise BenchError(f"cannot switch {ENABLE_URING} on: {e}") from e
+        try:
+            with open(ENABLE_URING, "w") as f:
+                f.write("Y")
+        except OSError as e:
+            raise BenchError(f"cannot switch {ENABLE_URING} on: {e}") from e
         self.changed = True
 
     def restore(self) -> None:
-        """Write back the value found before the first on() (never raises:
-        it runs in clean-up paths; a failure is reported on stderr)."""
+        """Write back the value on() found, if on() changed it (never
+        raises: it runs in clean-up paths; a failure is reported on stderr)."""
         if self.changed and self.prev is not None:
             try:
                 with open(ENABLE_URING, "w") as f:
