@@ -286,6 +286,30 @@ BASELINE_ROWS = {           # result rows each baseline child produces
 }
 RTT_BASELINES = ("pipe", "pyzmq", "iceoryx2")
 BASELINE_MODULE = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "iceoryx2": "iceoryx2"}
+# what a child process runs before this script imports an optional baseline
+# (_common.probe_baseline): a wheel that crashes (SIGILL, SIGSEGV), hangs or
+# fails to import has its rows skipped with the reason, nothing else
+BASELINE_PROBE = {
+    "faster-fifo": """
+        import faster_fifo
+        q = faster_fifo.Queue(1 << 16)
+        q.put(b"x", timeout=5)
+        assert q.get(timeout=5) == b"x"
+    """,
+    "pyzmq": """
+        import zmq
+        ctx = zmq.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://probe"); b.connect("inproc://probe")
+        a.send(b"x")
+        assert b.recv() == b"x"
+        a.close(0); b.close(0); ctx.term()
+    """,
+    "iceoryx2": """
+        import iceoryx2 as iox2
+        iox2.set_log_level(iox2.LogLevel.Error)
+    """,
+}
 
 # The C floor (bench/c_pingpong.c): row -> (mechanism, placement); placement
 # None: left to the scheduler like every other contender; "same": both
@@ -1492,7 +1516,7 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
         print(f"error in repetition {e['rep'] + 1}, {e['contender']}: {e['error']}")
 
 
-def environment() -> dict[str, Any]:
+def environment(skipped: dict[str, str]) -> dict[str, Any]:
     version = _common.package_version
     env = _common.environment(
         subring_version=getattr(subring, "__version__", None) or version("subring"),
@@ -1506,10 +1530,11 @@ def environment() -> dict[str, Any]:
                                      if ln.startswith("model name")), None)
     except OSError:
         pass
-    with contextlib.suppress(Exception):
-        import zmq
+    if "pyzmq" not in skipped:                 # probed: importing it is safe
+        with contextlib.suppress(Exception):
+            import zmq
 
-        env["libzmq_version"] = zmq.zmq_version()
+            env["libzmq_version"] = zmq.zmq_version()
     try:
         env["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -1542,10 +1567,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         mod = BASELINE_MODULE.get(lib)
         if mod is not None:
-            try:
-                __import__(mod)
-            except Exception as e:  # noqa: BLE001 -- ImportError or a broken wheel
-                skipped[lib] = f"{mod} is not importable: {type(e).__name__}: {e}"
+            why = _common.probe_baseline(lib, BASELINE_PROBE[lib], module=mod)
+            if why is None:
+                try:
+                    __import__(mod)
+                except Exception as e:  # noqa: BLE001 -- it imported in the child
+                    why = f"{mod} is not importable: {type(e).__name__}: {e}"
+            if why is not None:
+                skipped[lib] = why
     try:
         import numpy  # noqa: F401
     except ImportError as e:
@@ -1554,7 +1583,7 @@ def main(argv: list[str] | None = None) -> int:
     for lib, why in skipped.items():
         log(f"{lib} rows and ratios skipped: {why}")
 
-    env = environment()
+    env = environment(skipped)
     log(f"bench/ipc.py mode={level_name} reps={lv.reps} slice={lv.slice_s}s "
         f"rtt_n={lv.rtt_n}  Linux {env['kernel_release']}, Python {env['python_version']}, "
         f"{env['cpu_count']} CPUs, load {env['load_avg_start'][0]:.2f}")
