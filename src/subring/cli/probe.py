@@ -21,6 +21,9 @@ MAX_FIXED_FILES = 1 << 20             # IORING_MAX_FIXED_FILES (and RLIMIT_NOFIL
 CAP_IPC_LOCK = 14
 CAP_SYS_ADMIN = 21
 
+_ERRNO_OF: dict[type, int] = {PermissionError: errno.EPERM, FileNotFoundError: errno.ENOENT,
+                              MemoryError: errno.ENOMEM}
+
 FUSE_URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
 
 
@@ -167,6 +170,9 @@ def report() -> dict[str, Any]:
     except (OSError, UnsupportedError) as e:
         cause = e if isinstance(e, OSError) else e.__cause__
         err = cause if isinstance(cause, OSError) else OSError(errno.EINVAL, str(e))
+        if err.errno is None:           # an OSError subclass raised with a message only
+            code = _ERRNO_OF.get(type(err), errno.EINVAL)
+            err = OSError(code, os.strerror(code))
         out["available"] = False
         out["error"] = f"io_uring_setup: {err.strerror or err}"
         out["advice"] = advice(err, out["blockers"])
