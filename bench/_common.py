@@ -296,7 +296,8 @@ def probe_baseline(name: str, code: str, timeout: float | None = None, *,
     if proc.returncode < 0:
         sig = -proc.returncode
         hint = _SIGNAL_HINTS.get(sig, "")
-        return f"{name}: the probe was killed by {_signal_name(sig)}" + (f" ({hint})" if hint else "")
+        why = f"{name}: the probe was killed by {_signal_name(sig)}"
+        return f"{why} ({hint})" if hint else why
     if proc.returncode != 0 or _PROBE_OK not in proc.stdout:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return f"{name}: the probe failed (exit {proc.returncode}): " + (

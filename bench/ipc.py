@@ -185,7 +185,8 @@ computed within one repetition, and the reported ratio is the median of the
 per-repetition ratios.  The machine is small (2 vCPUs) and may be shared, so
 expect noise: the load average at start and end is recorded, and nothing is
 pinned to a CPU but the two pinned C rows (a process that spins -- poll mode,
-iceoryx2 -- suffers most when the CPUs are oversubscribed).  Expect bimodal subring-hybrid round trips:
+iceoryx2 -- suffers most when the CPUs are oversubscribed).  Expect bimodal subring-hybrid
+round trips:
 when the scheduler puts client and server on the same CPU, each side spins
 ``spin_us`` while the other cannot run, and a round trip costs about
 2 x ``spin_us`` (~115 us) instead of ~1.5 us.  ``--quick`` starts no
@@ -244,9 +245,8 @@ from collections.abc import Callable
 from typing import Any
 
 import _common
-from _common import BenchError, cpu_seconds
-
 import subring
+from _common import BenchError, cpu_seconds
 
 # --------------------------------------------------------------------------
 # constants

@@ -40,7 +40,8 @@ Contenders
 ``c-pread``        (reads only) the C ``pread(2)`` loop, queue depth 1.
 
 Every ring (subring's, liburing's, the C program's) is created with its
-library's default setup flags and 256 SQ entries.  Every loop checks its results lightly (NOP completion counts, every
+library's default setup flags and 256 SQ entries.  Every loop checks its
+results lightly (NOP completion counts, every
 read's ``res == 4096``) and, outside the timed region, compares the buffers of
 the io_uring contenders against ``os.pread`` of the same offset -- so a broken
 library cannot look fast.  (The C program checks every NOP's ``res`` and the
@@ -132,9 +133,8 @@ from collections.abc import Callable
 from typing import Any
 
 import _common
-from _common import BLOCK, BenchError
-
 import subring
+from _common import BLOCK, BenchError
 
 # PyPI liburing, imported by load_liburing() only after a child process has
 # shown that it imports and runs a NOP here: its binary wheel may execute
@@ -377,8 +377,9 @@ class LiburingNop(Contender):
 
     def step(self, n: int) -> int:
         L, ring, cqe, b = liburing, self.ring, self.cqe, self.batch
-        get_sqe, prep_nop, set_data64 = L.io_uring_get_sqe, L.io_uring_prep_nop, L.io_uring_sqe_set_data64
-        submit_and_wait, CqeIter, cq_advance = L.io_uring_submit_and_wait, L.CqeIter, L.io_uring_cq_advance
+        get_sqe, prep_nop = L.io_uring_get_sqe, L.io_uring_prep_nop
+        set_data64, submit_and_wait = L.io_uring_sqe_set_data64, L.io_uring_submit_and_wait
+        CqeIter, cq_advance = L.CqeIter, L.io_uring_cq_advance
         done = 0
         while done < n:
             for k in range(b):
@@ -452,8 +453,9 @@ class LiburingReads(_PerOpReads):
         ring, cqe = self.ctx.lring, self.ctx.lcqe
         fd, bufs, slot_idx = self.ctx.fd, self.bufs, self.slot_idx
         offs, mask, i = self.ctx.offsets_list, self.ctx.mask, self.pos
-        get_sqe, prep_read, set_data64 = L.io_uring_get_sqe, L.io_uring_prep_read, L.io_uring_sqe_set_data64
-        submit_and_wait, CqeIter, cq_advance = L.io_uring_submit_and_wait, L.CqeIter, L.io_uring_cq_advance
+        get_sqe, prep_read = L.io_uring_get_sqe, L.io_uring_prep_read
+        set_data64, submit_and_wait = L.io_uring_sqe_set_data64, L.io_uring_submit_and_wait
+        CqeIter, cq_advance = L.CqeIter, L.io_uring_cq_advance
         for s in range(QD):
             sqe = get_sqe(ring)
             prep_read(sqe, fd, bufs[s], offs[i & mask])
@@ -499,7 +501,8 @@ class SubringReadsBatch(Contender):
     def step(self, n: int) -> int:
         ring, fd, big, ud, res = self.ctx.ring, self.ctx.fd, self.big, self.ud, self.res
         offs, noffs, i = self.offs_view, len(self.offs_view), self.pos
-        prep_reads, submit_and_wait, reap_into = ring.prep_reads, ring.submit_and_wait, ring.reap_into
+        prep_reads, submit_and_wait = ring.prep_reads, ring.submit_and_wait
+        reap_into = ring.reap_into
         done = 0
         while done < n:
             prep_reads(fd, big, BLOCK, offs[i:i + QD])

@@ -69,7 +69,8 @@ def optional_libs(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     hide = tmp_path / "hide"
     for name in ("rich", "matplotlib"):
         (hide / name).mkdir(parents=True)
-        (hide / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+        (hide / name / "__init__.py").write_text(
+            f"raise ImportError('{name} hidden by the test')\n")
     return str(hide)
 
 
@@ -274,7 +275,8 @@ def test_serve_then_ops(server: tuple[subprocess.Popen[str], str]) -> None:
     names = {o["name"]: o for o in json.loads(ops.stdout)}
     assert names["echo"]["doc"] == "Return the payload."
     table = run("--plain", "ops", sock)
-    assert table.returncode == 0 and "echo" in table.stdout and "Return the payload." in table.stdout
+    assert table.returncode == 0
+    assert "echo" in table.stdout and "Return the payload." in table.stdout
     with subring.connect(sock) as c:                # the server really serves
         assert c.call("echo", b"hi") == b"hi"
     proc.send_signal(signal.SIGTERM)                # and stops cleanly on SIGTERM

@@ -124,8 +124,10 @@ def _run_probe(args: argparse.Namespace, out: Output) -> int:
 # --------------------------------------------------------------------------
 
 def _add_fuse(sub: Any) -> None:
+    import importlib
+
     try:
-        from ..fuse import cli as fuse_cli  # type: ignore[attr-defined, unused-ignore]
+        fuse_cli: Any = importlib.import_module("subring.fuse.cli")
     except ImportError as e:
         why = f"{e}"
         p = sub.add_parser("fuse", help="mount a Python file system (not available here)",

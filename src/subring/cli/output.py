@@ -26,7 +26,7 @@ class Output:
 
     def __init__(self, plain: bool = False, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
-        self.rich = None if plain or os.environ.get("NO_RICH") else load_rich()
+        self.rich: Any = None if plain or os.environ.get("NO_RICH") else load_rich()
         self.console: Any = None
         if self.rich is not None:
             # a pipe or file gets wide lines rather than rich's 80 columns

@@ -120,7 +120,8 @@ def run_ops(args: argparse.Namespace, out: Output) -> int:
     except (OSError, TimeoutError) as e:
         raise unreachable(args.address, e) from e
     with client as c:
-        rows = [(index, name, c.op_docs.get(name, "") or "") for name, index in c.ops.items()]
+        docs: dict[str, str] = getattr(c, "op_docs", None) or {}
+        rows = [(index, name, docs.get(name, "") or "") for name, index in c.ops.items()]
     if args.json:
         out.line(json.dumps([{"index": i, "name": n, "doc": d} for i, n, d in rows], indent=2))
     else:
