@@ -129,9 +129,9 @@ def test_mypy_strict_user_script() -> None:
 def test_user_script_runs(tmp_path: Path) -> None:
     """The script is real code: its entry points run (not only type-check)."""
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    code = ("import sys; sys.path.insert(0, %r); import user_script as u, asyncio; "
-            "print(u.kernel(), asyncio.run(u.files()), u.pool()); u.buffers()"
-            % str(USER_SCRIPT.parent))
+    code = (f"import sys; sys.path.insert(0, {str(USER_SCRIPT.parent)!r}); "
+            "import user_script as u, asyncio; "
+            "print(u.kernel(), asyncio.run(u.files()), u.pool()); u.buffers()")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,8 +8,20 @@ import os
 import subring
 import subring.aio as aio
 from subring import (
-    SQE, BufferPool, Completion, Feature, KernelProbe, KernelRing, Op, RingExecutor,
-    Setup, Subsystem, SubsystemClient, connect, op, probe,
+    SQE,
+    BufferPool,
+    Completion,
+    Feature,
+    KernelProbe,
+    KernelRing,
+    Op,
+    RingExecutor,
+    Setup,
+    Subsystem,
+    SubsystemClient,
+    connect,
+    op,
+    probe,
 )
 
 
