@@ -318,7 +318,7 @@ def test_top_refreshes_with_rates(server: tuple[subprocess.Popen[str], str]) -> 
         c.call("echo", b"x")
         proc = run("--plain", "top", sock, "--interval", "0.2", "--iterations", "2")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.count("clients") >= 2 and "/s)" in proc.stdout
+        assert proc.stdout.count("clients (per second)") == 2 and "sub/s" in proc.stdout
 
 
 def test_stat_without_query_statistics_says_so() -> None:
@@ -425,3 +425,40 @@ def test_fuse_command() -> None:
         pytest.skip("subring.fuse is not in this tree: only the fallback was checked")
     assert "MOUNTPOINT" in proc.stdout.upper()
 
+
+
+# --------------------------------------------------------------------------
+# stat/top rendering, on data shaped as the statistics API documents it
+# (so this runs even before query_statistics is in the tree)
+# --------------------------------------------------------------------------
+
+def _row(token: int, n: int) -> dict[str, object]:
+    return {"pid": 10 + token, "uid": 0, "gid": 0, "token": token, "mode": "hybrid",
+            "submitted": n, "completed": n - 1, "inflight": 1, "sq_pending": 2,
+            "sq_entries": 256, "cq_pending": 0, "cq_entries": 256, "wakeups_sent": n // 4,
+            "wakeups_suppressed": n // 2, "doorbells": 3, "poll_hits": n // 3, "sleeps": 4,
+            "errors": 0}
+
+
+def test_top_rates_are_deltas_per_second_matched_by_token() -> None:
+    from subring.cli.stat import TOP_COLUMNS, rates_between, top_rows
+
+    before = {"clients": [_row(1, 100), _row(2, 50)]}
+    after = {"clients": [_row(1, 300), _row(3, 7)]}        # 2 left, 3 attached
+    rates = rates_between(before, after, 2.0)
+    assert set(rates) == {1}
+    assert rates[1]["submitted"] == 100.0 and rates[1]["wakeups_suppressed"] == 50.0
+    assert rates[1]["sleeps"] == 0.0
+    rows = top_rows(after, rates)
+    assert len(rows) == 2 and all(len(r) == len(TOP_COLUMNS) for r in rows)
+    assert rows[0][:5] == ["11", "hybrid", "1", "2/256", "0/256"] and rows[0][5] == "100"
+    assert rows[1][5:] == ["-"] * 8                        # new client: no rate yet
+
+
+def test_stat_rows_show_totals() -> None:
+    from subring.cli.stat import CLIENT_COLUMNS, client_rows
+
+    rows = client_rows({"clients": [_row(1, 100)]})
+    assert rows == [["11", "hybrid", "100", "99", "1", "2/256", "0/256", "25", "50", "3",
+                     "33", "4", "0"]]
+    assert len(rows[0]) == len(CLIENT_COLUMNS)

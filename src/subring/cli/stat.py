@@ -65,22 +65,34 @@ def _occupancy(c: dict[str, Any], side: str) -> str:
     return f"{c.get(f'{side}_pending', 0)}/{c.get(f'{side}_entries', 0)}"
 
 
-def client_rows(s: dict[str, Any], rates: dict[int, dict[str, float]] | None = None
-                ) -> list[list[str]]:
-    """One table row per client; with ``rates`` (token -> field -> per
-    second) the counters show ``total (rate/s)``."""
+def client_rows(s: dict[str, Any]) -> list[list[str]]:
+    """One ``stat`` table row per client (:data:`CLIENT_COLUMNS`): totals."""
     rows = []
     for c in s.get("clients", ()):
-        r = (rates or {}).get(c.get("token", -1), {})
+        rows.append([str(c.get("pid", "?")), str(c.get("mode", "?")),
+                     *(str(c.get(f, 0)) for f in ("submitted", "completed", "inflight")),
+                     _occupancy(c, "sq"), _occupancy(c, "cq"),
+                     *(str(c.get(f, 0)) for f in RATE_FIELDS[2:])])
+    return rows
 
-        def cnt(field: str, c: dict[str, Any] = c, r: dict[str, float] = r) -> str:
-            total = c.get(field, 0)
-            return f"{total} ({r[field]:,.0f}/s)" if field in r else str(total)
 
-        rows.append([str(c.get("pid", "?")), str(c.get("mode", "?")), cnt("submitted"),
-                     cnt("completed"), str(c.get("inflight", 0)), _occupancy(c, "sq"),
-                     _occupancy(c, "cq"), cnt("wakeups_sent"), cnt("wakeups_suppressed"),
-                     cnt("doorbells"), cnt("poll_hits"), cnt("sleeps"), cnt("errors")])
+# `top`: what is happening now -- rates per second, and the occupancy
+# (wake = the server signalled the client's eventfd; nowake = it posted without
+# one because the client was not asleep; bell = the client rang the server;
+# hit = a client wait satisfied without sleeping)
+TOP_COLUMNS = ("pid", "mode", "infl", "sq", "cq", "sub/s", "done/s", "wake/s", "nowake/s",
+               "bell/s", "hit/s", "sleep/s", "err/s")
+
+
+def top_rows(s: dict[str, Any], rates: dict[int, dict[str, float]]) -> list[list[str]]:
+    """One ``top`` row per client (:data:`TOP_COLUMNS`); a client seen for
+    the first time has no rates yet (``-``)."""
+    rows = []
+    for c in s.get("clients", ()):
+        r = rates.get(c.get("token", -1))
+        rows.append([str(c.get("pid", "?")), str(c.get("mode", "?")), str(c.get("inflight", 0)),
+                     _occupancy(c, "sq"), _occupancy(c, "cq"),
+                     *((f"{r[f]:,.0f}" if r is not None else "-") for f in RATE_FIELDS)])
     return rows
 
 
@@ -113,7 +125,12 @@ def add_parsers(sub: Any) -> None:
 
     t = sub.add_parser("top", help="watch a running subsystem's statistics, like top",
                        description="Refresh the subsystem's statistics every INTERVAL "
-                       "seconds with per-second rates, until Ctrl-C.")
+                       "seconds with per-second rates, until Ctrl-C.  Columns: infl = ops in "
+                       "flight; sq/cq = entries waiting / ring size; sub/s, done/s = SQEs "
+                       "taken, CQEs posted; wake/s = completions that had to wake the client "
+                       "(eventfd), nowake/s = those that did not; bell/s = the client woke the "
+                       "server; hit/s, sleep/s = client waits that found work spinning vs "
+                       "slept; err/s = error completions.")
     t.add_argument("address", metavar="ADDRESS", help="the subsystem's Unix socket path")
     t.add_argument("-n", "--interval", type=float, default=1.0, metavar="SECONDS",
                    help="seconds between refreshes (default 1)")
@@ -126,9 +143,14 @@ def add_parsers(sub: Any) -> None:
 
 def show(out: Output, s: dict[str, Any], rates: dict[int, dict[str, float]] | None = None
          ) -> None:
-    """Print the summary line and the client table."""
+    """Print the summary line and the client table: totals, or with
+    ``rates`` the ``top`` view."""
     out.line(_summary(s))
-    out.table("clients", CLIENT_COLUMNS, client_rows(s, rates), right=range(2, 13))
+    if rates is None:
+        out.table("clients (totals since attach)", CLIENT_COLUMNS, client_rows(s),
+                  right=range(2, 13))
+    else:
+        out.table("clients (per second)", TOP_COLUMNS, top_rows(s, rates), right=range(2, 13))
 
 
 def run_stat(args: argparse.Namespace, out: Output) -> int:
@@ -178,12 +200,14 @@ def run_top(args: argparse.Namespace, out: Output) -> int:
 
 
 def _rich_view(out: Output, s: dict[str, Any], rates: dict[int, dict[str, float]]) -> Any:
+    import rich.box
     import rich.console
     import rich.table
 
-    t = rich.table.Table(title="clients", title_justify="left")
-    for k, col in enumerate(CLIENT_COLUMNS):
-        t.add_column(col, justify="right" if k >= 2 else "left")
-    for row in client_rows(s, rates):
+    t = rich.table.Table(title="clients (per second)", title_justify="left",
+                         box=rich.box.SIMPLE_HEAD, pad_edge=False)
+    for k, col in enumerate(TOP_COLUMNS):
+        t.add_column(col, justify="right" if k >= 2 else "left", no_wrap=True)
+    for row in top_rows(s, rates):
         t.add_row(*row)
     return rich.console.Group(time.strftime("%H:%M:%S  ") + _summary(s), t)
