@@ -280,7 +280,7 @@ def probe_baseline(name: str, code: str, timeout: float | None = None, *,
         except (ImportError, ValueError):
             found = False
         if not found:
-            return f"{name}: {module} is not installed (pip install -e '.[bench]')"
+            return f"{name} is not installed (no module {module!r}; pip install -e '.[bench]')"
     if timeout is None:
         timeout = float(os.environ.get(PROBE_TIMEOUT_ENV, DEFAULT_PROBE_TIMEOUT))
     src = textwrap.dedent(code) + f"\nprint({_PROBE_OK!r}, flush=True)\n"

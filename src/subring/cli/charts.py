@@ -25,11 +25,13 @@ def matplotlib_error() -> str | None:
     return None
 
 
-def _figure(entry: dict[str, Any]) -> tuple[str, list[float]] | None:
-    """The field to plot for one contender: a throughput (``*_per_s``) when
-    it has one, else a latency (``p50_us``); only numeric samples."""
+def _figure(entry: dict[str, Any], latency: bool = False) -> tuple[str, list[float]] | None:
+    """The field to plot for one contender: a throughput (``*_per_s``), or
+    for a round-trip workload (``latency``) its median latency (``p50_us``)
+    first, as the suites' ratios do; only numeric samples."""
     keys = [k for k in entry if k.endswith("_per_s") and isinstance(entry[k], list)]
-    keys += [k for k in ("p50_us",) if isinstance(entry.get(k), list)]
+    lat = [k for k in ("p50_us",) if isinstance(entry.get(k), list)]
+    keys = lat + keys if latency else keys + lat
     for k in keys:
         vals = [float(x) for x in entry[k] if isinstance(x, (int, float)) and math.isfinite(x)]
         if vals:
@@ -51,7 +53,7 @@ def draw_suite(suite: str, doc: dict[str, Any], path: Path) -> None:
     panels = []
     for workload, contenders in (doc.get("results") or {}).items():
         series = {n: f for n, e in contenders.items() if isinstance(e, dict)
-                  for f in [_figure(e)] if f is not None}
+                  for f in [_figure(e, latency=workload.startswith("rtt"))] if f is not None}
         if series:
             panels.append((workload, series))
     if not panels:
@@ -68,10 +70,15 @@ def draw_suite(suite: str, doc: dict[str, Any], path: Path) -> None:
             color = "tab:blue" if name.startswith("subring") else "tab:gray"
             ax.bar(k, statistics.median(vals), color=color, alpha=0.75)
             ax.scatter([k] * len(vals), vals, color="black", s=8, zorder=3)
+        styles = ("--", ":", "-.")
+        colors = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:green", "tab:pink")
         for j, (name, (_, vals)) in enumerate((n, f) for n, f in series.items() if _is_ceiling(n)):
-            ax.axhline(statistics.median(vals), linestyle="--", linewidth=1.2,
-                       color=("tab:red", "tab:orange", "tab:purple", "tab:brown")[j % 4],
+            ax.axhline(statistics.median(vals), linestyle=styles[j % len(styles)],
+                       linewidth=1.2, color=colors[j % len(colors)],
                        label=f"{name} (C, median)")
+        medians = [statistics.median(v) for _, (_, v) in series.items() if v]
+        if medians and min(medians) > 0 and max(medians) / min(medians) > 100:
+            ax.set_yscale("log")                  # contenders orders of magnitude apart
         ax.set_xticks(range(len(bars)))
         ax.set_xticklabels([n for n, _ in bars], rotation=30, ha="right", fontsize=8)
         better = "lower is better" if field.endswith("_us") else "higher is better"
