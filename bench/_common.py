@@ -224,6 +224,22 @@ def stop_process(p: Any) -> None:
     terminate_or_kill(p, 5)
 
 
+def connect_when_served(address: str, timeout: float,
+                        is_alive: Callable[[], bool] | None = None, **kw: Any) -> Any:
+    """``subring.connect(address, **kw)`` to a server that may still be
+    starting: retried while nothing serves the path yet (``connect`` fails at
+    once then), until ``timeout`` seconds pass or ``is_alive()`` says the
+    server process is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return subring.connect(address, timeout=max(0.1, deadline - time.monotonic()), **kw)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() >= deadline or (is_alive is not None and not is_alive()):
+                raise
+            time.sleep(0.01)
+
+
 def cpu_seconds(path: str) -> float:
     """utime + stime of /proc/PID/stat or /proc/PID/task/TID/stat, in seconds."""
     with open(path, "rb") as f:

@@ -495,8 +495,9 @@ class SubringClient:
         self.pool: Any = None
         self.arrays: list[Any] = []
         try:
-            self.c = subring.connect(self.address, entries=ENTRIES, slot_size=SLOT_SIZE,
-                                     mode=mode, spin_us=SPIN_US, timeout=CHILD_TIMEOUT)
+            self.c = _common.connect_when_served(
+                self.address, CHILD_TIMEOUT, is_alive=self.proc.is_alive, entries=ENTRIES,
+                slot_size=SLOT_SIZE, mode=mode, spin_us=SPIN_US)
             self.pool = subring.BufferPool(POOL_BUFFERS, SIZES["msg1m"])
             self.c.register_pool(self.pool)
             self.arrays = [self.pool.array(i) for i in range(POOL_BUFFERS)]

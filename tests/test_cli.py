@@ -462,3 +462,28 @@ def test_stat_rows_show_totals() -> None:
     assert rows == [["11", "hybrid", "100", "99", "1", "2/256", "0/256", "25", "50", "3",
                      "33", "4", "0"]]
     assert len(rows[0]) == len(CLIENT_COLUMNS)
+
+
+def test_serve_passes_allow_uid_and_socket_mode(echo_dir: Path) -> None:
+    """--socket-mode sets the socket file's permissions; --allow-uid reaches
+    Subsystem.serve (an unknown option of an older serve is a usage error)."""
+    sock = echo_dir / "m.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "subring", "serve", "echomod:Echo",
+                             "--socket", str(sock), "--socket-mode", "640",
+                             "--allow-uid", "12345"], cwd=echo_dir, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving"), (line, proc.stderr and proc.stderr.read())
+        assert os.stat(sock).st_mode & 0o777 == 0o640
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        for f in (proc.stdout, proc.stderr):
+            if f:
+                f.close()
+    bad = run("serve", "echomod:Echo", "--socket", str(sock), "--socket-mode", "9x",
+              cwd=echo_dir)
+    assert_one_line_error(bad, 2, "not an octal number")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -54,10 +55,14 @@ def add_parsers(sub: Any) -> None:
                    "sleep at once (interrupt), or spin only (poll: one CPU busy)")
     s.add_argument("--spin-us", type=float, default=50.0, metavar="US",
                    help="hybrid mode: microseconds to spin before sleeping (default 50)")
-    s.add_argument("--socket-mode", default="600", metavar="OCTAL",
-                   help="permissions of the socket file (default 600: only this user)")
+    s.add_argument("--socket-mode", metavar="OCTAL",
+                   help="permissions of the socket file (default: the server's choice, 600 = "
+                   "only this user)")
     s.add_argument("--allow-uid", type=int, action="append", metavar="UID",
                    help="also let this uid attach (checked with SO_PEERCRED; repeatable)")
+    s.add_argument("--attach-timeout", type=float, metavar="SECONDS",
+                   help="drop a client that does not finish attaching in time "
+                   "(default: the server's, 5 s)")
     s.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="level of the subring.* log lines on stderr (default INFO)")
@@ -77,11 +82,22 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
     """``subring serve``."""
     from ..subsystem import Subsystem
 
-    try:
-        socket_mode = int(args.socket_mode, 8)
-    except ValueError:
-        raise CommandError(f"--socket-mode {args.socket_mode!r} is not an octal number",
-                           EXIT_USAGE) from None
+    kw: dict[str, Any] = {"mode": args.mode, "spin_us": args.spin_us}
+    if args.socket_mode is not None:
+        try:
+            kw["socket_mode"] = int(args.socket_mode, 8)
+        except ValueError:
+            raise CommandError(f"--socket-mode {args.socket_mode!r} is not an octal number",
+                               EXIT_USAGE) from None
+    if args.allow_uid:
+        kw["allow_uids"] = list(args.allow_uid)
+    if args.attach_timeout is not None:
+        kw["attach_timeout"] = args.attach_timeout
+    accepted = inspect.signature(Subsystem.serve).parameters
+    for name, flag in (("allow_uids", "--allow-uid"), ("attach_timeout", "--attach-timeout")):
+        if name in kw and name not in accepted:
+            raise CommandError(f"{flag} is not supported by this subring's Subsystem.serve",
+                               EXIT_USAGE)
     cls = load_class(args.target, Subsystem, "subring.Subsystem")
     if os.path.exists(args.socket) and not stat_mod.S_ISSOCK(os.stat(args.socket).st_mode):
         raise CommandError(f"{args.socket} exists and is not a socket: refusing to replace it",
@@ -94,9 +110,6 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         raise CommandError(f"{args.target}() failed: {type(e).__name__}: {e}") from e
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     signal.signal(signal.SIGINT, lambda *_: sub.stop())
-    kw: dict[str, Any] = {"mode": args.mode, "spin_us": args.spin_us, "socket_mode": socket_mode}
-    if args.allow_uid:
-        kw["allow_uids"] = set(args.allow_uid)
 
     def ready() -> None:
         out.line(f"serving {args.target} on {args.socket} ({args.mode}); "
