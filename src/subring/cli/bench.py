@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,10 +56,11 @@ def add_parser(sub: Any) -> None:
     """Add ``bench``."""
     b = sub.add_parser(
         "bench", help="run benchmarks: table, JSON and a PNG chart per suite",
-        description="Run the benchmark suites (bench/SUITE.py) one after the other with a "
-        "progress display, print a comparison table (each ratio against its goal) with a "
-        "legend, and write SUITE.json, SUITE.log and SUITE.png into --out.  A baseline "
-        "that is missing or crashes is reported and skipped, not fatal.",
+        description=textwrap.fill(
+            "Run the benchmark suites (bench/SUITE.py) one after the other with a progress "
+            "display, print a comparison table (each ratio against its goal) with a legend, "
+            "and write SUITE.json, SUITE.log and SUITE.png into --out.  A baseline that is "
+            "missing or crashes is reported and skipped, not fatal.", 79),
         epilog=LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"which suites: {', '.join(SUITES)} or all (default: kernel)")
