@@ -28,6 +28,7 @@ from subring.cli import build_parser
 SRC = str(Path(subring.__file__).resolve().parents[1])
 HAVE_RICH = importlib.util.find_spec("rich") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 ECHO_MODULE = '''
 import subring
@@ -375,8 +376,8 @@ def test_serve_refuses_to_replace_a_file(echo_dir: Path) -> None:
 def test_bench_kernel_smoke(tmp_path: Path, optional_libs: str | None) -> None:
     """Progress, the comparison table with the legend, the JSON and (with
     matplotlib) a PNG per suite; without matplotlib, a note instead."""
-    proc = run("bench", "kernel", "--smoke", "--out", str(tmp_path), cwd=tmp_path,
-               extra_path=optional_libs, timeout=240)
+    proc = run("bench", "kernel", "--smoke", "--out", str(tmp_path), "--bench-dir", str(BENCH),
+               cwd=tmp_path, extra_path=optional_libs, timeout=240)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     doc = json.loads((tmp_path / "kernel.json").read_text())
     assert "nop256_vs_c" in doc["ratios"]
@@ -391,12 +392,18 @@ def test_bench_kernel_smoke(tmp_path: Path, optional_libs: str | None) -> None:
         assert "[kernel] repetition" in out          # the plain progress lines
 
 
+def test_bench_finds_the_scripts_of_a_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from subring.cli.bench import find_bench_dir
+
+    monkeypatch.chdir(BENCH.parent)
+    assert find_bench_dir(None).resolve() == BENCH.resolve()
+
+
 def test_bench_missing_suite_is_reported_not_fatal_to_others(tmp_path: Path) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
-    real = Path(__file__).resolve().parents[1] / "bench"
     for name in ("_common.py", "kernel.py", "c_ceiling.c"):
-        (bench / name).write_bytes((real / name).read_bytes())
+        (bench / name).write_bytes((BENCH / name).read_bytes())
     (bench / "ipc.py").write_text("import sys\nprint('boom', file=sys.stderr)\nsys.exit(7)\n")
     proc = run("--plain", "bench", "kernel", "ipc", "executor", "--smoke", "--no-chart",
                "--out", str(tmp_path / "out"), "--bench-dir", str(bench), timeout=240)
