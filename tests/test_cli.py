@@ -494,3 +494,47 @@ def test_serve_passes_allow_uid_and_socket_mode(echo_dir: Path) -> None:
     bad = run("serve", "echomod:Echo", "--socket", str(sock), "--socket-mode", "9x",
               cwd=echo_dir)
     assert_one_line_error(bad, 2, "not an octal number")
+
+
+def test_top_on_a_terminal(server: tuple[subprocess.Popen[str], str],
+                           optional_libs: str | None) -> None:
+    """On a terminal (a pty here) top redraws in place: rich's live view when
+    rich is installed, else clear-screen and reprint."""
+    import pty
+    import select
+
+    _need_query_statistics()
+    _, sock = server
+    master, slave = pty.openpty()
+    try:
+        with subring.connect(sock) as c:
+            c.call("echo", b"x")
+            proc = subprocess.Popen([sys.executable, "-m", "subring", "top", sock,
+                                     "--interval", "0.2", "--iterations", "2"],
+                                    env=dict(_env(optional_libs), COLUMNS="160",
+                                             TERM="xterm"),
+                                    stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+            os.close(slave)
+            slave = -1
+            chunks = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 1.0)
+                if ready:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:          # EIO: the child closed the terminal
+                        break
+                    if not data:
+                        break
+                    chunks.append(data)
+                elif proc.poll() is not None:
+                    break
+            assert proc.wait(30) == 0
+        text = b"".join(chunks).decode(errors="replace")
+        assert "clients (per second)" in text and "sub/s" in text
+        assert "\x1b[" in text                        # redrawn in place, not appended
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
