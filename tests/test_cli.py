@@ -538,3 +538,16 @@ def test_top_on_a_terminal(server: tuple[subprocess.Popen[str], str],
         os.close(master)
         if slave >= 0:
             os.close(slave)
+
+
+def test_every_command_is_documented() -> None:
+    """docs/api/cli.md has a section per command, and the exit codes of
+    ``subring --help``."""
+    from subring.cli.errors import EXIT_CODES_HELP
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api" / "cli.md").read_text()
+    for command in _subparsers(build_parser()):
+        assert f"## subring {command}\n" in page, command
+    for line in EXIT_CODES_HELP.splitlines()[1:]:
+        code = line.split()[0]
+        assert f"| {code} |" in page, code

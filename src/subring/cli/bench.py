@@ -154,6 +154,7 @@ class Progress:
             self.bar.stop()
 
     def start(self, suite: str) -> None:
+        """A suite starts: a new bar (or a line)."""
         self.suite = suite
         if self.bar is not None:
             self.task = self.bar.add_task(suite, total=None, note="starting")
@@ -161,6 +162,7 @@ class Progress:
             self.out.line(f"[{suite}] running bench/{suite}.py ...")
 
     def feed(self, line: str) -> None:
+        """One line of the script's output: advance on ``repetition k/n``."""
         m = _REP.search(line)
         if self.bar is not None:
             if self.verbose:
@@ -177,6 +179,7 @@ class Progress:
             self.out.line(f"[{self.suite}] repetition {m[1]}/{m[2]}")
 
     def done(self, note: str) -> None:
+        """The suite ended: fill its bar and say how (``note``)."""
         if self.bar is not None:
             t = self.bar.tasks[self.task]
             self.bar.update(self.task, total=t.total or 1, completed=t.total or 1, note=note)
