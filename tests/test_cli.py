@@ -414,6 +414,25 @@ def test_bench_missing_suite_is_reported_not_fatal_to_others(tmp_path: Path) -> 
     assert "boom" in (tmp_path / "out" / "ipc.log").read_text()
 
 
+def test_bench_stops_a_suite_that_hangs_silently(tmp_path: Path) -> None:
+    """A script that prints nothing and never ends (and leaves a child
+    holding its output) is stopped at --timeout; the command reports it."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "_common.py").write_text("")
+    (bench / "kernel.py").write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "time.sleep(600)\n")
+    t0 = time.monotonic()
+    proc = run("--plain", "bench", "kernel", "--timeout", "2", "--bench-dir", str(bench),
+               "--out", str(tmp_path / "out"), timeout=120)
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 1
+    assert "kernel: bench/kernel.py ran past --timeout 2 s and was stopped" in proc.stderr
+    assert "stopped after 2 s" in (tmp_path / "out" / "kernel.log").read_text()
+
+
 def test_bench_unknown_suite_is_a_usage_error(tmp_path: Path) -> None:
     proc = run("bench", "nosuch", "--out", str(tmp_path))
     assert_one_line_error(proc, 2, "unknown suite 'nosuch'")

@@ -13,10 +13,11 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,37 +96,52 @@ def selected(names: list[str]) -> list[str]:
 
 
 def run_script(script: Path, argv: list[str], log_path: Path, timeout: float,
-               on_line: Callable[[str], None]) -> int:
+               on_line: Callable[[str], None]) -> tuple[int, bool]:
     """Run ``python SCRIPT ARGV`` with the same subring as this process on the
-    path, feeding each output line to ``on_line`` and into ``log_path``;
-    returns its exit status (negative: killed by that signal)."""
+    path, feeding each output line to ``on_line`` and into ``log_path``.
+    Returns (exit status, negative if killed by a signal; whether it was
+    killed for running past ``timeout`` seconds, output or not)."""
     import subring
 
     env = dict(os.environ)
     pkg_root = str(Path(subring.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
-    deadline = time.monotonic() + timeout
+    timed_out = threading.Event()
     with open(log_path, "w") as log, subprocess.Popen(
             [sys.executable, str(script), *argv], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL) as proc:
+            stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
+            start_new_session=True) as proc:
         assert proc.stdout is not None
+
+        def kill_group() -> None:
+            # the script's own children (servers, workers) hold its stdout too
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        def expire() -> None:
+            timed_out.set()
+            kill_group()                 # ends the read loop below: EOF on the pipe
+
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for line in proc.stdout:
                 log.write(line)
                 on_line(line.rstrip("\n"))
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except (TimeoutError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait(10)
-            log.write(f"\n[subring bench: stopped after {timeout:g} s]\n")
-            return -9
+            rc = proc.wait(timeout=30)   # its stdout is closed: it is exiting
         except BaseException:
-            proc.kill()
+            kill_group()
             proc.wait(10)
             raise
+        finally:
+            watchdog.cancel()
+        if timed_out.is_set():
+            log.write(f"\n[subring bench: stopped after {timeout:g} s]\n")
+        return rc, timed_out.is_set()
 
 
 class Progress:
@@ -234,10 +250,11 @@ def run_bench(args: argparse.Namespace, out: Output) -> int:
             log_path = out_dir / f"{suite}.log"
             if json_path.exists():
                 json_path.unlink()
-            rc = run_script(script, [*mode, "--json", str(json_path)], log_path,
-                            args.timeout, progress.feed)
-            if rc != 0 or not json_path.is_file():
-                why = (f"killed by signal {-rc}" if rc < 0 else f"exited {rc}")
+            rc, timed_out = run_script(script, [*mode, "--json", str(json_path)], log_path,
+                                       args.timeout, progress.feed)
+            if rc != 0 or timed_out or not json_path.is_file():
+                why = (f"ran past --timeout {args.timeout:g} s and was stopped" if timed_out
+                       else f"was killed by signal {-rc}" if rc < 0 else f"exited {rc}")
                 problems[suite] = f"bench/{suite}.py {why}; its output is in {log_path}"
                 progress.done("failed")
                 continue
