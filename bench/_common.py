@@ -303,12 +303,23 @@ def probe_baseline(name: str, code: str, timeout: float | None = None, *,
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     try:
-        proc = subprocess.run([sys.executable, "-c", src], check=False, capture_output=True,
-                              text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return f"{name}: the probe hung (no exit within {timeout:g} s)"
+        # its own session: a hung probe is killed with everything it started
+        # (a child holding the output pipes would otherwise keep us waiting)
+        child = subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:
         return f"{name}: cannot start the probe: {e}"
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.communicate()
+        return f"{name}: the probe hung (no exit within {timeout:g} s)"
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     if proc.returncode < 0:
         sig = -proc.returncode
         hint = _SIGNAL_HINTS.get(sig, "")

@@ -161,6 +161,10 @@ import os, signal, time
 how = os.environ.get("FAKE_LIBURING_DEATH", "SIGILL")
 if how == "hang":
     time.sleep(3600)
+elif how == "hang-with-child":          # a child that holds the probe's output pipes
+    import subprocess, sys
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    time.sleep(3600)
 elif how == "import-error":
     raise ImportError("fake liburing: undefined symbol io_uring_queue_init")
 else:
@@ -174,6 +178,7 @@ else:
     ("SIGILL", "killed by SIGILL (illegal instruction"),
     ("SIGSEGV", "killed by SIGSEGV"),
     ("hang", "the probe hung"),
+    ("hang-with-child", "the probe hung"),
     ("import-error", "undefined symbol"),
 ])
 def test_baseline_that_crashes_is_reported_not_fatal(tmp_path: Path, death: str,
