@@ -570,3 +570,11 @@ def test_every_command_is_documented() -> None:
     for line in EXIT_CODES_HELP.splitlines()[1:]:
         code = line.split()[0]
         assert f"| {code} |" in page, code
+
+
+def test_global_switches_also_after_the_command() -> None:
+    for args in (["--plain", "probe"], ["probe", "--plain"]):
+        proc = run(*args)
+        assert proc.returncode == 0 and "┃" not in proc.stdout, args
+    proc = run("ops", "/nonexistent-subring.sock", "--traceback")
+    assert proc.returncode == 4 and "Traceback" in proc.stderr

@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     stat.add_parsers(sub)
     _add_fuse(sub)
+    # the global switches also work after the command (`subring probe --plain`)
+    for command in sub.choices.values():
+        command.add_argument("--plain", action="store_true", default=argparse.SUPPRESS,
+                             help="plain text output even when rich is installed")
+        command.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, print the full traceback too")
     return ap
 
 
