@@ -136,3 +136,35 @@ def test_user_script_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1024" in proc.stdout
+
+
+# the classes users call methods on; their methods come from C (text
+# signatures in the method tables) or from Python
+PUBLIC_CLASSES = ("KernelRing", "SubsystemClient", "Subsystem", "BufferPool", "RingExecutor",
+                  "Completion", "BufferRing", "Pin", "Request", "Batch")
+
+
+def test_every_public_method_has_a_signature() -> None:
+    """inspect.signature works on every public method (IDEs show arguments,
+    not ``(...)``).  C methods need a text signature in their doc string:
+    ``"name($self, a, b=0)\\n--\\n\\n..."`` (kernel's and subsys's C files);
+    until theirs are merged the missing ones are an xfail naming them."""
+    import inspect
+
+    from subring import aio
+
+    classes = [getattr(subring, n) for n in PUBLIC_CLASSES]
+    classes += [getattr(aio, n) for n in ("AsyncRing", "AsyncFile") if hasattr(aio, n)]
+    missing = []
+    for cls in classes:
+        for name in dir(cls):
+            member = getattr(cls, name)
+            if name.startswith("_") or not callable(member) or isinstance(member, type):
+                continue
+            try:
+                inspect.signature(member)
+            except (TypeError, ValueError):
+                missing.append(f"{cls.__name__}.{name}")
+    if missing:
+        pytest.xfail(f"{len(missing)} C methods without a text signature (kernel: "
+                     f"pykring.c; subsys: Request): {', '.join(missing)}")
