@@ -18,9 +18,12 @@ import os
 import platform
 import random
 import shlex
+import signal
 import struct
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -221,12 +224,112 @@ def stop_process(p: Any) -> None:
     terminate_or_kill(p, 5)
 
 
+def connect_when_served(address: str, timeout: float,
+                        is_alive: Callable[[], bool] | None = None, **kw: Any) -> Any:
+    """``subring.connect(address, **kw)`` to a server that may still be
+    starting: retried while nothing serves the path yet (``connect`` fails at
+    once then), until ``timeout`` seconds pass or ``is_alive()`` says the
+    server process is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return subring.connect(address, timeout=max(0.1, deadline - time.monotonic()), **kw)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() >= deadline or (is_alive is not None and not is_alive()):
+                raise
+            time.sleep(0.01)
+
+
 def cpu_seconds(path: str) -> float:
     """utime + stime of /proc/PID/stat or /proc/PID/task/TID/stat, in seconds."""
     with open(path, "rb") as f:
         raw = f.read()
     fields = raw[raw.rindex(b")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --------------------------------------------------------------------------
+# optional baselines: probed in a child process before the parent touches them
+# --------------------------------------------------------------------------
+
+PROBE_TIMEOUT_ENV = "SUBRING_BENCH_PROBE_TIMEOUT"
+DEFAULT_PROBE_TIMEOUT = 60.0
+_PROBE_OK = "subring-bench-probe-ok"
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+_SIGNAL_HINTS = {
+    signal.SIGILL: "illegal instruction: a binary wheel built for CPU features this CPU lacks "
+                   "(e.g. AVX-512)",
+    signal.SIGSEGV: "segmentation fault in the baseline's native code",
+    signal.SIGBUS: "bus error in the baseline's native code",
+    signal.SIGABRT: "the baseline aborted",
+}
+
+
+def probe_baseline(name: str, code: str, timeout: float | None = None, *,
+                   module: str | None = None) -> str | None:
+    """Run ``code`` (Python source that imports the baseline and exercises it
+    briefly) in a fresh interpreter; return None if it exited 0, else one line
+    saying why the baseline cannot run here (exit status, the signal that
+    killed it -- SIGILL from a wheel built for another CPU, SIGSEGV --, a
+    hang past ``timeout`` seconds, or the last line of its traceback).
+
+    Call it before the parent process imports the baseline: a module that
+    dies on import takes its importer with it.  ``timeout`` defaults to
+    ``$SUBRING_BENCH_PROBE_TIMEOUT`` or 60 s.  The child inherits ``sys.path``
+    (through PYTHONPATH) so it sees what the caller would import.  With
+    ``module``, a top-level module that is not installed is reported without
+    starting a child.
+    """
+    if module is not None:
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"{name} is not installed (no module {module!r}; pip install -e '.[bench]')"
+    if timeout is None:
+        timeout = float(os.environ.get(PROBE_TIMEOUT_ENV, DEFAULT_PROBE_TIMEOUT))
+    src = textwrap.dedent(code) + f"\nprint({_PROBE_OK!r}, flush=True)\n"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        # its own session: a hung probe is killed with everything it started
+        # (a child holding the output pipes would otherwise keep us waiting)
+        child = subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        return f"{name}: cannot start the probe: {e}"
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.communicate()
+        return f"{name}: the probe hung (no exit within {timeout:g} s)"
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    if proc.returncode < 0:
+        sig = -proc.returncode
+        hint = _SIGNAL_HINTS.get(sig, "")
+        why = f"{name}: the probe was killed by {_signal_name(sig)}"
+        return f"{why} ({hint})" if hint else why
+    if proc.returncode != 0 or _PROBE_OK not in proc.stdout:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"{name}: the probe failed (exit {proc.returncode}): " + (
+            lines[-1] if lines else "no output")
+    return None
 
 
 # --------------------------------------------------------------------------

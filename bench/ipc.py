@@ -185,7 +185,8 @@ computed within one repetition, and the reported ratio is the median of the
 per-repetition ratios.  The machine is small (2 vCPUs) and may be shared, so
 expect noise: the load average at start and end is recorded, and nothing is
 pinned to a CPU but the two pinned C rows (a process that spins -- poll mode,
-iceoryx2 -- suffers most when the CPUs are oversubscribed).  Expect bimodal subring-hybrid round trips:
+iceoryx2 -- suffers most when the CPUs are oversubscribed).  Expect bimodal subring-hybrid
+round trips:
 when the scheduler puts client and server on the same CPU, each side spins
 ``spin_us`` while the other cannot run, and a round trip costs about
 2 x ``spin_us`` (~115 us) instead of ~1.5 us.  ``--quick`` starts no
@@ -244,9 +245,8 @@ from collections.abc import Callable
 from typing import Any
 
 import _common
-from _common import BenchError, cpu_seconds
-
 import subring
+from _common import BenchError, cpu_seconds
 
 # --------------------------------------------------------------------------
 # constants
@@ -286,6 +286,30 @@ BASELINE_ROWS = {           # result rows each baseline child produces
 }
 RTT_BASELINES = ("pipe", "pyzmq", "iceoryx2")
 BASELINE_MODULE = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "iceoryx2": "iceoryx2"}
+# what a child process runs before this script imports an optional baseline
+# (_common.probe_baseline): a wheel that crashes (SIGILL, SIGSEGV), hangs or
+# fails to import has its rows skipped with the reason, nothing else
+BASELINE_PROBE = {
+    "faster-fifo": """
+        import faster_fifo
+        q = faster_fifo.Queue(1 << 16)
+        q.put(b"x", timeout=5)
+        assert q.get(timeout=5) == b"x"
+    """,
+    "pyzmq": """
+        import zmq
+        ctx = zmq.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://probe"); b.connect("inproc://probe")
+        a.send(b"x")
+        assert b.recv() == b"x"
+        a.close(0); b.close(0); ctx.term()
+    """,
+    "iceoryx2": """
+        import iceoryx2 as iox2
+        iox2.set_log_level(iox2.LogLevel.Error)
+    """,
+}
 
 # The C floor (bench/c_pingpong.c): row -> (mechanism, placement); placement
 # None: left to the scheduler like every other contender; "same": both
@@ -471,8 +495,9 @@ class SubringClient:
         self.pool: Any = None
         self.arrays: list[Any] = []
         try:
-            self.c = subring.connect(self.address, entries=ENTRIES, slot_size=SLOT_SIZE,
-                                     mode=mode, spin_us=SPIN_US, timeout=CHILD_TIMEOUT)
+            self.c = _common.connect_when_served(
+                self.address, CHILD_TIMEOUT, is_alive=self.proc.is_alive, entries=ENTRIES,
+                slot_size=SLOT_SIZE, mode=mode, spin_us=SPIN_US)
             self.pool = subring.BufferPool(POOL_BUFFERS, SIZES["msg1m"])
             self.c.register_pool(self.pool)
             self.arrays = [self.pool.array(i) for i in range(POOL_BUFFERS)]
@@ -1492,7 +1517,7 @@ def print_report(rs: Results, ratios: dict, samples: dict, bars: dict, idle: dic
         print(f"error in repetition {e['rep'] + 1}, {e['contender']}: {e['error']}")
 
 
-def environment() -> dict[str, Any]:
+def environment(skipped: dict[str, str]) -> dict[str, Any]:
     version = _common.package_version
     env = _common.environment(
         subring_version=getattr(subring, "__version__", None) or version("subring"),
@@ -1506,10 +1531,11 @@ def environment() -> dict[str, Any]:
                                      if ln.startswith("model name")), None)
     except OSError:
         pass
-    with contextlib.suppress(Exception):
-        import zmq
+    if "pyzmq" not in skipped:                 # probed: importing it is safe
+        with contextlib.suppress(Exception):
+            import zmq
 
-        env["libzmq_version"] = zmq.zmq_version()
+            env["libzmq_version"] = zmq.zmq_version()
     try:
         env["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -1542,10 +1568,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         mod = BASELINE_MODULE.get(lib)
         if mod is not None:
-            try:
-                __import__(mod)
-            except Exception as e:  # noqa: BLE001 -- ImportError or a broken wheel
-                skipped[lib] = f"{mod} is not importable: {type(e).__name__}: {e}"
+            why = _common.probe_baseline(lib, BASELINE_PROBE[lib], module=mod)
+            if why is None:
+                try:
+                    __import__(mod)
+                except Exception as e:  # noqa: BLE001 -- it imported in the child
+                    why = f"{mod} is not importable: {type(e).__name__}: {e}"
+            if why is not None:
+                skipped[lib] = why
     try:
         import numpy  # noqa: F401
     except ImportError as e:
@@ -1554,7 +1584,7 @@ def main(argv: list[str] | None = None) -> int:
     for lib, why in skipped.items():
         log(f"{lib} rows and ratios skipped: {why}")
 
-    env = environment()
+    env = environment(skipped)
     log(f"bench/ipc.py mode={level_name} reps={lv.reps} slice={lv.slice_s}s "
         f"rtt_n={lv.rtt_n}  Linux {env['kernel_release']}, Python {env['python_version']}, "
         f"{env['cpu_count']} CPUs, load {env['load_avg_start'][0]:.2f}")

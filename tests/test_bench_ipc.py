@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -40,11 +41,12 @@ HAVE_GCC = shutil.which("gcc") is not None
 pytest.importorskip("numpy")     # the 1 MiB workloads fill buffers with numpy
 
 
-def _run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+def _run(tmp_path: Path, *extra: str,
+         env: dict[str, str] | None = None) -> tuple[dict, str]:
     out = tmp_path / "x.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--json", str(out), *extra],
-        check=False, capture_output=True, text=True, timeout=90,
+        check=False, capture_output=True, text=True, timeout=90, env=env,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return json.loads(out.read_text()), proc.stdout
@@ -145,6 +147,29 @@ def test_smoke_json_without_optional_baselines(tmp_path: Path) -> None:
     assert {"iceoryx2", "pyzmq", "faster-fifo"} <= set(doc["skipped"])
     for contenders in doc["results"].values():
         assert not any(n.startswith(("iceoryx2", "pyzmq", "faster-fifo")) for n in contenders)
+
+
+def test_baseline_that_segfaults_is_reported_not_fatal(tmp_path: Path) -> None:
+    """A pyzmq whose native code kills the process on import (SIGSEGV): the
+    script exits 0, the pyzmq rows are skipped with the reason, and the
+    subring rows, the stdlib baselines and their ratios all run."""
+    fake = tmp_path / "fake" / "zmq"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, signal\n"
+        "signal.signal(signal.SIGSEGV, signal.SIG_DFL)\n"
+        "os.kill(os.getpid(), signal.SIGSEGV)\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(fake.parent), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    env["SUBRING_BENCH_PROBE_TIMEOUT"] = "20"
+    doc, stdout = _run(tmp_path, "--skip", "iceoryx2", "--skip", "faster-fifo",
+                       "--cc", str(tmp_path / "no-such-cc"), env=env)
+    _check(doc, stdout)
+    assert "killed by SIGSEGV" in doc["skipped"]["pyzmq"], doc["skipped"]["pyzmq"]
+    assert "pyzmq" in stdout and "SIGSEGV" in stdout
+    for contenders in doc["results"].values():
+        assert not any(n.startswith("pyzmq") for n in contenders)
 
 
 if __name__ == "__main__":
