@@ -14,6 +14,7 @@ core = Extension(
     ],
     depends=[
         "src/subring/_core/abi.h",
+        "src/subring/_core/arch.h",
         "src/subring/_core/ring.h",
         "src/subring/_core/core.h",
         "src/subring/_core/optable.h",
