@@ -30,7 +30,7 @@ needs_cross_cc = pytest.mark.skipif(
 
 def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHON=sys.executable)
-    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run(["sh", str(SCRIPT), *args], check=False, capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
 
