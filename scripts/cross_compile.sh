@@ -81,8 +81,12 @@ EOF
 if [ -z "$HOST_CC" ]; then
     HOST_CC=$("$PY" -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')
 fi
-# Same defines and code-generation flags setuptools passes for an extension.
+# Same defines and code-generation flags setuptools passes for an extension,
+# plus one error: C compiles a call to an undeclared function (say, an x86-only
+# builtin on aarch64) with only a warning, and the module then fails at import
+# with an undefined symbol.
 COMMON="-DNDEBUG -fPIC -fwrapv -Wsign-compare -I$ROOT/src/subring/_core -I$PYINC $FLAGS"
+COMMON="$COMMON -Werror=implicit-function-declaration"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT INT TERM

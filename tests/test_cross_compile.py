@@ -68,6 +68,19 @@ def test_an_aarch64_only_warning_fails_the_check(tmp_path: Path) -> None:
     assert "signed_char.c:2" in res.stderr and "aarch64-only 1" in res.stdout
 
 
+@needs_cross_cc
+@pytest.mark.timeout(300)
+def test_an_x86_only_builtin_fails_the_check(tmp_path: Path) -> None:
+    # What core.h did before arch.h: on aarch64 this is an undeclared function
+    # (only a warning in C) that would fail at import as an undefined symbol.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "spin.c").write_text("void sr_spin(void) { __builtin_ia32_pause(); }\n")
+    res = run_script("--src", str(src), "--outdir", str(tmp_path / "obj"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "spin.c: FAILED" in res.stdout and "__builtin_ia32_pause" in res.stderr
+
+
 def test_a_missing_cross_compiler_is_reported_not_crashed(tmp_path: Path) -> None:
     res = run_script("--cc", str(tmp_path / "no-such-gcc"), timeout=60)
     assert res.returncode == 2
