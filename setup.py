@@ -21,6 +21,7 @@ core = Extension(
     ],
     depends=[
         "src/subring/_core/abi.h",
+        "src/subring/_core/arch.h",
         "src/subring/_core/ring.h",
         "src/subring/_core/server.h",
         "src/subring/_core/core.h",

@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include "arch.h"   /* sr_cpu_relax */
 #include "ring.h"
 
 /* ---- exceptions (defined in subring/errors.py, imported at module init) -- */
@@ -96,7 +97,6 @@ extern PyObject *SR_PENDING;
 int sr_eventfd_signal(int fd);          /* write 1; EAGAIN (counter full) is fine */
 void sr_eventfd_drain(int fd);          /* read until empty (fd is non-blocking) */
 int64_t sr_now_ns(void);                /* CLOCK_MONOTONIC */
-static inline void sr_cpu_relax(void) { __builtin_ia32_pause(); }
 /* Between spin bursts: let a peer that shares our CPU run.  Without it a
  * client and a server on the same CPU each spin out their whole budget while
  * the other cannot make progress (hybrid round trips of 2 x spin_us). */
