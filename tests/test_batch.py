@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from subring import SQE, RingFullError
-from ringhelpers import reap_n, wait_ready
+from ringhelpers import reap_n, run_child, wait_ready
 
 
 
@@ -501,3 +501,44 @@ def test_reap_into_frees_every_kind_of_slot(plain_ring, datafile, rfd):
         plain_ring.submit_and_wait(n, 5)
         ud2, res2, _ = out_arrays(n)
         assert plain_ring.reap_into(ud2, res2) == n and list(ud2) == list(range(n))
+
+
+def test_batch_prep_racing_another_thread_does_not_crash():
+    """Issue 13 (1): prep_nops / prep_reads checked for free op slots once;
+    when the SQ filled mid-batch they submitted (releasing the GIL), another
+    thread took the remaining slots, and the unchecked slot allocation
+    crashed the interpreter.  Now the batch stops with RingFullError whose
+    `prepared` says how many ops it did prepare (they complete as usual)."""
+    out = run_child("""
+        import threading, time
+        from subring import KernelRing, RingFullError
+        r = KernelRing(8, cq_entries=64)
+        stop = False
+        def hog():
+            while not stop:
+                try:
+                    r.prep_nop()
+                except RingFullError:
+                    pass
+        t = threading.Thread(target=hog)
+        t.start()
+        buf = bytearray(8 * 64)
+        partial = 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            for batch in (lambda n: r.prep_nops(n), lambda n: r.prep_reads(-1, buf, 8, [0] * n)):
+                try:
+                    n = r.max_inflight - r.inflight
+                    assert batch(n) == n
+                except RingFullError as e:
+                    p = getattr(e, "prepared", None)
+                    assert p is None or 0 <= p < r.max_inflight
+                    partial += p is not None
+            r.submit_and_wait(0)
+            r.reap()
+        stop = True
+        t.join()
+        r.close()
+        print("survived", partial >= 0)
+    """, timeout=60)
+    assert out.split() == ["survived", "True"]

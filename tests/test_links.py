@@ -12,7 +12,7 @@ import pytest
 
 import subring
 from subring import SQE, Feature, KernelRing, RingFullError
-from ringhelpers import collect as _collect, need as _need
+from ringhelpers import collect as _collect, need as _need, run_child
 
 LINK = SQE.LINK
 HARDLINK = SQE.HARDLINK
@@ -439,17 +439,8 @@ except ValueError as e:
 print([c.user_data for c in r.wait(1, 5)])
 r.close()
 """
-    out = _run_child(code, timeout=20)
+    out = run_child(code, timeout=20)
     assert out.split() == ["refused", "['b']"]
-
-
-def _run_child(code: str, timeout: float) -> str:
-    import subprocess
-    import sys
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=timeout)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
 
 
 def test_skip_success_last_op_of_submission_still_completes(ring):

@@ -1678,7 +1678,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             if (!kr_needs_flush(r))
                 break;
             sr_cq_release(cq, head);
-            r->st_completed += (uint64_t)got;  /* counted per stretch of the CQ */
+            r->st_completed += (uint64_t)(got - got_counted);  /* per stretch */
             got_counted = got;
             if (kr_flush_cq(r) < 0)
                 goto out;
