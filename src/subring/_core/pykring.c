@@ -1268,9 +1268,10 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
         !kr_needs_flush(r)) {
         PyErr_Format(PyExc_ValueError,
                      "waiting for %u completions with %u ready and %u in flight would "
-                     "never return (ops with SKIP_SUCCESS complete only on failure); "
-                     "pass a timeout or wait for fewer", wait_nr, ready + made_up,
-                     r->ops.live - made_up);
+                     "never return%s; pass a timeout or wait for fewer", wait_nr,
+                     ready + made_up, r->ops.live - made_up,
+                     r->ops.skip_live ? " (ops with SKIP_SUCCESS complete only if they "
+                                        "fail)" : "");
         return NULL;
     }
     if (wait_nr && ready >= kwait && r->k.sq.sqe_tail == sr_load_relaxed(r->k.sq.ktail) &&
