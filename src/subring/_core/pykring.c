@@ -83,6 +83,10 @@ typedef struct {
      * an op.  0 for the user backend (a subsystem is trusted with its
      * client's tokens: it answers them). */
     uint64_t ud_key;
+    /* Our CQ head: a private copy of the only index we write on the CQ.
+     * Reaping never reads its own index back from shared memory (a peer
+     * could scribble on it); every store goes through kr_cq_release. */
+    uint32_t cq_head;
     uint64_t *synth;         /* tokens of ops whose final completion we must make up,
                               * oldest first (2 x max_inflight entries) */
     uint32_t nsynth;
@@ -119,10 +123,31 @@ static inline int kr_check(KRing *r)
     return 0;
 }
 
+/* The SQ tail as we last published it.  Only we write it, so this is our
+ * own index read back (exact: we were its last writer).  One place, so that
+ * a private copy (ring.h, subsys branch: `sq->published`) can replace the
+ * read-back in one line. */
+static inline uint32_t kr_sq_published(const KRing *r)
+{
+    return sr_load_relaxed(r->k.sq.ktail);
+}
+
+static inline uint32_t kr_cq_head(const KRing *r)
+{
+    return r->cq_head;
+}
+
+/* Give CQEs up to `head` back to the producer (release: see ring.h). */
+static inline void kr_cq_release(KRing *r, uint32_t head)
+{
+    r->cq_head = head;
+    sr_cq_release(&r->k.cq, head);
+}
+
 /* CQEs visible in the CQ (kernel backend). */
 static inline uint32_t kr_cq_ready_raw(KRing *r)
 {
-    return sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
 }
 
 /* The SQE user_data of slot i (see ud_key), and the reverse lookup. */
@@ -194,7 +219,7 @@ static uint32_t kr_publish(KRing *r)
     r->chain_head = 0;
     r->last_slot = 0;
     if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
-        r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
+        r->st_submitted += r->k.sq.sqe_tail - kr_sq_published(r);
     uint32_t fresh = sr_sq_publish(&r->k.sq);
     /* The kernel's head is cheap to read (this CPU wrote it in our last
      * enter); a subsystem's is a cache line on another CPU, and nothing on
@@ -221,8 +246,8 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
     for (;;) {
         uint32_t to_submit = 0;
         if (!r->sqpoll)
-            to_submit = sr_load_relaxed(r->k.sq.ktail) - sr_load_acquire(r->k.sq.khead);
-        uint32_t head0 = sr_load_relaxed(r->k.cq.khead);
+            to_submit = kr_sq_published(r) - sr_load_acquire(r->k.sq.khead);
+        uint32_t head0 = kr_cq_head(r);
         int ret;
         r->in_enter++;
         r->st_enters++;
@@ -242,7 +267,7 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
                 again = 1;
             /* An interrupted wait that also submitted (see above). */
             if (!again && waiting && kr_cq_ready_raw(r) < min_complete &&
-                sr_load_relaxed(r->k.cq.khead) == head0) {
+                kr_cq_head(r) == head0) {
                 if (PyErr_CheckSignals() < 0)
                     return -1;
                 again = 1;
@@ -356,7 +381,7 @@ static void kr_withdraw_chain(KRing *r)
     uint32_t nxt = r->chain_head, g = r->chain_head_gen;
     if (nxt) {
         sr_slot *h = &r->ops.slots[nxt - 1];
-        uint32_t unpublished = sq->sqe_tail - sr_load_relaxed(sq->ktail);
+        uint32_t unpublished = sq->sqe_tail - kr_sq_published(r);
         uint32_t back = sq->sqe_tail - r->chain_head_sqidx;
         if (h->state == SLOT_LIVE && h->gen == g && back <= unpublished)
             sq->sqe_tail = r->chain_head_sqidx;   /* the chain's SQEs are ours again */
@@ -1210,7 +1235,7 @@ static PyObject *kr_submit_py(KRing *r, PyObject *unused)
 
 static inline uint32_t kr_cq_ready(KRing *r)
 {
-    return sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
 }
 
 /* Ready CQEs that are not final completions of our live ops (posted into
@@ -1219,7 +1244,7 @@ static inline uint32_t kr_cq_ready(KRing *r)
 static uint32_t kr_foreign_ready(KRing *r)
 {
     struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead), n = kr_cq_ready(r), foreign = 0;
+    uint32_t head = kr_cq_head(r), n = kr_cq_ready(r), foreign = 0;
     if (n > cq->entries)
         n = cq->entries;
     for (uint32_t k = 0; k < n; k++)
@@ -1274,7 +1299,7 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
                                         "fail)" : "");
         return NULL;
     }
-    if (wait_nr && ready >= kwait && r->k.sq.sqe_tail == sr_load_relaxed(r->k.sq.ktail) &&
+    if (wait_nr && ready >= kwait && r->k.sq.sqe_tail == kr_sq_published(r) &&
         !r->pending_skip) {
         /* nothing to do: no syscall */
         return PyLong_FromUnsignedLong(ready + made_up);
@@ -1562,12 +1587,12 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     if (!list)
         return NULL;
     struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead);
+    uint32_t head = kr_cq_head(r);
     uint32_t ready = kr_ready(r, head);
     if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
         if (kr_flush_cq(r) < 0)
             goto error;
-        head = sr_load_relaxed(cq->khead);     /* GIL was released: fresh head */
+        head = kr_cq_head(r);     /* GIL was released: fresh head */
         ready = kr_ready(r, head);
     }
     int64_t got = 0;
@@ -1579,7 +1604,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                 break;
             if (kr_flush_cq(r) < 0)
                 goto error;
-            head = sr_load_relaxed(cq->khead); /* GIL was released: fresh head */
+            head = kr_cq_head(r); /* GIL was released: fresh head */
             ready = kr_ready(r, head);
             if (ready == 0)
                 break;
@@ -1594,7 +1619,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         r->st_completed++;
         /* Release as we go: a producer (SQPOLL, other CPUs) can reuse slots
          * early.  The store is cheap; it is not a syscall. */
-        sr_cq_release(cq, head);
+        kr_cq_release(r, head);
         if (PyList_Append(list, (PyObject *)c) < 0) {
             /* The CQE is consumed: do not lose it silently (error), and do
              * not run its user_data's finalizer here (trash). */
@@ -1665,12 +1690,12 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t got_counted = 0;
 
     struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead);
+    uint32_t head = kr_cq_head(r);
     uint32_t ready = kr_ready(r, head);
     if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
         if (kr_flush_cq(r) < 0)
             goto out;
-        head = sr_load_relaxed(cq->khead);     /* GIL was released: fresh head */
+        head = kr_cq_head(r);     /* GIL was released: fresh head */
         ready = kr_ready(r, head);
     }
     Py_ssize_t got = 0;
@@ -1678,14 +1703,14 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         if (ready == 0) {
             if (!kr_needs_flush(r))
                 break;
-            sr_cq_release(cq, head);
+            kr_cq_release(r, head);
             r->st_completed += (uint64_t)(got - got_counted);  /* per stretch */
             got_counted = got;
             if (kr_flush_cq(r) < 0)
                 goto out;
             /* The GIL was released: another thread may have reaped.  Never
              * write back the head from before (duplicate completions). */
-            head = sr_load_relaxed(cq->khead);
+            head = kr_cq_head(r);
             ready = kr_ready(r, head);
             if (ready == 0)
                 break;
@@ -1728,7 +1753,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             fo[got] = cqe->flags;
         got++;
     }
-    sr_cq_release(cq, head);
+    kr_cq_release(r, head);
     r->st_completed += (uint64_t)(got - got_counted);
     if (got < cap && ready == 0 && ur_dead_after_drain(r)) {
         int64_t g = got;
@@ -2924,6 +2949,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     sq->sqe_shift = 1;
     struct sr_cq *cq = &r->k.cq;
     cq->khead = &g->cq_head.v;
+    r->cq_head = sr_load_relaxed(cq->khead);   /* read once, at attach */
     cq->ktail = &g->cq_tail.v;
     cq->kflags = &g->cq_flags.v;
     cq->cqes = (uint8_t *)base + g->cqes_off;
@@ -3087,6 +3113,7 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         sr_kring_teardown(&r->k, 1);
         return -1;
     }
+    r->cq_head = sr_load_relaxed(r->k.cq.khead);   /* 0 for a new ring */
     if (getrandom(&r->ud_key, sizeof(r->ud_key), GRND_NONBLOCK) != sizeof(r->ud_key))
         r->ud_key = (uint64_t)monotonic_ns() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
     r->sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
@@ -3117,7 +3144,7 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
             uint32_t space = sr_sq_space(sq);
             if (space == 0) {
                 kr_publish(r);
-                sr_kring_enter(&r->k, sr_load_relaxed(sq->ktail) - sr_load_acquire(sq->khead),
+                sr_kring_enter(&r->k, kr_sq_published(r) - sr_load_acquire(sq->khead),
                                0, 0, -1);
                 space = sr_sq_space(sq);
             }
@@ -3145,7 +3172,7 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
                              left > 50000000 ? 50000000 : left);
         Py_END_ALLOW_THREADS
         (void)ret;
-        uint32_t head = sr_load_relaxed(cq->khead);
+        uint32_t head = kr_cq_head(r);
         uint32_t ready = sr_cq_ready(cq, head);
         for (; ready; ready--, head++) {
             const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
@@ -3153,7 +3180,7 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
             if (i >= 0 && !(cqe->flags & IORING_CQE_F_MORE))
                 kr_retire(r, (uint32_t)i);
         }
-        sr_cq_release(cq, head);
+        kr_cq_release(r, head);
         kr_drop_synth(r);
         /* Ops that were not cancellable at that instant (e.g. just being
          * issued) get another cancel every 100 ms. */
@@ -3607,33 +3634,52 @@ static PyGetSetDef ur_getset[] = {
 };
 
 static PyMethodDef ur_methods[] = {
-    FAST("prep_nop", kr_prep_nop, "prep_nop(user_data=None) -> token (answered by the C core)"),
+    FAST("prep_nop", kr_prep_nop,
+         "prep_nop($self, /, user_data=None, flags=0)\n--\n\n"
+         "Prepare a NOP (answered by the subsystem's C core).  Returns the token."),
     FAST("prep_call", ur_prep_call,
-         "prep_call(op, data=None, arg0=0, arg1=0, user_data=None) -> token\n"
-         "`data` (bytes-like) is copied into shared memory before this returns."),
+         "prep_call($self, /, op, data=None, arg0=0, arg1=0, user_data=None)\n--\n\n"
+         "Prepare a call of op index `op`.  `data` (bytes-like) is copied into shared\n"
+         "memory before this returns.  Returns the token."),
     FAST("prep_call_pool", ur_prep_call_pool,
-         "prep_call_pool(op, buf_index, offset, length, arg0=0, arg1=0, user_data=None)\n"
-         "Zero-copy payload from the registered BufferPool."),
+         "prep_call_pool($self, /, op, buf_index, offset, length, arg0=0, arg1=0, "
+         "user_data=None)\n--\n\n"
+         "Prepare a call whose payload is pool buffer `buf_index`[offset:offset+length]\n"
+         "(zero-copy, from the registered BufferPool).  Returns the token."),
     FAST("prep_calls", ur_prep_calls,
-         "prep_calls(op, data, size, count=None, user_data=None) -> count (batch)"),
+         "prep_calls($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
+         "Batch: op k carries data[k*size:(k+1)*size]; user_data None -> k, an int ->\n"
+         "user_data + k.  Returns the count."),
     FAST("prep_records", ur_prep_records,
-         "prep_records(op, data, size, count=None, user_data=None) -> ops\n"
+         "prep_records($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
          "Pack `count` records of `size` bytes into as few ops as the slots allow\n"
-         "(vector ops only); each op completes once, res = its number of records."),
-    FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0) -> count"),
-    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS, "submit() -> SQEs published."},
+         "(vector ops only); each op completes once, res = its number of records.\n"
+         "Returns the number of ops."),
+    FAST("prep_nops", kr_prep_nops,
+         "prep_nops($self, /, count, user_data=0, flags=0)\n--\n\n"
+         "Batch: `count` NOPs with user_data user_data + k.  Returns count."),
+    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
+     "submit($self, /)\n--\n\nPublish everything prepared; no waiting.  Returns the count."},
     FAST("submit_and_wait", kr_submit_and_wait,
-         "submit_and_wait(wait_nr=1, timeout=None) -> completions ready."),
-    FAST("reap", kr_reap, "reap(max=None) -> list[Completion] (never blocks)"),
+         "submit_and_wait($self, /, wait_nr=1, timeout=None)\n--\n\n"
+         "Publish, then wait until `wait_nr` completions are ready or `timeout` seconds\n"
+         "passed (not an error).  Returns the number ready.  timeout=None or math.inf:\n"
+         "no timeout -- a wait that could never be satisfied raises ValueError."),
+    FAST("reap", kr_reap,
+         "reap($self, /, max=None)\n--\n\n"
+         "Take up to `max` ready completions (list of Completion); never blocks."),
     FAST("reap_into", kr_reap_into,
-         "reap_into(user_data_out, res_out, flags_out=None) -> n (result data dropped)"),
+         "reap_into($self, /, user_data_out, res_out, flags_out=None)\n--\n\n"
+         "Batch reaping into caller-owned arrays (result data dropped).  Returns n."),
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
     {"_set_opnames", (PyCFunction)(void (*)(void))ur_set_opnames, METH_FASTCALL, NULL},
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
     {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
-    FAST("close", kr_close, "close(): drop the connection (in-flight ops are abandoned)."),
+    FAST("close", kr_close,
+         "close($self, /, timeout=None)\n--\n\n"
+         "Drop the connection (in-flight ops are abandoned)."),
     {NULL}
 };
 
