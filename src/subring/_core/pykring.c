@@ -3077,9 +3077,10 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         if (ret == -EPERM || ret == -EACCES) {
             /* PermissionError(errno, text): callers can branch on .errno */
             PyObject *exc = PyObject_CallFunction(
-                PyExc_PermissionError, "(is)", -ret,
-                "io_uring_setup: io_uring is disabled here (sysctl "
-                "kernel.io_uring_disabled, or a seccomp/container policy)");
+                PyExc_PermissionError, "(iN)", -ret, PyUnicode_FromFormat(
+                    "io_uring_setup: %s -- io_uring is disabled here (sysctl "
+                    "kernel.io_uring_disabled, or a seccomp/container policy)",
+                    strerror(-ret)));
             if (exc) {
                 PyErr_SetObject(PyExc_PermissionError, exc);
                 Py_DECREF(exc);
