@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import warnings
 
 import pytest
 
@@ -506,3 +507,41 @@ def test_skip_success_on_every_op_but_last_of_long_chain(ring, tmp_path):
         assert os.pread(fd, 40, 0) == b"".join(bufs)
     finally:
         os.close(fd)
+
+
+def test_close_with_an_unsubmitted_open_link_chain_is_prompt(ring, pipe):
+    """close() appends its cancel-everything SQE after the prepared ops; with
+    a link chain still open (its last op carries LINK) that cancel would join
+    the chain and wait behind the blocked read it is meant to cancel (only
+    the periodic re-cancel freed it).  The open chain is withdrawn first: it
+    never runs, close() is prompt and warns about nothing."""
+    _need("read", "async_cancel")
+    rd, _ = pipe
+    buf = bytearray(4)
+    ring.prep_nop("first")
+    ring.prep_read(rd, buf, -1, "blocked", flags=LINK)   # empty pipe: would block
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)   # a leak warning fails the test
+        ring.close(timeout=2)
+    assert time.monotonic() - t0 < 1.0
+    buf.extend(b"x")                                    # released
+
+
+def test_empty_batch_does_not_end_an_open_link_chain(make_ring):
+    """prep_nops(0) / prep_reads with no offsets prepared nothing but marked
+    the open chain closed, while the SQE before still carried LINK: the ring's
+    idea of the chain and the kernel's parted (a later withdrawal missed the
+    chain's head; close()'s cancel joined the chain)."""
+    _need("nop")
+    ring = make_ring(8)
+    ring.prep_nop(user_data="head", flags=LINK)
+    assert ring.prep_nops(0) == 0
+    assert ring.prep_reads(-1, bytearray(8), 8, []) == 0
+    for k in range(ring.sq_entries - 1):
+        ring.prep_nop(user_data=k, flags=LINK)
+    with pytest.raises(RingFullError, match="withdrawn"):
+        ring.prep_nop(user_data="overflow", flags=LINK)
+    got = _collect(ring, ring.sq_entries)
+    assert [c.user_data for c in got] == ["head"] + list(range(ring.sq_entries - 1))
+    assert {c.res for c in got} == {-errno.ECANCELED}      # the head did not run either

@@ -1009,6 +1009,8 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "prep_nops does not take LINK/HARDLINK/SKIP_SUCCESS");
         return NULL;
     }
+    if (n == 0)
+        return PyLong_FromLong(0);   /* nothing prepared: an open chain stays open */
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
     uint32_t last = 0;
@@ -1157,6 +1159,10 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     if (kr_batch_room(r, n) < 0)
         goto out;
+    if (n == 0) {                    /* nothing prepared: an open chain stays open */
+        result = PyLong_FromLong(0);
+        goto out;
+    }
     /* Validate every offset and user_data before preparing anything (all or
      * nothing: a bad item must not leave the first ones queued). */
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -1486,7 +1492,7 @@ static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t 
         if (r->opnames)
             c->opname = ur_opname(r, s->opcode);
         if (PyList_Append(list, (PyObject *)c) < 0) {
-            Py_DECREF(c);
+            sr_trash_obj(&r->ops, (PyObject *)c);   /* no finalizer mid-update */
             return -1;
         }
         Py_DECREF(c);
@@ -3130,6 +3136,20 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
  * final CQE or `timeout_ns` passed.  Returns the number still in flight. */
 static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
 {
+    /* A link chain still open (its last op carries LINK) would take the
+     * cancel below in as its next member: the cancel would wait for the
+     * chain (a blocked read, say) instead of cancelling it.  Withdraw it:
+     * closing cancels it anyway, and unsubmitted ops need not run. */
+    if (r->chain_open)
+        kr_withdraw_chain(r);
+    else if (r->k.sq.sqe_tail != kr_sq_published(r)) {
+        /* Belt and braces: the last unpublished SQE must not carry LINK
+         * either (it is still ours to edit). */
+        struct sr_sq *q = &r->k.sq;
+        struct io_uring_sqe *last = (struct io_uring_sqe *)(q->sqes +
+            ((size_t)((q->sqe_tail - 1) & q->mask) << (6 + q->sqe_shift)));
+        last->flags &= (uint8_t)~(IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
+    }
     kr_drop_synth(r);
     if (!r->ops.live)
         return 0;
