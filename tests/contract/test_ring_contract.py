@@ -119,7 +119,7 @@ def test_batch_of_nops_completes_each_once(ring):
     assert ring.inflight == 0
 
 
-def test_submit_publishes_and_reap_never_blocks(ring):
+def test_submit_publishes_and_reap_never_blocks(ring, kind):
     assert ring.reap() == []
     t0 = time.monotonic()
     for _ in range(100):
@@ -127,7 +127,13 @@ def test_submit_publishes_and_reap_never_blocks(ring):
     assert time.monotonic() - t0 < 1.0
     ring.prep_nop(user_data=1)
     ring.prep_nop(user_data=2)
-    assert ring.submit() == 2
+    n = ring.submit()
+    if kind.variant == "sqpoll":
+        # differs: with SQPOLL the kernel's thread consumes the SQ on its own;
+        # submit() reports the SQEs it has not taken yet
+        assert 0 <= n <= 2
+    else:
+        assert n == 2
     assert sorted(c.user_data for c in _collect(ring, 2)) == [1, 2]
 
 
