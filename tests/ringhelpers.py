@@ -76,3 +76,10 @@ def run_child(code: str, timeout: float = 60.0, args: list[str] | None = None) -
                              f"stdout so far: {e.stdout!r}") from None
     assert p.returncode == 0, f"child exited with {p.returncode}: {p.stderr[-2000:]}"
     return p.stdout
+
+
+def pattern_bytes(n: int) -> bytes:
+    """n bytes where byte i is i*7 mod 251 (a pattern with no short period
+    that lines up with buffer sizes), without numpy."""
+    period = bytes((i * 7) % 251 for i in range(251))
+    return (period * (n // 251 + 1))[:n]
