@@ -467,3 +467,28 @@ def test_setup_refused_by_policy_raises_permission_error_with_errno():
                   "Operation not permitted" in str(e))
     """, timeout=60)
     assert out.split() == ["True", "True", "True"]
+
+
+def test_close_with_a_drain_op_behind_a_blocked_op_is_prompt(ring):
+    """(reliab, fuzz) close() cancelled with an SQE, which a DRAIN op holds
+    back until everything before it finished -- including the blocked read
+    the cancel was meant to stop: close() took its whole timeout, warned and
+    kept the buffers forever.  It cancels with IORING_REGISTER_SYNC_CANCEL
+    now (no SQE, nothing can hold it back)."""
+    from subring import SQE
+    rd, wr = os.pipe()
+    try:
+        buf = bytearray(4)
+        ring.prep_read(rd, buf, -1, "blocked")
+        ring.prep_nop("drain", flags=SQE.DRAIN)
+        ring.prep_timeout(1e6, user_data="long timeout")
+        ring.submit()
+        t0 = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            ring.close(timeout=3)
+        assert time.monotonic() - t0 < 1.5
+        buf.extend(b"x")                 # released, not kept forever
+    finally:
+        os.close(rd)
+        os.close(wr)

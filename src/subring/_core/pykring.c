@@ -87,6 +87,7 @@ typedef struct {
      * Reaping never reads its own index back from shared memory (a peer
      * could scribble on it); every store goes through kr_cq_release. */
     uint32_t cq_head;
+    int no_sync_cancel;      /* the kernel lacks IORING_REGISTER_SYNC_CANCEL */
     uint64_t *synth;         /* tokens of ops whose final completion we must make up,
                               * oldest first (2 x max_inflight entries) */
     uint32_t nsynth;
@@ -3161,6 +3162,34 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
     /* Ops prepared but not yet submitted: submit them (as they are) so that
      * they, too, end with a CQE; the cancel below catches them. */
     while (r->ops.live) {
+        if (!cancel_sent && !r->no_sync_cancel) {
+            /* Preferred: cancel everything with IORING_REGISTER_SYNC_CANCEL.
+             * A cancel *SQE* is ordered like any other: behind a DRAIN op
+             * (which waits for the very op to be cancelled) or inside a
+             * link chain it would never start.  Submit what is prepared
+             * first, so that it too is cancelled. */
+            uint32_t pending = kr_publish(r);
+            struct io_uring_sync_cancel_reg sc;
+            memset(&sc, 0, sizeof(sc));
+            sc.fd = -1;
+            sc.flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+            sc.timeout.tv_sec = 0;       /* try once; the wait below reaps */
+            sc.timeout.tv_nsec = 0;
+            int ret;
+            Py_BEGIN_ALLOW_THREADS
+            if (!r->sqpoll && pending)
+                sr_kring_enter(&r->k, pending, 0, 0, -1);
+            else if (r->sqpoll && pending && sr_sq_needs_wakeup(sq))
+                sr_kring_enter(&r->k, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
+            ret = sr_kring_register(r->k.fd, IORING_REGISTER_SYNC_CANCEL, &sc, 1);
+            Py_END_ALLOW_THREADS
+            if (ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOSYS) {
+                r->no_sync_cancel = 1;   /* before 5.19: the SQE path below */
+            } else {
+                cancel_sent = 1;
+                last_cancel = monotonic_ns();
+            }
+        }
         if (!cancel_sent) {
             uint32_t space = sr_sq_space(sq);
             if (space == 0) {
