@@ -61,7 +61,8 @@ import os
 import select
 import socket
 import struct
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
 
 from . import _core
 from .errors import UnsupportedError
@@ -85,7 +86,7 @@ from .ops import (
     Setup,
 )
 
-__all__ = ["KernelRing", "RingStatistics", "Statx", "KernelProbe", "probe", "sockaddr"]
+__all__ = ["KernelProbe", "KernelRing", "RingStatistics", "Statx", "probe", "sockaddr"]
 
 Pin = _core.Pin
 AT_FDCWD = -100
@@ -155,7 +156,7 @@ def _timespec(seconds: float) -> Pin:
         raise OverflowError(f"timeout of {seconds!r} s does not fit a timespec "
                             "(at most 2**63 - 1 seconds)")
     sec = int(seconds)
-    nsec = int(round((seconds - sec) * 1e9))
+    nsec = round((seconds - sec) * 1e9)
     if nsec >= 1_000_000_000:
         sec, nsec = sec + 1, nsec - 1_000_000_000
     return Pin(struct.pack("qq", sec, nsec))
@@ -336,7 +337,7 @@ class KernelRing(_core.KernelRing):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def __enter__(self) -> KernelRing:
+    def __enter__(self) -> Self:
         """Use the ring as a context manager: :meth:`close` on exit."""
         return self
 

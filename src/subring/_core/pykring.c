@@ -3630,8 +3630,12 @@ static PyMethodDef kr_methods[] = {
      "_probe($self, /)\n--\n\nSupported opcodes (list of ints)."},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS,
      "_stats($self, /)\n--\n\nRaw statistics (dict); use statistics()."},
+    {"live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
+     "live_user_data($self, /)\n--\n\n"
+     "The user_data of every op in flight (list), e.g. for an adapter that fails\n"
+     "what it waited for when it gives up on the ring."},
     {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
-     "_live_user_data($self, /)\n--\n\nThe user_data of every op in flight (list)."},
+     "_live_user_data($self, /)\n--\n\nOld name of live_user_data()."},
     FAST("close", kr_close,
          "close($self, /, timeout=5.0)\n--\n\n"
          "Cancel and reap in-flight ops (up to `timeout` s), then release the ring."),
