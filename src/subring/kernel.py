@@ -472,6 +472,25 @@ class KernelRing(_core.KernelRing):
         return self.prep_sqe(Op.RENAMEAT, old_dir_fd, po.address, new_dir_fd & 0xFFFFFFFF,
                              pn.address, rename_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
 
+    def prep_linkat(self, old: str | bytes | os.PathLike[Any],
+                    new: str | bytes | os.PathLike[Any], user_data: Any = _NO_USER_DATA, *,
+                    old_dir_fd: int = AT_FDCWD, new_dir_fd: int = AT_FDCWD,
+                    link_flags: int = 0, flags: int = 0) -> int:
+        """linkat(2): a hard link ``new`` to ``old`` (``link_flags``:
+        AT_SYMLINK_FOLLOW, AT_EMPTY_PATH)."""
+        po, pn = _path(old), _path(new)
+        return self.prep_sqe(Op.LINKAT, old_dir_fd, po.address, _fd32(new_dir_fd, "new_dir_fd"),
+                             pn.address, link_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
+
+    def prep_symlinkat(self, target: str | bytes | os.PathLike[Any],
+                       link: str | bytes | os.PathLike[Any], user_data: Any = _NO_USER_DATA, *,
+                       dir_fd: int = AT_FDCWD, flags: int = 0) -> int:
+        """symlinkat(2): a symbolic link ``link`` (relative to ``dir_fd``)
+        whose contents are ``target``."""
+        pt, pl = _path(target), _path(link)
+        return self.prep_sqe(Op.SYMLINKAT, dir_fd, pt.address, 0, pl.address, 0, flags,
+                             0, 0, 0, 0, user_data, (pt, pl))
+
     def prep_mkdirat(self, path: str | bytes | os.PathLike[Any], mode: int = 0o777,
                      user_data: Any = _NO_USER_DATA, *, dir_fd: int = AT_FDCWD,
                      flags: int = 0) -> int:
