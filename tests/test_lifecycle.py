@@ -185,6 +185,8 @@ def _method_table(ring: KernelRing, fd: int):
         "prep_unlinkat": lambda: ring.prep_unlinkat("nonexistent"),
         "prep_renameat": lambda: ring.prep_renameat("a", "b"),
         "prep_mkdirat": lambda: ring.prep_mkdirat("d"),
+        "prep_linkat": lambda: ring.prep_linkat("a", "b"),
+        "prep_symlinkat": lambda: ring.prep_symlinkat("a", "b"),
         "prep_timeout": lambda: ring.prep_timeout(1.0),
         "prep_timeout_remove": lambda: ring.prep_timeout_remove(1),
         "prep_link_timeout": lambda: ring.prep_link_timeout(1.0),
@@ -235,7 +237,7 @@ def _method_table(ring: KernelRing, fd: int):
 EXEMPT = {"close", "statistics", "_stats", "_msghdr", "closed", "fd", "inflight",
           "max_inflight", "sq_entries", "cq_entries", "sqe_size", "cqe_size", "setup_flags",
           "features", "eventfd", "registered_buffers",
-          "_live_user_data"}  # read-only introspection: [] after close
+          "_live_user_data", "live_user_data"}  # read-only introspection: [] after close
 
 
 def test_method_table_is_complete(plain_ring):
