@@ -57,3 +57,29 @@ def collect(ring, n: int, timeout: float = 5.0) -> list:
 def one(ring, timeout: float = 5.0):
     (c,) = collect(ring, 1, timeout)
     return c
+
+
+def run_child(code: str, timeout: float = 60.0, args: list[str] | None = None) -> str:
+    """Run `code` in a fresh interpreter (this tree's subring) and return its
+    stdout.  For regressions whose old behaviour was a crash or a wait that
+    never returns: the child dies or times out, the test fails, the test
+    process lives on."""
+    import subprocess
+    import sys
+    import textwrap
+    try:
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *(args or [])],
+                           capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"child did not finish within {timeout} s (hang); "
+                             f"stdout so far: {e.stdout!r}") from None
+    assert p.returncode == 0, f"child exited with {p.returncode}: {p.stderr[-2000:]}"
+    return p.stdout
+
+
+def pattern_bytes(n: int) -> bytes:
+    """n bytes where byte i is i*7 mod 251 (a pattern with no short period
+    that lines up with buffer sizes), without numpy."""
+    period = bytes((i * 7) % 251 for i in range(251))
+    return (period * (n // 251 + 1))[:n]

@@ -690,3 +690,31 @@ def test_regression_wait_after_sqe_rejected_at_prep(plain_ring, tmp_path):
     assert len(got) == 3, (
         f"wait(3, timeout=2.0) returned {len(got)} completion(s) after {elapsed:.3f}s "
         f"with {pending} SQE(s) left unsubmitted")
+
+
+def test_linkat_and_symlinkat(ring, tmp_path):
+    _need("linkat", "symlinkat")
+    (tmp_path / "a").write_bytes(b"AAA")
+    ring.prep_linkat(tmp_path / "a", tmp_path / "hard", user_data="ln")
+    ring.prep_symlinkat("a", tmp_path / "soft", user_data="ln -s")
+    got = {c.user_data: (c.res, c.op) for c in _collect(ring, 2)}
+    assert got == {"ln": (0, "linkat"), "ln -s": (0, "symlinkat")}
+    assert os.stat(tmp_path / "hard").st_ino == os.stat(tmp_path / "a").st_ino
+    assert os.readlink(tmp_path / "soft") == "a"
+    assert (tmp_path / "soft").read_bytes() == b"AAA"
+    ring.prep_linkat(tmp_path / "nope", tmp_path / "x")
+    ring.prep_symlinkat("a", tmp_path / "soft")             # exists
+    assert sorted(c.res for c in _collect(ring, 2)) == sorted([-errno.ENOENT, -errno.EEXIST])
+
+
+def test_linkat_with_dir_fds(plain_ring, tmp_path):
+    _need("linkat")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"F")
+    dfd = os.open(tmp_path / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        plain_ring.prep_linkat("f", "g", old_dir_fd=dfd, new_dir_fd=dfd)
+        assert _one(plain_ring).res == 0
+        assert (tmp_path / "d" / "g").read_bytes() == b"F"
+    finally:
+        os.close(dfd)

@@ -22,7 +22,7 @@ from subring import (
     Statx,
     SubringError,
 )
-from ringhelpers import reap_n
+from ringhelpers import reap_n, run_child as run_python
 
 
 
@@ -185,6 +185,8 @@ def _method_table(ring: KernelRing, fd: int):
         "prep_unlinkat": lambda: ring.prep_unlinkat("nonexistent"),
         "prep_renameat": lambda: ring.prep_renameat("a", "b"),
         "prep_mkdirat": lambda: ring.prep_mkdirat("d"),
+        "prep_linkat": lambda: ring.prep_linkat("a", "b"),
+        "prep_symlinkat": lambda: ring.prep_symlinkat("a", "b"),
         "prep_timeout": lambda: ring.prep_timeout(1.0),
         "prep_timeout_remove": lambda: ring.prep_timeout_remove(1),
         "prep_link_timeout": lambda: ring.prep_link_timeout(1.0),
@@ -235,7 +237,7 @@ def _method_table(ring: KernelRing, fd: int):
 EXEMPT = {"close", "statistics", "_stats", "_msghdr", "closed", "fd", "inflight",
           "max_inflight", "sq_entries", "cq_entries", "sqe_size", "cqe_size", "setup_flags",
           "features", "eventfd", "registered_buffers",
-          "_live_user_data"}  # read-only introspection: [] after close
+          "_live_user_data", "live_user_data"}  # read-only introspection: [] after close
 
 
 def test_method_table_is_complete(plain_ring):
@@ -436,3 +438,59 @@ def test_regression_ring_in_cycle_through_inflight_user_data_is_never_collected(
         alive.close()                            # clean up for the fd-leak check
     del alive
     assert not survived, "ring kept alive forever by a reference cycle through user_data"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter is x86-64 BPF")
+def test_setup_refused_by_policy_raises_permission_error_with_errno():
+    """Under a seccomp filter answering io_uring_setup with EPERM (as container
+    runtimes do), KernelRing() raised a PermissionError built from a message
+    only: .errno was None, so callers could not branch on it."""
+    out = run_python(r"""
+        import ctypes, errno, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        def ins(code, k, jt=0, jf=0):
+            return struct.pack("HBBI", code, jt, jf, k)
+        LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
+        ALLOW, ERRNO = 0x7FFF0000, 0x00050000
+        prog = b"".join([
+            ins(LD_W_ABS, 4), ins(JEQ_K, 0xC000003E, 1, 0), ins(RET_K, ALLOW),  # x86-64 only
+            ins(LD_W_ABS, 0), ins(JEQ_K, 425, 0, 1),                            # io_uring_setup
+            ins(RET_K, ERRNO | errno.EPERM), ins(RET_K, ALLOW)])
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+        fprog = SockFprog(len(prog) // 8, prog)
+        assert libc.prctl(38, 1, 0, 0, 0) == 0                       # PR_SET_NO_NEW_PRIVS
+        assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0     # SECCOMP_MODE_FILTER
+        from subring import KernelRing
+        try:
+            KernelRing(8)
+        except PermissionError as e:
+            print(e.errno == errno.EPERM, "disabled here" in str(e),
+                  "Operation not permitted" in str(e))
+    """, timeout=60)
+    assert out.split() == ["True", "True", "True"]
+
+
+def test_close_with_a_drain_op_behind_a_blocked_op_is_prompt(ring):
+    """(reliab, fuzz) close() cancelled with an SQE, which a DRAIN op holds
+    back until everything before it finished -- including the blocked read
+    the cancel was meant to stop: close() took its whole timeout, warned and
+    kept the buffers forever.  It cancels with IORING_REGISTER_SYNC_CANCEL
+    now (no SQE, nothing can hold it back)."""
+    from subring import SQE
+    rd, wr = os.pipe()
+    try:
+        buf = bytearray(4)
+        ring.prep_read(rd, buf, -1, "blocked")
+        ring.prep_nop("drain", flags=SQE.DRAIN)
+        ring.prep_timeout(1e6, user_data="long timeout")
+        ring.submit()
+        t0 = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            ring.close(timeout=3)
+        assert time.monotonic() - t0 < 1.5
+        buf.extend(b"x")                 # released, not kept forever
+    finally:
+        os.close(rd)
+        os.close(wr)

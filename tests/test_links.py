@@ -7,12 +7,13 @@ from __future__ import annotations
 import errno
 import os
 import time
+import warnings
 
 import pytest
 
 import subring
 from subring import SQE, Feature, KernelRing, RingFullError
-from ringhelpers import collect as _collect, need as _need
+from ringhelpers import collect as _collect, need as _need, run_child
 
 LINK = SQE.LINK
 HARDLINK = SQE.HARDLINK
@@ -155,9 +156,39 @@ def test_link_chain_longer_than_sq_is_refused(make_ring):
         ring.prep_nop(user_data="overflow")
     assert ring.inflight == n  # the refused op took nothing
     cs = _collect(ring, n)
-    assert sorted(c.user_data for c in cs) == list(range(n))
-    assert all(c.res == 0 for c in cs)
+    # the withdrawn chain: each op completes once, cancelled, in chain order
+    assert [c.user_data for c in cs] == list(range(n))
+    assert all(c.res == -errno.ECANCELED for c in cs)
     assert ring.inflight == 0
+    ring.prep_nop(user_data="after")           # the ring works on
+    assert [(c.user_data, c.res) for c in _collect(ring, 1)] == [("after", 0)]
+
+
+def test_truncated_link_chain_does_not_run_after_ring_full(make_ring, tmp_path):
+    """Issue 13 (11): after RingFullError inside a link chain, the part of the
+    chain prepared so far used to run on the next submit -- a chain cut in
+    two, its first half executed.  It is withdrawn instead: nothing of it runs,
+    each op completes once with -ECANCELED, its buffers are released."""
+    _need("write")
+    ring = make_ring(8)
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        bufs = [bytearray(b"%02d" % k) for k in range(ring.sq_entries)]
+        for k, b in enumerate(bufs):
+            ring.prep_write(fd, b, 2 * k, user_data=k, flags=LINK)
+        with pytest.raises(RingFullError, match="withdrawn"):
+            ring.prep_write(fd, b"zz", 0, user_data="overflow")
+        ring.submit()
+        cs = _collect(ring, len(bufs))
+        assert {c.res for c in cs} == {-errno.ECANCELED}
+        assert sorted(c.user_data for c in cs) == list(range(len(bufs)))
+        _nothing_for(ring, 0.05)
+        assert os.fstat(fd).st_size == 0, "a withdrawn chain op ran"
+        for b in bufs:
+            b.extend(b"!")       # unpinned
+        assert ring.inflight == 0
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------
@@ -356,6 +387,63 @@ def test_regression_skip_success_failure_leaves_cancelled_successors_in_flight()
         ring.close(timeout=0.2)
 
 
+def test_skip_success_chain_failure_completes_every_cancelled_member(ring):
+    """Issue 13 (3): a failing SKIP_SUCCESS head cancels the rest of its chain
+    without CQEs; only the *last* member used to get its made-up completion
+    (the middle one was released silently, as if it had succeeded)."""
+    _need_skip()
+    _need("read", "nop")
+    buf = bytearray(4)
+    ring.prep_read(-1, buf, 0, "a", flags=LINK | SKIP)
+    ring.prep_nop("b", flags=LINK | SKIP)
+    ring.prep_nop("c")
+    got = _collect(ring, 3)
+    assert [(c.user_data, c.res) for c in got] == [
+        ("a", -errno.EBADF), ("b", -errno.ECANCELED), ("c", -errno.ECANCELED)]
+    assert ring.inflight == 0
+    _nothing_for(ring, 0.05)
+    buf.extend(b"x")
+
+
+def test_close_with_failed_skip_success_chain_is_prompt_and_releases(ring):
+    """Issue 13 (3): with such a chain in flight close() waited its full
+    timeout for completions that never come, then leaked the buffers."""
+    _need_skip()
+    _need("read", "nop")
+    buf = bytearray(4)
+    ring.prep_read(-1, buf, 0, "a", flags=LINK | SKIP)
+    ring.prep_nop("b", flags=LINK | SKIP)
+    ring.prep_nop("c")
+    ring.submit()
+    t0 = time.monotonic()
+    ring.close(timeout=3)
+    assert time.monotonic() - t0 < 1.5
+    buf.extend(b"x")          # released, not leaked
+
+
+def test_wait_refuses_to_count_skip_success_ops_as_completing():
+    """Issue 13 (3): prep_nop(LINK|SKIP_SUCCESS); prep_nop(); submit_and_wait(2)
+    with no timeout blocked forever: the skipped op was counted as an op that
+    will complete.  Run in a child process so the old behaviour fails the test
+    instead of hanging it."""
+    _need_skip()
+    code = """
+import subring
+from subring import KernelRing, SQE
+r = KernelRing(8)
+r.prep_nop("a", flags=SQE.LINK | SQE.SKIP_SUCCESS)
+r.prep_nop("b")
+try:
+    r.submit_and_wait(2)
+except ValueError as e:
+    print("refused")
+print([c.user_data for c in r.wait(1, 5)])
+r.close()
+"""
+    out = run_child(code, timeout=20)
+    assert out.split() == ["refused", "['b']"]
+
+
 def test_skip_success_last_op_of_submission_still_completes(ring):
     """Nothing follows it, so the library turns the skip off: the op posts
     its completion and nothing leaks."""
@@ -419,3 +507,41 @@ def test_skip_success_on_every_op_but_last_of_long_chain(ring, tmp_path):
         assert os.pread(fd, 40, 0) == b"".join(bufs)
     finally:
         os.close(fd)
+
+
+def test_close_with_an_unsubmitted_open_link_chain_is_prompt(ring, pipe):
+    """close() appends its cancel-everything SQE after the prepared ops; with
+    a link chain still open (its last op carries LINK) that cancel would join
+    the chain and wait behind the blocked read it is meant to cancel (only
+    the periodic re-cancel freed it).  The open chain is withdrawn first: it
+    never runs, close() is prompt and warns about nothing."""
+    _need("read", "async_cancel")
+    rd, _ = pipe
+    buf = bytearray(4)
+    ring.prep_nop("first")
+    ring.prep_read(rd, buf, -1, "blocked", flags=LINK)   # empty pipe: would block
+    t0 = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)   # a leak warning fails the test
+        ring.close(timeout=2)
+    assert time.monotonic() - t0 < 1.0
+    buf.extend(b"x")                                    # released
+
+
+def test_empty_batch_does_not_end_an_open_link_chain(make_ring):
+    """prep_nops(0) / prep_reads with no offsets prepared nothing but marked
+    the open chain closed, while the SQE before still carried LINK: the ring's
+    idea of the chain and the kernel's parted (a later withdrawal missed the
+    chain's head; close()'s cancel joined the chain)."""
+    _need("nop")
+    ring = make_ring(8)
+    ring.prep_nop(user_data="head", flags=LINK)
+    assert ring.prep_nops(0) == 0
+    assert ring.prep_reads(-1, bytearray(8), 8, []) == 0
+    for k in range(ring.sq_entries - 1):
+        ring.prep_nop(user_data=k, flags=LINK)
+    with pytest.raises(RingFullError, match="withdrawn"):
+        ring.prep_nop(user_data="overflow", flags=LINK)
+    got = _collect(ring, ring.sq_entries)
+    assert [c.user_data for c in got] == ["head"] + list(range(ring.sq_entries - 1))
+    assert {c.res for c in got} == {-errno.ECANCELED}      # the head did not run either

@@ -126,3 +126,31 @@ def test_regression_msg_ring_user_data_zero_is_delivered(plain_ring, target):
     assert [(c.user_data, c.res) for c in got] == [(0, 17)], (
         f"CQ had {ready} CQE(s), reap() returned {got!r}")
     assert target.statistics().foreign_completions == 1
+
+
+def test_msg_ring_cqe_carrying_a_live_token_does_not_complete_that_op(plain_ring, target):
+    """Issue 13 (9): a MSG_RING CQE whose user_data equals a live op's token
+    completed that op early and released its buffer while the kernel still
+    owned the read.  The target ring now knows which CQEs it issued: the
+    message is a foreign completion, the read completes once, later, with
+    its data in its (still pinned) buffer."""
+    rd, wr = os.pipe()
+    try:
+        buf = bytearray(4)
+        tok = target.prep_read(rd, buf, -1, "the-read")
+        target.submit()
+        plain_ring.prep_msg_ring(target.fd, 7, tok, "sender")
+        _collect(plain_ring, 1)
+        (c,) = _collect(target, 1)
+        assert c.user_data == tok and c.res == 7 and c.op == "op"   # foreign
+        assert target.inflight == 1
+        assert target.statistics().foreign_completions == 1
+        with pytest.raises(BufferError):
+            buf.extend(b"x")          # still pinned for the kernel
+        os.write(wr, b"abcd")
+        (c,) = _collect(target, 1)
+        assert (c.user_data, c.res, bytes(buf)) == ("the-read", 4, b"abcd")
+        assert target.inflight == 0
+    finally:
+        os.close(rd)
+        os.close(wr)

@@ -686,3 +686,72 @@ def test_echo_roundtrip_all_on_ring(ring, stack):
     assert by["send"].res == 7 and by["shut"].res == 0
     n = by["recv"].res
     assert 0 < n <= 7 and bytes(buf[:n]) == b"echo me"[:n]
+
+
+def test_buffer_ring_recycle_refuses_buffers_you_do_not_hold(plain_ring, stack):
+    """Issue 13 (11): recycle() accepted any buffer id -- one the kernel still
+    held (never delivered), or the same id twice -- and so could overrun the
+    ring.  Only a buffer a completion delivered, not recycled since, goes
+    back."""
+    _need("recv")
+    a, b = _tcp_pair(stack)
+    br = _buffer_ring(plain_ring, 9, 2, 16)
+    try:
+        for bid in range(2):
+            with pytest.raises(ValueError, match="not yours"):
+                br.recycle(bid)                 # the kernel holds both
+        b.sendall(b"abc")
+        plain_ring.prep_recv(a.fileno(), buffer_group=9)
+        c = _one(plain_ring)
+        assert c.res == 3
+        br.recycle(c.buffer_id)                 # delivered: fine
+        with pytest.raises(ValueError, match="not yours"):
+            br.recycle(c.buffer_id)             # twice: refused
+        # the ring still holds exactly its 2 buffers: 2 recvs work, a 3rd
+        # finds none (an overrun would have handed out a duplicate)
+        bids = []
+        for _ in range(2):
+            b.sendall(b"x")
+            plain_ring.prep_recv(a.fileno(), buffer_group=9)
+            c = _one(plain_ring)
+            assert c.res == 1
+            bids.append(c.buffer_id)
+        assert sorted(bids) == [0, 1]
+        b.sendall(b"y")
+        plain_ring.prep_recv(a.fileno(), buffer_group=9)
+        assert _one(plain_ring).res == -errno.ENOBUFS
+    finally:
+        br.close()
+
+
+def test_buffer_ring_in_a_fork_child_raises_forked_ring_error(plain_ring):
+    """Issue 13 (11): a BufferRing used in a fork child raised nothing (its
+    ring refuses with ForkedRingError; the buffer ring did not)."""
+    br = _buffer_ring(plain_ring, 11, 4, 16)
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                 # child: report, never return into pytest
+            code = 0
+            for call in (lambda: br.recycle(0), lambda: br.get(0)):
+                try:
+                    call()
+                    code |= 1
+                except subring.ForkedRingError:
+                    pass
+                except BaseException:
+                    code |= 2
+            br.close()                # lets go of the parent's registration quietly
+            os.write(w, bytes([code]))
+            os._exit(0)
+        os.close(w)
+        try:
+            got = os.read(r, 1)
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+        assert got == b"\x00"
+        assert not br.closed          # the child's close did not touch the parent
+        assert len(br.get(0)) == 16
+    finally:
+        br.close()

@@ -17,6 +17,14 @@ FIELDS = ["submitted", "completed", "inflight", "enter_calls", "overflow_events"
 COUNTERS = FIELDS[:9]
 
 
+def test_statistics_name_their_backend(plain_ring):
+    """statistics() of every ring kind is a frozen dataclass with a `backend`
+    field; a kernel ring's says "kernel" (the other fields keep their names)."""
+    st = plain_ring.statistics()
+    assert st.backend == "kernel"
+    assert dataclasses.replace(st, submitted=0).backend == "kernel"
+
+
 
 @pytest.fixture
 def new_ring():
@@ -39,7 +47,7 @@ def test_statistics_is_a_frozen_dataclass(plain_ring):
     st = plain_ring.statistics()
     assert isinstance(st, RingStatistics)
     assert dataclasses.is_dataclass(st)
-    assert [f.name for f in dataclasses.fields(st)] == FIELDS
+    assert [f.name for f in dataclasses.fields(st)] == FIELDS + ["backend"]
     for name in FIELDS:
         assert type(getattr(st, name)) is int, name
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from subring import SQE, CQEFlag
-from ringhelpers import collect as _collect, need as _need, one as _one
+from ringhelpers import collect as _collect, need as _need, one as _one, run_child
 
 
 
@@ -357,3 +357,108 @@ def test_link_timeout_without_link_is_einval(plain_ring):
     by = {c.user_data: c.res for c in _collect(plain_ring, 2)}
     assert by["nop"] == 0
     assert by["lt"] == -errno.EINVAL
+
+
+# --------------------------------------------------------------------------
+# waits: signals, infinite timeouts, out-of-range timeouts (issue 13)
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def sigusr1():
+    """Install a SIGUSR1 handler for the test; restore the old one after."""
+    import signal
+    old = signal.getsignal(signal.SIGUSR1)
+    calls: list[int] = []
+
+    def install(handler=None):
+        signal.signal(signal.SIGUSR1, handler or (lambda *a: calls.append(1)))
+        return calls
+
+    yield install
+    signal.signal(signal.SIGUSR1, old)
+
+
+def _kill_later(delay: float):
+    import signal
+    import threading
+    t = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGUSR1))
+    t.start()
+    return t
+
+
+def test_handled_signal_does_not_end_a_wait_without_timeout_early(ring, pipe, sigusr1):
+    """Issue 13 (4): when the signal lands in the io_uring_enter that also
+    submits, the kernel returns the count submitted (not -EINTR); the wait
+    returned 0 completions after the signal and completions() raised
+    TimeoutError "no completion within None s".  The wait resumes after the
+    handler ran."""
+    import threading
+    calls = sigusr1()
+    rd, wr = pipe
+    buf = bytearray(4)
+    ring.prep_read(rd, buf, -1, "r")            # empty pipe: waits
+    killer = _kill_later(0.2)
+    writer = threading.Timer(0.8, os.write, (wr, b"abcd"))
+    writer.start()
+    try:
+        t0 = time.monotonic()
+        n = ring.submit_and_wait(1)
+        took = time.monotonic() - t0
+    finally:
+        killer.join()
+        writer.join()
+    assert calls == [1]
+    assert n == 1 and took >= 0.6, (n, took)
+    (c,) = ring.reap()
+    assert (c.user_data, c.res, bytes(buf)) == ("r", 4, b"abcd")
+
+
+def test_signal_handler_that_raises_ends_the_wait_with_its_exception(plain_ring, pipe,
+                                                                      sigusr1):
+    def boom(*a):
+        raise KeyError("from the handler")
+
+    sigusr1(boom)
+    rd, wr = pipe
+    plain_ring.prep_read(rd, bytearray(4), -1, "r")
+    killer = _kill_later(0.2)
+    try:
+        with pytest.raises(KeyError, match="from the handler"):
+            plain_ring.submit_and_wait(1)
+    finally:
+        killer.join()
+    os.write(wr, b"x")                          # the read is still in flight
+    assert [c.res for c in _collect(plain_ring, 1)] == [1]
+
+
+def test_infinite_timeout_with_nothing_in_flight_is_refused_at_once():
+    """Issue 13 (11): submit_and_wait(1, timeout=inf) with nothing in flight
+    blocked forever (inf was a finite 9e18 ns, so the "would never return"
+    check did not apply).  inf now means "no timeout" everywhere."""
+    out = run_child("""
+        import math
+        from subring import KernelRing
+        r = KernelRing(8)
+        for t in (math.inf, None):
+            try:
+                r.submit_and_wait(1, timeout=t)
+            except ValueError as e:
+                print("refused")
+        r.prep_nop("x")
+        print(r.submit_and_wait(1, timeout=math.inf), r.reap()[0].user_data)
+        r.close(timeout=math.inf)
+    """, timeout=30)
+    assert out.split() == ["refused", "refused", "1", "x"]
+
+
+def test_prep_timeout_too_large_raises_overflow_error_not_struct_error(plain_ring):
+    """Issue 13 (11): prep_timeout(1e300) raised struct.error."""
+    import math
+    for bad in (1e300, math.inf, 2.0 ** 63):
+        with pytest.raises(OverflowError):
+            plain_ring.prep_timeout(bad)
+        with pytest.raises(OverflowError):
+            plain_ring.prep_link_timeout(bad)
+    with pytest.raises(ValueError):
+        plain_ring.prep_timeout(math.nan)
+    assert plain_ring.inflight == 0 and plain_ring.sq_pending == 0

@@ -19,20 +19,47 @@ from .errors import (
     SubringError,
     UnsupportedError,
 )
-from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
 from .executor import RingExecutor
+from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
 from .memory import BufferPool
-from .ops import CQEFlag, Feature, Op, Setup, SQE
+from .ops import SQE, CQEFlag, Feature, Op, Setup
 from .subsystem import PENDING, Batch, ClientInfo, OpSpec, Request, Subsystem, op
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "KernelRing", "Completion", "BufferRing", "Pin", "RingStatistics", "Statx",
-    "KernelProbe", "probe", "sockaddr",
-    "Op", "SQE", "Setup", "Feature", "CQEFlag",
-    "SubringError", "RingClosedError", "ForkedRingError", "RingFullError",
-    "RingBusyError", "UnsupportedError", "PeerDiedError", "CorruptRingError",
-    "Subsystem", "op", "PENDING", "Request", "Batch", "ClientInfo", "OpSpec",
-    "connect", "SubsystemClient", "ClientStatistics", "BufferPool", "RingExecutor",
+    "PENDING",
+    "SQE",
+    "Batch",
+    "BufferPool",
+    "BufferRing",
+    "CQEFlag",
+    "ClientInfo",
+    "ClientStatistics",
+    "Completion",
+    "CorruptRingError",
+    "Feature",
+    "ForkedRingError",
+    "KernelProbe",
+    "KernelRing",
+    "Op",
+    "OpSpec",
+    "PeerDiedError",
+    "Pin",
+    "Request",
+    "RingBusyError",
+    "RingClosedError",
+    "RingExecutor",
+    "RingFullError",
+    "RingStatistics",
+    "Setup",
+    "Statx",
+    "SubringError",
+    "Subsystem",
+    "SubsystemClient",
+    "UnsupportedError",
+    "connect",
+    "op",
+    "probe",
+    "sockaddr",
 ]

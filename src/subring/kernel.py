@@ -55,11 +55,14 @@ import dataclasses
 import errno
 import functools
 import ipaddress
+import math
+import operator
 import os
 import select
 import socket
 import struct
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Self
 
 from . import _core
 from .errors import UnsupportedError
@@ -83,7 +86,7 @@ from .ops import (
     Setup,
 )
 
-__all__ = ["KernelRing", "RingStatistics", "Statx", "KernelProbe", "probe", "sockaddr"]
+__all__ = ["KernelProbe", "KernelRing", "RingStatistics", "Statx", "probe", "sockaddr"]
 
 Pin = _core.Pin
 AT_FDCWD = -100
@@ -93,7 +96,13 @@ _NO_USER_DATA: Any = None
 
 @dataclasses.dataclass(frozen=True)
 class RingStatistics:
-    """A snapshot of a ring's counters (``ring.statistics()``)."""
+    """A snapshot of a kernel ring's counters (``KernelRing.statistics()``).
+
+    Frozen; ``backend`` is ``"kernel"`` (a subsystem client's statistics say
+    ``"subsystem"``), so code that aggregates statistics of several ring kinds
+    can tell them apart.  Every other field is a count since the ring was
+    created, except the sizes at the end.
+    """
 
     submitted: int            # SQEs the peer consumed
     completed: int            # CQEs reaped
@@ -107,6 +116,7 @@ class RingStatistics:
     sq_entries: int
     cq_entries: int
     max_inflight: int
+    backend: str = "kernel"   # which kind of ring these counters describe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +128,7 @@ class KernelProbe:
     setup_flags: Setup         # flags a ring could be created with here
 
     def supports(self, op: Op | str | int) -> bool:
+        """True if the kernel supports ``op`` (an :class:`Op`, its name or number)."""
         if isinstance(op, str):
             op = Op[op.upper()]
         return Op(op) in self.opcodes
@@ -131,14 +142,46 @@ def _path(path: str | bytes | os.PathLike[Any]) -> Pin:
     return Pin(raw + b"\0")
 
 
+_U64 = 0xFFFFFFFFFFFFFFFF
+_LOFF_MAX = (1 << 63) - 1
+
+
 def _timespec(seconds: float) -> Pin:
-    if seconds < 0:
-        raise ValueError("timeout must be >= 0")
+    """A pinned ``struct __kernel_timespec``.  NaN and negative values raise
+    ValueError; values that do not fit (``inf``, ``1e300``) OverflowError."""
+    seconds = float(seconds)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {seconds!r}")
+    if seconds >= _LOFF_MAX:
+        raise OverflowError(f"timeout of {seconds!r} s does not fit a timespec "
+                            "(at most 2**63 - 1 seconds)")
     sec = int(seconds)
-    nsec = int(round((seconds - sec) * 1e9))
+    nsec = round((seconds - sec) * 1e9)
     if nsec >= 1_000_000_000:
         sec, nsec = sec + 1, nsec - 1_000_000_000
     return Pin(struct.pack("qq", sec, nsec))
+
+
+def _offset(offset: int, what: str = "offset") -> int:
+    """A file offset for an SQE's 64-bit field: -1 (the fd's own position)
+    becomes ``2**64 - 1``; anything else must fit a ``loff_t``.  Never wraps:
+    ValueError below -1, OverflowError at 2**63 and above (as ``prep_write``)."""
+    offset = operator.index(offset)
+    if offset == -1:
+        return _U64
+    if offset < -1:
+        raise ValueError(f"{what} must be >= 0, or -1 for the file position; got {offset}")
+    if offset > _LOFF_MAX:
+        raise OverflowError(f"{what} {offset} does not fit a 64-bit file offset")
+    return offset
+
+
+def _fd32(fd: int, what: str = "fd") -> int:
+    """An fd (or registered-file index) for a 32-bit SQE field, unwrapped."""
+    fd = operator.index(fd)
+    if not -(1 << 31) <= fd < (1 << 31):
+        raise OverflowError(f"{what} {fd} out of range for a 32-bit int")
+    return fd & 0xFFFFFFFF
 
 
 def _iovecs(buffers: Sequence[Any], writable: bool) -> tuple[Pin, tuple[Pin, ...]]:
@@ -165,7 +208,9 @@ def sockaddr(address: Any, family: int | None = None) -> bytes:
         return struct.pack("H", socket.AF_UNIX) + path + (b"" if path[:1] == b"\0" else b"\0")
     if not isinstance(address, tuple) or len(address) not in (2, 4):
         raise TypeError(f"unsupported address {address!r}")
-    host, port = address[0], address[1]
+    host, port = address[0], operator.index(address[1])
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port must be in 0..65535, got {port}")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -175,6 +220,9 @@ def sockaddr(address: Any, family: int | None = None) -> bytes:
     if family == socket.AF_INET:
         return struct.pack("H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
     flow, scope = (address[2], address[3]) if len(address) == 4 else (0, 0)
+    flow, scope = operator.index(flow), operator.index(scope)
+    if not (0 <= flow <= 0xFFFFFFFF and 0 <= scope <= 0xFFFFFFFF):
+        raise ValueError("flowinfo and scope_id must be in 0..2**32-1")
     if ip.version == 4:
         ip = ipaddress.ip_address("::ffff:" + str(ip))
     return (struct.pack("H", socket.AF_INET6) + struct.pack("!HI", port, flow) + ip.packed
@@ -289,10 +337,12 @@ class KernelRing(_core.KernelRing):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def __enter__(self) -> KernelRing:
+    def __enter__(self) -> Self:
+        """Use the ring as a context manager: :meth:`close` on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the ring (see :meth:`close`)."""
         self.close()
 
     def close(self, timeout: float | None = 5.0) -> None:
@@ -311,6 +361,7 @@ class KernelRing(_core.KernelRing):
                 f"inflight={self.inflight}>")
 
     def statistics(self) -> RingStatistics:
+        """A frozen :class:`RingStatistics` snapshot (``backend == "kernel"``)."""
         return RingStatistics(**self._stats(), sq_entries=self.sq_entries,
                               cq_entries=self.cq_entries, max_inflight=self.max_inflight)
 
@@ -337,22 +388,29 @@ class KernelRing(_core.KernelRing):
 
     def prep_readv(self, fd: int, buffers: Sequence[Any], offset: int = -1,
                    user_data: Any = _NO_USER_DATA, *, flags: int = 0, rw_flags: int = 0) -> int:
+        """readv(2) into ``buffers`` at ``offset`` (-1: the fd's position); every
+        buffer and the iovec array stay pinned until the final completion."""
+        off = _offset(offset)
         iov, pins = _iovecs(buffers, True)
-        return self.prep_sqe(Op.READV, fd, iov.address, len(pins), offset & 0xFFFFFFFFFFFFFFFF,
+        return self.prep_sqe(Op.READV, fd, iov.address, len(pins), off,
                              rw_flags, flags, 0, 0, 0, 0, user_data, (iov, pins))
 
     def prep_writev(self, fd: int, buffers: Sequence[Any], offset: int = -1,
                     user_data: Any = _NO_USER_DATA, *, flags: int = 0, rw_flags: int = 0) -> int:
+        """writev(2) of ``buffers`` at ``offset`` (-1: the fd's position)."""
+        off = _offset(offset)
         iov, pins = _iovecs(buffers, False)
-        return self.prep_sqe(Op.WRITEV, fd, iov.address, len(pins), offset & 0xFFFFFFFFFFFFFFFF,
+        return self.prep_sqe(Op.WRITEV, fd, iov.address, len(pins), off,
                              rw_flags, flags, 0, 0, 0, 0, user_data, (iov, pins))
 
     def prep_fsync(self, fd: int, user_data: Any = _NO_USER_DATA, *, datasync: bool = False,
                    flags: int = 0) -> int:
+        """fsync(2) (``datasync=True``: fdatasync)."""
         return self.prep_sqe(Op.FSYNC, fd, op_flags=FSYNC_DATASYNC if datasync else 0,
                              flags=flags, user_data=user_data)
 
     def prep_fdatasync(self, fd: int, user_data: Any = _NO_USER_DATA, *, flags: int = 0) -> int:
+        """fdatasync(2)."""
         return self.prep_fsync(fd, user_data, datasync=True, flags=flags)
 
     def prep_openat(self, path: str | bytes | os.PathLike[Any], open_flags: int = os.O_RDONLY,
@@ -391,6 +449,7 @@ class KernelRing(_core.KernelRing):
 
     def prep_fallocate(self, fd: int, mode: int, offset: int, length: int,
                        user_data: Any = _NO_USER_DATA, *, flags: int = 0) -> int:
+        """fallocate(2) of ``length`` bytes at ``offset`` with ``mode``."""
         if offset < 0 or length <= 0:
             raise ValueError("offset must be >= 0 and length > 0")
         return self.prep_sqe(Op.FALLOCATE, fd, length, mode, offset, flags=flags,
@@ -399,6 +458,7 @@ class KernelRing(_core.KernelRing):
     def prep_unlinkat(self, path: str | bytes | os.PathLike[Any],
                       user_data: Any = _NO_USER_DATA, *, dir_fd: int = AT_FDCWD,
                       rmdir: bool = False, flags: int = 0) -> int:
+        """unlinkat(2) (``rmdir=True``: remove a directory)."""
         p = _path(path)
         return self.prep_sqe(Op.UNLINKAT, dir_fd, p.address, 0, 0,
                              AT_REMOVEDIR if rmdir else 0, flags, 0, 0, 0, 0, user_data, p)
@@ -407,13 +467,34 @@ class KernelRing(_core.KernelRing):
                       new: str | bytes | os.PathLike[Any], user_data: Any = _NO_USER_DATA, *,
                       old_dir_fd: int = AT_FDCWD, new_dir_fd: int = AT_FDCWD,
                       rename_flags: int = 0, flags: int = 0) -> int:
+        """renameat2(2) of ``old`` to ``new`` (``rename_flags``: RENAME_*)."""
         po, pn = _path(old), _path(new)
         return self.prep_sqe(Op.RENAMEAT, old_dir_fd, po.address, new_dir_fd & 0xFFFFFFFF,
                              pn.address, rename_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
 
+    def prep_linkat(self, old: str | bytes | os.PathLike[Any],
+                    new: str | bytes | os.PathLike[Any], user_data: Any = _NO_USER_DATA, *,
+                    old_dir_fd: int = AT_FDCWD, new_dir_fd: int = AT_FDCWD,
+                    link_flags: int = 0, flags: int = 0) -> int:
+        """linkat(2): a hard link ``new`` to ``old`` (``link_flags``:
+        AT_SYMLINK_FOLLOW, AT_EMPTY_PATH)."""
+        po, pn = _path(old), _path(new)
+        return self.prep_sqe(Op.LINKAT, old_dir_fd, po.address, _fd32(new_dir_fd, "new_dir_fd"),
+                             pn.address, link_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
+
+    def prep_symlinkat(self, target: str | bytes | os.PathLike[Any],
+                       link: str | bytes | os.PathLike[Any], user_data: Any = _NO_USER_DATA, *,
+                       dir_fd: int = AT_FDCWD, flags: int = 0) -> int:
+        """symlinkat(2): a symbolic link ``link`` (relative to ``dir_fd``)
+        whose contents are ``target``."""
+        pt, pl = _path(target), _path(link)
+        return self.prep_sqe(Op.SYMLINKAT, dir_fd, pt.address, 0, pl.address, 0, flags,
+                             0, 0, 0, 0, user_data, (pt, pl))
+
     def prep_mkdirat(self, path: str | bytes | os.PathLike[Any], mode: int = 0o777,
                      user_data: Any = _NO_USER_DATA, *, dir_fd: int = AT_FDCWD,
                      flags: int = 0) -> int:
+        """mkdirat(2)."""
         p = _path(path)
         return self.prep_sqe(Op.MKDIRAT, dir_fd, p.address, mode, 0, 0, flags, 0, 0, 0, 0,
                              user_data, p)
@@ -432,6 +513,7 @@ class KernelRing(_core.KernelRing):
 
     def prep_timeout_remove(self, target: int, user_data: Any = _NO_USER_DATA, *,
                             flags: int = 0) -> int:
+        """Cancel the timeout with token ``target`` (res 0, -ENOENT, -EALREADY)."""
         return self.prep_sqe(Op.TIMEOUT_REMOVE, -1, target, flags=flags, user_data=user_data)
 
     def prep_link_timeout(self, seconds: float, user_data: Any = _NO_USER_DATA, *,
@@ -451,6 +533,7 @@ class KernelRing(_core.KernelRing):
 
     def prep_poll_remove(self, target: int, user_data: Any = _NO_USER_DATA, *,
                          flags: int = 0) -> int:
+        """Cancel the poll with token ``target`` (res 0 or -ENOENT)."""
         return self.prep_sqe(Op.POLL_REMOVE, -1, target, flags=flags, user_data=user_data)
 
     def prep_cancel(self, target: int | None = None, user_data: Any = _NO_USER_DATA, *,
@@ -490,12 +573,14 @@ class KernelRing(_core.KernelRing):
 
     def prep_connect(self, fd: int, address: Any, user_data: Any = _NO_USER_DATA, *,
                      family: int | None = None, flags: int = 0) -> int:
+        """connect(2) to ``address`` (see :func:`sockaddr`; pinned until completion)."""
         sa = Pin(sockaddr(address, family))
         return self.prep_sqe(Op.CONNECT, fd, sa.address, 0, sa.nbytes, 0, flags, 0, 0, 0, 0,
                              user_data, sa)
 
     def prep_send(self, fd: int, buf: Any, user_data: Any = _NO_USER_DATA, *,
                   msg_flags: int = 0, flags: int = 0) -> int:
+        """send(2) of ``buf`` (pinned until the final completion)."""
         p = Pin(buf)
         return self.prep_sqe(Op.SEND, fd, p.address, p.nbytes, 0, msg_flags, flags, 0, 0, 0, 0,
                              user_data, p)
@@ -529,37 +614,46 @@ class KernelRing(_core.KernelRing):
 
     def prep_sendmsg(self, fd: int, buffers: Sequence[Any], user_data: Any = _NO_USER_DATA, *,
                      address: Any = None, msg_flags: int = 0, flags: int = 0) -> int:
+        """sendmsg(2) of ``buffers`` (to ``address`` for unconnected sockets)."""
         h, keep = self._msghdr(buffers, False, address)
         return self.prep_sqe(Op.SENDMSG, fd, h.address, 1, 0, msg_flags, flags, 0, 0, 0, 0,
                              user_data, keep)
 
     def prep_recvmsg(self, fd: int, buffers: Sequence[Any], user_data: Any = _NO_USER_DATA, *,
                      msg_flags: int = 0, flags: int = 0) -> int:
+        """recvmsg(2) into ``buffers``."""
         h, keep = self._msghdr(buffers, True, None)
         return self.prep_sqe(Op.RECVMSG, fd, h.address, 1, 0, msg_flags, flags, 0, 0, 0, 0,
                              user_data, keep)
 
     def prep_shutdown(self, fd: int, how: int = socket.SHUT_RDWR,
                       user_data: Any = _NO_USER_DATA, *, flags: int = 0) -> int:
+        """shutdown(2) (``how``: SHUT_RD, SHUT_WR or SHUT_RDWR)."""
         return self.prep_sqe(Op.SHUTDOWN, fd, 0, how, flags=flags, user_data=user_data)
 
     def prep_splice(self, fd_in: int, off_in: int, fd_out: int, off_out: int, nbytes: int,
                     user_data: Any = _NO_USER_DATA, *, splice_flags: int = 0,
                     flags: int = 0) -> int:
         """splice(2); an offset of -1 means "the fd's own position" (pipes)."""
-        m = 0xFFFFFFFFFFFFFFFF
-        return self.prep_sqe(Op.SPLICE, fd_out, off_in & m, nbytes, off_out & m, splice_flags,
-                             flags, 0, 0, fd_in & 0xFFFFFFFF, 0, user_data)
+        oi, oo = _offset(off_in, "off_in"), _offset(off_out, "off_out")
+        return self.prep_sqe(Op.SPLICE, fd_out, oi, nbytes, oo, splice_flags,
+                             flags, 0, 0, _fd32(fd_in, "fd_in"), 0, user_data)
 
     def prep_tee(self, fd_in: int, fd_out: int, nbytes: int, user_data: Any = _NO_USER_DATA, *,
                  splice_flags: int = 0, flags: int = 0) -> int:
+        """tee(2): duplicate up to ``nbytes`` from pipe ``fd_in`` to pipe ``fd_out``."""
         return self.prep_sqe(Op.TEE, fd_out, 0, nbytes, 0, splice_flags, flags, 0, 0,
-                             fd_in & 0xFFFFFFFF, 0, user_data)
+                             _fd32(fd_in, "fd_in"), 0, user_data)
 
     def prep_msg_ring(self, ring_fd: int, res: int, target_user_data: int,
                       user_data: Any = _NO_USER_DATA, *, flags: int = 0) -> int:
         """Post a CQE (``res``, ``target_user_data``) into another ring.  The
-        target sees it as a completion whose user_data is that raw int."""
+        target sees it as a *foreign* completion whose user_data is that raw
+        int -- never as the completion of one of its own ops, even if the int
+        equals one of its tokens (see docs/kernel-ring.md)."""
+        res = operator.index(res)
+        if not -(1 << 31) <= res < (1 << 31):
+            raise OverflowError(f"res {res} out of range for a 32-bit int")
         return self.prep_sqe(Op.MSG_RING, ring_fd, MSG_DATA, res & 0xFFFFFFFF,
                              target_user_data, 0, flags, user_data=user_data)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
-from typing import Any
+from typing import Any, Self
 
 from . import _core
 
@@ -39,6 +39,10 @@ class BufferPool:
         self.size = size
         self._fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
+            # memfd_create makes the file mode 0777: whoever can reach the fd
+            # (/proc/PID/fd of a process it is passed to) could open it anew.
+            # Only the owner may; the fd itself travels by SCM_RIGHTS.
+            os.fchmod(self._fd, 0o600)
             os.ftruncate(self._fd, count * size)
             fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS,
                         fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
@@ -60,7 +64,15 @@ class BufferPool:
 
     @property
     def nbytes(self) -> int:
+        """Size of the whole pool in bytes (``count * size``)."""
         return self.count * self.size
+
+    @property
+    def shared_map(self) -> Any:
+        """The pool's mapping (a ``_core.SharedMap``; it holds no fd), for
+        code that needs the map itself (leases, ``privatize()`` of ranges in
+        fork children).  None once the pool is closed."""
+        return self._mmap
 
     def buffer(self, index: int) -> memoryview:
         """A writable view of buffer ``index`` (zero-copy)."""
@@ -99,7 +111,7 @@ class BufferPool:
             os.close(self._fd)
             self._fd = -1
 
-    def _close_when_unused(self, free: list[tuple[int, int]] = ()) -> None:  # type: ignore[assignment]
+    def close_when_unused(self, free: list[tuple[int, int]] = ()) -> None:  # type: ignore[assignment]
         """Close the memfd now and drop this pool's own view, leaving the
         mapping to whoever still holds views of it: it is unmapped when the
         last one is released (Python's mmap lives as long as its exports).
@@ -123,10 +135,14 @@ class BufferPool:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> BufferPool:
+    _close_when_unused = close_when_unused   # the name it had before it was public
+
+    def __enter__(self) -> Self:
+        """Use the pool as a context manager: :meth:`close` on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the pool (see :meth:`close`)."""
         self.close()
 
     def __del__(self) -> None:

@@ -333,6 +333,20 @@ static_assert(sizeof(struct io_uring_getevents_arg) == 24, "getevents_arg");
 struct sr_kernel_timespec { int64_t tv_sec; long long tv_nsec; };
 static_assert(sizeof(struct sr_kernel_timespec) == 16, "__kernel_timespec");
 
+/* IORING_REGISTER_SYNC_CANCEL (5.19): cancel through io_uring_register, not
+ * an SQE -- so no DRAIN op or link chain can hold the cancel back. */
+#define IORING_REGISTER_SYNC_CANCEL 24
+struct io_uring_sync_cancel_reg {
+    uint64_t addr;
+    int32_t  fd;
+    uint32_t flags;
+    struct sr_kernel_timespec timeout;   /* {-1, -1}: wait without limit */
+    uint8_t  opcode;
+    uint8_t  pad[7];
+    uint64_t pad2[3];
+};
+static_assert(sizeof(struct io_uring_sync_cancel_reg) == 64, "sync_cancel_reg");
+
 
 /* ------------------------------------------------------------------------ */
 /* user-space rings: one shared-memory region per client queue pair          */

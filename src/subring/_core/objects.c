@@ -212,6 +212,22 @@ int sr_optable_init(sr_optable *t, uint32_t nslots)
         PyErr_NoMemory();
         return -1;
     }
+    /* Room to park what every slot can hold (udata, keep; one export), so
+     * that a reap of the whole table needs no allocation to defer. */
+    t->trash.objs = PyMem_Calloc((size_t)nslots * 2, sizeof(PyObject *));
+    t->trash.views = PyMem_Calloc(nslots, sizeof(Py_buffer));
+    if (!t->trash.objs || !t->trash.views) {
+        free(t->slots);
+        PyMem_Free(t->views);
+        PyMem_Free(t->free_stack);
+        PyMem_Free(t->trash.objs);
+        PyMem_Free(t->trash.views);
+        memset(t, 0, sizeof(*t));
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->trash.capobjs = nslots * 2;
+    t->trash.capviews = nslots;
     t->nslots = nslots;
     /* Hand out low slots first (stack top = slot 0): keeps the hot part of
      * the table small for shallow queues. */
@@ -221,8 +237,57 @@ int sr_optable_init(sr_optable *t, uint32_t nslots)
     return 0;
 }
 
+int sr_trash_grow(sr_optable *t, int views)
+{
+    sr_trash *tr = &t->trash;
+    uint32_t cap = views ? tr->capviews : tr->capobjs;
+    uint32_t ncap = cap ? cap * 2 : 16;
+    void *p = views ? PyMem_Realloc(tr->views, (size_t)ncap * sizeof(Py_buffer))
+                    : PyMem_Realloc(tr->objs, (size_t)ncap * sizeof(PyObject *));
+    if (!p)
+        return -1;      /* no exception: the caller leaks the item instead */
+    if (views) {
+        tr->views = p;
+        tr->capviews = ncap;
+    } else {
+        tr->objs = p;
+        tr->capobjs = ncap;
+    }
+    return 0;
+}
+
+void sr_optable_flush(sr_optable *t)
+{
+    sr_trash *tr = &t->trash;
+    if (!tr->nobjs && !tr->nviews)
+        return;
+    /* A pending exception (an error path) survives the finalizers we run. */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    /* Re-read the counts on every turn: the code we run may flush (or close
+     * the ring, which flushes and frees the arrays) itself. */
+    while (tr->nviews) {
+        Py_buffer v = tr->views[--tr->nviews];
+        PyBuffer_Release(&v);
+    }
+    while (tr->nobjs) {
+        PyObject *o = tr->objs[--tr->nobjs];
+        Py_DECREF(o);
+        /* a finalizer may have released more views meanwhile */
+        while (tr->nviews) {
+            Py_buffer v = tr->views[--tr->nviews];
+            PyBuffer_Release(&v);
+        }
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
 void sr_optable_free(sr_optable *t)
 {
+    sr_optable_flush(t);
+    PyMem_Free(t->trash.objs);
+    PyMem_Free(t->trash.views);
+    memset(&t->trash, 0, sizeof(t->trash));
     free(t->slots);
     PyMem_Free(t->views);
     PyMem_Free(t->free_stack);
@@ -230,6 +295,7 @@ void sr_optable_free(sr_optable *t)
     t->views = NULL;
     t->free_stack = NULL;
     t->nslots = t->nfree = t->live = 0;
+    t->fixed_live = t->skip_live = t->owed_live = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -406,6 +472,7 @@ static PyGetSetDef completion_getset[] = {
 
 static PyMethodDef completion_methods[] = {
     {"result", (PyCFunction)completion_result, METH_NOARGS,
+     "result($self, /)\n--\n\n"
      "Return res (or the result bytes of a subsystem op), or raise the matching\n"
      "OSError subclass; the message names the op (and the handler's error text)."},
     {NULL}
@@ -484,7 +551,8 @@ PyTypeObject SR_PinType = {
     .tp_basicsize = sizeof(SR_Pin),
     .tp_dealloc = (destructor)pin_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Pin(obj, writable=False): hold a buffer export of obj (so its memory\n"
+    .tp_doc = "Pin(obj, writable=False)\n--\n\n"
+              "Hold a buffer export of obj (so its memory\n"
               "cannot move or be freed) and expose its address.  Pass it as `keep`\n"
               "to an op so the pin lives until the op's final completion.",
     .tp_getset = pin_getset,

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -70,7 +71,25 @@ typedef struct {
     uint32_t multishot_live;
     uint32_t last_slot;      /* 1 + slot of the last op prepared (for link chains) */
     uint32_t last_gen;
-    uint32_t *synth;         /* slots whose final completion we must make up */
+    uint32_t chain_head;     /* 1 + slot of the first op of the open chain, or 0 */
+    uint32_t chain_head_gen;
+    uint32_t chain_head_sqidx;  /* its SQ index (sqe_tail when it was prepared) */
+    /* Kernel backend: the SQE user_data is the op's token XOR this random
+     * per-ring key, and a CQE names one of our ops only if its user_data
+     * XOR the key decodes to a live slot of the right generation.  Tokens are
+     * predictable (they are returned to Python); the wire form is not, so a
+     * CQE another ring posts with MSG_RING -- whatever user_data it carries,
+     * even one of our tokens -- is a foreign completion and never releases
+     * an op.  0 for the user backend (a subsystem is trusted with its
+     * client's tokens: it answers them). */
+    uint64_t ud_key;
+    /* Our CQ head: a private copy of the only index we write on the CQ.
+     * Reaping never reads its own index back from shared memory (a peer
+     * could scribble on it); every store goes through kr_cq_release. */
+    uint32_t cq_head;
+    int no_sync_cancel;      /* the kernel lacks IORING_REGISTER_SYNC_CANCEL */
+    uint64_t *synth;         /* tokens of ops whose final completion we must make up,
+                              * oldest first (2 x max_inflight entries) */
     uint32_t nsynth;
     /* registered buffers: the ring holds their exports until unregistered */
     Py_buffer *regbufs;
@@ -105,6 +124,43 @@ static inline int kr_check(KRing *r)
     return 0;
 }
 
+/* The SQ tail as we last published it.  Only we write it, so this is our
+ * own index read back (exact: we were its last writer).  One place, so that
+ * a private copy (ring.h, subsys branch: `sq->published`) can replace the
+ * read-back in one line. */
+static inline uint32_t kr_sq_published(const KRing *r)
+{
+    return sr_load_relaxed(r->k.sq.ktail);
+}
+
+static inline uint32_t kr_cq_head(const KRing *r)
+{
+    return r->cq_head;
+}
+
+/* Give CQEs up to `head` back to the producer (release: see ring.h). */
+static inline void kr_cq_release(KRing *r, uint32_t head)
+{
+    r->cq_head = head;
+    sr_cq_release(&r->k.cq, head);
+}
+
+/* CQEs visible in the CQ (kernel backend). */
+static inline uint32_t kr_cq_ready_raw(KRing *r)
+{
+    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
+}
+
+/* The SQE user_data of slot i (see ud_key), and the reverse lookup. */
+static inline uint64_t kr_wire(const KRing *r, uint32_t i)
+{
+    return sr_token(&r->ops, i) ^ r->ud_key;
+}
+static inline int64_t kr_find(const KRing *r, uint64_t wire_ud)
+{
+    return sr_slot_find(&r->ops, wire_ud ^ r->ud_key);
+}
+
 static int64_t monotonic_ns(void)
 {
     struct timespec ts;
@@ -112,7 +168,10 @@ static int64_t monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* timeout argument: None -> -1 (forever), number of seconds -> ns */
+/* timeout argument: None or math.inf -> -1 (no timeout), a number of
+ * seconds -> ns.  inf is "no timeout" for every purpose, in particular a
+ * wait that could never be satisfied is refused at once instead of blocking
+ * for ever (submit_and_wait). */
 static int parse_timeout(PyObject *o, int64_t *ns)
 {
     if (!o || o == Py_None) { *ns = -1; return 0; }
@@ -123,8 +182,12 @@ static int parse_timeout(PyObject *o, int64_t *ns)
         return -1;
     }
     if (!(t >= 0)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0");
+        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 (or None)");
         return -1;
+    }
+    if (t == Py_HUGE_VAL) {
+        *ns = -1;
+        return 0;
     }
     *ns = t > 9e9 ? (int64_t)9e18 : (int64_t)(t * 1e9);
     return 0;
@@ -145,14 +208,19 @@ static uint32_t kr_publish(KRing *r)
         struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes +
             ((size_t)(r->pending_skip_sqidx & sq->mask) << (6 + sq->sqe_shift)));
         sqe->flags &= ~IOSQE_CQE_SKIP_SUCCESS;
-        r->ops.slots[r->pending_skip - 1].skip = 0;
+        sr_slot *ps = &r->ops.slots[r->pending_skip - 1];
+        if (ps->skip) {
+            ps->skip = 0;
+            r->ops.skip_live--;
+        }
         r->pending_skip = 0;
     }
     /* The kernel ends link chains at the end of each submission. */
     r->chain_open = 0;
+    r->chain_head = 0;
     r->last_slot = 0;
     if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
-        r->st_submitted += r->k.sq.sqe_tail - sr_load_relaxed(r->k.sq.ktail);
+        r->st_submitted += r->k.sq.sqe_tail - kr_sq_published(r);
     uint32_t fresh = sr_sq_publish(&r->k.sq);
     /* The kernel's head is cheap to read (this CPU wrote it in our last
      * enter); a subsystem's is a cache line on another CPU, and nothing on
@@ -160,16 +228,27 @@ static uint32_t kr_publish(KRing *r)
     return r->backend == BACKEND_USER ? fresh : sr_sq_pending(&r->k.sq);
 }
 
-/* io_uring_enter with the GIL released; retries EINTR after running signal
- * handlers.  Returns the syscall result (>= 0), 0 on timeout (-ETIME), or -1
- * with an exception set. */
+/* io_uring_enter with the GIL released.  Returns the number of SQEs
+ * submitted (>= 0; also on timeout), or -1 with an exception set.
+ *
+ * Signals: a wait the kernel cuts short is resumed after running the Python
+ * signal handlers (PyErr_CheckSignals, with the GIL; a handler that raises
+ * ends the wait with its exception), with what is left of the timeout.  The
+ * kernel reports the interruption as -EINTR -- unless the same call also
+ * submitted SQEs: then it returns the count submitted and says nothing.  So
+ * a wait (GETEVENTS, min_complete > 0) that returns with fewer completions
+ * ready than asked, while no other thread consumed any, was interrupted too
+ * and is resumed the same way. */
 static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
 {
     int64_t deadline = ts_ns >= 0 ? monotonic_ns() + ts_ns : -1;
+    int waiting = (flags & IORING_ENTER_GETEVENTS) && min_complete;
+    int submitted = 0;
     for (;;) {
         uint32_t to_submit = 0;
         if (!r->sqpoll)
-            to_submit = sr_load_relaxed(r->k.sq.ktail) - sr_load_acquire(r->k.sq.khead);
+            to_submit = kr_sq_published(r) - sr_load_acquire(r->k.sq.khead);
+        uint32_t head0 = kr_cq_head(r);
         int ret;
         r->in_enter++;
         r->st_enters++;
@@ -180,45 +259,50 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
         if (ret >= 0) {
             if (!r->sqpoll)
                 r->st_submitted += (uint32_t)ret;
+            submitted += ret;
+            int again = 0;
             /* Without SUBMIT_ALL (kernels before 5.18) the kernel stops at
              * the first SQE it rejects, and then does not wait either: go on
              * with the rest (the rejected one already has its error CQE). */
-            if (!r->sqpoll && ret > 0 && (uint32_t)ret < to_submit) {
-                if (deadline >= 0) {
-                    ts_ns = deadline - monotonic_ns();
-                    if (ts_ns < 0)
-                        ts_ns = 0;
-                }
-                continue;
+            if (!r->sqpoll && ret > 0 && (uint32_t)ret < to_submit)
+                again = 1;
+            /* An interrupted wait that also submitted (see above). */
+            if (!again && waiting && kr_cq_ready_raw(r) < min_complete &&
+                kr_cq_head(r) == head0) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                again = 1;
             }
-            return ret;
-        }
-        if (ret == -ETIME)
-            return 0;
-        if (ret == -EINTR) {
+            if (!again)
+                return submitted;
+        } else if (ret == -ETIME) {
+            return submitted;
+        } else if (ret == -EINTR) {
             if (PyErr_CheckSignals() < 0)
                 return -1;
-            if (deadline >= 0) {
-                ts_ns = deadline - monotonic_ns();
-                if (ts_ns <= 0)
-                    return 0;
-            }
-            continue;
-        }
-        if (ret == -EBUSY || ret == -EAGAIN) {
+        } else if (ret == -EBUSY || ret == -EAGAIN) {
             PyErr_SetString(SR_RingBusyError,
                             "the kernel refused new submissions until completions are "
                             "reaped (completion backlog); reap and retry -- nothing was lost");
             return -1;
-        }
-        if (ret == -EEXIST) {
+        } else if (ret == -EEXIST) {
             PyErr_SetString(PyExc_RuntimeError,
                             "io_uring_enter: EEXIST -- this ring was set up with "
                             "single_issuer and is being used from another thread");
             return -1;
+        } else {
+            sr_raise_errno(-ret, "io_uring_enter");
+            return -1;
         }
-        sr_raise_errno(-ret, "io_uring_enter");
-        return -1;
+        if (deadline >= 0) {
+            ts_ns = deadline - monotonic_ns();
+            if (ts_ns <= 0) {
+                if (!waiting)
+                    ts_ns = 0;        /* still submit the rest, without waiting */
+                else
+                    return submitted; /* the timeout passed: not an error */
+            }
+        }
     }
 }
 
@@ -262,13 +346,71 @@ static int kr_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
     return kr_enter(r, wait_nr, flags, ts_ns);
 }
 
+/* Queue slot i for a made-up final completion (reap delivers it): the
+ * kernel will never post one.  Idempotent. */
+static void kr_owe(KRing *r, uint32_t i)
+{
+    sr_slot *s = &r->ops.slots[i];
+    if (s->state != SLOT_LIVE || s->owed)
+        return;
+    s->owed = 1;
+    r->ops.owed_live++;
+    /* An op is queued at most once per generation and stays live until the
+     * queue entry is consumed, so the queue (2 x max_inflight) cannot fill;
+     * compaction is a safety net. */
+    if (r->nsynth == 2 * r->ops.nslots) {
+        uint32_t w = 0;
+        for (uint32_t k = 0; k < r->nsynth; k++) {
+            int64_t j = sr_slot_find(&r->ops, r->synth[k]);
+            if (j >= 0 && r->ops.slots[j].owed)
+                r->synth[w++] = r->synth[k];
+        }
+        r->nsynth = w;
+    }
+    r->synth[r->nsynth++] = sr_token(&r->ops, i);
+}
+
+/* The SQ filled up inside a link chain, which must reach the kernel in one
+ * submission.  Withdraw the part of the chain prepared so far: its SQEs are
+ * not published yet (a chain is open only since the last publish), so they
+ * are taken back and never run.  Their tokens were handed out, so each op
+ * still gets its one final completion: -ECANCELED, made up by reap, as if the
+ * kernel had failed the chain before its first op started. */
+static void kr_withdraw_chain(KRing *r)
+{
+    struct sr_sq *sq = &r->k.sq;
+    uint32_t nxt = r->chain_head, g = r->chain_head_gen;
+    if (nxt) {
+        sr_slot *h = &r->ops.slots[nxt - 1];
+        uint32_t unpublished = sq->sqe_tail - kr_sq_published(r);
+        uint32_t back = sq->sqe_tail - r->chain_head_sqidx;
+        if (h->state == SLOT_LIVE && h->gen == g && back <= unpublished)
+            sq->sqe_tail = r->chain_head_sqidx;   /* the chain's SQEs are ours again */
+    }
+    while (nxt) {
+        sr_slot *n = &r->ops.slots[nxt - 1];
+        if (n->state != SLOT_LIVE || n->gen != g)
+            break;
+        kr_owe(r, nxt - 1);
+        g = n->link_next_gen;
+        nxt = n->link_next;
+    }
+    r->chain_open = 0;
+    r->chain_head = 0;
+    r->last_slot = 0;
+    r->pending_skip = 0;
+}
+
 /* The SQ is full: make room by submitting, unless that would split a chain. */
 static int kr_make_room(KRing *r)
 {
     if (r->chain_open) {
+        kr_withdraw_chain(r);
         PyErr_SetString(SR_RingFullError,
                         "submission queue full in the middle of a link chain; a chain "
-                        "must fit in the SQ (use a larger ring or a shorter chain)");
+                        "must fit in the SQ (use a larger ring or a shorter chain).  The "
+                        "ops prepared so far in this chain were withdrawn: they will not "
+                        "run, and each completes with -ECANCELED");
         return -1;
     }
     r->st_sq_full_flushes++;
@@ -555,7 +697,7 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
 {
     sr_slot *s = &r->ops.slots[i];
     uint64_t tok = sr_token(&r->ops, i);
-    sqe->user_data = tok;
+    sqe->user_data = tok ^ r->ud_key;
     sqe->flags = sqe_flags;
     if (udata && udata != Py_None) {
         s->udata = Py_NewRef(udata);
@@ -567,11 +709,26 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
     s->linkflag = (sqe_flags & IOSQE_IO_LINK) ? 1 : (sqe_flags & IOSQE_IO_HARDLINK) ? 2 : 0;
     if (sqe_flags & IOSQE_CQE_SKIP_SUCCESS) {
         s->skip = 1;
+        r->ops.skip_live++;
         r->pending_skip = i + 1;
         r->pending_skip_gen = s->gen;
         r->pending_skip_sqidx = r->k.sq.sqe_tail - 1;
     }
-    r->chain_open = (sqe_flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) != 0;
+    if (sqe_flags & IOSQE_BUFFER_SELECT) {
+        /* the kernel picks a buffer of group buf_group: remember the group so
+         * the completion can hand that buffer to the application */
+        s->bufsel = 1;
+        s->bgid = sqe->buf_group;
+    }
+    int linked = (sqe_flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) != 0;
+    if (linked && !r->chain_open) {
+        /* first op of a new chain: remembered so that a chain cut short by a
+         * full SQ can be withdrawn as a whole (kr_make_room) */
+        r->chain_head = i + 1;
+        r->chain_head_gen = s->gen;
+        r->chain_head_sqidx = r->k.sq.sqe_tail - 1;
+    }
+    r->chain_open = linked;
     return tok;
 }
 
@@ -594,12 +751,21 @@ static inline struct io_uring_sqe *kr_begin(KRing *r, uint8_t opcode, uint32_t s
         ur_refuse_dead(r);
         return NULL;
     }
-    *slot = kr_alloc(r, opcode);
-    if (*slot < 0)
+    /* Refuse early when no slot is free (nothing gets submitted then)... */
+    if (sr_unlikely(r->ops.nfree == 0)) {
+        kr_alloc(r, opcode);   /* fails: raises RingFullError */
         return NULL;
+    }
+    /* ...then take the SQE, which may submit a full SQ and so release the
+     * GIL, and only then the slot: another thread may have taken the last
+     * free slot meanwhile, and a slot taken before the GIL was released
+     * would sit live without an SQE. */
     struct io_uring_sqe *sqe = kr_sqe(r);
-    if (!sqe) {
-        sr_slot_abort(&r->ops, (uint32_t)*slot);
+    if (!sqe)
+        return NULL;
+    *slot = kr_alloc(r, opcode);
+    if (*slot < 0) {
+        r->k.sq.sqe_tail--;   /* the SQE we just took (no GIL release since) */
         return NULL;
     }
     sqe->opcode = opcode;
@@ -787,6 +953,9 @@ static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                      "(use sqe128=True for 80)", cmd.len, cmd_max);
         goto fail;
     }
+    if (opcode == IORING_OP_ASYNC_CANCEL || opcode == IORING_OP_TIMEOUT_REMOVE ||
+        opcode == IORING_OP_POLL_REMOVE)
+        addr ^= r->ud_key;    /* target token -> the user_data the kernel knows */
     struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)opcode, flags, &i);
     if (!sqe)
         goto fail;
@@ -836,6 +1005,31 @@ static int kr_batch_room(KRing *r, Py_ssize_t n)
     return 0;
 }
 
+/* A batch submits a full SQ to make room, which releases the GIL; another
+ * thread may take op slots meanwhile.  Called after each such submit: if the
+ * rest of the batch no longer fits, stop with RingFullError.  The first
+ * `done` ops are prepared (and submitted) and complete as usual; the
+ * exception's `prepared` attribute says how many. */
+static int kr_batch_still_fits(KRing *r, Py_ssize_t done, Py_ssize_t n)
+{
+    if ((uint64_t)(n - done) <= r->ops.nfree)
+        return 0;
+    PyObject *msg = PyUnicode_FromFormat(
+        "batch of %zd ops stopped after %zd: another thread took the free slots while "
+        "this one submitted a full SQ (max_inflight %u); the first %zd were submitted "
+        "and complete as usual", n, done, r->ops.nslots, done);
+    PyObject *exc = msg ? PyObject_CallOneArg(SR_RingFullError, msg) : NULL;
+    Py_XDECREF(msg);
+    if (exc) {
+        PyObject *k = PyLong_FromSsize_t(done);
+        if (k && PyObject_SetAttrString(exc, "prepared", k) == 0)
+            PyErr_SetObject(SR_RingFullError, exc);
+        Py_XDECREF(k);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
 /* prep_nops(count, user_data=0, flags=0): NOPs whose user_data are
  * user_data + 0 .. user_data + count-1.  Returns count. */
 static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
@@ -856,27 +1050,27 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "prep_nops does not take LINK/HARDLINK/SKIP_SUCCESS");
         return NULL;
     }
+    if (n == 0)
+        return PyLong_FromLong(0);   /* nothing prepared: an open chain stays open */
     struct sr_sq *sq = &r->k.sq;
     uint32_t space = sr_sq_space(sq);
     uint32_t last = 0;
     for (int64_t k = 0; k < n; k++) {
         if (space == 0) {
-            if (kr_make_room(r) < 0) {
-                if (k > 0) {          /* the first k are prepared and stay prepared */
-                    r->last_slot = last + 1;
-                    r->last_gen = r->ops.slots[last].gen;
-                }
+            if (kr_make_room(r) < 0 || kr_batch_still_fits(r, k, n) < 0) {
+                /* the first k are prepared (submitted) and complete as usual */
                 return NULL;
             }
             space = sr_sq_space(sq);
         }
         struct io_uring_sqe *sqe = sr_sq_get(sq, &space);
-        int64_t i = sr_slot_alloc(&r->ops, IORING_OP_NOP);  /* room checked above */
+        /* room checked above and after every GIL release */
+        int64_t i = sr_slot_alloc(&r->ops, IORING_OP_NOP);
         sr_slot *s = &r->ops.slots[i];
         sqe->opcode = IORING_OP_NOP;
         sqe->fd = -1;
         sqe->flags = (uint8_t)flags;
-        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        sqe->user_data = kr_wire(r, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = base + (uint64_t)k;
         if (sr_unlikely(k == 0 || r->pending_skip || r->chain_open)) {
@@ -1006,6 +1200,10 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     }
     if (kr_batch_room(r, n) < 0)
         goto out;
+    if (n == 0) {                    /* nothing prepared: an open chain stays open */
+        result = PyLong_FromLong(0);
+        goto out;
+    }
     /* Validate every offset and user_data before preparing anything (all or
      * nothing: a bad item must not leave the first ones queued). */
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -1026,8 +1224,8 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t off, ud;
         if (space == 0) {
-            if (kr_make_room(r) < 0)
-                goto out;
+            if (kr_make_room(r) < 0 || kr_batch_still_fits(r, k, n) < 0)
+                goto out;     /* the first k are submitted and complete as usual */
             space = sr_sq_space(sq);
         }
         i64_array_at(&offs, k, &off, "offsets");
@@ -1045,7 +1243,7 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sqe->addr = (uint64_t)(uintptr_t)(base + (size_t)k * size);
         sqe->len = size;
         sqe->off = (uint64_t)off;
-        sqe->user_data = sr_token(&r->ops, (uint32_t)i);
+        sqe->user_data = kr_wire(r, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = (uint64_t)ud;
         s->keep = Py_NewRef((PyObject *)pin);
@@ -1084,7 +1282,7 @@ static PyObject *kr_submit_py(KRing *r, PyObject *unused)
 
 static inline uint32_t kr_cq_ready(KRing *r)
 {
-    return sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
 }
 
 /* Ready CQEs that are not final completions of our live ops (posted into
@@ -1093,16 +1291,35 @@ static inline uint32_t kr_cq_ready(KRing *r)
 static uint32_t kr_foreign_ready(KRing *r)
 {
     struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead), n = kr_cq_ready(r), foreign = 0;
+    uint32_t head = kr_cq_head(r), n = kr_cq_ready(r), foreign = 0;
     if (n > cq->entries)
         n = cq->entries;
     for (uint32_t k = 0; k < n; k++)
-        if (sr_slot_find(&r->ops, sr_cq_at(cq, head + k)->user_data) < 0)
+        if (kr_find(r, sr_cq_at(cq, head + k)->user_data) < 0)
             foreign++;
     return foreign;
 }
 
-/* submit_and_wait(wait_nr=1, timeout=None) -> completions ready to reap */
+/* Ops that may still post a CQE of their own: every live op, except
+ * CQE_SKIP_SUCCESS ops (they post one only if they fail, and then their
+ * chain successors post none -- so a chain never posts more than its ops
+ * without the flag) and ops owed a made-up completion (the kernel posts
+ * none for them).  The SKIP_SUCCESS op still waiting for a successor loses
+ * its flag when it is submitted (kr_publish), so it counts. */
+static uint64_t kr_may_post(KRing *r)
+{
+    uint64_t n = (uint64_t)r->ops.live - r->ops.skip_live - r->ops.owed_live;
+    if (r->pending_skip) {
+        const sr_slot *ps = &r->ops.slots[r->pending_skip - 1];
+        if (ps->state == SLOT_LIVE && ps->gen == r->pending_skip_gen && ps->skip)
+            n++;
+    }
+    return n;
+}
+
+/* submit_and_wait(wait_nr=1, timeout=None) -> completions ready to reap
+ * ("ready" includes made-up completions: reap() returns them without the
+ * kernel's help). */
 static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
@@ -1115,23 +1332,28 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (kr_check(r) < 0)
         return NULL;
+    uint32_t made_up = r->ops.owed_live;
+    uint32_t kwait = wait_nr > made_up ? wait_nr - made_up : 0;   /* from the kernel */
     uint32_t ready = kr_cq_ready(r);
-    if (wait_nr > ready && ts < 0 && !r->multishot_live &&
-        (uint64_t)wait_nr > (uint64_t)r->ops.live + kr_foreign_ready(r) &&
+    if (kwait > ready && ts < 0 && !r->multishot_live &&
+        (uint64_t)kwait > kr_may_post(r) + kr_foreign_ready(r) &&
         !kr_needs_flush(r)) {
         PyErr_Format(PyExc_ValueError,
                      "waiting for %u completions with %u ready and %u in flight would "
-                     "never return; pass a timeout or wait for fewer", wait_nr, ready,
-                     r->ops.live);
+                     "never return%s; pass a timeout or wait for fewer", wait_nr,
+                     ready + made_up, r->ops.live - made_up,
+                     r->ops.skip_live ? " (ops with SKIP_SUCCESS complete only if they "
+                                        "fail)" : "");
         return NULL;
     }
-    if (wait_nr && ready >= wait_nr && r->k.sq.sqe_tail == sr_load_relaxed(r->k.sq.ktail) &&
+    if (wait_nr && ready >= kwait && r->k.sq.sqe_tail == kr_sq_published(r) &&
         !r->pending_skip) {
-        return PyLong_FromUnsignedLong(ready);   /* nothing to do: no syscall */
+        /* nothing to do: no syscall */
+        return PyLong_FromUnsignedLong(ready + made_up);
     }
-    if (kr_submit(r, wait_nr, ts) < 0)
+    if (kr_submit(r, kwait, ts) < 0)
         return NULL;
-    return PyLong_FromUnsignedLong(kr_cq_ready(r));
+    return PyLong_FromUnsignedLong(kr_cq_ready(r) + r->ops.owed_live);
 }
 
 /* A CQE_SKIP_SUCCESS op only posts a CQE when it failed, and then the kernel
@@ -1147,7 +1369,7 @@ static void kr_silent_successors(KRing *r, uint32_t i)
         sr_slot *n = &r->ops.slots[nxt - 1];
         if (n->state != SLOT_LIVE || n->gen != g)
             break;
-        r->synth[r->nsynth++] = nxt - 1;
+        kr_owe(r, nxt - 1);
         g = n->link_next_gen;
         nxt = n->link_next;
     }
@@ -1177,10 +1399,20 @@ static PyObject *ur_opname(KRing *r, unsigned opcode)
 
 /* Take one CQE apart.  On success the CQE is consumed from the op table's
  * point of view (slot released if final); on failure nothing changed. */
+static void kr_buffer_delivered(KRing *r, uint16_t bgid, uint32_t bid);
+
+/* A CQE of a buffer-select op names the provided buffer the kernel filled:
+ * from now on it is the application's, until BufferRing.recycle(). */
+static inline void kr_note_buffer(KRing *r, const sr_slot *s, uint32_t cqe_flags)
+{
+    if (sr_unlikely(s->bufsel) && (cqe_flags & IORING_CQE_F_BUFFER))
+        kr_buffer_delivered(r, s->bgid, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+}
+
 static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
 {
     const uint64_t *big = r->k.cq.cqe_shift ? cqe->big_cqe : NULL;
-    int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+    int64_t i = kr_find(r, cqe->user_data);
     if (i < 0) {
         /* Not one of our ops: posted by another ring through MSG_RING, or a
          * stale token.  Delivered as-is with the raw user_data. */
@@ -1245,6 +1477,8 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
             return NULL;
         }
     }
+    if (r->backend == BACKEND_KERNEL)
+        kr_note_buffer(r, s, cqe->flags);
     if (final) {
         s->udata = NULL;   /* moved into the completion */
         kr_retire(r, (uint32_t)i);
@@ -1306,7 +1540,7 @@ static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t 
         if (r->opnames)
             c->opname = ur_opname(r, s->opcode);
         if (PyList_Append(list, (PyObject *)c) < 0) {
-            Py_DECREF(c);
+            sr_trash_obj(&r->ops, (PyObject *)c);   /* no finalizer mid-update */
             return -1;
         }
         Py_DECREF(c);
@@ -1343,21 +1577,49 @@ static int ur_synth_dead(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, ui
     return 0;
 }
 
-/* Completions the kernel will never post (see kr_silent_successors). */
+/* Completions the kernel will never post (see kr_silent_successors and
+ * kr_withdraw_chain), oldest first, so a chain's ops complete in chain order.
+ * An entry whose op is gone (or no longer owed) is skipped: each op gets
+ * exactly one final completion. */
 static int kr_drain_synth(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
                           int64_t max, int64_t *got)
 {
-    while (r->nsynth && *got < max) {
-        uint32_t k = r->synth[--r->nsynth];
-        if (r->ops.slots[k].state != SLOT_LIVE)
+    uint32_t k = 0;
+    int rc = 0;
+    while (k < r->nsynth && *got < max) {
+        int64_t j = sr_slot_find(&r->ops, r->synth[k++]);
+        if (j < 0 || !r->ops.slots[j].owed)
             continue;
-        if (kr_synth_one(r, k, ECANCELED, list, uo, ro, fo, got) < 0)
-            return -1;
+        if (kr_synth_one(r, (uint32_t)j, ECANCELED, list, uo, ro, fo, got) < 0) {
+            k--;          /* not delivered: stays queued */
+            rc = -1;
+            break;
+        }
     }
-    return 0;
+    /* kr_synth_one may have queued more (appended): keep what is left */
+    memmove(r->synth, r->synth + k, (size_t)(r->nsynth - k) * sizeof(uint64_t));
+    r->nsynth -= k;
+    return rc;
 }
 
-/* reap(max=None) -> list[Completion]; never blocks. */
+/* Closing: ops owed a made-up completion are done (the kernel holds nothing
+ * of theirs); free them without delivering anything. */
+static void kr_drop_synth(KRing *r)
+{
+    while (r->nsynth) {
+        int64_t j = sr_slot_find(&r->ops, r->synth[--r->nsynth]);
+        if (j >= 0 && r->ops.slots[j].owed)
+            kr_retire(r, (uint32_t)j);   /* may queue more: the loop takes them */
+    }
+}
+
+/* reap(max=None) -> list[Completion]; never blocks.
+ *
+ * Re-entrancy and threads: nothing in the loop runs Python code (references
+ * the op table drops are parked in its trash, released as the very last
+ * step), and the only place the GIL is released is kr_flush_cq.  After that,
+ * the CQ head is read again: another thread may have reaped meanwhile, and
+ * writing back a head from before would hand its CQEs out a second time. */
 static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames)
 {
@@ -1373,17 +1635,20 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "max must be >= 0");
         return NULL;
     }
-    struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead);
-    uint32_t ready = kr_ready(r, head);
-    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
-        if (kr_flush_cq(r) < 0)
-            return NULL;
-        ready = kr_ready(r, head);
-    }
+    /* Allocated first: a GC-tracked allocation may run the collector, and so
+     * finalizers, which may reap this very ring. */
     PyObject *list = PyList_New(0);
     if (!list)
         return NULL;
+    struct sr_cq *cq = &r->k.cq;
+    uint32_t head = kr_cq_head(r);
+    uint32_t ready = kr_ready(r, head);
+    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
+        if (kr_flush_cq(r) < 0)
+            goto error;
+        head = kr_cq_head(r);     /* GIL was released: fresh head */
+        ready = kr_ready(r, head);
+    }
     int64_t got = 0;
     while (got < max) {
         if (ready == 0) {
@@ -1393,6 +1658,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                 break;
             if (kr_flush_cq(r) < 0)
                 goto error;
+            head = kr_cq_head(r); /* GIL was released: fresh head */
             ready = kr_ready(r, head);
             if (ready == 0)
                 break;
@@ -1401,30 +1667,30 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         SR_Completion *c = kr_take_cqe(r, cqe);
         if (!c)
             goto error;
-        if (PyList_Append(list, (PyObject *)c) < 0) {
-            /* The CQE is already consumed: do not lose it silently. */
-            Py_DECREF(c);
-            head++;
-            sr_cq_release(cq, head);
-            goto error;
-        }
-        Py_DECREF(c);
         head++;
         ready--;
         got++;
         r->st_completed++;
         /* Release as we go: a producer (SQPOLL, other CPUs) can reuse slots
          * early.  The store is cheap; it is not a syscall. */
-        sr_cq_release(cq, head);
+        kr_cq_release(r, head);
+        if (PyList_Append(list, (PyObject *)c) < 0) {
+            /* The CQE is consumed: do not lose it silently (error), and do
+             * not run its user_data's finalizer here (trash). */
+            sr_trash_obj(&r->ops, (PyObject *)c);
+            goto error;
+        }
+        Py_DECREF(c);
     }
     if (got < max && ready == 0 && ur_dead_after_drain(r) &&
         ur_synth_dead(r, list, NULL, NULL, NULL, max, &got) < 0)
         goto error;
     if (r->nsynth && kr_drain_synth(r, list, NULL, NULL, NULL, max, &got) < 0)
         goto error;
+    sr_optable_flush(&r->ops);
     return list;
 error:
-    sr_cq_release(cq, head);
+    sr_optable_flush(&r->ops);
     Py_DECREF(list);
     return NULL;
 }
@@ -1475,13 +1741,15 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     uint64_t *uo = ub.buf;
     int32_t *ro = rb.buf;
     uint32_t *fo = fb.obj ? fb.buf : NULL;
+    Py_ssize_t got_counted = 0;
 
     struct sr_cq *cq = &r->k.cq;
-    uint32_t head = sr_load_relaxed(cq->khead);
+    uint32_t head = kr_cq_head(r);
     uint32_t ready = kr_ready(r, head);
     if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
         if (kr_flush_cq(r) < 0)
             goto out;
+        head = kr_cq_head(r);     /* GIL was released: fresh head */
         ready = kr_ready(r, head);
     }
     Py_ssize_t got = 0;
@@ -1489,9 +1757,14 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         if (ready == 0) {
             if (!kr_needs_flush(r))
                 break;
-            sr_cq_release(cq, head);
+            kr_cq_release(r, head);
+            r->st_completed += (uint64_t)(got - got_counted);  /* per stretch */
+            got_counted = got;
             if (kr_flush_cq(r) < 0)
                 goto out;
+            /* The GIL was released: another thread may have reaped.  Never
+             * write back the head from before (duplicate completions). */
+            head = kr_cq_head(r);
             ready = kr_ready(r, head);
             if (ready == 0)
                 break;
@@ -1499,7 +1772,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
         head++;
         ready--;
-        int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+        int64_t i = kr_find(r, cqe->user_data);
         uint64_t ud;
         if (sr_likely(i >= 0 && sr_slot_plain(&r->ops.slots[i]) &&
                       !(cqe->flags & IORING_CQE_F_MORE))) {
@@ -1520,6 +1793,8 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             } else {
                 ud = s->int_udata;
             }
+            if (r->backend == BACKEND_KERNEL)
+                kr_note_buffer(r, s, cqe->flags);
             if (!(cqe->flags & IORING_CQE_F_MORE))
                 kr_retire(r, (uint32_t)i);
         } else {
@@ -1532,8 +1807,8 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             fo[got] = cqe->flags;
         got++;
     }
-    sr_cq_release(cq, head);
-    r->st_completed += (uint64_t)got;
+    kr_cq_release(r, head);
+    r->st_completed += (uint64_t)(got - got_counted);
     if (got < cap && ready == 0 && ur_dead_after_drain(r)) {
         int64_t g = got;
         if (ur_synth_dead(r, NULL, uo, ro, fo, cap, &g) < 0)
@@ -1550,6 +1825,8 @@ out:
     if (ub.obj) PyBuffer_Release(&ub);
     if (rb.obj) PyBuffer_Release(&rb);
     if (fb.obj) PyBuffer_Release(&fb);
+    if (!r->closed)
+        sr_optable_flush(&r->ops);   /* last: may run finalizers (see kr_reap) */
     return result;
 }
 
@@ -1999,7 +2276,39 @@ typedef struct {
     uint16_t tail;       /* private shadow of the shared 16-bit tail */
     int registered;
     Py_ssize_t exports;
+    /* owned[bid] = 1 while the application holds buffer bid: from the
+     * completion that delivered it (kr_buffer_delivered) until recycle().
+     * recycle() accepts only those, so the ring never holds more than
+     * `count` entries (no overrun) and never a buffer twice. */
+    uint8_t *owned;
+    uint64_t fork_gen;   /* sr_fork_generation at creation */
 } BufRing;
+
+static void kr_buffer_delivered(KRing *r, uint16_t bgid, uint32_t bid)
+{
+    if (!r->buffer_rings)
+        return;
+    Py_ssize_t n = PyList_GET_SIZE(r->buffer_rings);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        BufRing *b = (BufRing *)PyList_GET_ITEM(r->buffer_rings, k);
+        if (b->registered && b->bgid == bgid) {
+            if (bid < b->count)
+                b->owned[bid] = 1;
+            return;
+        }
+    }
+}
+
+static int bufring_check_fork(BufRing *b)
+{
+    if (b->fork_gen != sr_fork_generation) {
+        PyErr_SetString(SR_ForkedRingError,
+                        "this buffer ring belongs to the parent process's ring: it cannot "
+                        "be used after fork(); create a new ring in the child");
+        return -1;
+    }
+    return 0;
+}
 
 static void bufring_push(BufRing *b, uint32_t bid)
 {
@@ -2047,6 +2356,8 @@ static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssi
     b->tail = 0;
     b->registered = 0;
     b->exports = 0;
+    b->fork_gen = sr_fork_generation;
+    b->owned = NULL;
     long page = sysconf(_SC_PAGESIZE);
     b->ring_len = ((size_t)count * 16 + page - 1) & ~(size_t)(page - 1);
     b->data_len = (size_t)count * size;
@@ -2054,7 +2365,8 @@ static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssi
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     b->data = mmap(NULL, b->data_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                    -1, 0);
-    if (b->ring_mem == MAP_FAILED || b->data == MAP_FAILED) {
+    b->owned = PyMem_Calloc(count, 1);
+    if (b->ring_mem == MAP_FAILED || b->data == MAP_FAILED || !b->owned) {
         if (b->ring_mem == MAP_FAILED) b->ring_mem = NULL;
         if (b->data == MAP_FAILED) b->data = NULL;
         b->ring = NULL;
@@ -2086,6 +2398,7 @@ static void bufring_dealloc(BufRing *b)
      * registered: the kernel cannot be using this memory any more. */
     if (b->ring_mem) munmap(b->ring_mem, b->ring_len);
     if (b->data) munmap(b->data, b->data_len);
+    PyMem_Free(b->owned);
     PyObject_Free(b);
 }
 
@@ -2109,8 +2422,8 @@ static PyObject *bufring_get(BufRing *b, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "get(buffer_id, nbytes=size)");
         return NULL;
     }
-    if (bufring_check(b, args[0], &bid) < 0 ||
-        (nargs > 1 && sr_as_u32(args[1], 0, &nbytes, "nbytes") < 0))
+    if (bufring_check_fork(b) < 0 || bufring_check(b, args[0], &bid) < 0 ||
+        (nargs > 1 && args[1] != Py_None && sr_as_u32(args[1], 0, &nbytes, "nbytes") < 0))
         return NULL;
     if (nbytes > b->size) {
         PyErr_Format(PyExc_ValueError, "nbytes %u exceeds buffer size %u", nbytes, b->size);
@@ -2127,16 +2440,24 @@ static PyObject *bufring_get(BufRing *b, PyObject *const *args, Py_ssize_t nargs
     return res;
 }
 
-/* recycle(buffer_id): give the buffer back to the kernel. */
+/* recycle(buffer_id): give the buffer back to the kernel.  Only a buffer
+ * the application holds (delivered by a completion, not recycled since). */
 static PyObject *bufring_recycle(BufRing *b, PyObject *bid_o)
 {
     uint32_t bid;
-    if (bufring_check(b, bid_o, &bid) < 0)
+    if (bufring_check_fork(b) < 0 || bufring_check(b, bid_o, &bid) < 0)
         return NULL;
     if (!b->registered) {
         PyErr_SetString(SR_RingClosedError, "buffer ring is closed");
         return NULL;
     }
+    if (!b->owned[bid]) {
+        PyErr_Format(PyExc_ValueError,
+                     "buffer %u is not yours to recycle: the kernel holds it (no "
+                     "completion delivered it, or it was recycled already)", bid);
+        return NULL;
+    }
+    b->owned[bid] = 0;
     bufring_push(b, bid);
     bufring_publish(b);
     Py_RETURN_NONE;
@@ -2144,6 +2465,11 @@ static PyObject *bufring_recycle(BufRing *b, PyObject *bid_o)
 
 static PyObject *bufring_close(BufRing *b, PyObject *unused)
 {
+    if (b->fork_gen != sr_fork_generation) {
+        /* a forked child: the registration is the parent's; just let go */
+        b->registered = 0;
+        Py_RETURN_NONE;
+    }
     if (b->registered && b->ring && !b->ring->closed &&
         b->ring->fork_gen == sr_fork_generation) {
         struct io_uring_buf_reg reg = {.bgid = b->bgid};
@@ -2190,10 +2516,15 @@ static PyGetSetDef bufring_getset[] = {
 
 static PyMethodDef bufring_methods[] = {
     {"get", (PyCFunction)(void (*)(void))bufring_get, METH_FASTCALL,
-     "get(buffer_id, nbytes=size) -> memoryview onto the buffer (valid until recycle)."},
+     "get($self, buffer_id, nbytes=None, /)\n--\n\n"
+     "A memoryview of the first `nbytes` (default: all) of buffer `buffer_id`; valid\n"
+     "until the buffer is recycled."},
     {"recycle", (PyCFunction)bufring_recycle, METH_O,
-     "recycle(buffer_id): return the buffer to the kernel."},
-    {"close", (PyCFunction)bufring_close, METH_NOARGS, "Unregister the buffer group."},
+     "recycle($self, buffer_id, /)\n--\n\n"
+     "Give buffer `buffer_id` back to the kernel.  Only a buffer a completion delivered\n"
+     "to you and that you have not recycled since (ValueError otherwise)."},
+    {"close", (PyCFunction)bufring_close, METH_NOARGS,
+     "close($self, /)\n--\n\nUnregister the buffer group."},
     {NULL}
 };
 
@@ -2685,6 +3016,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     sq->sqe_shift = 1;
     struct sr_cq *cq = &r->k.cq;
     cq->khead = &g->cq_head.v;
+    r->cq_head = sr_load_relaxed(cq->khead);   /* read once, at attach */
     cq->ktail = &g->cq_tail.v;
     cq->kflags = &g->cq_flags.v;
     cq->cqes = (uint8_t *)base + g->cqes_off;
@@ -2694,7 +3026,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
         munmap(base, (size_t)size);
         goto fail;
     }
-    r->synth = PyMem_Calloc(ns, sizeof(uint32_t));
+    r->synth = PyMem_Calloc((size_t)ns * 2, sizeof(uint64_t));
     if (!r->synth) {
         sr_optable_free(&r->ops);
         munmap(base, (size_t)size);
@@ -2810,11 +3142,18 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         break;
     }
     if (ret < 0) {
-        if (ret == -EPERM || ret == -EACCES)
-            PyErr_Format(PyExc_PermissionError,
-                         "io_uring_setup: %s -- io_uring is disabled here (sysctl "
-                         "kernel.io_uring_disabled, or a seccomp/container policy)",
-                         strerror(-ret));
+        if (ret == -EPERM || ret == -EACCES) {
+            /* PermissionError(errno, text): callers can branch on .errno */
+            PyObject *exc = PyObject_CallFunction(
+                PyExc_PermissionError, "(iN)", -ret, PyUnicode_FromFormat(
+                    "io_uring_setup: %s -- io_uring is disabled here (sysctl "
+                    "kernel.io_uring_disabled, or a seccomp/container policy)",
+                    strerror(-ret)));
+            if (exc) {
+                PyErr_SetObject(PyExc_PermissionError, exc);
+                Py_DECREF(exc);
+            }
+        }
         else if (ret == -ENOSYS)
             PyErr_SetString(PyExc_OSError, "io_uring_setup: ENOSYS -- kernel without io_uring");
         else if (ret == -ENOMEM)
@@ -2830,7 +3169,7 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         sr_kring_teardown(&r->k, 1);
         return -1;
     }
-    r->synth = PyMem_Calloc(nslots, sizeof(uint32_t));
+    r->synth = PyMem_Calloc((size_t)nslots * 2, sizeof(uint64_t));
     if (!r->synth) {
         sr_optable_free(&r->ops);
         sr_kring_teardown(&r->k, 1);
@@ -2843,6 +3182,9 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         sr_kring_teardown(&r->k, 1);
         return -1;
     }
+    r->cq_head = sr_load_relaxed(r->k.cq.khead);   /* 0 for a new ring */
+    if (getrandom(&r->ud_key, sizeof(r->ud_key), GRND_NONBLOCK) != sizeof(r->ud_key))
+        r->ud_key = (uint64_t)monotonic_ns() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
     r->sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
     r->defer_taskrun = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
     r->taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
@@ -2856,6 +3198,21 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
  * final CQE or `timeout_ns` passed.  Returns the number still in flight. */
 static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
 {
+    /* A link chain still open (its last op carries LINK) would take the
+     * cancel below in as its next member: the cancel would wait for the
+     * chain (a blocked read, say) instead of cancelling it.  Withdraw it:
+     * closing cancels it anyway, and unsubmitted ops need not run. */
+    if (r->chain_open)
+        kr_withdraw_chain(r);
+    else if (r->k.sq.sqe_tail != kr_sq_published(r)) {
+        /* Belt and braces: the last unpublished SQE must not carry LINK
+         * either (it is still ours to edit). */
+        struct sr_sq *q = &r->k.sq;
+        struct io_uring_sqe *last = (struct io_uring_sqe *)(q->sqes +
+            ((size_t)((q->sqe_tail - 1) & q->mask) << (6 + q->sqe_shift)));
+        last->flags &= (uint8_t)~(IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
+    }
+    kr_drop_synth(r);
     if (!r->ops.live)
         return 0;
     int64_t deadline = monotonic_ns() + timeout_ns;
@@ -2866,11 +3223,39 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
     /* Ops prepared but not yet submitted: submit them (as they are) so that
      * they, too, end with a CQE; the cancel below catches them. */
     while (r->ops.live) {
+        if (!cancel_sent && !r->no_sync_cancel) {
+            /* Preferred: cancel everything with IORING_REGISTER_SYNC_CANCEL.
+             * A cancel *SQE* is ordered like any other: behind a DRAIN op
+             * (which waits for the very op to be cancelled) or inside a
+             * link chain it would never start.  Submit what is prepared
+             * first, so that it too is cancelled. */
+            uint32_t pending = kr_publish(r);
+            struct io_uring_sync_cancel_reg sc;
+            memset(&sc, 0, sizeof(sc));
+            sc.fd = -1;
+            sc.flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+            sc.timeout.tv_sec = 0;       /* try once; the wait below reaps */
+            sc.timeout.tv_nsec = 0;
+            int ret;
+            Py_BEGIN_ALLOW_THREADS
+            if (!r->sqpoll && pending)
+                sr_kring_enter(&r->k, pending, 0, 0, -1);
+            else if (r->sqpoll && pending && sr_sq_needs_wakeup(sq))
+                sr_kring_enter(&r->k, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
+            ret = sr_kring_register(r->k.fd, IORING_REGISTER_SYNC_CANCEL, &sc, 1);
+            Py_END_ALLOW_THREADS
+            if (ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOSYS) {
+                r->no_sync_cancel = 1;   /* before 5.19: the SQE path below */
+            } else {
+                cancel_sent = 1;
+                last_cancel = monotonic_ns();
+            }
+        }
         if (!cancel_sent) {
             uint32_t space = sr_sq_space(sq);
             if (space == 0) {
                 kr_publish(r);
-                sr_kring_enter(&r->k, sr_load_relaxed(sq->ktail) - sr_load_acquire(sq->khead),
+                sr_kring_enter(&r->k, kr_sq_published(r) - sr_load_acquire(sq->khead),
                                0, 0, -1);
                 space = sr_sq_space(sq);
             }
@@ -2879,7 +3264,8 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
                 sqe->opcode = IORING_OP_ASYNC_CANCEL;
                 sqe->fd = -1;
                 sqe->cancel_flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
-                sqe->user_data = 0;       /* internal: ignored when reaped */
+                /* internal: decodes to token 0, never issued (optable.h) */
+                sqe->user_data = r->ud_key;
                 cancel_sent = 1;
                 last_cancel = monotonic_ns();
             }
@@ -2897,15 +3283,16 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
                              left > 50000000 ? 50000000 : left);
         Py_END_ALLOW_THREADS
         (void)ret;
-        uint32_t head = sr_load_relaxed(cq->khead);
+        uint32_t head = kr_cq_head(r);
         uint32_t ready = sr_cq_ready(cq, head);
         for (; ready; ready--, head++) {
             const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
-            int64_t i = sr_slot_find(&r->ops, cqe->user_data);
+            int64_t i = kr_find(r, cqe->user_data);
             if (i >= 0 && !(cqe->flags & IORING_CQE_F_MORE))
                 kr_retire(r, (uint32_t)i);
         }
-        sr_cq_release(cq, head);
+        kr_cq_release(r, head);
+        kr_drop_synth(r);
         /* Ops that were not cancellable at that instant (e.g. just being
          * issued) get another cancel every 100 ms. */
         if (r->ops.live && monotonic_ns() - last_cancel > 100000000)
@@ -2980,16 +3367,12 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
         close(r->own_eventfd);
         r->own_eventfd = 0;
     }
+    /* Park what the slots hold (sr_slot_clear), then release it all at once
+     * in sr_optable_free: a finalizer that runs then finds the ring closed,
+     * not a table half torn down. */
     for (uint32_t k = 0; k < r->ops.nslots; k++) {
-        sr_slot *s = &r->ops.slots[k];
-        if (s->state == SLOT_LIVE) {
-            Py_CLEAR(s->udata);
-            Py_CLEAR(s->keep);
-            if (s->has_view)
-                PyBuffer_Release(&r->ops.views[k]);
-            s->has_view = 0;
-            s->state = SLOT_FREE;
-        }
+        if (r->ops.slots[k].state == SLOT_LIVE)
+            sr_slot_clear(&r->ops, k);
     }
     sr_optable_free(&r->ops);
     PyMem_Free(r->synth);
@@ -3162,7 +3545,8 @@ static PyObject *kr_get_max_inflight(KRing *r, void *c) { return PyLong_FromUnsi
 static PyObject *kr_get_cq_ready(KRing *r, void *c)
 {
     if (kr_check(r) < 0) return NULL;
-    return PyLong_FromUnsignedLong(kr_cq_ready(r));
+    /* made-up completions (owed ops) are ready to reap too */
+    return PyLong_FromUnsignedLong(kr_cq_ready(r) + r->ops.owed_live);
 }
 static PyObject *kr_get_sq_space(KRing *r, void *c)
 {
@@ -3204,66 +3588,118 @@ static PyGetSetDef kr_getset[] = {
 
 #define FAST(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL | METH_KEYWORDS, doc}
 
+/* Docstrings carry a text signature ("name($self, ...)\n--\n\n") so that
+ * inspect.signature() and help() show the real parameters. */
 static PyMethodDef kr_methods[] = {
-    FAST("prep_nop", kr_prep_nop, "prep_nop(user_data=None, flags=0) -> token"),
+    FAST("prep_nop", kr_prep_nop,
+         "prep_nop($self, /, user_data=None, flags=0)\n--\n\n"
+         "Prepare a NOP.  Returns the op's token (unique among ops in flight).\n"
+         "`flags` are SQE flags (SQE.LINK, ...)."),
     FAST("prep_read", kr_prep_read,
-         "prep_read(fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) -> token\n"
-         "Read len(buf) bytes into the writable buffer `buf` (pinned until the final CQE)."),
+         "prep_read($self, /, fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0)\n--\n\n"
+         "Read len(buf) bytes into the writable buffer `buf` (pinned until the op's final\n"
+         "completion) at `offset` (-1: the fd's position).  Returns the token."),
     FAST("prep_write", kr_prep_write,
-         "prep_write(fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) -> token"),
+         "prep_write($self, /, fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0)\n--\n\n"
+         "Write the bytes of `buf` (pinned until the final completion) at `offset`\n"
+         "(-1: the fd's position).  Returns the token."),
     FAST("prep_read_fixed", kr_prep_read_fixed,
-         "prep_read_fixed(fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, "
-         "flags=0) -> token"),
+         "prep_read_fixed($self, /, fd, buf_index, offset, nbytes, buf_offset=0, "
+         "user_data=None, flags=0)\n--\n\n"
+         "Read `nbytes` into registered buffer `buf_index` at `buf_offset`.  Returns the token."),
     FAST("prep_write_fixed", kr_prep_write_fixed,
-         "prep_write_fixed(fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, "
-         "flags=0) -> token"),
+         "prep_write_fixed($self, /, fd, buf_index, offset, nbytes, buf_offset=0, "
+         "user_data=None, flags=0)\n--\n\n"
+         "Write `nbytes` from registered buffer `buf_index` at `buf_offset`.  Returns the token."),
     FAST("prep_sqe", kr_prep_sqe,
-         "prep_sqe(opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, ioprio=0,\n"
-         "         buf_index=0, file_index=0, addr3=0, user_data=None, keep=None,\n"
-         "         cmd=None, multishot=False) -> token\n"
+         "prep_sqe($self, /, opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, "
+         "ioprio=0, buf_index=0, file_index=0, addr3=0, user_data=None, keep=None, cmd=None, "
+         "multishot=False)\n--\n\n"
          "Generic SQE.  `keep` is held until the op's final completion: pass the Pin of\n"
-         "every address you put in the SQE."),
-    FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0, flags=0) -> count"),
+         "every address you put in the SQE.  For ASYNC_CANCEL, TIMEOUT_REMOVE and\n"
+         "POLL_REMOVE, `addr` is the target op's token.  Returns the token."),
+    FAST("prep_nops", kr_prep_nops,
+         "prep_nops($self, /, count, user_data=0, flags=0)\n--\n\n"
+         "Batch: `count` NOPs with user_data user_data + k.  Returns count.  If another\n"
+         "thread takes the free slots while a full SQ is submitted mid-batch, raises\n"
+         "RingFullError whose `prepared` says how many were prepared (they complete)."),
     FAST("prep_reads", kr_prep_reads,
-         "prep_reads(fd, buf, size, offsets, user_data=None, flags=0) -> count\n"
-         "Batch: op k reads buf[k*size:(k+1)*size] from offsets[k]."),
+         "prep_reads($self, /, fd, buf, size, offsets, user_data=None, flags=0)\n--\n\n"
+         "Batch: op k reads buf[k*size:(k+1)*size] from offsets[k]; user_data None -> k,\n"
+         "an int -> user_data + k, or a sequence.  Returns the count (RingFullError with\n"
+         "`prepared` as for prep_nops)."),
     FAST("prep_writes", kr_prep_writes,
-         "prep_writes(fd, buf, size, offsets, user_data=None, flags=0) -> count"),
+         "prep_writes($self, /, fd, buf, size, offsets, user_data=None, flags=0)\n--\n\n"
+         "Batch: op k writes buf[k*size:(k+1)*size] at offsets[k] (as prep_reads)."),
     {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
-     "submit() -> SQEs submitted (no waiting)."},
+     "submit($self, /)\n--\n\nSubmit everything prepared; no waiting.  Returns the SQEs submitted."},
     FAST("submit_and_wait", kr_submit_and_wait,
-         "submit_and_wait(wait_nr=1, timeout=None) -> completions ready.\n"
-         "A timeout is not an error: fewer than wait_nr may be ready."),
-    FAST("reap", kr_reap, "reap(max=None) -> list[Completion] (never blocks)"),
+         "submit_and_wait($self, /, wait_nr=1, timeout=None)\n--\n\n"
+         "Submit, then wait until `wait_nr` completions are ready to reap or `timeout`\n"
+         "seconds passed (a timeout is not an error).  Returns the number ready.\n"
+         "timeout=None or math.inf: no timeout -- then a wait that could never be\n"
+         "satisfied raises ValueError at once.  A signal whose handler returns resumes\n"
+         "the wait; a handler that raises ends it with its exception."),
+    FAST("reap", kr_reap,
+         "reap($self, /, max=None)\n--\n\n"
+         "Take up to `max` ready completions (list of Completion); never blocks.\n"
+         "Completions posted by other rings (MSG_RING) come as foreign completions\n"
+         "with their raw user_data."),
     FAST("reap_into", kr_reap_into,
-         "reap_into(user_data_out, res_out, flags_out=None) -> n (never blocks)"),
+         "reap_into($self, /, user_data_out, res_out, flags_out=None)\n--\n\n"
+         "Batch reaping into caller-owned arrays (array('Q'), array('i'), array('I')).\n"
+         "Returns the number filled; never blocks."),
     {"register_buffers", (PyCFunction)kr_register_buffers, METH_O,
-     "register_buffers(buffers): register writable buffers as fixed buffers."},
+     "register_buffers($self, buffers, /)\n--\n\n"
+     "Register writable buffers as fixed buffers (exported until unregistered)."},
     {"register_buffers_sparse", (PyCFunction)kr_register_buffers_sparse, METH_O,
-     "register_buffers_sparse(count)"},
+     "register_buffers_sparse($self, count, /)\n--\n\n"
+     "Register an empty fixed-buffer table of `count` entries (fill with update_buffers)."},
     {"update_buffers", (PyCFunction)(void (*)(void))kr_update_buffers, METH_FASTCALL,
-     "update_buffers(offset, buffers) -> n; None clears an entry."},
-    {"unregister_buffers", (PyCFunction)kr_unregister_buffers, METH_NOARGS, NULL},
+     "update_buffers($self, offset, buffers, /)\n--\n\n"
+     "Replace fixed buffers from `offset`; None clears an entry.  Returns the count."},
+    {"unregister_buffers", (PyCFunction)kr_unregister_buffers, METH_NOARGS,
+     "unregister_buffers($self, /)\n--\n\n"
+     "Drop the fixed-buffer table (RingBusyError while fixed ops are in flight)."},
     {"register_files", (PyCFunction)kr_register_files, METH_O,
-     "register_files(fds): fds as ints, file objects or None (empty)."},
-    {"register_files_sparse", (PyCFunction)kr_register_files_sparse, METH_O, NULL},
+     "register_files($self, fds, /)\n--\n\n"
+     "Register fixed files: ints, file objects or None (an empty slot)."},
+    {"register_files_sparse", (PyCFunction)kr_register_files_sparse, METH_O,
+     "register_files_sparse($self, count, /)\n--\n\nRegister an empty fixed-file table."},
     {"update_files", (PyCFunction)(void (*)(void))kr_update_files, METH_FASTCALL,
-     "update_files(offset, fds) -> n; -1 or None clears a slot."},
-    {"unregister_files", (PyCFunction)kr_unregister_files, METH_NOARGS, NULL},
-    FAST("register_eventfd", kr_register_eventfd, "register_eventfd(fd, async_only=False)"),
+     "update_files($self, offset, fds, /)\n--\n\n"
+     "Replace fixed files from `offset`; -1 or None clears a slot.  Returns the count."},
+    {"unregister_files", (PyCFunction)kr_unregister_files, METH_NOARGS,
+     "unregister_files($self, /)\n--\n\nDrop the fixed-file table."},
+    FAST("register_eventfd", kr_register_eventfd,
+         "register_eventfd($self, /, fd, async_only=False)\n--\n\n"
+         "Have the kernel signal eventfd `fd` when it posts completions."),
     FAST("enable_eventfd", kr_enable_eventfd,
-         "enable_eventfd(async_only=False) -> fd: create, register and own an eventfd\n"
-         "(non-blocking, close-on-exec) that becomes readable when completions are posted."),
-    {"unregister_eventfd", (PyCFunction)kr_unregister_eventfd, METH_NOARGS, NULL},
+         "enable_eventfd($self, /, async_only=False)\n--\n\n"
+         "Create, register and own an eventfd (non-blocking, close-on-exec) that becomes\n"
+         "readable when completions are posted; returns it.  Closed with the ring."),
+    {"unregister_eventfd", (PyCFunction)kr_unregister_eventfd, METH_NOARGS,
+     "unregister_eventfd($self, /)\n--\n\nStop signalling the registered eventfd."},
     FAST("register_buffer_ring", kr_register_buffer_ring,
-         "register_buffer_ring(group_id, count, size) -> BufferRing"),
+         "register_buffer_ring($self, /, group_id, count, size)\n--\n\n"
+         "Register a provided-buffer ring of `count` buffers of `size` bytes as buffer\n"
+         "group `group_id`; returns its BufferRing."),
     {"register_raw", (PyCFunction)kr_register_raw, METH_VARARGS,
-     "register_raw(opcode, arg: bytes-like or None, nr_args) -> int"},
-    {"_probe", (PyCFunction)kr_probe, METH_NOARGS, "Supported opcodes (list of ints)."},
-    {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
-    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
+     "register_raw($self, opcode, arg, nr_args, /)\n--\n\n"
+     "io_uring_register(opcode, arg (bytes-like or None), nr_args) -> int."},
+    {"_probe", (PyCFunction)kr_probe, METH_NOARGS,
+     "_probe($self, /)\n--\n\nSupported opcodes (list of ints)."},
+    {"_stats", (PyCFunction)kr_stats, METH_NOARGS,
+     "_stats($self, /)\n--\n\nRaw statistics (dict); use statistics()."},
+    {"live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
+     "live_user_data($self, /)\n--\n\n"
+     "The user_data of every op in flight (list), e.g. for an adapter that fails\n"
+     "what it waited for when it gives up on the ring."},
+    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
+     "_live_user_data($self, /)\n--\n\nOld name of live_user_data()."},
     FAST("close", kr_close,
-         "close(timeout=5.0): cancel and reap in-flight ops, then release the ring."),
+         "close($self, /, timeout=5.0)\n--\n\n"
+         "Cancel and reap in-flight ops (up to `timeout` s), then release the ring."),
     {NULL}
 };
 
@@ -3313,26 +3749,43 @@ static PyGetSetDef ur_getset[] = {
 };
 
 static PyMethodDef ur_methods[] = {
-    FAST("prep_nop", kr_prep_nop, "prep_nop(user_data=None) -> token (answered by the C core)"),
+    FAST("prep_nop", kr_prep_nop,
+         "prep_nop($self, /, user_data=None, flags=0)\n--\n\n"
+         "Prepare a NOP (answered by the subsystem's C core).  Returns the token."),
     FAST("prep_call", ur_prep_call,
-         "prep_call(op, data=None, arg0=0, arg1=0, user_data=None) -> token\n"
-         "`data` (bytes-like) is copied into shared memory before this returns."),
+         "prep_call($self, /, op, data=None, arg0=0, arg1=0, user_data=None)\n--\n\n"
+         "Prepare a call of op index `op`.  `data` (bytes-like) is copied into shared\n"
+         "memory before this returns.  Returns the token."),
     FAST("prep_call_pool", ur_prep_call_pool,
-         "prep_call_pool(op, buf_index, offset, length, arg0=0, arg1=0, user_data=None)\n"
-         "Zero-copy payload from the registered BufferPool."),
+         "prep_call_pool($self, /, op, buf_index, offset, length, arg0=0, arg1=0, "
+         "user_data=None)\n--\n\n"
+         "Prepare a call whose payload is pool buffer `buf_index`[offset:offset+length]\n"
+         "(zero-copy, from the registered BufferPool).  Returns the token."),
     FAST("prep_calls", ur_prep_calls,
-         "prep_calls(op, data, size, count=None, user_data=None) -> count (batch)"),
+         "prep_calls($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
+         "Batch: op k carries data[k*size:(k+1)*size]; user_data None -> k, an int ->\n"
+         "user_data + k.  Returns the count."),
     FAST("prep_records", ur_prep_records,
-         "prep_records(op, data, size, count=None, user_data=None) -> ops\n"
+         "prep_records($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
          "Pack `count` records of `size` bytes into as few ops as the slots allow\n"
-         "(vector ops only); each op completes once, res = its number of records."),
-    FAST("prep_nops", kr_prep_nops, "prep_nops(count, user_data=0) -> count"),
-    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS, "submit() -> SQEs published."},
+         "(vector ops only); each op completes once, res = its number of records.\n"
+         "Returns the number of ops."),
+    FAST("prep_nops", kr_prep_nops,
+         "prep_nops($self, /, count, user_data=0, flags=0)\n--\n\n"
+         "Batch: `count` NOPs with user_data user_data + k.  Returns count."),
+    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
+     "submit($self, /)\n--\n\nPublish everything prepared; no waiting.  Returns the count."},
     FAST("submit_and_wait", kr_submit_and_wait,
-         "submit_and_wait(wait_nr=1, timeout=None) -> completions ready."),
-    FAST("reap", kr_reap, "reap(max=None) -> list[Completion] (never blocks)"),
+         "submit_and_wait($self, /, wait_nr=1, timeout=None)\n--\n\n"
+         "Publish, then wait until `wait_nr` completions are ready or `timeout` seconds\n"
+         "passed (not an error).  Returns the number ready.  timeout=None or math.inf:\n"
+         "no timeout -- a wait that could never be satisfied raises ValueError."),
+    FAST("reap", kr_reap,
+         "reap($self, /, max=None)\n--\n\n"
+         "Take up to `max` ready completions (list of Completion); never blocks."),
     FAST("reap_into", kr_reap_into,
-         "reap_into(user_data_out, res_out, flags_out=None) -> n (result data dropped)"),
+         "reap_into($self, /, user_data_out, res_out, flags_out=None)\n--\n\n"
+         "Batch reaping into caller-owned arrays (result data dropped).  Returns n."),
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
     {"_set_opnames", (PyCFunction)(void (*)(void))ur_set_opnames, METH_FASTCALL, NULL},
     {"_wait_stats", (PyCFunction)ur_wait_stats, METH_NOARGS,
@@ -3341,7 +3794,9 @@ static PyMethodDef ur_methods[] = {
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
     {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
     {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
-    FAST("close", kr_close, "close(): drop the connection (in-flight ops are abandoned)."),
+    FAST("close", kr_close,
+         "close($self, /, timeout=None)\n--\n\n"
+         "Drop the connection (in-flight ops are abandoned)."),
     {NULL}
 };
 
