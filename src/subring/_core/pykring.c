@@ -124,13 +124,12 @@ static inline int kr_check(KRing *r)
     return 0;
 }
 
-/* The SQ tail as we last published it.  Only we write it, so this is our
- * own index read back (exact: we were its last writer).  One place, so that
- * a private copy (ring.h, subsys branch: `sq->published`) can replace the
- * read-back in one line. */
+/* The SQ tail as we last published it: ring.h's private copy (`published`),
+ * never our own index read back from memory the peer can write (a client
+ * that scribbles on it must not change what we believe we published). */
 static inline uint32_t kr_sq_published(const KRing *r)
 {
-    return sr_load_relaxed(r->k.sq.ktail);
+    return r->k.sq.published;
 }
 
 static inline uint32_t kr_cq_head(const KRing *r)
@@ -141,7 +140,9 @@ static inline uint32_t kr_cq_head(const KRing *r)
 /* Give CQEs up to `head` back to the producer (release: see ring.h). */
 static inline void kr_cq_release(KRing *r, uint32_t head)
 {
-    r->cq_head = head;
+    /* relaxed store: ur_cq_ready reads this copy without the GIL (atomic, so
+     * the read is never torn); the shared word below carries the ordering. */
+    __atomic_store_n(&r->cq_head, head, __ATOMIC_RELAXED);
     sr_cq_release(&r->k.cq, head);
 }
 
@@ -516,7 +517,10 @@ static uint32_t ur_publish(KRing *r)
  * the protocol: treat it as dead (corrupt) rather than read garbage. */
 static inline uint32_t ur_cq_ready(KRing *r)
 {
-    uint32_t n = sr_cq_ready(&r->k.cq, sr_load_relaxed(r->k.cq.khead));
+    /* Our private CQ head (kr_cq_head), not the shared word read back.  This
+     * runs without the GIL, while the GIL holder may advance it: relaxed is
+     * enough, a stale head only under-counts what is ready (we re-check). */
+    uint32_t n = sr_cq_ready(&r->k.cq, sr_load_relaxed(&r->cq_head));
     if (sr_unlikely(n > r->k.cq.entries)) {
         r->peer_dead = 2;
         return 0;
