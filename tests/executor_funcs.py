@@ -351,3 +351,87 @@ def make_executor():
 def exit_worker(code: int = 3) -> None:
     """End the worker process at once (no exception goes back)."""
     os._exit(code)
+
+
+# -- helpers for the contract tests (test_executor_contract.py) -------------------------
+
+
+def record(path: str, value: Any, t: float = 0.0) -> Any:
+    """Append ``value`` to the file ``path`` (proof that the task ran), then
+    sleep ``t``."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    time.sleep(t)
+    return value
+
+
+def recorded(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def write_pid_then_sleep(path: str, t: float) -> None:
+    """Initializer: leave this worker's pid in ``path``, then take ``t`` s."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(t)
+
+
+def sleep_if_exists(flag: str, t: float) -> None:
+    """Initializer: take ``t`` s to start, but only once ``flag`` exists."""
+    if os.path.exists(flag):
+        time.sleep(t)
+
+
+def hog_gil_after_init(t: float) -> None:
+    """Initializer: a thread then holds the GIL for ~``t`` s in one C call,
+    so the worker answers its attach late (a worker on a loaded machine)."""
+    def hog() -> None:
+        time.sleep(0.01)
+        end = time.monotonic() + t
+        while time.monotonic() < end:
+            sum(range(5_000_000))           # one C call: the GIL is not released
+
+    threading.Thread(target=hog, daemon=True).start()
+
+
+def raise_in_initializer() -> None:
+    raise ValueError("error in initializer")
+
+
+class Box:
+    """A weak-referenceable result."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def make_box(value: Any) -> Box:
+    return Box(value)
+
+
+class SystemExitOnUnpickle:
+    """Pickles fine in the worker; unpickling it (in the caller) raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        return (raise_system_exit, ())
+
+
+def return_system_exit_on_unpickle() -> SystemExitOnUnpickle:
+    return SystemExitOnUnpickle()
+
+
+def make_big(n: int) -> bytearray:
+    return bytearray(n)
+
+
+def pid_of_task(_: Any = None) -> int:
+    return os.getpid()
+
+
+def gated_big(path: str, n: int) -> bytearray:
+    wait_for_file(path)
+    return bytearray(n)

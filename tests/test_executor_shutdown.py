@@ -102,6 +102,8 @@ def test_shutdown_cancel_futures_no_wait(baseline, make_executor):
     ex = make_executor(1, max_inflight_per_worker=1, start="eager")
     running = ex.submit(ef.sleep_return, 0.2, "ran")
     queued = [ex.submit(ef.sleep_return, 0.2, i) for i in range(4)]
+    # (a task the worker has not started yet is cancelled too: wait for it)
+    assert ef.wait_until(running.running, T)
     bounded_shutdown(ex, wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     assert running.result(T) == "ran"

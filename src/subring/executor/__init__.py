@@ -32,4 +32,4 @@ from __future__ import annotations
 from .future import BrokenProcessPool
 from .pool import ExecutorStatistics, RingExecutor
 
-__all__ = ["RingExecutor", "ExecutorStatistics", "BrokenProcessPool"]
+__all__ = ["BrokenProcessPool", "ExecutorStatistics", "RingExecutor"]

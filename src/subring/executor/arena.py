@@ -9,7 +9,7 @@ import os
 import weakref
 from typing import Any
 
-__all__ = ["Arena", "ALIGN", "pool_map", "pool_close_when_unused"]
+__all__ = ["ALIGN", "Arena", "pool_close_when_unused", "pool_map"]
 
 ALIGN = 64
 
@@ -19,12 +19,12 @@ def pool_map(pool: Any) -> Any:
     its old private name: requested as public ``BufferPool.shared_map`` in
     /work/coord/requests.md; the public name wins once it exists.)"""
     m = getattr(pool, "shared_map", None)
-    return m if m is not None else pool._mmap   # noqa: SLF001 - see above
+    return m if m is not None else pool._mmap
 
 
 def pool_close_when_unused(pool: Any, free: list[tuple[int, int]]) -> None:
     """Close a pool whose views the caller still holds (same shim as pool_map)."""
-    close = getattr(pool, "close_when_unused", None) or pool._close_when_unused  # noqa: SLF001
+    close = getattr(pool, "close_when_unused", None) or pool._close_when_unused
     close(free)
 
 

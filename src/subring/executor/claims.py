@@ -6,7 +6,8 @@ lock.  A slot holds ``seq`` (queued in the ring, cancellable), ``-seq``
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _core
 

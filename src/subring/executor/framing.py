@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["HDR", "LEN", "BIG", "TAG_RESULT", "TAG_ERROR", "TAG_BIG", "TAG_SKIPPED",
-           "encode", "frame_size", "write_frame", "frame_bytes", "read_frame",
-           "process_chunk"]
+__all__ = [
+    "BIG",
+    "HDR",
+    "LEN",
+    "TAG_BIG",
+    "TAG_ERROR",
+    "TAG_RESULT",
+    "TAG_SKIPPED",
+    "encode",
+    "frame_bytes",
+    "frame_size",
+    "process_chunk",
+    "read_frame",
+    "write_frame",
+]
 
 HDR = struct.Struct("<II")      # number of out-of-band buffers, in-band pickle length
 LEN = struct.Struct("<Q")

@@ -23,9 +23,17 @@ from concurrent.futures import _base
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any
 
-__all__ = ["RingFuture", "notify_cancelled", "BrokenProcessPool", "RemoteTraceback",
-           "SUPPORTED_PYTHON", "register_executor", "unregister_executor",
-           "interpreter_exiting", "check_internals"]
+__all__ = [
+    "SUPPORTED_PYTHON",
+    "BrokenProcessPool",
+    "RemoteTraceback",
+    "RingFuture",
+    "check_internals",
+    "interpreter_exiting",
+    "notify_cancelled",
+    "register_executor",
+    "unregister_executor",
+]
 
 #: oldest and newest (major, minor) whose internals this module was checked against
 SUPPORTED_PYTHON = ((3, 9), (3, 13))
@@ -86,8 +94,18 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
     or is made under the Condition like in the base class.
     """
 
-    __slots__ = ("_executor", "_cond", "_cbs", "_wl",
-                 "frame", "oob", "arena", "fetching", "big", "claim")
+    __slots__ = (
+        "_cbs",
+        "_cond",
+        "_executor",
+        "_wl",
+        "arena",
+        "big",
+        "claim",
+        "fetching",
+        "frame",
+        "oob",
+    )
 
     def __init__(self, executor: Any) -> None:
         # No super().__init__(): it builds the Condition and lists eagerly.
@@ -316,7 +334,7 @@ def _after_fork_in_child() -> None:
 
 
 try:
-    threading._register_atexit(_python_exit)        # noqa: SLF001 - as concurrent.futures.process
+    threading._register_atexit(_python_exit)
 except (AttributeError, RuntimeError):              # pragma: no cover - older / exiting
     atexit.register(_python_exit)
 if hasattr(os, "register_at_fork"):

@@ -15,7 +15,7 @@ from .claims import ClaimTable
 from .future import BrokenProcessPool, RingFuture
 from .worker import INIT_FAILED, worker_main
 
-__all__ = ["WorkerHandle", "StartFailed", "InitializerFailed"]
+__all__ = ["InitializerFailed", "StartFailed", "WorkerHandle"]
 
 
 class StartFailed(BrokenProcessPool):
@@ -91,6 +91,7 @@ class WorkerHandle:
         # initializer failed, it was killed) is seen at once, not at the deadline.
         while not os.path.exists(path):
             if self.process.exitcode is not None or self._wait_exit(0.02):
+                self.process.join(5.0)      # (the sentinel closes just before the exit)
                 code = self.process.exitcode
                 if code == INIT_FAILED:
                     raise InitializerFailed(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures as cf
-import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -15,21 +14,39 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import weakref
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .. import _core
 from ..errors import PeerDiedError, RingBusyError
-from .framing import (BIG, TAG_BIG, TAG_RESULT, TAG_SKIPPED, encode, frame_bytes,
-                      frame_size, process_chunk, read_frame, write_frame)
-from .future import (BrokenProcessPool, RemoteTraceback, RingFuture, finish,
-                     interpreter_exiting, notify_cancelled, register_executor,
-                     unregister_executor)
-from .handle import InitializerFailed, StartFailed, WorkerHandle
+from .framing import (
+    BIG,
+    TAG_BIG,
+    TAG_RESULT,
+    TAG_SKIPPED,
+    encode,
+    frame_bytes,
+    frame_size,
+    read_frame,
+    write_frame,
+)
+from .future import (
+    BrokenProcessPool,
+    RemoteTraceback,
+    RingFuture,
+    finish,
+    interpreter_exiting,
+    notify_cancelled,
+    register_executor,
+    unregister_executor,
+)
+from .handle import InitializerFailed, WorkerHandle
+from .mapping import lazy_map
+from .options import ExecutorStatistics, int_in
 from .worker import MAX_SLOT_SIZE, Worker, process_start_time
 
-__all__ = ["RingExecutor", "ExecutorStatistics"]
+__all__ = ["ExecutorStatistics", "RingExecutor"]
 
 log = logging.getLogger("subring.executor")
 
@@ -43,37 +60,6 @@ START_BACKOFF = 0.05
 #: while a worker is starting, each ready worker is sent at most this many
 #: tasks, so the newcomer gets its share of a burst
 WINDOW_WHILE_STARTING = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecutorStatistics:
-    """A snapshot of a RingExecutor."""
-
-    backend: str                    # always 'executor'
-    workers: int                    # ready workers
-    starting: int                   # workers being started
-    pending: int                    # tasks waiting in the executor (not in a ring yet)
-    inflight: int                   # ops in the workers' rings (queued, running, fetching)
-    per_worker: tuple[int, ...]     # ring entries each ready worker holds
-    submitted: int
-    completed: int                  # finished with a result or an exception
-    cancelled: int                  # cancelled by the executor or skipped in a ring
-    worker_deaths: int
-    start_failures: int             # failed worker starts (retried with backoff)
-    broken: bool
-
-    def __getitem__(self, key: str) -> Any:
-        warnings.warn("RingExecutor.statistics() is a dataclass now: use attributes "
-                      f"(stats.{key}), not stats[{key!r}]", DeprecationWarning, stacklevel=2)
-        return getattr(self, key)
-
-
-def _int_in(name: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
-    return value
 
 
 class RingExecutor(cf.Executor):
@@ -110,10 +96,10 @@ class RingExecutor(cf.Executor):
             raise ValueError("mode must be 'hybrid', 'interrupt' or 'poll'")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self._depth = _int_in("max_inflight_per_worker", max_inflight_per_worker, 1,
+        self._depth = int_in("max_inflight_per_worker", max_inflight_per_worker, 1,
                               Worker.max_entries)
-        _int_in("slot_size", slot_size, 64, MAX_SLOT_SIZE)
-        _int_in("arena_size", arena_size, 64 << 10, 1 << 40)
+        int_in("slot_size", slot_size, 64, MAX_SLOT_SIZE)
+        int_in("arena_size", arena_size, 64 << 10, 1 << 40)
         if not spin_us >= 0 or not start_timeout > 0:
             raise ValueError("spin_us must be >= 0 and start_timeout > 0")
         self._max_workers = max_workers
@@ -343,7 +329,7 @@ class RingExecutor(cf.Executor):
             try:
                 if self._completion_step():
                     break
-            except BaseException as e:  # noqa: BLE001 - see the docstring
+            except BaseException as e:
                 log.exception("RingExecutor completion thread failed; breaking the pool")
                 settle: list[Any] = []
                 with self._lock:
@@ -681,58 +667,12 @@ class RingExecutor(cf.Executor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
-        """Like ``Executor.map``, but lazy: at most a window of chunks is in
-        flight, and input is read as results are consumed.  A result handed
-        out is no longer referenced by the iterator."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Like ``Executor.map``, but lazy past a window: the first window of
+        chunks is submitted at once, the rest as results are consumed (so an
+        endless input works).  A result handed out is no longer referenced by
+        the iterator."""
         window = max(2, self._max_workers * (8 if chunksize > 1 else 32))
-        args = zip(*iterables)
-
-        def chunks() -> Iterator[list[tuple[Any, ...]]]:
-            while True:
-                chunk = list(itertools.islice(args, chunksize))
-                if not chunk:
-                    return
-                yield chunk
-
-        def next_result(futs: collections.deque[cf.Future[Any]], src: Any) -> Any:
-            # Pops the future, so neither it nor its result stays referenced
-            # here once the caller has the value.
-            f = futs.popleft()
-            left = None if deadline is None else deadline - time.monotonic()
-            try:
-                return f.result(left)
-            finally:
-                nxt = next(src, None)
-                if nxt is not None:
-                    futs.append(self._submit_chunk(fn, nxt, chunksize))
-
-        def gen() -> Iterator[Any]:
-            src = chunks()
-            futs: collections.deque[cf.Future[Any]] = collections.deque()
-            try:
-                for chunk in itertools.islice(src, window):
-                    futs.append(self._submit_chunk(fn, chunk, chunksize))
-                while futs:
-                    if chunksize == 1:
-                        yield next_result(futs, src)
-                    else:
-                        out = next_result(futs, src)
-                        out.reverse()
-                        while out:
-                            yield out.pop()
-            finally:
-                for f in futs:
-                    f.cancel()
-
-        return gen()
-
-    def _submit_chunk(self, fn: Any, chunk: list[tuple[Any, ...]], chunksize: int) -> cf.Future[Any]:
-        if chunksize == 1:
-            return self.submit(fn, *chunk[0])
-        return self.submit(process_chunk, fn, chunk)
+        return lazy_map(self.submit, fn, iterables, timeout, chunksize, window)
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``await executor.run(fn, *args)``: no thread per call."""

@@ -36,10 +36,20 @@ from typing import Any
 
 from ..subsystem import Subsystem, op
 from .claims import map_claims
-from .framing import (BIG, TAG_BIG, TAG_ERROR, TAG_RESULT, TAG_SKIPPED, encode,
-                      frame_bytes, frame_size, read_frame, write_frame)
+from .framing import (
+    BIG,
+    TAG_BIG,
+    TAG_ERROR,
+    TAG_RESULT,
+    TAG_SKIPPED,
+    encode,
+    frame_bytes,
+    frame_size,
+    read_frame,
+    write_frame,
+)
 
-__all__ = ["Worker", "worker_main", "INIT_FAILED", "process_start_time"]
+__all__ = ["INIT_FAILED", "Worker", "process_start_time", "worker_main"]
 
 #: exit status of a worker whose initializer raised (the executor breaks the
 #: pool, as ProcessPoolExecutor does; any other early death is retried)
@@ -193,7 +203,7 @@ def worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: st
     if initializer is not None:
         try:
             initializer(*initargs)
-        except BaseException:  # noqa: BLE001 - reported like ProcessPoolExecutor does
+        except BaseException:
             logging.getLogger("concurrent.futures").critical(
                 "Exception in initializer:", exc_info=True)
             raise SystemExit(INIT_FAILED) from None
