@@ -88,6 +88,7 @@ def test_shutdown_cancel_futures(baseline, make_executor):
     running = ex.submit(ef.sleep_return, 0.3, "ran")
     queued = [ex.submit(ef.sleep_return, 0.3, i) for i in range(6)]
     assert ex.statistics().pending == 6
+    assert ef.wait_until(running.running, T)       # (else it would be cancelled too)
     took = bounded_shutdown(ex, wait=True, cancel_futures=True)
     assert took < 2.0, took                         # did not run the 6 queued tasks
     assert running.result(0) == "ran"
