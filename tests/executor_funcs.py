@@ -435,3 +435,80 @@ def pid_of_task(_: Any = None) -> int:
 def gated_big(path: str, n: int) -> bytearray:
     wait_for_file(path)
     return bytearray(n)
+
+
+# -- for test_executor_conformance.py (CPython's concurrent.futures scenarios) ---------
+
+INIT_STATUS = "uninitialized"
+
+
+def set_init_status(x: Any) -> None:
+    global INIT_STATUS
+    INIT_STATUS = x
+
+
+def get_init_status() -> Any:
+    return INIT_STATUS
+
+
+def mul(x: Any, y: Any) -> Any:
+    return x * y
+
+
+def sleep_and_raise(t: float) -> None:
+    time.sleep(t)
+    raise Exception("this is an exception")
+
+
+def return_instance(cls: type) -> Any:
+    return cls()
+
+
+def raise_error(cls: type) -> None:
+    raise cls("raised in the worker")
+
+
+def crash() -> None:
+    die("segv")
+
+
+def exit_now() -> None:
+    raise SystemExit(1)
+
+
+class ExitAtPickle:
+    def __reduce__(self) -> Any:
+        raise SystemExit(1)
+
+
+class ErrorAtPickle:
+    def __reduce__(self) -> Any:
+        from pickle import PicklingError
+
+        raise PicklingError("error at pickle")
+
+
+class CrashAtPickle:
+    def __reduce__(self) -> Any:
+        die("segv")
+
+
+class ExitAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (exit_now, ())
+
+
+class ErrorAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (_unpickle_error, ())
+
+
+def _unpickle_error() -> None:
+    from pickle import UnpicklingError
+
+    raise UnpicklingError("error at unpickle")
+
+
+class CrashAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (crash, ())

@@ -224,8 +224,10 @@ class RingExecutor(cf.Executor):
             if not h.dead and not h.retiring and h.load < limit and (
                     best is None or h.load < best.load):
                 best = h
-        if (best is None or best.load) and len(self._workers) + len(self._starting) \
-                < self._max_workers and not self._broken \
+        # Grow (one start at a time from here; _want_workers starts more
+        # when queued work outnumbers the workers on their way).
+        if (best is None or best.load) and not self._starting and not self._broken \
+                and len(self._workers) < self._max_workers \
                 and time.monotonic() >= self._next_start:
             self._start_worker()
         return best
