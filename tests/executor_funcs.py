@@ -512,3 +512,32 @@ def _unpickle_error() -> None:
 class CrashAtUnpickle:
     def __reduce__(self) -> Any:
         return (crash, ())
+
+
+def pid_and_parent(_: Any = None) -> tuple[int, int]:
+    return os.getpid(), os.getppid()
+
+
+def executor_pipeline(executor: Any) -> dict[str, Any]:
+    """Code written against the Executor interface only (submit, map,
+    as_completed, wait, add_done_callback, cancel): it runs unchanged on a
+    RingExecutor or on ``distributed.Client.get_executor()``."""
+    import concurrent.futures as cf
+
+    out: dict[str, Any] = {}
+    out["submit"] = executor.submit(add, 2, 3).result(60)
+    out["map"] = list(executor.map(inc, range(20)))
+    futs = [executor.submit(mul, i, i) for i in range(10)]
+    out["as_completed"] = sorted(f.result() for f in cf.as_completed(futs, timeout=60))
+    done, not_done = cf.wait([executor.submit(inc, 1)], timeout=60)
+    out["wait"] = (len(done), len(not_done))
+    seen: list[Any] = []
+    f = executor.submit(inc, 10)
+    f.add_done_callback(lambda fut: seen.append(fut.result()))
+    f.result(60)
+    out["callback"] = wait_until(lambda: seen == [11], 10)
+    try:
+        executor.submit(raise_if, 1, 1).result(60)
+    except ValueError as e:
+        out["error"] = str(e)
+    return out

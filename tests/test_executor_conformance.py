@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import weakref
 from concurrent.futures.process import BrokenProcessPool
 from pickle import PicklingError, UnpicklingError
