@@ -42,13 +42,6 @@ class ClaimTable:
         # hold the lock for good after that (a killed worker may have).
         self.exited: Callable[[], bool] = lambda: False
 
-    def take(self, seq: int) -> int:
-        """A free slot, now holding ``seq`` (caller holds the executor lock
-        and checked that one is free)."""
-        slot = self.free.pop()
-        self.claims[slot] = seq
-        return slot
-
     def give_back(self, slot: int) -> None:
         """The slot's task is over (its completion was reaped)."""
         self.claims[slot] = 0
@@ -89,11 +82,6 @@ class ClaimTable:
     def started(self, slot: int, seq: int) -> bool:
         """Whether a worker started task ``seq`` (a plain read)."""
         return self._get(slot) == -seq
-
-    def owned_by(self, slot: int, seq: int) -> bool:
-        """Whether the slot still belongs to task ``seq`` (queued or started)."""
-        v = self._get(slot)
-        return v == seq or v == -seq
 
     def unstarted(self, slot: int, seq: int) -> bool:
         """Whether task ``seq`` is still waiting to be claimed."""

@@ -187,21 +187,24 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
 
     def cancel(self) -> bool:
         """Cancel the task unless a worker has started it (True: cancelled)."""
-        with self._condition:
-            with _cond_lock:        # against publish_claim: one of the two sees the other
-                state, claim = self._state, self.claim
-                if state == PENDING and claim is None:
-                    self._state = CANCELLED     # the executor drops it when it gets there
+        ex = self._executor
+        if ex is None:
+            return super().cancel()
+        # The executor's dispatch lock first (dispatch notifies cancelled
+        # futures under it: lock order executor -> future), so a task is
+        # never dispatched half-way through a cancel.
+        with ex.dispatch_lock, self._condition:
+            state, claim = self._state, self.claim
             if state == PENDING and claim is not None:
                 table, slot, seq = claim
                 if not table.cancel(slot, seq):
                     self._state = RUNNING       # a worker has it
                     return False
-                self._state = CANCELLED
             elif state == RUNNING or state == FINISHED:
                 return False
             elif state != PENDING:
                 return True                     # cancelled before
+            self._state = CANCELLED             # (queued: the executor drops it)
             self._condition.notify_all()
         self._invoke_callbacks()
         if claim is not None:
@@ -209,16 +212,6 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
             # thread dequeues it, so tell wait()/as_completed() here.
             notify_cancelled(self)
         return True
-
-    def publish_claim(self, claim: tuple[Any, int, int]) -> bool:
-        """Record that the task is in a worker's ring under ``claim``; False
-        (nothing recorded) if it was cancelled meanwhile.  The check and the
-        write are one step against cancel()."""
-        with _cond_lock:
-            if self._state != PENDING:
-                return False
-            self.claim = claim
-            return True
 
     # Reading one attribute is atomic: no lock needed to answer these.
     def cancelled(self) -> bool:
@@ -282,19 +275,6 @@ def notify_cancelled(task: RingFuture) -> None:
             task._state = NOTIFIED
             for waiter in task._waiters:
                 waiter.add_cancelled(task)
-
-
-def finish(task: RingFuture, ok: bool, value: Any) -> None:
-    """Set a task's outcome unless it is already done (cancelled meanwhile)."""
-    if task.done():
-        return
-    try:
-        if ok:
-            task.set_result(value)
-        else:
-            task.set_exception(value)
-    except cf.InvalidStateError:
-        pass            # cancelled between the check and here
 
 
 # -- interpreter exit ----------------------------------------------------------------

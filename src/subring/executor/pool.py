@@ -35,7 +35,6 @@ from .future import (
     BrokenProcessPool,
     RemoteTraceback,
     RingFuture,
-    finish,
     interpreter_exiting,
     notify_cancelled,
     register_executor,
@@ -131,7 +130,8 @@ class RingExecutor(cf.Executor):
         self._start_failures = 0          # consecutive
         self._ever_started = False
         self._next_start = 0.0            # monotonic time before which no start is tried
-        self._counts = collections.Counter()
+        self._counts = collections.Counter()     # rare events
+        self._submitted = self._completed = 0    # (plain ints: per task)
         self._drivers = 0                 # threads reaping inside result()
         # The completion thread parks (on _handover) while a thread drives;
         # the last driver to leave wakes it only if it leaves work behind.
@@ -207,8 +207,9 @@ class RingExecutor(cf.Executor):
 
     def _want_workers(self) -> None:
         """Start a worker if work waits and the pool may grow (lock held)."""
-        if (not self._pending or self._broken
-                or len(self._workers) + len(self._starting) >= self._max_workers
+        # (Cheapest test first: this runs for every task queued here.)
+        if (len(self._workers) + len(self._starting) >= self._max_workers
+                or not self._pending or self._broken
                 or time.monotonic() < self._next_start):
             return
         if len(self._pending) <= len(self._starting) or any(
@@ -220,17 +221,23 @@ class RingExecutor(cf.Executor):
         """The ready worker with the fewest tasks and room, or None."""
         limit = self._depth if not self._starting else min(self._depth, WINDOW_WHILE_STARTING)
         best = None
+        best_load = limit
         for h in self._workers:
-            if not h.dead and not h.retiring and h.load < limit and (
-                    best is None or h.load < best.load):
-                best = h
+            load = len(h.tasks) + len(h.fetches)
+            if load < best_load and not h.dead and not h.retiring:
+                best, best_load = h, load
         # Grow (one start at a time from here; _want_workers starts more
         # when queued work outnumbers the workers on their way).
-        if (best is None or best.load) and not self._starting and not self._broken \
+        if (best is None or best_load) and not self._starting and not self._broken \
                 and len(self._workers) < self._max_workers \
                 and time.monotonic() >= self._next_start:
             self._start_worker()
         return best
+
+    @property
+    def dispatch_lock(self) -> Any:
+        """The lock under which tasks are dispatched (RingFuture.cancel takes it)."""
+        return self._lock
 
     # -- submission -----------------------------------------------------------------
 
@@ -247,7 +254,7 @@ class RingExecutor(cf.Executor):
             task = RingFuture(self)
             # Pickle now: an unpicklable call fails here, in the caller.
             task.frame, task.oob = encode((fn, args, kwargs))
-            self._counts["submitted"] += 1
+            self._submitted += 1
             if self._pending or not self._dispatch(task):
                 self._pending.append(task)
                 self._want_workers()
@@ -272,21 +279,20 @@ class RingExecutor(cf.Executor):
         # small plain pickles travel in the op's slot.
         if oob or size > client.slot_size:
             if size > self._max_data:
-                finish(task, False, ValueError(
-                    f"task data ({size} bytes) exceeds 3/4 of arena_size ({self._arena_size})"))
+                self._settle([(task, False, ValueError(
+                    f"task data ({size} bytes) exceeds 3/4 of arena_size ({self._arena_size})"))])
                 return True
             off = h.arena.alloc(size)
             if off is None:
                 return False              # wait for room in the arena
+        # The claim (see claims.py).  cancel() takes this executor's lock
+        # too, so the task cannot be cancelled between the done() check
+        # above and here without seeing the claim.
+        table = h.claims
         seq = next(self._seqs)
-        slot = h.claims.take(seq)
-        if not task.publish_claim((h.claims, slot, seq)):
-            h.claims.give_back(slot)      # cancelled while pending: drop it
-            if off is not None:
-                h.arena.release(off, size)
-            notify_cancelled(task)
-            self._counts["cancelled"] += 1
-            return True
+        slot = table.free.pop()
+        table.claims[slot] = seq
+        task.claim = (table, slot, seq)
         try:
             if off is not None:
                 write_frame(h.pool.buffer(0)[off:off + size], data, oob)
@@ -298,7 +304,7 @@ class RingExecutor(cf.Executor):
             # tasks fail or are re-queued by the completion thread) and let
             # this task wait for another worker.
             task.claim = None
-            h.claims.give_back(slot)
+            table.give_back(slot)
             if off is not None:
                 h.arena.release(off, size)
             h.dead = True
@@ -306,9 +312,10 @@ class RingExecutor(cf.Executor):
             return False
         task.arena = None if off is None else (off, size)
         h.tasks[token] = task
-        h.dispatched += 1
-        if self._max_tasks is not None and h.dispatched >= self._max_tasks:
-            h.retiring = True
+        if self._max_tasks is not None:
+            h.dispatched += 1
+            if h.dispatched >= self._max_tasks:
+                h.retiring = True
         self._inflight += 1
         client.submit()
         return True
@@ -395,7 +402,15 @@ class RingExecutor(cf.Executor):
 
     def _settle(self, settle: list[Any]) -> None:
         for task, ok, value in settle:
-            finish(task, ok, value)
+            if task.done():
+                continue                  # cancelled meanwhile
+            try:
+                if ok:
+                    task.set_result(value)
+                else:
+                    task.set_exception(value)
+            except cf.InvalidStateError:
+                pass                      # cancelled between the check and here
 
     def drive(self, fut: cf.Future[Any], timeout: float | None) -> None:
         """Reap in the calling thread until ``fut`` is done (or the timeout).
@@ -423,7 +438,8 @@ class RingExecutor(cf.Executor):
         finally:
             with self._lock:
                 self._drivers -= 1
-                if not self._drivers and self._parked:
+                if not self._drivers and self._parked and (
+                        self._inflight or self._pending or self._graveyard):
                     self._handover.set()
 
     def _reap(self, h: WorkerHandle, settle: list[Any]) -> None:
@@ -440,7 +456,15 @@ class RingExecutor(cf.Executor):
                 h.tasks[c.user_data] = task            # the death handler decides
                 self._inflight += 1
                 continue
-            self._end_claim(h, task)
+            if task.fetching:
+                self._fetched(h, task, c.res, settle)
+                continue
+            # the run op completed: its claim slot is free again (inline
+            # ClaimTable.give_back: once per task)
+            slot = task.claim[1]                        # type: ignore[index]
+            table = h.claims
+            table.claims[slot] = 0
+            table.free.append(slot)
             if task.arena is not None:
                 h.arena.release(*task.arena)            # type: ignore[union-attr]
                 task.arena = None
@@ -448,9 +472,6 @@ class RingExecutor(cf.Executor):
                 task.frame = task.oob = None
                 settle.append((task, False, OSError(-c.res, c.error_text or
                                                     os.strerror(-c.res))))
-                continue
-            if task.fetching:
-                self._fetched(h, task, c.res, settle)
                 continue
             data = c.data
             tag = data[:1]
@@ -476,14 +497,6 @@ class RingExecutor(cf.Executor):
             self._start_fetches(h, settle)
         if (client.peer_dead or h.dead) and h in self._workers:
             self._worker_lost(h, settle)
-
-    def _end_claim(self, h: WorkerHandle, task: RingFuture) -> None:
-        """The task's run op completed: its claim slot is free again (once:
-        a fetch completing later finds the slot no longer its own)."""
-        claim = task.claim
-        if claim is not None and claim[0] is h.claims and \
-                h.claims.owned_by(claim[1], claim[2]):
-            h.claims.give_back(claim[1])
 
     def _fetched(self, h: WorkerHandle, task: RingFuture, n: int, settle: list[Any]) -> None:
         off, size = task.fetching
@@ -545,10 +558,10 @@ class RingExecutor(cf.Executor):
                 exc, tb = value
                 exc.__cause__ = RemoteTraceback(tb)
         except BaseException as e:  # noqa: BLE001 - see the docstring
-            self._counts["completed"] += 1
+            self._completed += 1
             settle.append((task, False, e))
             return
-        self._counts["completed"] += 1
+        self._completed += 1
         if tag == TAG_RESULT:
             settle.append((task, True, value))
         else:
@@ -730,7 +743,8 @@ class RingExecutor(cf.Executor):
                 backend="executor", workers=len(self._workers), starting=len(self._starting),
                 pending=len(self._pending), inflight=self._inflight,
                 per_worker=tuple(h.load for h in self._workers),
-                submitted=c["submitted"], completed=c["completed"], cancelled=c["cancelled"],
+                submitted=self._submitted, completed=self._completed,
+                cancelled=c["cancelled"],
                 worker_deaths=c["worker_deaths"], start_failures=c["start_failures"],
                 broken=bool(self._broken))
 
