@@ -23,17 +23,14 @@ from ..errors import PeerDiedError, RingBusyError
 from .framing import (
     BIG,
     TAG_BIG,
-    TAG_RESULT,
     TAG_SKIPPED,
     encode,
     frame_bytes,
     frame_size,
-    read_frame,
     write_frame,
 )
 from .future import (
     BrokenProcessPool,
-    RemoteTraceback,
     RingFuture,
     interpreter_exiting,
     notify_cancelled,
@@ -43,6 +40,7 @@ from .future import (
 from .handle import InitializerFailed, WorkerHandle
 from .mapping import lazy_map
 from .options import ExecutorStatistics, int_in
+from .results import fetched, start_fetches, unpickle_outcome
 from .worker import MAX_SLOT_SIZE, Worker, process_start_time
 
 __all__ = ["ExecutorStatistics", "RingExecutor"]
@@ -396,7 +394,7 @@ class RingExecutor(cf.Executor):
                 if h.dead:                     # flagged by a failed submit
                     self._reap(h, settle)
                 elif h.fetches:
-                    self._start_fetches(h, settle)
+                    start_fetches(h, settle, self._max_data, self._arena_size)
             self._dispatch_pending(settle)
         self._settle(settle)
 
@@ -457,7 +455,8 @@ class RingExecutor(cf.Executor):
                 self._inflight += 1
                 continue
             if task.fetching:
-                self._fetched(h, task, c.res, settle)
+                fetched(h, task, c.res, settle)
+                self._completed += 1
                 continue
             # the run op completed: its claim slot is free again (inline
             # ClaimTable.give_back: once per task)
@@ -492,80 +491,12 @@ class RingExecutor(cf.Executor):
                     task.claim = None
                     self._pending.appendleft(task)
                 continue
-            self._finish(task, memoryview(data), settle)
+            unpickle_outcome(task, memoryview(data), settle)
+            self._completed += 1
         if h.fetches and not client.peer_dead:
-            self._start_fetches(h, settle)
+            start_fetches(h, settle, self._max_data, self._arena_size)
         if (client.peer_dead or h.dead) and h in self._workers:
             self._worker_lost(h, settle)
-
-    def _fetched(self, h: WorkerHandle, task: RingFuture, n: int, settle: list[Any]) -> None:
-        off, size = task.fetching
-        frame = h.pool.buffer(0)[off:off + n]      # type: ignore[union-attr]
-        arena = h.arena
-        assert arena is not None
-        if arena.can_lend(size):
-            # Zero-copy: the result's buffers are views of the arena,
-            # and the range stays lent until the last view is gone.
-            lease = _core.Lease(frame, arena.lend(off, size))
-            del frame
-            self._finish(task, memoryview(lease), settle, copy=False)
-        else:
-            self._finish(task, frame, settle)
-            arena.release(off, size)
-
-    def _start_fetches(self, h: WorkerHandle, settle: list[Any]) -> None:
-        """Fetch big results into the arena, in order, while there is room.
-        (Every task holds at most one ring entry -- its run or its fetch --
-        and h.load counts both, so the ring never overflows here.)"""
-        client = h.client
-        assert client is not None and h.arena is not None
-        try:
-            while h.fetches:
-                task = h.fetches[0]
-                key, size = task.big               # type: ignore[misc]
-                if size > self._max_data:
-                    token = client.prep_call_pool(h.op_fetch, 0, 0, 0, key, 1)  # drop it there
-                    h.fetches.popleft()
-                    h.tasks[token] = None          # holds the entry its task held
-                    settle.append((task, False, MemoryError(
-                        f"result of {size} bytes exceeds 3/4 of arena_size "
-                        f"({self._arena_size})")))
-                    continue
-                off = h.arena.alloc(size)
-                if off is None:
-                    break                           # room comes back as tasks complete
-                try:
-                    token = client.prep_call_pool(h.op_fetch, 0, off, size, key)
-                except BaseException:
-                    h.arena.release(off, size)
-                    raise
-                h.fetches.popleft()
-                task.fetching = (off, size)
-                h.tasks[token] = task
-            client.submit()                         # (also what was prepared before a break)
-        except PeerDiedError:
-            h.dead = True                           # the death handler fails them
-
-    def _finish(self, task: RingFuture, frame: memoryview, settle: list[Any],
-                copy: bool = True) -> None:
-        """Unpickle a worker's answer into the task's outcome.  Whatever the
-        unpickling raises -- SystemExit and KeyboardInterrupt included --
-        becomes the task's exception, as it is (documented)."""
-        tag = bytes(frame[:1])
-        try:
-            value = read_frame(frame[1:], copy=copy)
-            if tag != TAG_RESULT:
-                exc, tb = value
-                exc.__cause__ = RemoteTraceback(tb)
-        except BaseException as e:  # noqa: BLE001 - see the docstring
-            self._completed += 1
-            settle.append((task, False, e))
-            return
-        self._completed += 1
-        if tag == TAG_RESULT:
-            settle.append((task, True, value))
-        else:
-            settle.append((task, False, exc))
 
     def _worker_lost(self, h: WorkerHandle, settle: list[Any]) -> None:
         """A worker died: the tasks it had started fail with
