@@ -541,3 +541,9 @@ def executor_pipeline(executor: Any) -> dict[str, Any]:
     except ValueError as e:
         out["error"] = str(e)
     return out
+
+
+def hold_gil() -> int:
+    """Hold the GIL in one C call that does not end in practice (no other
+    thread of this process runs Python code again; kill the process)."""
+    return sum(range(10 ** 12))

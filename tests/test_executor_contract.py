@@ -270,6 +270,43 @@ def test_regression_worker_orphaned_when_executor_killed_during_start(tmp_path, 
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_regression_worker_holding_the_gil_outlives_killed_executor(tmp_path, method):
+    """A worker busy in a long C call holds the GIL, so its watch thread
+    cannot run: it outlived a killed executor.  PR_SET_PDEATHSIG (set from the
+    executor's long-lived launcher thread, or under the forkserver) ends it."""
+    pids = str(tmp_path / "pids")
+    code = f"""
+        import multiprocessing as mp, time
+        import executor_funcs as ef
+        from subring import RingExecutor
+        if __name__ == "__main__":
+            ex = RingExecutor(1, mp_context=mp.get_context({method!r}),
+                              initializer=ef.write_pid_then_sleep, initargs=({pids!r}, 0.0))
+            f = ex.submit(ef.hold_gil)
+            while not f.running():
+                time.sleep(0.01)
+            print("running", flush=True)
+            time.sleep(60)
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, TESTS]))
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline().strip() == "running"
+        worker = int(ef.recorded(pids)[0])
+        p.kill()
+        p.wait(T)
+        assert ef.wait_until(lambda: not pid_alive(worker), 10), "worker outlived its executor"
+    finally:
+        p.kill()
+        p.wait(T)
+        p.stdout.close()
+        for pid in map(int, ef.recorded(pids)):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 # -- parameters ----------------------------------------------------------------------
 
 

@@ -65,13 +65,13 @@ class WorkerHandle:
 
     # -- start -------------------------------------------------------------------
 
-    def start(self, cfg: dict[str, Any], timeout: float,
+    def start(self, cfg: dict[str, Any], timeout: float, launcher: Any,
               abandon: Any = lambda: False) -> None:
         """Start the process and attach to it; bounded by ``timeout``.  On
         failure the half-started process is killed and reaped, and
         StartFailed (or InitializerFailed) is raised."""
         try:
-            self._start(self.path, cfg, timeout, abandon)
+            self._start(self.path, cfg, timeout, launcher, abandon)
         except BaseException as e:
             self.reap(kill=True)
             if isinstance(e, BrokenProcessPool):
@@ -79,14 +79,15 @@ class WorkerHandle:
             raise StartFailed(f"worker {self.index} did not start: "
                               f"{type(e).__name__}: {e}") from e
 
-    def _start(self, path: str, cfg: dict[str, Any], timeout: float, abandon: Any) -> None:
+    def _start(self, path: str, cfg: dict[str, Any], timeout: float, launcher: Any,
+               abandon: Any) -> None:
         deadline = time.monotonic() + timeout
         self.process = self.ctx.Process(
             target=worker_main, name=f"RingExecutor-worker-{self.index}", daemon=True,
             args=(path, cfg["initializer"], cfg["initargs"], cfg["mode"], cfg["spin_us"],
                   cfg["slot_size"], cfg["zero_copy"], cfg["parent"], cfg["parent_start"],
                   self.claims.path, self.claims.size, self.claims.lock))
-        self.process.start()
+        launcher.start(self.process, timeout)     # (from the launcher thread: see launcher.py)
         # Wait for the socket, watching the process: a worker that dies (its
         # initializer failed, it was killed) is seen at once, not at the deadline.
         while not os.path.exists(path):

@@ -38,6 +38,7 @@ from .future import (
     unregister_executor,
 )
 from .handle import InitializerFailed, WorkerHandle
+from .launcher import Launcher
 from .mapping import lazy_map
 from .options import ExecutorStatistics, int_in
 from .results import fetched, start_fetches, unpickle_outcome
@@ -123,6 +124,7 @@ class RingExecutor(cf.Executor):
         self._broken: str | None = None
         self._inflight = 0
         self._thread: threading.Thread | None = None
+        self._launcher: Launcher | None = None
         self._indexes = itertools.count()
         self._seqs = itertools.count(1)
         self._start_failures = 0          # consecutive
@@ -159,6 +161,8 @@ class RingExecutor(cf.Executor):
                          name=f"RingExecutor-start-{h.index}").start()
 
     def _ensure_thread(self) -> None:
+        if self._launcher is None:
+            self._launcher = Launcher("RingExecutor-launcher")
         if self._thread is None:
             self._thread = threading.Thread(target=self._completions, daemon=True,
                                             name="RingExecutor-completions")
@@ -167,7 +171,7 @@ class RingExecutor(cf.Executor):
     def _starter(self, h: WorkerHandle) -> None:
         err: BaseException | None = None
         try:
-            h.start(self._cfg, self._start_timeout, self._start_unwanted)
+            h.start(self._cfg, self._start_timeout, self._launcher, self._start_unwanted)
         except BaseException as e:  # noqa: BLE001 - every failure is handled below
             err = e
         settle: list[Any] = []
@@ -605,6 +609,8 @@ class RingExecutor(cf.Executor):
                 pass
         for h in workers:
             h.reap(kill=h.dead, timeout=5.0)
+        if self._launcher is not None:
+            self._launcher.close()          # every worker it started is gone
         self._finalizer()
         unregister_executor(self)
         self._closed.set()

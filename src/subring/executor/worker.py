@@ -16,11 +16,13 @@ Whoever takes the lock first wins, so a task either runs or is cancelled,
 never both, and ``cancel()`` succeeds for every task no worker has started.
 
 No worker outlives its executor: before anything else (the initializer may
-take long) the worker watches the executor's process through a pidfd (the
-executor's pid *and* start time are passed in, so a reused pid is never
-mistaken for it; a kernel without pidfds is polled instead) and exits at once
-when it is gone -- whatever the start method, the forkserver included, whose
-workers are not the executor's children.
+take long) the worker asks the kernel for SIGKILL when its parent ends
+(``PR_SET_PDEATHSIG``; the parent is the executor's launcher thread, or the
+forkserver, which ends with the program), and watches the executor's process
+through a pidfd (the executor's pid *and* start time are passed in, so a
+reused pid is never mistaken for it; a kernel without pidfds is polled
+instead) and exits at once when it is gone -- whatever the start method, the
+forkserver included, whose workers are not the executor's children.
 """
 
 from __future__ import annotations
@@ -192,11 +194,46 @@ def watch_executor(pid: int, start: int | None) -> None:
                      name="RingExecutor-watch").start()
 
 
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent ends
+    (``PR_SET_PDEATHSIG``): it works even while this process holds the GIL
+    in a long C call, when the watch thread cannot run.  The parent is the
+    executor's launcher thread (fork, spawn: see launcher.py) or the
+    forkserver, which ends with the process that started it.  A parent that
+    ended before the prctl is left to the watch."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    PR_SET_PDEATHSIG = 1
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        # A forkserver child.  multiprocessing hands each one a copy of the
+        # program's end of the pipe whose EOF tells the forkserver that the
+        # program is gone -- so while a worker lives, the forkserver would
+        # never exit, and its death signal never reach us.  This worker
+        # starts no forkserver process: let the copy go.
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if isinstance(fd, int) and fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            server._forkserver_alive_fd = None
+
+
 def worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: str,
                 spin_us: float, slot_size: int, zero_copy: bool, parent: int,
                 parent_start: int | None, claims_path: str, depth: int,
                 claim_lock: Any) -> None:
     """The worker process's entry point (``multiprocessing.Process`` target)."""
+    die_with_parent(parent)
     watch_executor(parent, parent_start)
     claims = map_claims(claims_path, depth)
     keep_freed_memory()
