@@ -48,7 +48,7 @@ def check_internals() -> list[str]:
     """The ``concurrent.futures`` internals this module relies on that the
     running interpreter lacks (empty: all there)."""
     missing = []
-    f = cf.Future()
+    f: cf.Future[Any] = cf.Future()
     for name in ("_state", "_condition", "_waiters", "_done_callbacks", "_result",
                  "_exception", "_invoke_callbacks"):
         if not hasattr(f, name):
@@ -127,7 +127,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
     # -- lazily made parts of concurrent.futures.Future ---------------------------
 
     @property
-    def _condition(self) -> threading.Condition:
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         c = self._cond
         if c is None:
             with _cond_lock:
@@ -137,14 +137,14 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
         return c
 
     @property
-    def _waiters(self) -> list[Any]:        # only used under _condition
+    def _waiters(self) -> list[Any]:  # type: ignore[override]  # (under _condition)
         w = self._wl
         if w is None:
             w = self._wl = []
         return w
 
     @property
-    def _done_callbacks(self) -> list[Any]:  # only used under _condition
+    def _done_callbacks(self) -> list[Any]:  # (only used under _condition)
         cbs = self._cbs
         if cbs is None:
             cbs = self._cbs = []
@@ -152,7 +152,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
 
     def _invoke_callbacks(self) -> None:
         if self._cbs:
-            super()._invoke_callbacks()
+            super()._invoke_callbacks()  # type: ignore[misc]
 
     def _finish_fast(self, result: Any, exc: BaseException | None) -> bool:
         """Finish without a Condition if there is none; False if there is one
@@ -253,7 +253,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
             try:
                 raise exc
             finally:
-                self = exc = None      # noqa: PLW0642 - no frame -> future cycle
+                self = exc = None  # type: ignore[assignment]  # noqa: PLW0642 - no frame -> future cycle
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -314,7 +314,7 @@ def _after_fork_in_child() -> None:
 
 
 try:
-    threading._register_atexit(_python_exit)
+    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):              # pragma: no cover - older / exiting
     atexit.register(_python_exit)
 if hasattr(os, "register_at_fork"):

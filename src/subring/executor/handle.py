@@ -4,6 +4,7 @@ table; starting it (process, bounded handshake) and closing it."""
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 import time
 from typing import Any
@@ -16,6 +17,8 @@ from .future import BrokenProcessPool, RingFuture
 from .worker import INIT_FAILED, worker_main
 
 __all__ = ["InitializerFailed", "StartFailed", "WorkerHandle"]
+
+_CONNECT_WAIT = {"wait": True} if "wait" in inspect.signature(connect).parameters else {}
 
 
 class StartFailed(BrokenProcessPool):
@@ -107,8 +110,12 @@ class WorkerHandle:
                 raise StartFailed(f"worker {self.index} did not start within {timeout} s "
                                   "(raise start_timeout for a slow initializer)")
         left = max(1.0, deadline - time.monotonic())
+        # (The socket file exists once bound, a moment before it listens:
+        # connect must wait for that, with connect()'s own ``wait`` where
+        # it has one -- newer connect() fails at once without it.)
         self.client = connect(path, entries=cfg["depth"], slot_size=cfg["slot_size"],
-                              mode=cfg["mode"], spin_us=cfg["spin_us"], timeout=left)
+                              mode=cfg["mode"], spin_us=cfg["spin_us"], timeout=left,
+                              **_CONNECT_WAIT)
         self.pool = BufferPool(1, cfg["arena_size"], name="subring-exec-arena")
         self.client.register_pool(self.pool, timeout=left)
         self.arena = Arena(cfg["arena_size"], pool_map(self.pool))

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .. import _core
 from ..errors import PeerDiedError, RingBusyError
@@ -43,6 +43,9 @@ from .mapping import lazy_map
 from .options import ExecutorStatistics, int_in
 from .results import fetched, start_fetches, unpickle_outcome
 from .worker import MAX_SLOT_SIZE, Worker, process_start_time
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["ExecutorStatistics", "RingExecutor"]
 
@@ -130,7 +133,7 @@ class RingExecutor(cf.Executor):
         self._start_failures = 0          # consecutive
         self._ever_started = False
         self._next_start = 0.0            # monotonic time before which no start is tried
-        self._counts = collections.Counter()     # rare events
+        self._counts: collections.Counter[str] = collections.Counter()   # rare events
         self._submitted = self._completed = 0    # (plain ints: per task)
         self._drivers = 0                 # threads reaping inside result()
         # The completion thread parks (on _handover) while a thread drives;
@@ -243,7 +246,7 @@ class RingExecutor(cf.Executor):
 
     # -- submission -----------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> cf.Future[T]:
         """Schedule ``fn(*args, **kwargs)``; returns its Future.  Never blocks
         on a worker start."""
         with self._lock:
@@ -273,6 +276,7 @@ class RingExecutor(cf.Executor):
         if h is None:
             return False
         data, oob = task.frame, task.oob
+        assert data is not None
         client = h.client
         assert client is not None and h.arena is not None and h.pool is not None
         size = frame_size(data, oob)
@@ -626,7 +630,7 @@ class RingExecutor(cf.Executor):
         window = max(2, self._max_workers * (8 if chunksize > 1 else 32))
         return lazy_map(self.submit, fn, iterables, timeout, chunksize, window)
 
-    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``await executor.run(fn, *args)``: no thread per call."""
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 

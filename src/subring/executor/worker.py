@@ -123,7 +123,7 @@ class Worker(Subsystem):
             raise ValueError("fetch buffer has the wrong size")
         dst[:len(tag)] = tag
         write_frame(dst[len(tag):], data, oob)
-        return size
+        return int(size)
 
     def on_disconnect(self, client: Any) -> None:
         self.stop()     # our only client is gone: the pool shut down or died
@@ -163,7 +163,7 @@ def process_start_time(pid: int) -> int | None:
     except OSError:
         return None
     # comm (field 2) may hold spaces and parentheses: split after its last ')'
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    return int(stat[stat.rindex(b")") + 2:].split()[19].decode())
 
 
 def watch_executor(pid: int, start: int | None) -> None:
@@ -225,7 +225,7 @@ def die_with_parent(parent: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
-            server._forkserver_alive_fd = None
+            setattr(server, "_forkserver_alive_fd", None)  # noqa: B010 - stdlib's (above)
 
 
 def worker_main(path: str, initializer: Any, initargs: tuple[Any, ...], mode: str,
