@@ -171,14 +171,17 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
         return True
 
     def set_result(self, result: Any) -> None:
+        """As Future.set_result (without a Condition when none exists)."""
         if not self._finish_fast(result, None):
             super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
+        """As Future.set_exception (without a Condition when none exists)."""
         if not self._finish_fast(None, exception):
             super().set_exception(exception)
 
     def set_running_or_notify_cancel(self) -> bool:
+        """As Future.set_running_or_notify_cancel."""
         with _cond_lock:
             if self._cond is None and self._state == PENDING:
                 self._state = RUNNING
@@ -215,9 +218,11 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
 
     # Reading one attribute is atomic: no lock needed to answer these.
     def cancelled(self) -> bool:
+        """Whether the task was cancelled."""
         return self._state == CANCELLED or self._state == NOTIFIED
 
     def running(self) -> bool:
+        """Whether a worker has started the task (and it has not finished)."""
         s = self._state
         if s == PENDING:
             claim = self.claim
@@ -225,6 +230,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
         return s == RUNNING
 
     def done(self) -> bool:
+        """Whether the task finished or was cancelled."""
         s = self._state
         return s == FINISHED or s == CANCELLED or s == NOTIFIED
 
@@ -242,6 +248,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
         return timeout
 
     def result(self, timeout: float | None = None) -> Any:
+        """As Future.result; reaps completions in this thread while waiting."""
         if self._state != FINISHED:
             timeout = self._help(timeout)
             if self._state != FINISHED:
@@ -257,6 +264,7 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As Future.exception; reaps completions in this thread while waiting."""
         if self._state != FINISHED:
             timeout = self._help(timeout)
             if self._state != FINISHED:
@@ -293,6 +301,7 @@ def register_executor(ex: Any) -> None:
 
 
 def unregister_executor(ex: Any) -> None:
+    """``ex`` is closed: nothing to do for it at exit."""
     _live.discard(ex)
 
 

@@ -126,6 +126,7 @@ class Worker(Subsystem):
         return int(size)
 
     def on_disconnect(self, client: Any) -> None:
+        """The executor closed the connection (or died): stop serving."""
         self.stop()     # our only client is gone: the pool shut down or died
 
 
