@@ -22,7 +22,7 @@ elsewhere; ``map`` is lazy; ``await executor.run(fn, *args)``.
 
 Modules: ``pool`` (RingExecutor), ``future`` (the Future; the only module
 touching ``concurrent.futures`` internals), ``handle`` (a worker as the pool
-sees it), ``worker`` (the worker process), ``claims`` (the cancel/start
+sees it), ``launcher`` (starts worker processes from one thread), ``worker`` (the worker process), ``claims`` (the cancel/start
 arbitration), ``arena`` (shared memory for large data), ``framing`` (pickles
 on the wire).
 """
