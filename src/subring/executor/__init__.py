@@ -22,9 +22,12 @@ elsewhere; ``map`` is lazy; ``await executor.run(fn, *args)``.
 
 Modules: ``pool`` (RingExecutor), ``future`` (the Future; the only module
 touching ``concurrent.futures`` internals), ``handle`` (a worker as the pool
-sees it), ``launcher`` (starts worker processes from one thread), ``worker`` (the worker process), ``claims`` (the cancel/start
-arbitration), ``arena`` (shared memory for large data), ``framing`` (pickles
-on the wire).
+sees it), ``launcher`` (starts worker processes from one thread), ``worker``
+(the worker process), ``claims`` (the cancel/start arbitration), ``arena``
+(shared memory for large data), ``results`` (fetching and unpickling
+answers), ``mapping`` (``map``), ``framing`` (pickles on the wire),
+``options`` (statistics, parameter checks), ``dask_plugin`` (Dask workers on
+RingExecutors; needs ``distributed``).
 """
 
 from __future__ import annotations
