@@ -14,6 +14,8 @@ from .framing import process_chunk
 
 __all__ = ["lazy_map"]
 
+_END = object()
+
 
 def lazy_map(submit: Callable[..., cf.Future[Any]], fn: Callable[..., Any],
              iterables: tuple[Iterable[Any], ...], timeout: float | None, chunksize: int,
@@ -65,10 +67,13 @@ def lazy_map(submit: Callable[..., cf.Future[Any]], fn: Callable[..., Any],
                 if chunksize == 1:
                     yield next_result()
                 else:
+                    # Hand the chunk's results out in order, each popped
+                    # (released) as it goes, at C speed: pop() until the
+                    # end marker put first.
                     out = next_result()
                     out.reverse()
-                    while out:
-                        yield out.pop()
+                    out.insert(0, _END)
+                    yield from iter(out.pop, _END)
         finally:
             for f in futs:
                 f.cancel()
