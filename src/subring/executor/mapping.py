@@ -14,8 +14,6 @@ from .framing import process_chunk
 
 __all__ = ["lazy_map"]
 
-_END = object()
-
 
 def lazy_map(submit: Callable[..., cf.Future[Any]], fn: Callable[..., Any],
              iterables: tuple[Iterable[Any], ...], timeout: float | None, chunksize: int,
@@ -67,13 +65,14 @@ def lazy_map(submit: Callable[..., cf.Future[Any]], fn: Callable[..., Any],
                 if chunksize == 1:
                     yield next_result()
                 else:
-                    # Hand the chunk's results out in order, each popped
-                    # (released) as it goes, at C speed: pop() until the
-                    # end marker put first.
+                    # The chunk's results in order, each popped (released)
+                    # as it is handed out.  (Not iter(out.pop, marker): that
+                    # compares every result with ==, which NumPy arrays refuse.)
                     out = next_result()
                     out.reverse()
-                    out.insert(0, _END)
-                    yield from iter(out.pop, _END)
+                    pop = out.pop
+                    while out:
+                        yield pop()
         finally:
             for f in futs:
                 f.cancel()
