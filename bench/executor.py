@@ -19,6 +19,18 @@ Workloads
     completes, the next is submitted).  Counted: tasks per second (2 MiB
     moved per task).
 
+``cancel_before_start`` (a contract figure, not a speed: must be 1.0)
+    Both workers busy with a long task, then N more tasks submitted; none of
+    them can have started.  The fraction whose ``cancel()`` succeeds (and
+    that then never run).  Also measured for ProcessPoolExecutor, which marks
+    the tasks it moved to its call queue RUNNING (informational).
+``dask`` (informational; skipped with the reason if ``distributed`` is absent)
+    A one-machine Dask cluster (a LocalCluster with one worker process,
+    2 threads): tiny tasks (``abs``) and 1 MiB tasks (``numpy.negative``)
+    through ``Client.map``/``gather``, with the worker's default thread pool
+    and with :class:`RingExecutorPlugin` (a 2-worker RingExecutor under the
+    Dask worker).  Tasks/s of each, and the ratio.
+
 Contenders
 ----------
 ``subring``   ``subring.RingExecutor(2, start="eager")``: ``submit`` /
@@ -397,6 +409,102 @@ def compute_ratios(raw: dict, unavailable: dict[str, str]) -> tuple[dict, dict, 
 
 
 # --------------------------------------------------------------------------
+# cancel_before_start and the Dask rows
+# --------------------------------------------------------------------------
+
+CANCEL_TASKS = 64
+
+
+def busy(t: float) -> float:
+    time.sleep(t)
+    return t
+
+
+def cancel_before_start(start_method: str) -> dict[str, Any]:
+    """Fraction of not-yet-started tasks whose cancel() succeeds, for
+    RingExecutor (the bar: 1.0) and ProcessPoolExecutor (informational)."""
+    ctx = mp.get_context(start_method)
+    out: dict[str, Any] = {"tasks": CANCEL_TASKS, "bar": 1.0}
+    for name, make in (("subring", lambda: RingExecutor(WORKERS, mp_context=ctx, start="eager")),
+                       ("ppe", lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=ctx))):
+        ex = make()
+        try:
+            blockers = [ex.submit(busy, 1.0) for _ in range(WORKERS)]
+            deadline = time.monotonic() + 30
+            while sum(f.running() for f in blockers) < WORKERS and time.monotonic() < deadline:
+                time.sleep(0.005)
+            queued = [ex.submit(inc, i) for i in range(CANCEL_TASKS)]
+            # all of these are behind the blockers: none can have started
+            ok = sum(f.cancel() for f in queued)
+            cf.wait(blockers + queued, 60)
+            ran = sum(1 for f in queued if not f.cancelled())
+            if ok + ran != CANCEL_TASKS:
+                raise BenchError(f"{name}: {ok} cancelled + {ran} ran != {CANCEL_TASKS}")
+            out[name] = ok / CANCEL_TASKS
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+    out["met"] = out["subring"] >= out["bar"]
+    return out
+
+
+def dask_rows(mode_name: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Informational: a one-machine Dask cluster with and without a
+    RingExecutor under its worker (see the module doc)."""
+    try:
+        import dask
+        import distributed
+
+        from subring.executor.dask_plugin import RingExecutorPlugin
+    except ImportError as e:
+        return {"skipped": f"distributed is not importable: {e}"}
+    n_tiny, n_mib, reps = {"smoke": (50, 4, 1), "quick": (2000, 48, 3)}.get(mode_name,
+                                                                            (5000, 96, 5))
+    arrays = [MIB_INPUT + i for i in range(n_mib)]
+    rows: dict[str, Any] = {"tiny_tasks": n_tiny, "mib_tasks": n_mib, "reps": reps}
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=WORKERS,
+                                           processes=True, dashboard_address=None,
+                                           silence_logs=40)
+    client = distributed.Client(cluster, timeout=60)
+    try:
+        client.wait_for_workers(1, timeout=60)
+
+        def rate(fn: Any, inputs: list[Any], check: Callable[[list[Any]], bool]) -> float:
+            best = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                out = client.gather(client.map(fn, inputs, pure=False))
+                best.append(len(inputs) / (time.perf_counter() - t0))
+                if not check(out):
+                    raise BenchError(f"dask {fn.__name__}: wrong results")
+            return statistics.median(best)
+
+        tiny_in = list(range(-n_tiny, 0))
+
+        def run_all(tag: str) -> None:
+            client.gather(client.map(abs, tiny_in[:20], pure=False))        # warm-up
+            rows[f"tiny_{tag}"] = rate(abs, tiny_in, lambda o: o == [-x for x in tiny_in])
+            rows[f"mib_{tag}"] = rate(np.negative, arrays,
+                                      lambda o: all(o[i][7] == -arrays[i][7]
+                                                    for i in range(len(o))))
+            log(f"  dask ({tag}): tiny {rows[f'tiny_{tag}']:.0f}/s, "
+                f"1 MiB {rows[f'mib_{tag}']:.0f}/s")
+
+        run_all("threads")
+        client.register_plugin(RingExecutorPlugin(max_workers=WORKERS))
+        try:
+            run_all("ring")
+        finally:
+            client.unregister_worker_plugin(RingExecutorPlugin.name)
+    finally:
+        client.close(timeout=60)
+        cluster.close(timeout=60)
+    rows["tiny_ring_vs_threads"] = rows["tiny_ring"] / rows["tiny_threads"]
+    rows["mib_ring_vs_threads"] = rows["mib_ring"] / rows["mib_threads"]
+    return rows
+
+
+# --------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------
 
@@ -450,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     p = _common.make_parser(__doc__)
     _common.add_reps_slice(p)
     p.add_argument("--skip-loky", action="store_true", help="behave as if loky were not installed")
+    p.add_argument("--skip-dask", action="store_true",
+                   help="skip the (informational) Dask rows")
     p.add_argument("--start-method", default=mp.get_start_method(),
                    help="multiprocessing start method for every pool (default: the platform's)")
     args = p.parse_args(argv)
@@ -484,6 +594,22 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios, samples, bars, extra = compute_ratios(raw, unavailable)
     print_report(raw, ratios, samples, bars, extra, unavailable)
+    cancel = cancel_before_start(args.start_method)
+    print(f"cancel_before_start: subring {cancel['subring']:.2f} (bar 1.0, "
+          f"{'met' if cancel['met'] else 'NOT MET'}), ProcessPoolExecutor {cancel['ppe']:.2f} "
+          f"(informational), {cancel['tasks']} tasks not started")
+    if args.skip_dask:
+        dask = {"skipped": "skipped (--skip-dask)"}
+    else:
+        log("dask rows (informational) ...")
+        dask = dask_rows(mode_name, log)
+    if "skipped" in dask:
+        print(f"dask: skipped: {dask['skipped']}")
+    else:
+        print(f"dask (informational): tiny {dask['tiny_threads']:.0f}/s threads, "
+              f"{dask['tiny_ring']:.0f}/s RingExecutor ({dask['tiny_ring_vs_threads']:.2f}x); "
+              f"1 MiB {dask['mib_threads']:.0f}/s threads, {dask['mib_ring']:.0f}/s "
+              f"RingExecutor ({dask['mib_ring_vs_threads']:.2f}x)")
     wall = time.perf_counter() - t_start
     print(f"total wall time {wall:.1f} s")
     faulthandler.cancel_dump_traceback_later()
@@ -511,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_samples": samples,
             "bars": bars,
             "extra": extra,
+            "cancel_before_start": cancel,
+            "dask": dask,
             "wall_time_s": wall,
         }
         _common.write_json(args.json, doc)

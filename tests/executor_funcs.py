@@ -8,6 +8,7 @@ The ``make_executor`` fixture is imported by the test modules.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import resource
 import signal
@@ -216,6 +217,9 @@ def die(how: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif how == "segv":
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # no core file
+        # A deliberate crash: no "Fatal Python error" stack dump on stderr
+        # (pytest's faulthandler is inherited by forked workers).
+        faulthandler.disable()
         ctypes.string_at(0)
     else:
         raise ValueError(how)
@@ -347,3 +351,199 @@ def make_executor():
 def exit_worker(code: int = 3) -> None:
     """End the worker process at once (no exception goes back)."""
     os._exit(code)
+
+
+# -- helpers for the contract tests (test_executor_contract.py) -------------------------
+
+
+def record(path: str, value: Any, t: float = 0.0) -> Any:
+    """Append ``value`` to the file ``path`` (proof that the task ran), then
+    sleep ``t``."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    time.sleep(t)
+    return value
+
+
+def recorded(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def write_pid_then_sleep(path: str, t: float) -> None:
+    """Initializer: leave this worker's pid in ``path``, then take ``t`` s."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(t)
+
+
+def sleep_if_exists(flag: str, t: float) -> None:
+    """Initializer: take ``t`` s to start, but only once ``flag`` exists."""
+    if os.path.exists(flag):
+        time.sleep(t)
+
+
+def hog_gil_after_init(t: float) -> None:
+    """Initializer: a thread then holds the GIL for ~``t`` s in one C call,
+    so the worker answers its attach late (a worker on a loaded machine)."""
+    def hog() -> None:
+        time.sleep(0.01)
+        end = time.monotonic() + t
+        while time.monotonic() < end:
+            sum(range(5_000_000))           # one C call: the GIL is not released
+
+    threading.Thread(target=hog, daemon=True).start()
+
+
+def raise_in_initializer() -> None:
+    raise ValueError("error in initializer")
+
+
+class Box:
+    """A weak-referenceable result."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def make_box(value: Any) -> Box:
+    return Box(value)
+
+
+class SystemExitOnUnpickle:
+    """Pickles fine in the worker; unpickling it (in the caller) raises SystemExit."""
+
+    def __reduce__(self) -> Any:
+        return (raise_system_exit, ())
+
+
+def return_system_exit_on_unpickle() -> SystemExitOnUnpickle:
+    return SystemExitOnUnpickle()
+
+
+def make_big(n: int) -> bytearray:
+    return bytearray(n)
+
+
+def pid_of_task(_: Any = None) -> int:
+    return os.getpid()
+
+
+def gated_big(path: str, n: int) -> bytearray:
+    wait_for_file(path)
+    return bytearray(n)
+
+
+# -- for test_executor_conformance.py (CPython's concurrent.futures scenarios) ---------
+
+INIT_STATUS = "uninitialized"
+
+
+def set_init_status(x: Any) -> None:
+    global INIT_STATUS
+    INIT_STATUS = x
+
+
+def get_init_status() -> Any:
+    return INIT_STATUS
+
+
+def mul(x: Any, y: Any) -> Any:
+    return x * y
+
+
+def sleep_and_raise(t: float) -> None:
+    time.sleep(t)
+    raise Exception("this is an exception")
+
+
+def return_instance(cls: type) -> Any:
+    return cls()
+
+
+def raise_error(cls: type) -> None:
+    raise cls("raised in the worker")
+
+
+def crash() -> None:
+    die("segv")
+
+
+def exit_now() -> None:
+    raise SystemExit(1)
+
+
+class ExitAtPickle:
+    def __reduce__(self) -> Any:
+        raise SystemExit(1)
+
+
+class ErrorAtPickle:
+    def __reduce__(self) -> Any:
+        from pickle import PicklingError
+
+        raise PicklingError("error at pickle")
+
+
+class CrashAtPickle:
+    def __reduce__(self) -> Any:
+        die("segv")
+
+
+class ExitAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (exit_now, ())
+
+
+class ErrorAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (_unpickle_error, ())
+
+
+def _unpickle_error() -> None:
+    from pickle import UnpicklingError
+
+    raise UnpicklingError("error at unpickle")
+
+
+class CrashAtUnpickle:
+    def __reduce__(self) -> Any:
+        return (crash, ())
+
+
+def pid_and_parent(_: Any = None) -> tuple[int, int]:
+    return os.getpid(), os.getppid()
+
+
+def executor_pipeline(executor: Any) -> dict[str, Any]:
+    """Code written against the Executor interface only (submit, map,
+    as_completed, wait, add_done_callback, cancel): it runs unchanged on a
+    RingExecutor or on ``distributed.Client.get_executor()``."""
+    import concurrent.futures as cf
+
+    out: dict[str, Any] = {}
+    out["submit"] = executor.submit(add, 2, 3).result(60)
+    out["map"] = list(executor.map(inc, range(20)))
+    futs = [executor.submit(mul, i, i) for i in range(10)]
+    out["as_completed"] = sorted(f.result() for f in cf.as_completed(futs, timeout=60))
+    done, not_done = cf.wait([executor.submit(inc, 1)], timeout=60)
+    out["wait"] = (len(done), len(not_done))
+    seen: list[Any] = []
+    f = executor.submit(inc, 10)
+    f.add_done_callback(lambda fut: seen.append(fut.result()))
+    f.result(60)
+    out["callback"] = wait_until(lambda: seen == [11], 10)
+    try:
+        executor.submit(raise_if, 1, 1).result(60)
+    except ValueError as e:
+        out["error"] = str(e)
+    return out
+
+
+def hold_gil() -> int:
+    """Hold the GIL in one C call that does not end in practice (no other
+    thread of this process runs Python code again; kill the process)."""
+    return sum(range(10 ** 12))

@@ -36,7 +36,7 @@ def _run(tmp_path: Path, *extra: str) -> tuple[dict, str]:
     out = tmp_path / "x.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--json", str(out), *extra],
-        check=False, capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=110,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "ratio" in proc.stdout       # the table was printed
@@ -72,17 +72,33 @@ def _check(doc: dict) -> None:
                 assert all(0 < a <= b for a, b in zip(r["p50_us"], r["p99_us"]))
 
 
+def _check_contract_and_dask(doc: dict, dask_skipped: bool) -> None:
+    c = doc["cancel_before_start"]
+    # a contract figure, not a speed: every task not started can be cancelled
+    assert c["subring"] == 1.0 and c["met"] is True and c["bar"] == 1.0
+    assert 0.0 <= c["ppe"] <= 1.0 and c["tasks"] > 0
+    d = doc["dask"]
+    if dask_skipped or importlib.util.find_spec("distributed") is None:
+        assert d["skipped"]
+    else:
+        for key in ("tiny_threads", "tiny_ring", "mib_threads", "mib_ring"):
+            assert d[key] > 0, key
+        assert math.isclose(d["tiny_ring_vs_threads"], d["tiny_ring"] / d["tiny_threads"])
+
+
 def test_smoke_json(tmp_path: Path) -> None:
     doc, _ = _run(tmp_path)
     _check(doc)
+    _check_contract_and_dask(doc, dask_skipped=False)
     if importlib.util.find_spec("loky") is not None:
         assert "loky" in doc["results"]["mib"]
         assert doc["extra"]["mib_vs_loky"]["median"] is not None
 
 
 def test_smoke_json_without_loky(tmp_path: Path) -> None:
-    doc, stdout = _run(tmp_path, "--skip-loky")
+    doc, stdout = _run(tmp_path, "--skip-loky", "--skip-dask")
     _check(doc)
+    _check_contract_and_dask(doc, dask_skipped=True)
     assert "loky" in doc["skipped"]
     assert all("loky" not in c for c in doc["results"].values())
     for key, e in doc["extra"].items():

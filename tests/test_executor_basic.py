@@ -215,7 +215,7 @@ def test_lambda_fails_at_submit_in_caller(shared):
         ex.submit(local)
     with pytest.raises(TypeError):
         ex.submit(ef.identity, threading.Lock())            # unpicklable argument
-    assert ex.statistics()["inflight"] == 0
+    assert ex.statistics().inflight == 0
     assert ex.submit(ef.inc, 1).result(T) == 2               # the pool is fine
 
 
@@ -258,19 +258,19 @@ def test_bad_constructor_args():
 
 def test_lazy_start(make_executor):
     ex = make_executor(2)
-    assert ex.statistics()["workers"] == 0
+    assert ex.statistics().workers == 0
     assert ex.submit(ef.inc, 1).result(T) == 2
-    assert 1 <= ex.statistics()["workers"] <= 2
+    assert 1 <= ex.statistics().workers <= 2
     futs = [ex.submit(ef.sleep_pid, 0.05) for _ in range(6)]
     pids = {f.result(T) for f in futs}
-    assert ex.statistics()["workers"] == 2
+    assert ex.statistics().workers == 2
     assert len(pids) == 2
 
 
 def test_eager_start(make_executor):
     ex = make_executor(2, start="eager")
-    assert ex.statistics()["workers"] == 2
-    assert ex.statistics()["inflight"] == 0
+    assert ex.statistics().workers == 2
+    assert ex.statistics().inflight == 0
     assert ex.submit(ef.inc, 1).result(T) == 2
 
 

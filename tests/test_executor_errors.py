@@ -125,7 +125,7 @@ def test_system_exit_in_task_comes_back(make_executor):
     f = ex.submit(ef.raise_system_exit)
     assert isinstance(f.exception(T), SystemExit)
     assert ex.submit(ef.inc, 1).result(T) == 2
-    assert ex.statistics()["workers"] == 1
+    assert ex.statistics().workers == 1
 
 
 def test_task_data_larger_than_arena(make_executor):
@@ -150,9 +150,9 @@ POINTS = ["call", "args", "result"]
 
 def _submit_tracked(ex, fn, *args):
     """Submit; return (future, index of the worker it went to)."""
-    before = ex.statistics()["per_worker"]
+    before = ex.statistics().per_worker
     f = ex.submit(fn, *args)
-    after = ex.statistics()["per_worker"]
+    after = ex.statistics().per_worker
     assert len(before) == len(after)
     changed = [i for i, (a, b) in enumerate(zip(before, after)) if b == a + 1]
     assert len(changed) == 1, (before, after)
@@ -194,8 +194,9 @@ def test_worker_death_fails_only_its_tasks(make_executor, tmp_path, how, point):
         if w != dying:
             assert (kind, v) == ("ok", i), (i, kind, v)       # the other worker: untouched
         elif i > k:
-            # queued behind the fatal task on the dying worker: never ran
-            assert kind == "err" and isinstance(v, BrokenProcessPool), (i, kind, v)
+            # queued behind the fatal task on the dying worker: never started,
+            # so still PENDING -- re-queued and run by another worker
+            assert (kind, v) == ("ok", i), (i, kind, v)
         else:
             # ran before the fatal task.  Should be ("ok", i); may be lost today
             # (see test_regression_completed_task_failed_by_later_death).
@@ -203,7 +204,7 @@ def test_worker_death_fails_only_its_tasks(make_executor, tmp_path, how, point):
     # policy 'replace': the pool goes on, with a fresh worker
     futs = [ex.submit(ef.sleep_pid, 0.02) for _ in range(8)]
     pids = {f.result(T) for f in futs}
-    assert ex.statistics()["workers"] == 2
+    assert ex.statistics().workers == 2
     assert len(pids) == 2
 
 
@@ -234,7 +235,7 @@ def test_worker_killed_from_outside_at_random_times(make_executor):
         # later work never reaches the dead worker
         after = {f.result(T) for f in [ex.submit(ef.sleep_pid, 0.01) for _ in range(8)]}
         assert victim not in after
-        assert ex.statistics()["inflight"] == 0
+        assert ex.statistics().inflight == 0
 
 
 def test_break_policy(make_executor, tmp_path):
@@ -243,7 +244,7 @@ def test_break_policy(make_executor, tmp_path):
     fatal = ex.submit(ef.die_gated, gate, "sigkill")
     inflight = ex.submit(ef.gated, gate, 1)
     pending = [ex.submit(ef.gated, gate, i) for i in range(5)]
-    assert ex.statistics()["pending"] == 5
+    assert ex.statistics().pending == 5
     open(gate, "w").close()
     for f in [fatal, inflight, *pending]:
         kind, e = outcome(f)
@@ -287,7 +288,7 @@ def test_replace_policy_many_deaths(make_executor):
         kind, e = outcome(ex.submit(ef.die, HOWS[i % 3]))
         assert kind == "err" and isinstance(e, BrokenProcessPool)
         assert ex.submit(ef.inc, i).result(T) == i + 1
-    assert ex.statistics()["workers"] <= 2
+    assert ex.statistics().workers <= 2
 
 
 # -- regressions (bugs found while writing these tests) ---------------------------------------
@@ -379,7 +380,8 @@ def test_regression_replacement_spawn_failure_leaves_futures_pending(make_execut
         futs = [ex.submit(ef.sleep_return, 0.2, 0), ex.submit(ef.die, "sigkill"),
                 ex.submit(ef.inc, 1), ex.submit(ef.inc, 2)]
         pending = []
-        deadline = time.monotonic() + 5
+        # (failed starts are retried with backoff before the pool breaks: bounded)
+        deadline = time.monotonic() + 20
         for i, f in enumerate(futs):
             try:
                 f.result(max(0.01, deadline - time.monotonic()))
@@ -392,5 +394,5 @@ def test_regression_replacement_spawn_failure_leaves_futures_pending(make_execut
         gc.collect()
     finally:
         threading.excepthook = old_hook
-    assert not pending, f"futures {pending} still pending 5 s after submission; {crashes}"
+    assert not pending, f"futures {pending} still pending 20 s after submission; {crashes}"
     assert not crashes, crashes

@@ -1,5 +1,5 @@
 """RingExecutor futures: a task's future makes its Condition and waiter /
-callback lists only when something needs them (see ``_RingFuture``).  These
+callback lists only when something needs them (see ``subring.executor.future.RingFuture``).  These
 tests race every way of waiting on a future against its completion: other
 threads blocking in result(), ``wait()`` in each mode, ``as_completed()``,
 done-callbacks added before and after completion, cancel, asyncio."""
@@ -13,7 +13,7 @@ import threading
 import executor_funcs as ef
 import pytest
 
-from subring.executor import _RingFuture
+from subring.executor.future import RingFuture
 
 T = 30
 
@@ -120,7 +120,7 @@ def test_regression_wait_on_a_cancelled_pending_task_is_notified():
 
 def test_set_twice_is_an_error_with_or_without_a_condition():
     for make_cond in (False, True):
-        f = _RingFuture(None)
+        f = RingFuture(None)
         if make_cond:
             f._condition                            # noqa: B018 - as a waiter would
         assert f.set_running_or_notify_cancel()

@@ -86,11 +86,13 @@ def test_map_is_lazy_on_endless_input(ex, chunksize):
     assert ex.submit(ef.inc, 1).result(T) == 2
 
 
-def test_map_reads_input_only_when_iterated(ex):
+def test_map_reads_only_a_window_before_iteration(ex):
+    """Like Executor.map, work starts at the call (a first window is read and
+    submitted at once); unlike it, the rest is read as results are consumed."""
     src = Counting(range(1000))
     results = ex.map(ef.inc, src)
     time.sleep(0.05)
-    assert src.taken == 0                 # nothing read before the first next()
+    assert 0 < src.taken <= 201
     assert next(results) == 1
     assert src.taken <= 201
     assert sum(results) == sum(range(2, 1001))

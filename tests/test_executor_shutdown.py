@@ -54,7 +54,7 @@ def assert_clean(ex, baseline, timeout: float = 10.0) -> None:
 def test_shutdown_wait_completes_pending_work(baseline, make_executor):
     ex = make_executor(2, max_inflight_per_worker=1)
     futs = [ex.submit(ef.sleep_return, 0.02, i) for i in range(20)]
-    assert ex.statistics()["pending"] > 0
+    assert ex.statistics().pending > 0
     bounded_shutdown(ex, wait=True)
     assert all(f.done() for f in futs)
     assert [f.result(0) for f in futs] == list(range(20))
@@ -87,7 +87,8 @@ def test_shutdown_cancel_futures(baseline, make_executor):
     ex = make_executor(1, max_inflight_per_worker=1, start="eager")
     running = ex.submit(ef.sleep_return, 0.3, "ran")
     queued = [ex.submit(ef.sleep_return, 0.3, i) for i in range(6)]
-    assert ex.statistics()["pending"] == 6
+    assert ex.statistics().pending == 6
+    assert ef.wait_until(running.running, T)       # (else it would be cancelled too)
     took = bounded_shutdown(ex, wait=True, cancel_futures=True)
     assert took < 2.0, took                         # did not run the 6 queued tasks
     assert running.result(0) == "ran"
@@ -102,6 +103,8 @@ def test_shutdown_cancel_futures_no_wait(baseline, make_executor):
     ex = make_executor(1, max_inflight_per_worker=1, start="eager")
     running = ex.submit(ef.sleep_return, 0.2, "ran")
     queued = [ex.submit(ef.sleep_return, 0.2, i) for i in range(4)]
+    # (a task the worker has not started yet is cancelled too: wait for it)
+    assert ef.wait_until(running.running, T)
     bounded_shutdown(ex, wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     assert running.result(T) == "ran"
