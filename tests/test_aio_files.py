@@ -1002,7 +1002,7 @@ def test_regression_large_read_stalls_loop(tmp_path):
                 await asyncio.sleep(0)
 
         out = []
-        for what in ("read", "readinto", "pieces"):
+        for what in ("read", "readinto", "read(n)"):
             async with aio.open(p, "rb") as f:
                 t = asyncio.ensure_future(ticker())
                 await asyncio.sleep(0)
@@ -1013,7 +1013,7 @@ def test_regression_large_read_stalls_loop(tmp_path):
                     buf = bytearray(len(data))
                     got = bytes(buf[:await f.readinto(buf)])
                 else:
-                    got = await f.read(_files.THREAD_READ - 1)      # ring pieces
+                    got = await f.read(_files.THREAD_READ + 7)      # a thread
                 done = True
                 await t
                 done = False

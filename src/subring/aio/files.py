@@ -10,11 +10,14 @@ other operation first folds the untaken lines back into the byte buffer
 time.
 
 Large transfers are split so that no single step holds the event loop for
-long: ring reads and writes move at most ``PIECE`` bytes per await, and a
-``read()`` that must return a new ``bytes`` object of ``THREAD_READ`` bytes
-or more is one ``os.pread`` on a worker thread (the GIL released while the
-kernel copies; building that object on the loop thread would stall it for
-the whole copy).
+more than about a millisecond: ring reads and writes move at most ``PIECE``
+bytes per await, and a ``read()`` from a file that must return a new
+``bytes`` object of ``THREAD_READ`` bytes or more is one ``os.pread`` on a
+worker thread (the GIL released while the kernel copies; building that
+object on the loop thread would stall it for the copy and its page faults,
+~0.4 ms per MiB).  Line reading reads ``LINE_FILL`` bytes per fill: the
+lines of one fill are handed out without a trip through the loop, so a fill
+bounds how long ``async for`` keeps the loop (~0.3 ms of lines).
 
 Writes are not buffered: ``write()`` returns once the kernel has the data
 (visible to other readers at once), and ``flush()`` has nothing to do.
@@ -35,10 +38,10 @@ from . import textcodec
 __all__ = ["CHUNK", "PIECE", "THREAD_READ", "AsyncFile"]
 
 CHUNK = 1 << 17          # read-ahead per fill for small reads
-LINE_FILL = 1 << 20      # read-ahead per fill when reading lines (fewer loop round trips)
+LINE_FILL = 1 << 18      # read-ahead per fill when reading lines (two batches)
 BATCH = 1 << 17          # lines are split and decoded this many bytes at a time (cache-sized)
 PIECE = 1 << 20          # the most one ring read or write moves per await
-THREAD_READ = 8 << 20    # read() of this many bytes or more: os.pread on a thread
+THREAD_READ = PIECE + 1  # read() of this many bytes or more from a file: a thread
 
 
 class AsyncFile:
@@ -391,22 +394,23 @@ class AsyncFile:
         return head + rest if head else rest
 
     async def _pread_new(self, n: int, offset: int) -> bytes:
-        """A new bytes object of up to ``n`` bytes at ``offset``; never holds
-        the loop for more than one PIECE."""
+        """A new bytes object of up to ``n`` bytes at ``offset`` (-1: the
+        current offset of a pipe or terminal); never holds the loop for more
+        than one PIECE.  From a file, more than a PIECE is read on a worker
+        thread (see the module docstring); from a pipe, by ring reads (a
+        thread blocked on an idle pipe could not be cancelled)."""
         if n <= PIECE:
             return cast("bytes", await self._ring.read(self._fd, n, offset))
-        if n >= THREAD_READ:
+        if offset >= 0:
             loop = asyncio.get_running_loop()
             parts = []
             while n > 0:
-                data = await loop.run_in_executor(
-                    None, *((os.pread, self._fd, n, offset) if offset >= 0
-                            else (os.read, self._fd, n)))
+                data = await loop.run_in_executor(None, os.pread, self._fd, n, offset)
                 if not data:
                     break
                 parts.append(data)
                 n -= len(data)
-                offset += len(data) if offset >= 0 else 0
+                offset += len(data)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         buf = bytearray(n)
         got = await self._readinto_pieces(buf, offset)
