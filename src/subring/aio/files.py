@@ -17,7 +17,7 @@ worker thread (the GIL released while the kernel copies; building that
 object on the loop thread would stall it for the copy and its page faults,
 ~0.4 ms per MiB).  Line reading reads ``LINE_FILL`` bytes per fill: the
 lines of one fill are handed out without a trip through the loop, so a fill
-bounds how long ``async for`` keeps the loop (~0.3 ms of lines).
+bounds how long ``async for`` keeps the loop (~0.5 ms of lines).
 
 Writes are not buffered: ``write()`` returns once the kernel has the data
 (visible to other readers at once), and ``flush()`` has nothing to do.
