@@ -564,11 +564,14 @@ async def run_slice(c: Contender, ntasks: int, seconds: float) -> dict[str, Any]
     s0 = proc_cpu_s(srv) if srv else None
     c0 = time.process_time()
     t0 = time.perf_counter()
+    tasks = [asyncio.ensure_future(c.worker(k, ntasks, stop)) for k in range(ntasks)]
+    # Start the clock once every task has started its first op: on a busy
+    # machine the loop may first run after a short slice has already
+    # expired, and no task would ever have begun.
+    await asyncio.sleep(0)
     timer = loop.call_later(seconds, setattr, stop, "set", True)
     try:
-        counts = await asyncio.wait_for(
-            asyncio.gather(*(c.worker(k, ntasks, stop) for k in range(ntasks))),
-            seconds + SLICE_TIMEOUT_S)
+        counts = await asyncio.wait_for(asyncio.gather(*tasks), seconds + SLICE_TIMEOUT_S)
     except TimeoutError:
         raise BenchError(f"{c.name} with {ntasks} tasks: slice did not finish within "
                          f"{seconds + SLICE_TIMEOUT_S:.0f} s") from None
