@@ -1483,3 +1483,26 @@ def test_line_iter_awaitables_hold_their_value():
         next(a.__await__())
     with pytest.raises(TypeError):
         LineIter([1], None, refill)           # not an iterator
+
+
+def test_async_for_invalid_utf8_like_builtin(tmp_path):
+    """Invalid UTF-8 in a line: strict decoding raises UnicodeDecodeError
+    (the lines before it come out first); errors="replace" gives the
+    built-in's lines."""
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"one\ntwo\nth\xffree\nfour\n" * 3)
+    with open(p, encoding="utf-8", errors="replace") as f:
+        ref = list(f)
+
+    async def main():
+        got = []
+        async with aio.open(p, encoding="utf-8") as f:
+            with pytest.raises(UnicodeDecodeError):
+                async for line in f:
+                    got.append(line)
+        async with aio.open(p, encoding="utf-8", errors="replace") as f:
+            replaced = [line async for line in f]
+        return got, replaced
+
+    got, replaced = run(main)
+    assert got == ["one\n", "two\n"] and replaced == ref

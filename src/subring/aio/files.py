@@ -1,10 +1,13 @@
 """AsyncFile: a file whose reads and writes go through a ring.
 
 Reading keeps one byte buffer (``_rbuf``: read-ahead from the file, consumed
-up to ``_rpos``).  Line reading cuts the buffer at its last line end, splits
-that region into raw lines in bulk (C code: ``BytesIO.readlines``) and
-decodes each line only when it is taken -- from a shared iterator, so that
-``async for``, ``readline()`` and any other call see one position.  Every
+up to ``_rpos``).  Line reading cuts the buffer at its last line end into a
+batch and hands its lines out from one shared iterator, so that ``async
+for``, ``readline()`` and any other call see one position.  Lines ending at
+b"\n" only (binary; UTF-8 text without \r to translate) are cut from the
+batch on demand by C code (``_core.LineCut``; ``async for`` cuts and decodes
+each line in one step); other text is split in bulk into raw lines, each
+decoded when taken.  Every
 other operation first folds the untaken lines back into the byte buffer
 (:meth:`AsyncFile._collapse`), so ``tell()`` is an exact byte offset at any
 time.
@@ -32,7 +35,7 @@ import os
 from operator import length_hint
 from typing import Any, Self, cast
 
-from .._core import LineIter
+from .._core import LineCut, LineIter
 from . import textcodec
 
 __all__ = ["CHUNK", "PIECE", "THREAD_READ", "AsyncFile"]
@@ -77,7 +80,7 @@ class AsyncFile:
         self._rbuf = bytearray()           # read-ahead
         self._rpos = 0                     # consumed up to here
         self._scan = 0                     # no line end in _rbuf[_rpos:_scan]
-        self._blines: list[bytes] = []     # raw lines of the current batch
+        self._blines: Any = []             # the batch: raw lines (a list or a LineCut)
         self._it = iter(self._blines)      # the next line to take
         self._bstart = 0                   # where the batch began in _rbuf
         self._bdec: Any = None             # raw line -> line (None: binary)
@@ -128,10 +131,13 @@ class AsyncFile:
         """Fold the untaken lines of the batch back into the byte buffer."""
         lines = self._blines
         if lines:
-            left = length_hint(self._it)
-            if left:             # (all taken: _rpos is the batch's end already)
-                used = len(lines) - left
-                self._rpos = self._bstart + sum(map(len, lines[:used]))
+            if lines.__class__ is LineCut:
+                self._rpos = self._bstart + lines.consumed
+            else:
+                left = length_hint(self._it)
+                if left:         # (all taken: _rpos is the batch's end already)
+                    used = len(lines) - left
+                    self._rpos = self._bstart + sum(map(len, lines[:used]))
             lines.clear()                   # ends any iterator still over it
             self._blines = []
             self._it = iter(self._blines)
@@ -234,9 +240,15 @@ class AsyncFile:
         with memoryview(self._rbuf) as mv:
             region = bytes(mv[rpos:cut])
         codec = self._codec
+        nl = self._newline
         if codec is None:
-            lines = io.BytesIO(region).readlines()
+            lines = LineCut(region)
             self._bdec = None
+        elif codec.fast and (nl == "\n" or nl in (None, "") and codec.cr not in region):
+            # UTF-8 lines ending at \n only: LineIter cuts and decodes each
+            # straight from the region (one object per line)
+            lines = LineCut(region, True)
+            self._bdec = codec.decode
         else:
             lines = textcodec.split_lines(codec, region, self._newline)
             dec = codec.decode
