@@ -983,13 +983,25 @@ def test_line_batches_split_crlf_and_multibyte_at_every_boundary(tmp_path):
             assert run(main) == ref, (cut, newline)
 
 
-def test_regression_large_read_stalls_loop(tmp_path):
+def test_regression_large_read_stalls_loop(tmp_path, monkeypatch):
     """BUG (issue 11): one await of a 100 MiB read() held the loop for the
-    whole copy (~200 ms).  Large reads are now split: other tasks run while
-    a big read(), readinto() or text read() is in progress."""
-    data = os.urandom(_files.THREAD_READ + 3 * _files.PIECE + 5)
+    whole copy (~200 ms).  Large reads are now split: a read() of more than
+    one PIECE into a new object is an os.pread on a worker thread (the loop
+    runs meanwhile), readinto() moves one PIECE per ring op (the loop runs
+    between them)."""
+    import threading
+
+    data = os.urandom(4 * _files.THREAD_READ + 5)
     p = tmp_path / "big.bin"
     p.write_bytes(data)
+    pread_threads = []
+    real_pread = os.pread
+
+    def pread(fd, n, offset):
+        pread_threads.append(threading.get_ident())
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
 
     async def main():
         ticks = 0
@@ -1002,27 +1014,34 @@ def test_regression_large_read_stalls_loop(tmp_path):
                 await asyncio.sleep(0)
 
         out = []
-        for what in ("read", "readinto", "pieces"):
+        for what in ("read", "readinto", "read(n)"):
             async with aio.open(p, "rb") as f:
                 t = asyncio.ensure_future(ticker())
                 await asyncio.sleep(0)
                 ticks = 0
+                pread_threads.clear()
                 if what == "read":
                     got = await f.read()
                 elif what == "readinto":
                     buf = bytearray(len(data))
                     got = bytes(buf[:await f.readinto(buf)])
                 else:
-                    got = await f.read(_files.THREAD_READ - 1)      # ring pieces
+                    got = await f.read(_files.THREAD_READ + 7)
                 done = True
                 await t
                 done = False
-                out.append((got == data[:len(got)], len(got), ticks))
-        return out
+                out.append((what, got == data[:len(got)], len(got), ticks,
+                            set(pread_threads)))
+        return out, threading.get_ident()
 
-    for same, n, ticks in run(main):
-        assert same and n >= _files.THREAD_READ - 1
-        assert ticks >= 3, f"the loop ran {ticks} times during the read"
+    out, loop_thread = run(main)
+    for what, same, n, ticks, threads in out:
+        assert same and n >= _files.THREAD_READ + 7, what
+        if what == "readinto":          # ring ops: one loop iteration per PIECE at least
+            assert ticks >= len(data) // _files.PIECE, (what, ticks)
+        else:                           # on a worker thread, never on the loop's
+            assert threads and loop_thread not in threads, (what, threads)
+            assert ticks >= 1, (what, ticks)
 
 
 def test_regression_errors_do_not_name_the_file(tmp_path):
@@ -1464,3 +1483,26 @@ def test_line_iter_awaitables_hold_their_value():
         next(a.__await__())
     with pytest.raises(TypeError):
         LineIter([1], None, refill)           # not an iterator
+
+
+def test_async_for_invalid_utf8_like_builtin(tmp_path):
+    """Invalid UTF-8 in a line: strict decoding raises UnicodeDecodeError
+    (the lines before it come out first); errors="replace" gives the
+    built-in's lines."""
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"one\ntwo\nth\xffree\nfour\n" * 3)
+    with open(p, encoding="utf-8", errors="replace") as f:
+        ref = list(f)
+
+    async def main():
+        got = []
+        async with aio.open(p, encoding="utf-8") as f:
+            with pytest.raises(UnicodeDecodeError):
+                async for line in f:
+                    got.append(line)
+        async with aio.open(p, encoding="utf-8", errors="replace") as f:
+            replaced = [line async for line in f]
+        return got, replaced
+
+    got, replaced = run(main)
+    assert got == ["one\n", "two\n"] and replaced == ref

@@ -17,8 +17,9 @@
  *              first line (or raises StopAsyncIteration at end of file).
  *
  * ``it`` is the file's iterator over the raw lines of the current batch (a
- * list iterator: the file clears the list whenever the batch is dropped, so
- * a stale iterator runs dry and the next __anext__ refills); ``decode`` is
+ * list iterator, or a LineCut, below: the file clears the batch whenever it
+ * is dropped, so a stale iterator runs dry and the next __anext__ refills);
+ * from a LineCut the line is cut and decoded in one step; ``decode`` is
  * None (binary: the raw line is the line), ``bytes.decode`` (UTF-8, strict:
  * decoded here in C) or any callable raw -> str.
  *
@@ -136,6 +137,117 @@ static PyTypeObject LineReadyType = {
     .tp_methods = ready_methods,
 };
 
+/* ---- LineCut: a batch cut at \n on demand ----------------------------------- */
+
+/* The batch of lines when lines end at b"\n" only (binary files; UTF-8
+ * text whose lines end at \n): the region of the file's bytes, and how far
+ * it has been taken.  No list of lines is made: ``next()`` cuts the next
+ * line off (as bytes, for readline()), and LineIter cuts it straight into
+ * the line it hands out (a str decoded from the region for text) -- one
+ * object per line.  ``consumed`` is the byte count taken (the file's
+ * position); ``clear()`` ends the batch (its iterators run dry). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *region;        /* bytes; NULL once cleared */
+    Py_ssize_t pos;          /* bytes taken */
+    int text;                /* LineIter hands out str (UTF-8, strict) */
+} LineCut;
+
+static PyTypeObject LineCutType;
+
+/* The next line as bytes (as_text == 0) or str, or NULL without an error
+ * set at the end.  The line is taken even if decoding it fails. */
+static PyObject *cut_take(LineCut *self, int as_text)
+{
+    if (self->region == NULL)
+        return NULL;
+    Py_ssize_t n = PyBytes_GET_SIZE(self->region);
+    if (self->pos >= n)
+        return NULL;
+    const char *p = PyBytes_AS_STRING(self->region) + self->pos;
+    const char *e = memchr(p, '\n', (size_t)(n - self->pos));
+    Py_ssize_t len = e != NULL ? (Py_ssize_t)(e - p) + 1 : n - self->pos;
+    self->pos += len;
+    if (as_text)
+        return PyUnicode_DecodeUTF8(p, len, "strict");
+    return PyBytes_FromStringAndSize(p, len);
+}
+
+static PyObject *cut_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"region", "text", NULL};
+    PyObject *region;
+    int text = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|p:LineCut", kwlist, &PyBytes_Type,
+                                     &region, &text))
+        return NULL;
+    LineCut *self = (LineCut *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->region = Py_NewRef(region);
+    self->text = text;
+    return (PyObject *)self;
+}
+
+static void cut_dealloc(LineCut *self)
+{
+    Py_CLEAR(self->region);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *cut_iternext(LineCut *self)
+{
+    return cut_take(self, 0);           /* NULL, no error: StopIteration */
+}
+
+static int cut_bool(LineCut *self)
+{
+    return self->region != NULL;        /* a batch until cleared (like a list of lines) */
+}
+
+static PyObject *cut_clear(LineCut *self, PyObject *unused)
+{
+    Py_CLEAR(self->region);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cut_consumed(LineCut *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->pos);
+}
+
+static PyMethodDef cut_methods[] = {
+    {"clear", (PyCFunction)cut_clear, METH_NOARGS,
+     "clear($self, /)\n--\n\nEnd the batch: no more lines (iterators over it run dry)."},
+    {NULL}
+};
+
+static PyGetSetDef cut_getset[] = {
+    {"consumed", (getter)cut_consumed, NULL, "Bytes of the region taken so far.", NULL},
+    {NULL}
+};
+
+static PyNumberMethods cut_number = {
+    .nb_bool = (inquiry)cut_bool,
+};
+
+static PyTypeObject LineCutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subring._core.LineCut",
+    .tp_basicsize = sizeof(LineCut),
+    .tp_dealloc = (destructor)cut_dealloc,
+    .tp_as_number = &cut_number,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LineCut(region, text=False)\n--\n\n"
+              "A batch of lines ending at b'\\n': iterating gives each line as bytes;\n"
+              "a LineIter over it gives str lines (UTF-8, strict) if ``text``.",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)cut_iternext,
+    .tp_methods = cut_methods,
+    .tp_getset = cut_getset,
+    .tp_new = cut_new,
+};
+
 /* ---- LineIter ---------------------------------------------------------------- */
 
 typedef struct {
@@ -218,7 +330,18 @@ static PyObject *liter_anext(LineIter *self)
         PyErr_SetNone(PyExc_StopAsyncIteration);
         return NULL;
     }
-    PyObject *raw = Py_TYPE(self->it)->tp_iternext(self->it);
+    PyObject *raw, *line;
+    if (Py_IS_TYPE(self->it, &LineCutType)) {      /* cut straight into the line */
+        LineCut *cut = (LineCut *)self->it;
+        line = cut_take(cut, cut->text);
+        if (line == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            return PyObject_CallOneArg(self->refill, (PyObject *)self);
+        }
+        goto ready;
+    }
+    raw = Py_TYPE(self->it)->tp_iternext(self->it);
     if (raw == NULL) {
         if (PyErr_Occurred()) {
             if (!PyErr_ExceptionMatches(PyExc_StopIteration))
@@ -228,7 +351,6 @@ static PyObject *liter_anext(LineIter *self)
         /* the batch ran dry: the refill coroutine does the I/O */
         return PyObject_CallOneArg(self->refill, (PyObject *)self);
     }
-    PyObject *line;
     if (self->binary) {
         line = raw;
     } else if (self->utf8 && PyBytes_CheckExact(raw)) {
@@ -240,6 +362,7 @@ static PyObject *liter_anext(LineIter *self)
     }
     if (line == NULL)
         return NULL;
+ready:;
     LineReady *r = self->ready;
     if (r != NULL && Py_REFCNT(r) == 1) {        /* nobody else holds it: reuse */
         Py_XSETREF(r->value, line);
@@ -300,13 +423,15 @@ static PyTypeObject LineIterType = {
 
 int sr_aiter_init(PyObject *module)
 {
-    if (PyType_Ready(&LineReadyType) < 0 || PyType_Ready(&LineIterType) < 0)
+    if (PyType_Ready(&LineReadyType) < 0 || PyType_Ready(&LineIterType) < 0 ||
+        PyType_Ready(&LineCutType) < 0)
         return -1;
     bytes_decode = PyObject_GetAttrString((PyObject *)&PyBytes_Type, "decode");
     if (bytes_decode == NULL)
         return -1;
     if (PyModule_AddObjectRef(module, "LineIter", (PyObject *)&LineIterType) < 0 ||
-        PyModule_AddObjectRef(module, "LineReady", (PyObject *)&LineReadyType) < 0)
+        PyModule_AddObjectRef(module, "LineReady", (PyObject *)&LineReadyType) < 0 ||
+        PyModule_AddObjectRef(module, "LineCut", (PyObject *)&LineCutType) < 0)
         return -1;
     return 0;
 }

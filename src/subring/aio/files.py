@@ -1,20 +1,26 @@
 """AsyncFile: a file whose reads and writes go through a ring.
 
 Reading keeps one byte buffer (``_rbuf``: read-ahead from the file, consumed
-up to ``_rpos``).  Line reading cuts the buffer at its last line end, splits
-that region into raw lines in bulk (C code: ``BytesIO.readlines``) and
-decodes each line only when it is taken -- from a shared iterator, so that
-``async for``, ``readline()`` and any other call see one position.  Every
+up to ``_rpos``).  Line reading cuts the buffer at its last line end into a
+batch and hands its lines out from one shared iterator, so that ``async
+for``, ``readline()`` and any other call see one position.  Lines ending at
+b"\n" only (binary; UTF-8 text without \r to translate) are cut from the
+batch on demand by C code (``_core.LineCut``; ``async for`` cuts and decodes
+each line in one step); other text is split in bulk into raw lines, each
+decoded when taken.  Every
 other operation first folds the untaken lines back into the byte buffer
 (:meth:`AsyncFile._collapse`), so ``tell()`` is an exact byte offset at any
 time.
 
 Large transfers are split so that no single step holds the event loop for
-long: ring reads and writes move at most ``PIECE`` bytes per await, and a
-``read()`` that must return a new ``bytes`` object of ``THREAD_READ`` bytes
-or more is one ``os.pread`` on a worker thread (the GIL released while the
-kernel copies; building that object on the loop thread would stall it for
-the whole copy).
+more than about a millisecond: ring reads and writes move at most ``PIECE``
+bytes per await, and a ``read()`` from a file that must return a new
+``bytes`` object of ``THREAD_READ`` bytes or more is one ``os.pread`` on a
+worker thread (the GIL released while the kernel copies; building that
+object on the loop thread would stall it for the copy and its page faults,
+~0.4 ms per MiB).  Line reading reads ``LINE_FILL`` bytes per fill: the
+lines of one fill are handed out without a trip through the loop, so a fill
+bounds how long ``async for`` keeps the loop (~0.5 ms of lines).
 
 Writes are not buffered: ``write()`` returns once the kernel has the data
 (visible to other readers at once), and ``flush()`` has nothing to do.
@@ -29,16 +35,16 @@ import os
 from operator import length_hint
 from typing import Any, Self, cast
 
-from .._core import LineIter
+from .._core import LineCut, LineIter
 from . import textcodec
 
 __all__ = ["CHUNK", "PIECE", "THREAD_READ", "AsyncFile"]
 
 CHUNK = 1 << 17          # read-ahead per fill for small reads
-LINE_FILL = 1 << 20      # read-ahead per fill when reading lines (fewer loop round trips)
+LINE_FILL = 1 << 18      # read-ahead per fill when reading lines (two batches)
 BATCH = 1 << 17          # lines are split and decoded this many bytes at a time (cache-sized)
 PIECE = 1 << 20          # the most one ring read or write moves per await
-THREAD_READ = 8 << 20    # read() of this many bytes or more: os.pread on a thread
+THREAD_READ = PIECE + 1  # read() of this many bytes or more from a file: a thread
 
 
 class AsyncFile:
@@ -74,7 +80,7 @@ class AsyncFile:
         self._rbuf = bytearray()           # read-ahead
         self._rpos = 0                     # consumed up to here
         self._scan = 0                     # no line end in _rbuf[_rpos:_scan]
-        self._blines: list[bytes] = []     # raw lines of the current batch
+        self._blines: Any = []             # the batch: raw lines (a list or a LineCut)
         self._it = iter(self._blines)      # the next line to take
         self._bstart = 0                   # where the batch began in _rbuf
         self._bdec: Any = None             # raw line -> line (None: binary)
@@ -125,10 +131,13 @@ class AsyncFile:
         """Fold the untaken lines of the batch back into the byte buffer."""
         lines = self._blines
         if lines:
-            left = length_hint(self._it)
-            if left:             # (all taken: _rpos is the batch's end already)
-                used = len(lines) - left
-                self._rpos = self._bstart + sum(map(len, lines[:used]))
+            if lines.__class__ is LineCut:
+                self._rpos = self._bstart + lines.consumed
+            else:
+                left = length_hint(self._it)
+                if left:         # (all taken: _rpos is the batch's end already)
+                    used = len(lines) - left
+                    self._rpos = self._bstart + sum(map(len, lines[:used]))
             lines.clear()                   # ends any iterator still over it
             self._blines = []
             self._it = iter(self._blines)
@@ -231,9 +240,15 @@ class AsyncFile:
         with memoryview(self._rbuf) as mv:
             region = bytes(mv[rpos:cut])
         codec = self._codec
+        nl = self._newline
         if codec is None:
-            lines = io.BytesIO(region).readlines()
+            lines = LineCut(region)
             self._bdec = None
+        elif codec.fast and (nl == "\n" or nl in (None, "") and codec.cr not in region):
+            # UTF-8 lines ending at \n only: LineIter cuts and decodes each
+            # straight from the region (one object per line)
+            lines = LineCut(region, True)
+            self._bdec = codec.decode
         else:
             lines = textcodec.split_lines(codec, region, self._newline)
             dec = codec.decode
@@ -391,22 +406,23 @@ class AsyncFile:
         return head + rest if head else rest
 
     async def _pread_new(self, n: int, offset: int) -> bytes:
-        """A new bytes object of up to ``n`` bytes at ``offset``; never holds
-        the loop for more than one PIECE."""
+        """A new bytes object of up to ``n`` bytes at ``offset`` (-1: the
+        current offset of a pipe or terminal); never holds the loop for more
+        than one PIECE.  From a file, more than a PIECE is read on a worker
+        thread (see the module docstring); from a pipe, by ring reads (a
+        thread blocked on an idle pipe could not be cancelled)."""
         if n <= PIECE:
             return cast("bytes", await self._ring.read(self._fd, n, offset))
-        if n >= THREAD_READ:
+        if offset >= 0:
             loop = asyncio.get_running_loop()
             parts = []
             while n > 0:
-                data = await loop.run_in_executor(
-                    None, *((os.pread, self._fd, n, offset) if offset >= 0
-                            else (os.read, self._fd, n)))
+                data = await loop.run_in_executor(None, os.pread, self._fd, n, offset)
                 if not data:
                     break
                 parts.append(data)
                 n -= len(data)
-                offset += len(data) if offset >= 0 else 0
+                offset += len(data)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         buf = bytearray(n)
         got = await self._readinto_pieces(buf, offset)
