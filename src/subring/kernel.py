@@ -42,11 +42,19 @@ Rules
   what keeps the CQ from overflowing; if multishot ops overflow it anyway, the
   ring flushes the kernel's backlog on the next reap.
 * A full SQ is submitted automatically to make room -- except inside a link
-  chain, which must reach the kernel in one submission (RingFullError then).
+  chain, which must reach the kernel in one submission (RingFullError then;
+  the part of the chain prepared so far is withdrawn and never runs).
 * A ring is not thread-safe beyond what the GIL gives: use one ring per thread
   (``single_issuer=True`` rings must stay on their creating thread).
 * After ``fork()`` the child's copy refuses to work
   (:class:`~subring.errors.ForkedRingError`); create a new ring there.
+* Every op gets exactly one final completion -- also when the kernel posts
+  none (a chain cancelled behind a failed ``SKIP_SUCCESS`` op, a withdrawn
+  chain): subring makes those up (``-ECANCELED``).  A completion another ring
+  posts with ``prep_msg_ring`` is *foreign*: it never completes one of your
+  ops, whatever user_data it carries.
+* A wait without a timeout (``None`` or ``math.inf``) that could never be
+  satisfied raises ValueError at once; a handled signal never ends a wait early.
 """
 
 from __future__ import annotations
