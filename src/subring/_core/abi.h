@@ -382,7 +382,7 @@ static_assert(sizeof(struct io_uring_sync_cancel_reg) == 64, "sync_cancel_reg");
  * Each side keeps a private copy of the indices it writes and never reads its
  * own index back from shared memory (the peer could have scribbled on it).
  * Everything a side reads from the region is validated before use: a client
- * can corrupt only its own queue pair (DESIGN.md invariant 8).
+ * can corrupt only its own queue pair (docs/design.md invariant 8).
  *
  * SQE fields for user-space ops ("subring op ABI", version 1; SQEs are 128
  * bytes so that 80 bytes of payload travel inline):

@@ -86,7 +86,7 @@ extern PyTypeObject SR_UserRingType;
 extern PyMethodDef sr_pykring_functions[];
 void sr_user_rings_after_fork(void);
 
-/* ---- pyserver.c --------------------------------------------------------- */
+/* ---- server_*.c (the server half; its shared internals: server.h) ------- */
 extern PyTypeObject SR_ServerQueueType;
 extern PyTypeObject SR_RequestType;
 extern PyTypeObject SR_ServerLoopType;

@@ -23,7 +23,7 @@
  * def) is handed to the mount's asyncio runner with a FusePending; the entry
  * (or, classic, the unique id) stays held until pending.reply()/fail().
  *
- * Protocol facts: docs/fuse.md and ../shared/notes/fuse-io-uring.md.
+ * Protocol facts: docs/fuse.md and fuse_abi.h.
  */
 #define _GNU_SOURCE
 #include "core.h"

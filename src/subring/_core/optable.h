@@ -9,7 +9,7 @@
  *   - the memory the peer may read or write (a Py_buffer export, and/or a
  *     `keep` object such as a Pin or a tuple of Pins).
  *
- * Buffer lifetime (DESIGN.md invariant 5), the rule users rely on:
+ * Buffer lifetime (docs/design.md invariant 5), the rule users rely on:
  *   the peer may write into a buffer until that op's own final CQE has been
  *   reaped -- also after a successful cancel, after close(fd), and after a
  *   link failure.  So nothing here releases a slot for any other reason than

@@ -11,7 +11,7 @@
  *   CQ  producer = peer     writes: CQEs, then *tail (store-release)
  *       consumer = us       writes: *head (store-release); reads its tail (acquire)
  *
- * Invariant 1 (DESIGN.md): only the producer writes a tail, only the consumer a
+ * Invariant 1 (docs/design.md): only the producer writes a tail, only the consumer a
  * head, and 0 <= tail - head <= entries.  Indices are free-running uint32 and
  * are masked with (entries - 1) only to address an entry, so wrap-around past
  * 2^32 is ordinary unsigned arithmetic.  We keep private shadow copies of our
