@@ -3,9 +3,6 @@
 point (tests/typing/user_script.py) with subring's own types.
 
 ruff and mypy come with the dev extra; without them these tests skip.
-Errors in files other helpers own are reported as xfail naming the files
-(see /work/coord/requests.md) until they are fixed; errors in the CLI's own
-files, the stubs or the user script fail.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(subring.__file__).resolve().parents[1]
 STUB = SRC / "subring" / "_core.pyi"
 USER_SCRIPT = ROOT / "tests" / "typing" / "user_script.py"
-# files this test holds to the bar today (the rest: their owners' requests)
-STRICT = ("subring/cli/", "subring/__main__.py", "subring/_core.pyi", "user_script.py")
 
 
 def _tool(name: str) -> list[str]:
@@ -38,11 +33,6 @@ def _tool(name: str) -> list[str]:
             pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
         return [sys.executable, "-m", name]
     return [name]
-
-
-def _split(lines: list[str]) -> tuple[list[str], list[str]]:
-    mine = [ln for ln in lines if any(s in ln for s in STRICT)]
-    return mine, [ln for ln in lines if ln not in mine]
 
 
 def test_py_typed_and_stub_shipped() -> None:
@@ -86,14 +76,7 @@ def test_stub_declares_every_core_object() -> None:
 def test_ruff_clean() -> None:
     proc = subprocess.run([*_tool("ruff"), "check", "--output-format", "concise", "src"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode == 0:
-        return
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("src/")]
-    mine, others = _split(lines)
-    assert not mine, "\n".join(mine)
-    assert lines, proc.stdout + proc.stderr
-    pytest.xfail("ruff findings in files other helpers own (requests.md): "
-                 + "; ".join(sorted({ln.split(":")[0] for ln in others})))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _mypy(*targets: str) -> subprocess.CompletedProcess[str]:
@@ -113,17 +96,7 @@ def test_mypy_strict_user_script() -> None:
     """A user's script using every public entry point type-checks under
     --strict against subring's own annotations and stubs."""
     proc = _mypy(str(USER_SCRIPT))
-    if proc.returncode == 0:
-        return
-    lines = [ln for ln in proc.stdout.splitlines() if ": error:" in ln]
-    assert lines, proc.stdout + proc.stderr
-    # what the script hits in other helpers' annotations (requests.md)
-    known = ("aio.open", "__aenter__", "__aexit__", "Returning Any from function declared "
-             "to return \"int\"")
-    unexplained = [ln for ln in lines if not any(k in ln for k in known)]
-    assert not unexplained, "\n".join(lines)
-    pytest.xfail("user script: errors from other helpers' annotations (requests.md): "
-                 + " | ".join(lines))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_user_script_runs(tmp_path: Path) -> None:
@@ -147,8 +120,7 @@ PUBLIC_CLASSES = ("KernelRing", "SubsystemClient", "Subsystem", "BufferPool", "R
 def test_every_public_method_has_a_signature() -> None:
     """inspect.signature works on every public method (IDEs show arguments,
     not ``(...)``).  C methods need a text signature in their doc string:
-    ``"name($self, a, b=0)\\n--\\n\\n..."`` (kernel's and subsys's C files);
-    until theirs are merged the missing ones are an xfail naming them."""
+    ``"name($self, a, b=0)\\n--\\n\\n..."``."""
     import inspect
 
     from subring import aio
@@ -165,6 +137,4 @@ def test_every_public_method_has_a_signature() -> None:
                 inspect.signature(member)
             except (TypeError, ValueError):
                 missing.append(f"{cls.__name__}.{name}")
-    if missing:
-        pytest.xfail(f"{len(missing)} C methods without a text signature (kernel: "
-                     f"pykring.c; subsys: Request): {', '.join(missing)}")
+    assert not missing, f"C methods without a text signature: {', '.join(missing)}"
