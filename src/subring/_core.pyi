@@ -14,6 +14,7 @@ from typing import Any, final
 from typing_extensions import Buffer
 
 PENDING: object
+URING_ABI_VERSION: int    # abi.h SR_URING_ABI_VERSION: the shared ring region's layout
 
 def fork_generation() -> int:
     """Counter bumped in each forked child (for objects that must not cross fork)."""

@@ -40,7 +40,8 @@ from typing import Any, Self
 from . import _core, _wire
 from .errors import PeerDiedError, SubringError
 
-__all__ = ["AttachRefusedError", "ClientStatistics", "SubsystemClient", "connect"]
+__all__ = ["AbiMismatchError", "AttachRefusedError", "ClientStatistics", "SubsystemClient",
+           "connect"]
 
 
 class AttachRefusedError(SubringError, ConnectionError):
@@ -57,6 +58,22 @@ class AttachRefusedError(SubringError, ConnectionError):
         self.address = address
         self.reason = reason
         self.code = code
+
+
+class AbiMismatchError(SubringError, ConnectionError):
+    """The subsystem shares rings laid out for another ABI version (a server
+    built from another subring release): attaching would misread its memory.
+
+    ``server_abi`` is the version in the server's attach reply (None if it
+    sent none), ``client_abi`` this build's, ``address`` the socket path."""
+
+    def __init__(self, address: str, server_abi: object, client_abi: int) -> None:
+        super().__init__(f"{address}: the subsystem speaks ring ABI {server_abi}, this "
+                         f"subring speaks {client_abi}: use the same subring version on both "
+                         "sides")
+        self.address = address
+        self.server_abi = server_abi
+        self.client_abi = client_abi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +288,10 @@ def connect(address: str, *, entries: int = 256, slot_size: int = 4096,
                 os.close(fd)
             raise AttachRefusedError(address, str(reply.get("error")),
                                      str(reply.get("refused", "")))
+        if reply.get("abi") != _wire.ABI_VERSION:
+            for fd in fds:
+                os.close(fd)
+            raise AbiMismatchError(address, reply.get("abi"), _wire.ABI_VERSION)
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)

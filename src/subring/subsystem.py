@@ -677,7 +677,7 @@ class Subsystem:
                 if spec.name in names:
                     bitmap[spec.index >> 3] |= 1 << (spec.index & 7)
             q.restrict(bytes(bitmap))
-        reply = {"ok": True, "abi": 1, "name": self.name or type(self).__name__,
+        reply = {"ok": True, "abi": _wire.ABI_VERSION, "name": self.name or type(self).__name__,
                  "ops": [[s.name, s.batch, s.doc] for s in table], "entries": entries,
                  "slot_size": slot_size, "server_pid": os.getpid()}
         _wire.send(conn.sock, reply, [q.region_fd, q.doorbell_fd, q.cq_efd])
