@@ -87,7 +87,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import _core, _wire
 from ._ratelimit import RateLimitedLog
@@ -137,8 +137,17 @@ class ClientInfo:
     token: int
 
 
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+@overload
+def op(fn: _Handler, *, batch: bool = False, vector: bool = False,
+       name: str | None = None) -> _Handler: ...
+@overload
+def op(fn: None = None, *, batch: bool = False, vector: bool = False,
+       name: str | None = None) -> Callable[[_Handler], _Handler]: ...
 def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: bool = False,
-       name: str | None = None):
+       name: str | None = None) -> Any:
     """Mark a method as a subsystem operation.
 
     ``@op``: called once per request with a :class:`Request`.
@@ -151,7 +160,7 @@ def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: boo
     if batch and vector:
         raise ValueError("an op is batch or vector, not both")
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(f: _Handler) -> _Handler:
         f.__subring_op__ = {"batch": 2 if vector else int(batch),  # type: ignore[attr-defined]
                             "name": name or f.__name__}
         return f
@@ -299,7 +308,7 @@ class Subsystem:
             self._threads = ThreadPoolExecutor(self.handler_threads,
                                                thread_name_prefix="subring-handler")
         fut = self._threads.submit(fn, *args)
-        fut.add_done_callback(lambda f, r=req: self._thread_done(r, f))
+        fut.add_done_callback(lambda f: self._thread_done(req, f))
         return PENDING
 
     def _thread_done(self, req: Any, fut: Future[Any]) -> None:
