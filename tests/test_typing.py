@@ -154,3 +154,26 @@ def test_every_public_method_has_a_signature() -> None:
             except (TypeError, ValueError):
                 missing.append(f"{cls.__name__}.{name}")
     assert not missing, f"C methods without a text signature: {', '.join(missing)}"
+
+
+def test_every_public_core_callable_has_a_signature() -> None:
+    """The same for the C core's own functions and the public methods of its
+    types, internal ones included (ServerLoop, ServerQueue, SharedMap): their
+    method tables carry text signatures."""
+    import inspect
+
+    missing = []
+    for name in dir(_core):
+        if name.startswith("_"):
+            continue
+        obj = getattr(_core, name)
+        members = ([(f"{name}.{m}", getattr(obj, m)) for m in vars(obj) if not m.startswith("_")]
+                   if isinstance(obj, type) else [(name, obj)])
+        for where, member in members:
+            if not callable(member) or isinstance(member, type):
+                continue
+            try:
+                inspect.signature(member)
+            except (TypeError, ValueError):
+                missing.append(where)
+    assert not missing, f"_core callables without a text signature: {', '.join(missing)}"

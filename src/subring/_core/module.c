@@ -25,7 +25,8 @@ static PyObject *fork_generation(PyObject *m, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"fork_generation", fork_generation, METH_NOARGS,
-     "Counter bumped in each forked child (for objects that must not cross fork)."},
+     "fork_generation()\n--\n\nCounter bumped in each forked child (for objects that must not "
+     "cross fork)."},
     {NULL}
 };
 
