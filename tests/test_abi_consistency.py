@@ -193,9 +193,8 @@ def test_attach_abi_version_agrees_with_the_region_header(abi: dict[str, int],
             assert (raw.magic, raw.version) == (abi["SR_URING_MAGIC"], version)
         finally:
             raw.close()
-    from subring import _core
-    if hasattr(_core, "URING_ABI_VERSION"):   # once the core exports it
-        assert _core.URING_ABI_VERSION == version
+    from subring import _core, _wire
+    assert _core.URING_ABI_VERSION == _wire.ABI_VERSION == version
 
 
 # ---------------------------------------------------------------------------
@@ -248,14 +247,7 @@ def _helper_constants() -> list[str]:
 
 
 @pytest.mark.parametrize("name", _helper_constants())
-def test_ring_constants_in_test_helpers_agree_with_abi_h(abi: dict[str, int], name: str,
-                                                         request: pytest.FixtureRequest) -> None:
-    if name == "SR_OPF_KNOWN":
-        # Stale copy: abi.h added SR_OPF_RECORDS to the known bits; reported to
-        # subsys in /work/coord/requests.md.  strict: fails once fixed, so this
-        # marker gets removed then.
-        request.applymarker(pytest.mark.xfail(strict=True,
-                                              reason="subsys_helpers.SR_OPF_KNOWN lacks RECORDS"))
+def test_ring_constants_in_test_helpers_agree_with_abi_h(abi: dict[str, int], name: str) -> None:
     h = _load_test_module("subsys_helpers")
     assert getattr(h, name) == abi[name]
 

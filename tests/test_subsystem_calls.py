@@ -699,3 +699,48 @@ def test_defer_to_thread_keeps_other_clients_served(client, srv):
     # an exception on the thread maps like a handler's
     with pytest.raises(FileNotFoundError, match="KeyError: 'thread -1'"):
         client.call("slow_threaded", None, 1, -1, timeout=10)
+
+
+def test_client_refuses_a_server_of_another_ring_abi(tmp_path):
+    """A server whose attach reply names another ring ABI version (another
+    subring build) is refused with AbiMismatchError before the client maps
+    its region; the fds that came with the reply are closed, not leaked."""
+    import socket
+    import threading
+
+    from subring import _core, _wire
+    from subring.client import AbiMismatchError
+
+    path = str(tmp_path / "other-abi.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(10)
+    other = _core.URING_ABI_VERSION + 1
+
+    def fake_server():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            assert json.loads(conn.recv(65536))["subring"] == _wire.PROTOCOL
+            fds = [os.eventfd(0) for _ in range(3)]
+            try:
+                _wire.send(conn, {"ok": True, "abi": other, "name": "other", "ops": [],
+                                  "entries": 8, "slot_size": 256, "server_pid": os.getpid()},
+                           fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            conn.recv(1)            # until the client hangs up
+
+    thread = threading.Thread(target=fake_server, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(AbiMismatchError) as ei:
+            subring.connect(path, timeout=10)
+        assert (ei.value.server_abi, ei.value.client_abi) == (other, _core.URING_ABI_VERSION)
+        assert f"ring ABI {other}" in str(ei.value)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert not thread.is_alive()

@@ -3,9 +3,6 @@
 point (tests/typing/user_script.py) with subring's own types.
 
 ruff and mypy come with the dev extra; without them these tests skip.
-Errors in files other helpers own are reported as xfail naming the files
-(see /work/coord/requests.md) until they are fixed; errors in the CLI's own
-files, the stubs or the user script fail.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(subring.__file__).resolve().parents[1]
 STUB = SRC / "subring" / "_core.pyi"
 USER_SCRIPT = ROOT / "tests" / "typing" / "user_script.py"
-# files this test holds to the bar today (the rest: their owners' requests)
-STRICT = ("subring/cli/", "subring/__main__.py", "subring/_core.pyi", "user_script.py")
 
 
 def _tool(name: str) -> list[str]:
@@ -38,11 +33,6 @@ def _tool(name: str) -> list[str]:
             pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
         return [sys.executable, "-m", name]
     return [name]
-
-
-def _split(lines: list[str]) -> tuple[list[str], list[str]]:
-    mine = [ln for ln in lines if any(s in ln for s in STRICT)]
-    return mine, [ln for ln in lines if ln not in mine]
 
 
 def test_py_typed_and_stub_shipped() -> None:
@@ -86,14 +76,7 @@ def test_stub_declares_every_core_object() -> None:
 def test_ruff_clean() -> None:
     proc = subprocess.run([*_tool("ruff"), "check", "--output-format", "concise", "src"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode == 0:
-        return
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("src/")]
-    mine, others = _split(lines)
-    assert not mine, "\n".join(mine)
-    assert lines, proc.stdout + proc.stderr
-    pytest.xfail("ruff findings in files other helpers own (requests.md): "
-                 + "; ".join(sorted({ln.split(":")[0] for ln in others})))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _mypy(*targets: str) -> subprocess.CompletedProcess[str]:
@@ -109,21 +92,27 @@ def test_mypy_strict_cli_package() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# kernel.py is still changing on the kernel branch at this merge (3 findings:
+# two Any returns of _core calls, close(timeout=None)); drop it from here once
+# it is clean.  Every other module of the package must be.
+MYPY_PENDING = ("subring/kernel.py",)
+
+
+def test_mypy_strict_library() -> None:
+    """The whole package type-checks under --strict (users' checkers read
+    these annotations through py.typed)."""
+    proc = _mypy(str(SRC / "subring"))
+    errors = [ln for ln in proc.stdout.splitlines() if ": error:" in ln]
+    assert proc.returncode == 0 or errors, proc.stdout + proc.stderr
+    unexpected = [ln for ln in errors if not any(p in ln for p in MYPY_PENDING)]
+    assert not unexpected, "\n".join(unexpected)
+
+
 def test_mypy_strict_user_script() -> None:
     """A user's script using every public entry point type-checks under
     --strict against subring's own annotations and stubs."""
     proc = _mypy(str(USER_SCRIPT))
-    if proc.returncode == 0:
-        return
-    lines = [ln for ln in proc.stdout.splitlines() if ": error:" in ln]
-    assert lines, proc.stdout + proc.stderr
-    # what the script hits in other helpers' annotations (requests.md)
-    known = ("aio.open", "__aenter__", "__aexit__", "Returning Any from function declared "
-             "to return \"int\"")
-    unexplained = [ln for ln in lines if not any(k in ln for k in known)]
-    assert not unexplained, "\n".join(lines)
-    pytest.xfail("user script: errors from other helpers' annotations (requests.md): "
-                 + " | ".join(lines))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_user_script_runs(tmp_path: Path) -> None:
@@ -147,8 +136,7 @@ PUBLIC_CLASSES = ("KernelRing", "SubsystemClient", "Subsystem", "BufferPool", "R
 def test_every_public_method_has_a_signature() -> None:
     """inspect.signature works on every public method (IDEs show arguments,
     not ``(...)``).  C methods need a text signature in their doc string:
-    ``"name($self, a, b=0)\\n--\\n\\n..."`` (kernel's and subsys's C files);
-    until theirs are merged the missing ones are an xfail naming them."""
+    ``"name($self, a, b=0)\\n--\\n\\n..."``."""
     import inspect
 
     from subring import aio
@@ -165,6 +153,27 @@ def test_every_public_method_has_a_signature() -> None:
                 inspect.signature(member)
             except (TypeError, ValueError):
                 missing.append(f"{cls.__name__}.{name}")
-    if missing:
-        pytest.xfail(f"{len(missing)} C methods without a text signature (kernel: "
-                     f"pykring.c; subsys: Request): {', '.join(missing)}")
+    assert not missing, f"C methods without a text signature: {', '.join(missing)}"
+
+
+def test_every_public_core_callable_has_a_signature() -> None:
+    """The same for the C core's own functions and the public methods of its
+    types, internal ones included (ServerLoop, ServerQueue, SharedMap): their
+    method tables carry text signatures."""
+    import inspect
+
+    missing = []
+    for name in dir(_core):
+        if name.startswith("_"):
+            continue
+        obj = getattr(_core, name)
+        members = ([(f"{name}.{m}", getattr(obj, m)) for m in vars(obj) if not m.startswith("_")]
+                   if isinstance(obj, type) else [(name, obj)])
+        for where, member in members:
+            if not callable(member) or isinstance(member, type):
+                continue
+            try:
+                inspect.signature(member)
+            except (TypeError, ValueError):
+                missing.append(where)
+    assert not missing, f"_core callables without a text signature: {', '.join(missing)}"

@@ -5,7 +5,7 @@ boundaries are kept) and the two exchange small JSON messages, with file
 descriptors attached as SCM_RIGHTS ancillary data:
 
     client -> server   {"subring": 1, "entries": N, "slot_size": S, "mode": M}
-    server -> client   {"ok": true, "abi": 1, "name": ..., "ops": [[name, batch, doc]...],
+    server -> client   {"ok": true, "abi": ABI_VERSION, "name": ..., "ops": [[name, batch, doc]...],
                         "entries": N', "slot_size": S', "server_pid": P}
                        + fds [region memfd, doorbell eventfd, completion eventfd]
     client -> server   {"cmd": "pool", "count": C, "size": Z} + fds [pool memfd]
@@ -35,7 +35,13 @@ import stat
 import time
 from typing import Any
 
+from . import _core
+
 PROTOCOL = 1
+# The layout of the shared ring region (abi.h's SR_URING_ABI_VERSION), named in
+# the attach reply so that a client refuses a server built from another layout
+# before it maps anything.  Defined once, in C.
+ABI_VERSION: int = _core.URING_ABI_VERSION
 MAX_MESSAGE = 65536
 MAX_FDS = 4
 

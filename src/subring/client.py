@@ -40,7 +40,8 @@ from typing import Any, Self
 from . import _core, _wire
 from .errors import PeerDiedError, SubringError
 
-__all__ = ["AttachRefusedError", "ClientStatistics", "SubsystemClient", "connect"]
+__all__ = ["AbiMismatchError", "AttachRefusedError", "ClientStatistics", "SubsystemClient",
+           "connect"]
 
 
 class AttachRefusedError(SubringError, ConnectionError):
@@ -59,6 +60,22 @@ class AttachRefusedError(SubringError, ConnectionError):
         self.code = code
 
 
+class AbiMismatchError(SubringError, ConnectionError):
+    """The subsystem shares rings laid out for another ABI version (a server
+    built from another subring release): attaching would misread its memory.
+
+    ``server_abi`` is the version in the server's attach reply (None if it
+    sent none), ``client_abi`` this build's, ``address`` the socket path."""
+
+    def __init__(self, address: str, server_abi: object, client_abi: int) -> None:
+        super().__init__(f"{address}: the subsystem speaks ring ABI {server_abi}, this "
+                         f"subring speaks {client_abi}: use the same subring version on both "
+                         "sides")
+        self.address = address
+        self.server_abi = server_abi
+        self.client_abi = client_abi
+
+
 @dataclasses.dataclass(frozen=True)
 class ClientStatistics:
     """What a :class:`SubsystemClient` did (``backend='subsystem-client'``)."""
@@ -75,12 +92,20 @@ class ClientStatistics:
     mode: str            # how it waits: 'hybrid', 'interrupt' or 'poll'
 
 
+# the C ring's wait-mode attribute (a getset descriptor), which SubsystemClient
+# re-exports as ``mode`` and shadows under its deprecated name ``wait_mode``
+_RING_WAIT_MODE: Any = vars(_core.UserRing)["wait_mode"]
+
+
 class SubsystemClient(_core.UserRing):
     """A connection to a subsystem (use :func:`connect`)."""
 
     name: str
     ops: dict[str, int]
+    op_docs: dict[str, str]
     server_pid: int
+    _pool: Any
+    _abandoned: set[int]          # tokens of call()s that timed out
 
     def __init__(self, *a: Any, **kw: Any) -> None:  # pragma: no cover - see connect()
         raise TypeError("use subring.connect(address)")
@@ -100,8 +125,8 @@ class SubsystemClient(_core.UserRing):
         kinds = bytes(t[1] if isinstance(t, list) and len(t) > 1 and t[1] in (0, 1, 2)
                       and not isinstance(t[1], bool) else 0 for t in table)
         self._set_opnames(tuple(str(t[0]) for t in table), kinds)
-        self._pool: Any = None
-        self._abandoned: set[int] = set()     # tokens of call()s that timed out
+        self._pool = None
+        self._abandoned = set()
         return self
 
     def op_index(self, name: str) -> int:
@@ -184,11 +209,11 @@ class SubsystemClient(_core.UserRing):
         """How this client waits for completions: ``'hybrid'`` (spin
         ``spin_us``, then sleep), ``'interrupt'`` (sleep at once) or
         ``'poll'`` (never sleep).  May change at any time."""
-        return _core.UserRing.wait_mode.__get__(self)
+        return str(_RING_WAIT_MODE.__get__(self))
 
     @mode.setter
     def mode(self, value: str) -> None:
-        _core.UserRing.wait_mode.__set__(self, value)
+        _RING_WAIT_MODE.__set__(self, value)
 
     @property
     def wait_mode(self) -> str:
@@ -271,6 +296,10 @@ def connect(address: str, *, entries: int = 256, slot_size: int = 4096,
                 os.close(fd)
             raise AttachRefusedError(address, str(reply.get("error")),
                                      str(reply.get("refused", "")))
+        if reply.get("abi") != _wire.ABI_VERSION:
+            for fd in fds:
+                os.close(fd)
+            raise AbiMismatchError(address, reply.get("abi"), _wire.ABI_VERSION)
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)

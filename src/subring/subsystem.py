@@ -87,7 +87,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import _core, _wire
 from ._ratelimit import RateLimitedLog
@@ -137,8 +137,17 @@ class ClientInfo:
     token: int
 
 
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+@overload
+def op(fn: _Handler, *, batch: bool = False, vector: bool = False,
+       name: str | None = None) -> _Handler: ...
+@overload
+def op(fn: None = None, *, batch: bool = False, vector: bool = False,
+       name: str | None = None) -> Callable[[_Handler], _Handler]: ...
 def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: bool = False,
-       name: str | None = None):
+       name: str | None = None) -> Any:
     """Mark a method as a subsystem operation.
 
     ``@op``: called once per request with a :class:`Request`.
@@ -151,7 +160,7 @@ def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: boo
     if batch and vector:
         raise ValueError("an op is batch or vector, not both")
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(f: _Handler) -> _Handler:
         f.__subring_op__ = {"batch": 2 if vector else int(batch),  # type: ignore[attr-defined]
                             "name": name or f.__name__}
         return f
@@ -299,7 +308,7 @@ class Subsystem:
             self._threads = ThreadPoolExecutor(self.handler_threads,
                                                thread_name_prefix="subring-handler")
         fut = self._threads.submit(fn, *args)
-        fut.add_done_callback(lambda f, r=req: self._thread_done(r, f))
+        fut.add_done_callback(lambda f: self._thread_done(req, f))
         return PENDING
 
     def _thread_done(self, req: Any, fut: Future[Any]) -> None:
@@ -677,7 +686,7 @@ class Subsystem:
                 if spec.name in names:
                     bitmap[spec.index >> 3] |= 1 << (spec.index & 7)
             q.restrict(bytes(bitmap))
-        reply = {"ok": True, "abi": 1, "name": self.name or type(self).__name__,
+        reply = {"ok": True, "abi": _wire.ABI_VERSION, "name": self.name or type(self).__name__,
                  "ops": [[s.name, s.batch, s.doc] for s in table], "entries": entries,
                  "slot_size": slot_size, "server_pid": os.getpid()}
         _wire.send(conn.sock, reply, [q.region_fd, q.doorbell_fd, q.cq_efd])

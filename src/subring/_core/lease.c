@@ -255,10 +255,10 @@ static PySequenceMethods smap_as_sequence = {
 
 static PyMethodDef smap_methods[] = {
     {"discard", (PyCFunction)smap_discard, METH_VARARGS,
-     "discard(offset, length): free the backing pages of a page-aligned range."},
+     "discard($self, offset, length, /)\n--\n\nFree the backing pages of a page-aligned range."},
     {"privatize", (PyCFunction)smap_privatize, METH_VARARGS,
-     "privatize(offset, length): the pages covering the range become a private\n"
-     "copy (no longer shared with other processes)."},
+     "privatize($self, offset, length, /)\n--\n\nThe pages covering the range become a "
+     "private copy (no longer shared with other processes)."},
     {NULL}
 };
 

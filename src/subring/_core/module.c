@@ -25,7 +25,8 @@ static PyObject *fork_generation(PyObject *m, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"fork_generation", fork_generation, METH_NOARGS,
-     "Counter bumped in each forked child (for objects that must not cross fork)."},
+     "fork_generation()\n--\n\nCounter bumped in each forked child (for objects that must not "
+     "cross fork)."},
     {NULL}
 };
 
@@ -93,7 +94,8 @@ PyMODINIT_FUNC PyInit__core(void)
         PyModule_AddObjectRef(m, "Batch", (PyObject *)&SR_BatchType) < 0 ||
         PyModule_AddObjectRef(m, "Lease", (PyObject *)&SR_LeaseType) < 0 ||
         PyModule_AddObjectRef(m, "SharedMap", (PyObject *)&SR_SharedMapType) < 0 ||
-        PyModule_AddObjectRef(m, "PENDING", SR_PENDING) < 0) {
+        PyModule_AddObjectRef(m, "PENDING", SR_PENDING) < 0 ||
+        PyModule_AddIntConstant(m, "URING_ABI_VERSION", SR_URING_ABI_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -3962,6 +3962,7 @@ done:
 
 PyMethodDef sr_pykring_functions[] = {
     {"wait_any", (PyCFunction)(void (*)(void))sr_wait_any, METH_FASTCALL,
-     "wait_any(rings, timeout=None, spin_us=50.0) -> indices with completions or dead peers"},
+     "wait_any(rings, timeout=None, spin_us=50.0, /)\n--\n\n"
+     "The indices of the rings with completions ready or a dead peer."},
     {NULL}
 };

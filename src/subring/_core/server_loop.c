@@ -702,17 +702,27 @@ static PyGetSetDef loop_getset[] = {
 };
 
 static PyMethodDef loop_methods[] = {
-    {"set_handlers", (PyCFunction)loop_set_handlers, METH_O, NULL},
-    {"add", (PyCFunction)loop_add, METH_O, NULL},
-    {"remove", (PyCFunction)loop_remove, METH_O, NULL},
-    {"watch", (PyCFunction)loop_watch, METH_VARARGS, NULL},
-    {"unwatch", (PyCFunction)loop_unwatch, METH_O, NULL},
-    {"run", (PyCFunction)(void (*)(void))loop_run, METH_FASTCALL, NULL},
-    {"stop", (PyCFunction)loop_stop, METH_NOARGS, NULL},
+    {"set_handlers", (PyCFunction)loop_set_handlers, METH_O,
+     "set_handlers($self, handlers, /)\n--\n\nThe op table: one handler entry per op index."},
+    {"add", (PyCFunction)loop_add, METH_O,
+     "add($self, queue, /)\n--\n\nServe this ServerQueue (an attached client)."},
+    {"remove", (PyCFunction)loop_remove, METH_O,
+     "remove($self, queue, /)\n--\n\nStop serving this ServerQueue."},
+    {"watch", (PyCFunction)loop_watch, METH_VARARGS,
+     "watch($self, fd, token, /)\n--\n\nrun() returns `token` when `fd` becomes readable."},
+    {"unwatch", (PyCFunction)loop_unwatch, METH_O,
+     "unwatch($self, fd, /)\n--\n\nForget a watched fd."},
+    {"run", (PyCFunction)(void (*)(void))loop_run, METH_FASTCALL,
+     "run($self, timeout=None, /)\n--\n\nServe until there is an event, `timeout` seconds "
+     "pass or stop() is called; returns the events: watch() tokens whose fd is readable and "
+     "ServerQueues that broke the protocol."},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS,
+     "stop($self, /)\n--\n\nMake run() return (from any thread)."},
     {"set_error_hook", (PyCFunction)loop_set_error_hook, METH_O,
      "set_error_hook($self, hook, /)\n--\n\nhook(op_index, exc) is called when a handler raises "
      "an exception that maps to EIO (never for OSError, KeyError, ValueError...)."},
-    {"stats", (PyCFunction)loop_stats, METH_NOARGS, NULL},
+    {"stats", (PyCFunction)loop_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nThe loop's counters as a dict."},
     {NULL}
 };
 

@@ -324,13 +324,20 @@ static PyGetSetDef squeue_getset[] = {
 };
 
 static PyMethodDef squeue_methods[] = {
-    {"close_region_fd", (PyCFunction)squeue_close_region_fd, METH_NOARGS, NULL},
-    {"attach_pool", (PyCFunction)squeue_attach_pool, METH_VARARGS, NULL},
-    {"detach", (PyCFunction)squeue_detach, METH_NOARGS, NULL},
+    {"close_region_fd", (PyCFunction)squeue_close_region_fd, METH_NOARGS,
+     "close_region_fd($self, /)\n--\n\nClose our copy of the region memfd (once sent to the "
+     "client)."},
+    {"attach_pool", (PyCFunction)squeue_attach_pool, METH_VARARGS,
+     "attach_pool($self, fd, count, size, /)\n--\n\nMap the client's buffer pool memfd "
+     "(`count` buffers of `size` bytes)."},
+    {"detach", (PyCFunction)squeue_detach, METH_NOARGS,
+     "detach($self, /)\n--\n\nMark the region stopped (the client sees it) and close "
+     "this queue's fds."},
     {"restrict", (PyCFunction)squeue_restrict, METH_O,
      "restrict($self, allowed, /)\n--\n\nOnly ops whose bit is set in the 32-byte bitmap "
      "`allowed` may run; the others complete with -EACCES."},
-    {"stats", (PyCFunction)squeue_stats, METH_NOARGS, NULL},
+    {"stats", (PyCFunction)squeue_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nThis queue's counters as a dict."},
     {NULL}
 };
 

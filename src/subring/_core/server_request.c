@@ -315,9 +315,11 @@ static PyGetSetDef request_getset[] = {
 
 static PyMethodDef request_methods[] = {
     {"complete", (PyCFunction)(void (*)(void))request_complete, METH_FASTCALL,
-     "complete(result=None) -> bool: finish a request whose handler returned PENDING."},
+     "complete($self, result=None, /)\n--\n\nFinish a request whose handler returned PENDING "
+     "with `result`.  Returns False if the client is gone."},
     {"fail", (PyCFunction)request_fail, METH_VARARGS,
-     "fail(errno, text=None) -> bool: finish it with an error."},
+     "fail($self, errno, text=None, /)\n--\n\nFinish it with OSError(errno, text) (text "
+     "defaults to strerror(errno)).  Returns False if the client is gone."},
     {"fail_with", (PyCFunction)request_fail_with, METH_O,
      "fail_with($self, exc, /)\n--\n\nFinish with exception `exc`, mapped like one a handler "
      "raised (OSError keeps its errno, KeyError -> ENOENT, ...).  Returns False if the client "

@@ -241,6 +241,7 @@ class AsyncFile:
             region = bytes(mv[rpos:cut])
         codec = self._codec
         nl = self._newline
+        lines: LineCut | list[bytes]
         if codec is None:
             lines = LineCut(region)
             self._bdec = None

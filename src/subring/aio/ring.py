@@ -443,13 +443,14 @@ class AsyncRing:
     async def splice(self, fd_in: int, off_in: int, fd_out: int, off_out: int,
                      nbytes: int) -> int:
         """splice(2): move up to ``nbytes`` between fds (one must be a pipe)."""
-        return cast("int", await self._op(self.ring.prep_splice, fd_in, off_in, fd_out, off_out, nbytes))
+        return cast("int", await self._op(self.ring.prep_splice, fd_in, off_in, fd_out, off_out,
+                                          nbytes))
 
     async def openat(self, path: Any, flags: int = os.O_RDONLY, mode: int = 0o644, *,
                      dir_fd: int = -100) -> int:
         """Open ``path``; returns the fd (closed again if the task is cancelled)."""
-        return cast("int", await self._named_op((path,), FdPrep(self.ring.prep_openat), path, flags, mode,
-                                    dir_fd=dir_fd))
+        return cast("int", await self._named_op((path,), FdPrep(self.ring.prep_openat), path,
+                                                flags, mode, dir_fd=dir_fd))
 
     async def close(self, fd: int) -> int:
         """Close ``fd`` through the ring."""
@@ -464,18 +465,19 @@ class AsyncRing:
 
     async def unlink(self, path: Any, *, rmdir: bool = False, dir_fd: int = -100) -> int:
         """Remove a file (``rmdir=True``: an empty directory)."""
-        return cast("int", await self._named_op((path,), self.ring.prep_unlinkat, path, dir_fd=dir_fd,
-                                    rmdir=rmdir))
+        return cast("int", await self._named_op((path,), self.ring.prep_unlinkat, path,
+                                                dir_fd=dir_fd, rmdir=rmdir))
 
     async def rename(self, old: Any, new: Any, *, old_dir_fd: int = -100,
                      new_dir_fd: int = -100) -> int:
         """Rename ``old`` to ``new`` (replacing it, like ``os.replace``)."""
         return cast("int", await self._named_op((old, new), self.ring.prep_renameat, old, new,
-                                    old_dir_fd=old_dir_fd, new_dir_fd=new_dir_fd))
+                                                old_dir_fd=old_dir_fd, new_dir_fd=new_dir_fd))
 
     async def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int = -100) -> int:
         """Make a directory."""
-        return cast("int", await self._named_op((path,), self.ring.prep_mkdirat, path, mode, dir_fd=dir_fd))
+        return cast("int", await self._named_op((path,), self.ring.prep_mkdirat, path, mode,
+                                                dir_fd=dir_fd))
 
     async def sleep(self, seconds: float) -> None:
         """A kernel timeout (mostly useful to test cancellation)."""
@@ -504,7 +506,8 @@ class AsyncRing:
 
     async def send(self, sock: Any, data: Any, flags: int = 0) -> int:
         """Send some of ``data``; returns the count sent."""
-        return cast("int", await self._op(self.ring.prep_send, _fileno(sock), data, msg_flags=flags))
+        return cast("int", await self._op(self.ring.prep_send, _fileno(sock), data,
+                                          msg_flags=flags))
 
     async def sendall(self, sock: Any, data: Any) -> None:
         """Send all of ``data``."""

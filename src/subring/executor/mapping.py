@@ -25,7 +25,7 @@ def lazy_map(submit: Callable[..., cf.Future[Any]], fn: Callable[..., Any],
     if chunksize < 1:
         raise ValueError("chunksize must be >= 1.")
     deadline = None if timeout is None else time.monotonic() + timeout
-    args = zip(*iterables)
+    args = zip(*iterables, strict=False)   # map() stops at the shortest input
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:
         while True:

@@ -386,7 +386,7 @@ class RingExecutor(cf.Executor):
             self._collect(live, [])
             return False
         # (Short rounds while a retired worker waits to be buried.)
-        ready = _core.wait_any([h.client for h in live], 0.01 if self._graveyard else 0.05,
+        ready = _core.wait_any(_rings(live), 0.01 if self._graveyard else 0.05,
                                self._spin_us)
         if self._wake.is_set():
             self._wake.clear()
@@ -437,7 +437,7 @@ class RingExecutor(cf.Executor):
                     return
                 step = 0.05 if left is None else min(left, 0.05)
                 try:
-                    ready = _core.wait_any([h.client for h in live], step, self._spin_us)
+                    ready = _core.wait_any(_rings(live), step, self._spin_us)
                 except (ValueError, RingBusyError):
                     return            # a ring closed under us: leave it to the thread
                 self._collect(live, ready)
@@ -481,6 +481,7 @@ class RingExecutor(cf.Executor):
                                                     os.strerror(-c.res))))
                 continue
             data = c.data
+            assert data is not None, "a worker answers every op with bytes"
             tag = data[:1]
             if tag != TAG_SKIPPED:
                 task.frame = task.oob = None
@@ -694,6 +695,16 @@ class RingExecutor(cf.Executor):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
+
+
+def _rings(live: list[WorkerHandle]) -> list[_core.UserRing]:
+    """The clients of ``live`` workers, in order (wait_any's indices are
+    indices into ``live``); a worker counts as live once it is connected."""
+    rings: list[_core.UserRing] = []
+    for h in live:
+        assert h.client is not None, "a live worker has a client"
+        rings.append(h.client)
+    return rings
 
 
 def _cleanup_dir(path: str, owner: int) -> None:
