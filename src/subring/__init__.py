@@ -8,7 +8,7 @@ See README.md and docs/.
 
 from . import errors, ops  # noqa: F401  (errors first: the C core imports it)
 from ._core import BufferRing, Completion, Pin
-from .client import ClientStatistics, SubsystemClient, connect
+from .client import AbiMismatchError, AttachRefusedError, ClientStatistics, SubsystemClient, connect
 from .errors import (
     CorruptRingError,
     ForkedRingError,
@@ -24,17 +24,21 @@ from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, socka
 from .memory import BufferPool
 from .ops import SQE, CQEFlag, Feature, Op, Setup
 from .subsystem import PENDING, Batch, ClientInfo, OpSpec, Request, Subsystem, op
+from .subsystem_stats import ClientRow, SubsystemStatistics, query_statistics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PENDING",
+    "AbiMismatchError",
+    "AttachRefusedError",
     "SQE",
     "Batch",
     "BufferPool",
     "BufferRing",
     "CQEFlag",
     "ClientInfo",
+    "ClientRow",
     "ClientStatistics",
     "Completion",
     "CorruptRingError",
@@ -56,10 +60,12 @@ __all__ = [
     "Statx",
     "SubringError",
     "Subsystem",
+    "SubsystemStatistics",
     "SubsystemClient",
     "UnsupportedError",
     "connect",
     "op",
     "probe",
+    "query_statistics",
     "sockaddr",
 ]

@@ -256,9 +256,6 @@ def test_statistics_is_a_frozen_dataclass_naming_its_backend(ring, kind):
         st.submitted = 0
     assert st.submitted >= 3 and st.completed >= 3 and st.inflight == 0
     assert st.max_inflight == ring.max_inflight
-    if "backend" not in {f.name for f in dataclasses.fields(st)}:
-        pytest.xfail(f"{type(st).__name__} has no `backend` field yet (added by the "
-                     "subsystem branch of issue 13)")
     assert st.backend == EXPECTED_BACKEND[kind.kind]
 
 
