@@ -17,19 +17,12 @@ import select
 import socket
 
 import pytest
+from aio_support import run
 
 from subring import KernelRing
 from subring.aio import AsyncRing
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run(fn, *args, timeout: float = 20.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await fn(*args)
-
-    return asyncio.run(main())
 
 
 async def settle(ring, timeout: float = 2.0) -> None:
@@ -43,21 +36,6 @@ async def settle(ring, timeout: float = 2.0) -> None:
 
 def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
-
-
-@pytest.fixture
-def pipes():
-    made: list[tuple[int, int]] = []
-
-    def make(n: int = 1):
-        ps = [os.pipe() for _ in range(n)]
-        made.extend(ps)
-        return ps
-
-    yield make
-    for r, w in made:
-        os.close(r)
-        os.close(w)
 
 
 @pytest.fixture

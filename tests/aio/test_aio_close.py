@@ -13,6 +13,7 @@ import warnings
 import weakref
 
 import pytest
+from aio_support import run
 
 import subring.aio as aio
 from subring import KernelRing
@@ -21,31 +22,8 @@ from subring.aio import AsyncRing
 pytestmark = pytest.mark.timeout(60)
 
 
-def run(fn, *args, timeout: float = 20.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await fn(*args)
-
-    return asyncio.run(main())
-
-
 def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
-
-
-@pytest.fixture
-def pipes():
-    made: list[tuple[int, int]] = []
-
-    def make(n: int = 1):
-        ps = [os.pipe() for _ in range(n)]
-        made.extend(ps)
-        return ps
-
-    yield make
-    for r, w in made:
-        os.close(r)
-        os.close(w)
 
 
 def _fds() -> set[str]:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aio_support import run
 
 from subring import aio
 from subring.aio import AsyncRing
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
-
-
-def run(fn, *args, timeout: float = 20.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await fn(*args)
-
-    return asyncio.run(main())
 
 
 async def settle(ring, timeout: float = 2.0) -> None:

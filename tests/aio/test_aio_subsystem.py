@@ -17,6 +17,7 @@ import textwrap
 import time
 
 import pytest
+from aio_support import run
 
 import subring
 from subring.aio import AsyncRing
@@ -124,14 +125,6 @@ def server():
     with server_process() as srv:
         yield srv
         assert srv.proc.poll() is None, f"server died: {srv.output()}"
-
-
-def run(fn, *args, timeout: float = 20.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await fn(*args)
-
-    return asyncio.run(main())
 
 
 async def settle(ring, timeout: float = 3.0) -> None:
