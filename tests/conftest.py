@@ -1,91 +1,34 @@
-"""Shared fixtures: the ring configuration matrix.
+"""Suite-wide setup: where the shared helper modules live, and the fd-leak check.
 
-Every test that takes the ``ring`` fixture (or calls ``make_ring``) runs once
-per configuration below.  A configuration the running kernel refuses is
-*skipped* with the reason, never faked.
+The tests are grouped by layer (kernel/, subsystem/, aio/, executor/, fuse/,
+bench/, cli/, contract/, reliability/, project/); fixtures one layer shares
+live in that layer's conftest.py.  Helper modules used across layers
+(subsys_helpers, subsys_examples, executor_funcs, ring_matrix) live in
+tests/helpers/ and are imported by their plain module names.
+
+pytest's default (prepend) import mode puts only a test file's own folder on
+sys.path, so tests/helpers/ is added here -- to sys.path for this process and
+to PYTHONPATH for every process a test starts (subprocesses, spawn and
+forkserver workers, ``python -m subring.cli serve subsys_examples:EchoTest``),
+which import helper modules by name too.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
-import subring
-from subring import KernelRing, UnsupportedError
-
-# name -> KernelRing keyword arguments
-CONFIGS: dict[str, dict] = {
-    "default": {},
-    "sqarray": {"no_sqarray": False},
-    "big-entries": {"sqe128": True, "cqe32": True},
-    "defer-taskrun": {"defer_taskrun": True},
-    "coop-taskrun": {"coop_taskrun": True, "taskrun_flag": True},
-    "sqpoll": {"sqpoll": True, "sq_thread_idle_ms": 50},
-}
-
-
-def _make(config: str, entries: int = 64, **kw):
-    args = dict(CONFIGS[config])
-    args.update(kw)
-    if args.get("sqpoll") and os.geteuid() != 0:
-        pytest.skip("SQPOLL needs root here")
-    try:
-        return KernelRing(entries, **args)
-    except UnsupportedError as e:
-        pytest.skip(f"kernel refuses config {config}: {e}")
-
-
-@pytest.fixture(params=list(CONFIGS))
-def ring_config(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_ring(ring_config):
-    """Factory: make_ring(entries=64, **overrides) in the current config;
-    every ring made is closed at teardown."""
-    made: list[KernelRing] = []
-
-    def factory(entries: int = 64, **kw) -> KernelRing:
-        r = _make(ring_config, entries, **kw)
-        made.append(r)
-        return r
-
-    yield factory
-    for r in made:
-        if not r.closed:
-            r.close()
-
-
-@pytest.fixture
-def ring(make_ring) -> KernelRing:
-    return make_ring()
-
-
-@pytest.fixture
-def plain_ring():
-    """A default ring, for tests whose subject is not the configuration."""
-    r = KernelRing(64)
-    yield r
-    if not r.closed:
-        r.close()
-
-
-@pytest.fixture
-def kprobe():
-    return subring.probe()
-
-
-@pytest.fixture
-def datafile(tmp_path):
-    """A 1 MiB file with known contents (byte i is i*7 mod 251)."""
-    p = tmp_path / "data.bin"
-    data = bytes((i * 7) % 251 for i in range(1 << 20))
-    p.write_bytes(data)
-    return p, data
+HELPERS = str(Path(__file__).resolve().parent / "helpers")
+if HELPERS not in sys.path:
+    sys.path.insert(0, HELPERS)
+if HELPERS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (HELPERS, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 # Type stubs for the C core (src/subring/_core/*.c).  Written from the C
 # method tables (PyMethodDef / PyGetSetDef / PyMemberDef): when a method is
 # added, renamed or changes its arguments there, change it here too
-# (tests/test_typing.py checks that every public name of the module and of
+# (tests/project/test_typing.py checks that every public name of the module and of
 # each type is declared here).
 #
 # Users normally meet these types through the Python classes built on them

@@ -1,6 +1,6 @@
 """The contract every ring kind keeps: the verbs a KernelRing and a
 SubsystemClient share, run over every KernelRing configuration of the test
-matrix (tests/conftest.py CONFIGS) and a SubsystemClient in each wait mode
+matrix (tests/helpers/ring_matrix.py CONFIGS) and a SubsystemClient in each wait mode
 (hybrid, interrupt, poll) attached to a real server process.
 
 Where the two kinds legitimately differ, the test says so and asserts each
@@ -19,7 +19,7 @@ import pytest
 
 import subring
 from subring import ForkedRingError, RingClosedError, RingFullError
-from conftest import CONFIGS, _make
+from ring_matrix import CONFIGS, make_configured
 from subsys_helpers import start_server
 
 CLIENT_MODES = ["hybrid", "interrupt", "poll"]
@@ -45,7 +45,7 @@ class Kind:
 
     def make(self):
         if self.is_kernel:
-            return _make(self.variant, 64)
+            return make_configured(self.variant, 64)
         srv = self._request.getfixturevalue("contract_server")
         return srv.connect(entries=64, mode=self.variant)
 
@@ -296,7 +296,7 @@ def test_fork_child_refuses_and_parent_is_unaffected(ring):
 
 def test_kinds_are_both_covered():
     """The matrix above really has both kinds, every client mode and every
-    kernel configuration of tests/conftest.py."""
+    kernel configuration of tests/helpers/ring_matrix.py."""
     assert {k.split(":")[0] for k in KINDS} == {"kernel", "client"}
     assert [k for k in KINDS if k.startswith("client:")] == [f"client:{m}" for m in
                                                             CLIENT_MODES]

@@ -7,7 +7,7 @@ Those internals are the state names and the private fields of
 ``_done_callbacks``, ``_invoke_callbacks``, ``_result``, ``_exception``),
 ``_RemoteTraceback`` and ``threading._register_atexit``.  They have been the
 same from CPython 3.9 to 3.13: :data:`SUPPORTED_PYTHON` names that range and
-``tests/test_executor_future_internals.py`` pins it (a newer CPython fails
+``tests/executor/test_executor_future_internals.py`` pins it (a newer CPython fails
 that test until someone checks the internals again).
 """
 
