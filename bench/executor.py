@@ -463,7 +463,7 @@ def dask_rows(mode_name: str, log: Callable[[str], None]) -> dict[str, Any]:
     rows: dict[str, Any] = {"tiny_tasks": n_tiny, "mib_tasks": n_mib, "reps": reps}
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=WORKERS,
-                                           processes=True, dashboard_address=None,
+                                           processes=True, dashboard_address=":0",
                                            silence_logs=40)
     client = distributed.Client(cluster, timeout=60)
     try:

@@ -71,7 +71,7 @@ def client():
     before = _fds()
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                                           dashboard_address=None, silence_logs=40)
+                                           dashboard_address=":0", silence_logs=40)
     c = distributed.Client(cluster, timeout=T)
     try:
         c.wait_for_workers(1, timeout=T)

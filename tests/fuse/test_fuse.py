@@ -450,7 +450,11 @@ def test_forget_arrives_on_dev_fuse_next_to_the_ring(mnt, transport):
         assert set(inos) <= {i for i, _ in forgotten}
         s = m.statistics()
         assert s.forgets >= len(inos)
-        assert s.dev_requests >= len(inos) if transport == "uring" else True
+        if transport == "uring":
+            # FORGET never rides the ring, so it came on /dev/fuse; the kernel may
+            # batch several into one BATCH_FORGET request (seen under load), so
+            # count requests >= 1, not one per inode.
+            assert s.dev_requests >= 1
     # MemFS dropped the nodes once nlink and lookups were both zero
     assert not set(inos) & set(fs.nodes)
 
