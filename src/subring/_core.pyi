@@ -307,7 +307,7 @@ class ServerLoop:
     def queues(self) -> list[ServerQueue]: ...
 
 
-# FUSE over io_uring (src/subring/_core/fuse.c, the fuse helper's; from its note in requests.md)
+# FUSE over io_uring (src/subring/_core/fuse.c; used by subring.fuse)
 class FuseConn:
     def __init__(self, fd: int, ops: Any, *, max_write: int = 131072, direct_io: bool = False,
                  attr_timeout: float = 1.0, entry_timeout: float = 1.0,

@@ -1,5 +1,9 @@
 /*
- * pykring.c -- _core.KernelRing: the kernel io_uring as a Python object.
+ * pykring.c -- both ring backends as one Python type family: _core.KernelRing
+ * (the kernel io_uring) and _core.UserRing (the client side of a user-space
+ * subsystem's shared-memory ring, "the user backend" below), which share the
+ * op table, the prep/submit/reap paths and the statistics; plus sr_wait_any,
+ * one wait over several subsystem connections (used by the executor).
  *
  * Principles (the Python layer builds on these):
  *   - Python never touches ring memory.  Every prep_* call writes one SQE (or
@@ -437,7 +441,7 @@ static int kr_make_room(KRing *r)
  * The peer is another process reading our SQ and writing our CQ through a
  * shared memfd region (layout and ownership of every word: abi.h).  There is
  * no syscall in the data path.  The interrupt path, both directions, follows
- * DESIGN.md invariant 3 (arm, full fence, re-check, only then sleep / wake):
+ * docs/design.md invariant 3 (arm, full fence, re-check, only then sleep / wake):
  *
  *   submit:  store-release sq_tail; full fence; if the server set
  *            NEED_WAKEUP, write its doorbell eventfd.
