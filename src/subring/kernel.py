@@ -244,9 +244,12 @@ class Statx(bytearray):
         super().__init__(256)
 
     def _u(self, fmt: str, off: int) -> int:
-        return struct.unpack_from(fmt, self, off)[0]
+        value: int = struct.unpack_from(fmt, self, off)[0]
+        return value
 
     def _ts(self, off: int) -> float:
+        sec: int
+        nsec: int
         sec, nsec = struct.unpack_from("qI", self, off)
         return sec + nsec * 1e-9
 

@@ -122,3 +122,57 @@ def test_row_fields_are_documented():
         doc = f.read()
     missing = [n for n in names if f"`{n}`" not in doc]
     assert not missing, f"ClientRow fields not in docs/subsystems.md: {missing}"
+
+
+def test_client_statistics_submitted_matches_completed_under_threads(tmp_path):
+    """Bug: with threads waiting (GIL released) while others reaped, a waiter
+    read our CQ head before the peer's tail; by the time it read the tail,
+    other threads had reaped and the server posted more than the CQ holds past
+    that stale head, so the waiter declared the protocol broken.  The client
+    then failed the connection: ops prepared afterwards sat unpublished and
+    completed as made-up -EPROTO (statistics().completed ended ``entries``
+    above submitted), and the server's real completions of failed ops came
+    back as foreign raw tokens."""
+    import random
+    import threading
+
+    path = str(tmp_path / "s.sock")
+    with start_server(path) as srv, srv.connect(entries=16) as c:
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                what = rng.randrange(4)
+                try:
+                    if what == 0:
+                        c.prep_nops(rng.randrange(1, 8), user_data=seed)
+                    elif what == 1:
+                        c.submit()
+                    elif what == 2:    # waits without the GIL while others reap
+                        c.submit_and_wait(rng.randrange(1, 3), timeout=0.001)
+                    else:
+                        c.reap(rng.choice((None, 1, 3)))
+                except subring.RingFullError:
+                    pass
+                except (subring.SubringError, TimeoutError) as e:
+                    failures.append(e)
+                    return
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not failures and not c.peer_dead:
+            time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads)
+        assert not c.peer_dead, "a sane server was taken for one that broke the protocol"
+        assert not failures, failures[:3]
+        drain(c, c.inflight, timeout=10)
+        st = c.statistics()
+        assert st.inflight == 0
+        assert st.submitted == st.completed, st

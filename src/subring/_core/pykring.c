@@ -1,5 +1,9 @@
 /*
- * pykring.c -- _core.KernelRing: the kernel io_uring as a Python object.
+ * pykring.c -- both ring backends as one Python type family: _core.KernelRing
+ * (the kernel io_uring) and _core.UserRing (the client side of a user-space
+ * subsystem's shared-memory ring, "the user backend" below), which share the
+ * op table, the prep/submit/reap paths and the statistics; plus sr_wait_any,
+ * one wait over several subsystem connections (used by the executor).
  *
  * Principles (the Python layer builds on these):
  *   - Python never touches ring memory.  Every prep_* call writes one SQE (or
@@ -437,7 +441,7 @@ static int kr_make_room(KRing *r)
  * The peer is another process reading our SQ and writing our CQ through a
  * shared memfd region (layout and ownership of every word: abi.h).  There is
  * no syscall in the data path.  The interrupt path, both directions, follows
- * DESIGN.md invariant 3 (arm, full fence, re-check, only then sleep / wake):
+ * docs/design.md invariant 3 (arm, full fence, re-check, only then sleep / wake):
  *
  *   submit:  store-release sq_tail; full fence; if the server set
  *            NEED_WAKEUP, write its doorbell eventfd.
@@ -517,10 +521,24 @@ static uint32_t ur_publish(KRing *r)
  * the protocol: treat it as dead (corrupt) rather than read garbage. */
 static inline uint32_t ur_cq_ready(KRing *r)
 {
-    /* Our private CQ head (kr_cq_head), not the shared word read back.  This
-     * runs without the GIL, while the GIL holder may advance it: relaxed is
-     * enough, a stale head only under-counts what is ready (we re-check). */
-    uint32_t n = sr_cq_ready(&r->k.cq, sr_load_relaxed(&r->cq_head));
+    /* This runs without the GIL, while threads holding it reap and advance
+     * our head.  So the peer's tail is read FIRST, then our head (private
+     * copy, kr_cq_head; never the shared word read back).  The other order
+     * let the head go stale while other threads reaped and the server posted
+     * past it: tail - stale head exceeded the CQ, and a sane server was
+     * failed as a protocol breaker (bug: "ClientStatistics.submitted ends 16
+     * below completed under threads").  In this order the check is sound: the
+     * server posted that tail only after seeing a shared head >= tail -
+     * entries, and the reaper stored our private head before releasing that
+     * shared head (kr_cq_release), so the acquire of the tail makes a head at
+     * least that new visible to the relaxed load after it. */
+    uint32_t tail = sr_load_acquire(r->k.cq.ktail);
+    uint32_t head = sr_load_relaxed(&r->cq_head);
+    uint32_t n = tail - head;
+    /* Other threads reaped past the tail we read: nothing new for us (the
+     * caller re-checks). */
+    if ((int32_t)n < 0)
+        return 0;
     if (sr_unlikely(n > r->k.cq.entries)) {
         r->peer_dead = 2;
         return 0;

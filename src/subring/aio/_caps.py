@@ -15,20 +15,14 @@ ring for the methods that provide it:
 * spinning: a ring with a ``wait_mode`` other than ``"interrupt"`` answers in
   microseconds, worth a short spin after submitting.
 
-Three of those are still underscore names on the C types (requested as public
-names in coord/requests.md); this module is the only place that knows them.
+Every ring kind spells them the same (``enable_eventfd`` or ``set_async``,
+``peer_fd``, ``live_user_data``); this module is the only place that asks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
-
-
-def _method(ring: Any, public: str, private: str) -> Any:
-    """``ring.public`` if the ring has it, else its older underscore name."""
-    m = getattr(ring, public, None)
-    return m if m is not None else getattr(ring, private, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +56,7 @@ def completion_fd(ring: Any) -> int:
     enable = getattr(ring, "enable_eventfd", None)
     if enable is not None:
         return int(enable())
-    set_async = _method(ring, "set_async", "_set_async")
+    set_async = getattr(ring, "set_async", None)
     if set_async is None:
         raise TypeError(f"{type(ring).__name__} offers no completion eventfd "
                         f"(enable_eventfd or set_async)")
@@ -72,18 +66,18 @@ def completion_fd(ring: Any) -> int:
 def stop_completion_fd(ring: Any) -> None:
     """Undo :func:`completion_fd` where that means something (a subsystem
     client returns to synchronous use; a kernel ring keeps its eventfd)."""
-    set_async = _method(ring, "set_async", "_set_async")
+    set_async = getattr(ring, "set_async", None)
     if set_async is not None and not ring.closed:
         set_async(False)
 
 
 def peer_fd(ring: Any) -> int:
     """The fd that becomes readable when the ring's peer dies (-1: none)."""
-    get = _method(ring, "peer_fd", "_get_sock_fd")
+    get = getattr(ring, "peer_fd", None)
     return int(get()) if get is not None else -1
 
 
 def live_user_data(ring: Any) -> list[Any]:
     """The user_data of every op still in flight."""
-    get = _method(ring, "live_user_data", "_live_user_data")
+    get = getattr(ring, "live_user_data", None)
     return list(get()) if get is not None else []

@@ -15,17 +15,14 @@ ALIGN = 64
 
 
 def pool_map(pool: Any) -> Any:
-    """The ``_core.SharedMap`` under a BufferPool.  (The one place that knows
-    its old private name: requested as public ``BufferPool.shared_map`` in
-    /work/coord/requests.md; the public name wins once it exists.)"""
-    m = getattr(pool, "shared_map", None)
-    return m if m is not None else pool._mmap
+    """The ``_core.SharedMap`` under a BufferPool (the arena's memory)."""
+    return pool.shared_map
 
 
 def pool_close_when_unused(pool: Any, free: list[tuple[int, int]]) -> None:
-    """Close a pool whose views the caller still holds (same shim as pool_map)."""
-    close = getattr(pool, "close_when_unused", None) or pool._close_when_unused
-    close(free)
+    """Close a pool whose views the caller still holds: the mapping goes when
+    the last view does; the ``free`` ranges are given back to the OS now."""
+    pool.close_when_unused(free)
 
 
 # Arenas with lent ranges, for privatize_leases (weak: a lease keeps its
