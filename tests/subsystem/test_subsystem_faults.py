@@ -126,6 +126,22 @@ def test_server_death_while_idle(tmp_path):
             wait_until(lambda: c.peer_dead, 2, what="peer_dead")
             with pytest.raises(PeerDiedError, match="gone"):
                 c.prep_call(c.ops["echo"], b"x")
+            assert c.inflight == 0
+        finally:
+            c.close()
+
+
+def test_regression_prep_nops_on_a_dead_subsystem_raises_peer_died(tmp_path):
+    """prep_nops used to prepare SQEs for a dead subsystem (never published,
+    completed only as made-up errors); it refuses like every other prep."""
+    with start_server(tmp_path / "s.sock") as srv:
+        c = srv.connect(mode="interrupt")
+        try:
+            assert c.call("echo", b"x") == b"x"
+            srv.kill(signal.SIGKILL)
+            wait_until(lambda: c.peer_dead, 2, what="peer_dead")
+            with pytest.raises(PeerDiedError, match="gone"):
+                c.prep_nops(3)
             with pytest.raises(ConnectionResetError):
                 c.call("echo", b"y")
             assert c.inflight == 0

@@ -1068,6 +1068,10 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     if (kr_check(r) < 0 || check_sqe_flags(flags) < 0 || kr_batch_room(r, n) < 0)
         return NULL;
+    /* Like every single-op prep (kr_begin): a dead subsystem takes no more
+     * work; SQEs prepared now would never be published. */
+    if (r->backend == BACKEND_USER && r->peer_dead)
+        return ur_refuse_dead(r), NULL;
     if (flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) {
         PyErr_SetString(PyExc_ValueError, "prep_nops does not take LINK/HARDLINK/SKIP_SUCCESS");
         return NULL;
