@@ -233,3 +233,63 @@ def emit(obj: dict[str, Any]) -> None:
     """The child's result line (the last JSON line of stdout)."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+class ForkServer:
+    """Drives ``fault_forkserver``: ``serve(path)`` / ``client(path)`` fork a
+    fresh server / client process in a few milliseconds and return its pid.
+    ``close()`` kills whatever is still running and reaps the fork server."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fault_forkserver"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=child_env(), cwd=str(HERE))
+
+    def _ask(self, req: dict[str, Any]) -> int:
+        import select
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+        r, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if r else b""
+        if not line:
+            raise RuntimeError("fork server did not answer")
+        return json.loads(line)["pid"]
+
+    def serve(self, path: str, target: str = "subsys_examples:EchoTest",
+              mode: str = "hybrid") -> int:
+        return self._ask({"serve": str(path), "target": target, "mode": mode})
+
+    def client(self, path: str, seed: int) -> int:
+        return self._ask({"client": str(path), "seed": seed})
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:   # pragma: no cover
+            self.proc.kill()
+            self.proc.wait(10)
+        finally:
+            self.proc.stdout.close()
+
+
+def kill9(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` is dead (a zombie counts: its fds are closed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if data[data.rindex(")") + 2] in "ZX":
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} still alive {timeout} s after SIGKILL")
