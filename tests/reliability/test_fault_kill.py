@@ -270,6 +270,7 @@ def test_kill_executor_workers_at_random_points():
             time.sleep(rng.uniform(0, 0.02))
             victim = rng.choice(sorted(pids))
             kill9(victim)
+            wait_gone(victim)
             for i, f in enumerate(futs):
                 try:
                     assert f.result(timeout=30) == i
@@ -287,3 +288,20 @@ def test_kill_executor_workers_at_random_points():
     leaks = before.leaks(settle=10)
     assert not leaks, leaks
     assert outcomes["broken"] > 0 and outcomes["ok"] > 0, outcomes
+
+
+def test_executor_task_submitted_after_idle_worker_died_runs():
+    """Bug (found by the worker-kill test): a task submitted after an idle
+    worker had died -- its process gone, its sockets closed -- was sent to it
+    and failed with BrokenProcessPool, although that worker held nothing and
+    the pool promises to replace dead workers and go on."""
+    import executor_funcs as ef
+
+    from subring import RingExecutor
+
+    with RingExecutor(max_workers=1) as ex:
+        for k in range(10):
+            pid = ex.submit(ef.getpid).result(timeout=30)
+            kill9(pid)
+            wait_gone(pid)
+            assert ex.submit(ef.inc, k).result(timeout=30) == k + 1, k
