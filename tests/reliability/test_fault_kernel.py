@@ -115,3 +115,38 @@ def test_fork_with_ops_in_flight():
             r.close()
             os.close(rd)
             os.close(wr)
+
+
+@pytest.mark.parametrize("blocker", ["read", "timeout", "poll"])
+def test_close_with_drain_behind_blocked_op_does_not_time_out(blocker):
+    """Bug (found by fuzz_prep_args): close() cancels with an SQE, and an
+    IOSQE_IO_DRAIN op holds back every later SQE until the ops before it
+    finished -- the blocked op it waits for is never cancelled, close() takes
+    its whole timeout and keeps the buffers forever."""
+    import warnings
+
+    from subring import SQE
+    rd, wr = os.pipe()
+    try:
+        r = KernelRing(8)
+        buf = bytearray(4)
+        if blocker == "read":
+            r.prep_read(rd, buf, -1)
+        elif blocker == "timeout":
+            r.prep_timeout(1e6)
+        else:
+            r.prep_poll_add(rd, select.POLLIN)
+        r.prep_nop(flags=SQE.DRAIN)
+        r.submit()
+        t0 = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r.close(timeout=1.5)
+        took = time.monotonic() - t0
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], \
+            [str(w.message) for w in caught]
+        assert took < 1.0, f"close() took {took:.2f} s"
+        assert sys.getrefcount(buf) == 2         # the pin was released
+    finally:
+        os.close(rd)
+        os.close(wr)
