@@ -290,6 +290,8 @@ def test_kill_executor_workers_at_random_points():
     assert outcomes["broken"] > 0 and outcomes["ok"] > 0, outcomes
 
 
+@pytest.mark.xfail(strict=True, reason="bug: a task is dispatched to a worker already dead "
+                   "(coord/bugs.md, owner executor)")
 def test_executor_task_submitted_after_idle_worker_died_runs():
     """Bug (found by the worker-kill test): a task submitted after an idle
     worker had died -- its process gone, its sockets closed -- was sent to it
