@@ -21,6 +21,8 @@ def build(out_dir: str | None = None, extra: tuple[str, ...] = ()) -> ctypes.CDL
         return None
     out_dir = out_dir or tempfile.mkdtemp(prefix="ring-model-")
     lib = os.path.join(out_dir, "ring_model.so")
+    # under scripts/sanitize.sh the model is built with the same sanitizers
+    extra = (*extra, *os.environ.get("SUBRING_SANITIZE_CFLAGS", "").split())
     subprocess.run([cc, "-O1", "-g", "-std=gnu11", "-Wall", "-Werror", "-shared", "-fPIC",
                     f"-I{CORE}", *extra, "-o", lib, str(SRC)], check=True,
                    capture_output=True, timeout=120)
