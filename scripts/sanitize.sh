@@ -2,7 +2,7 @@
 # Build subring's C core with sanitizers into a separate tree and run tests
 # against it.  Nothing in the source tree is touched.
 #
-#   scripts/sanitize.sh [asan|tsan] [pytest args...]
+#   scripts/sanitize.sh [asan|tsan|hooks] [pytest args...]
 #
 #   asan (default): -fsanitize=address,undefined.  CPython itself is not
 #        instrumented, so libasan is LD_PRELOADed into the interpreter (and,
@@ -15,15 +15,21 @@
 #        hand-offs are not understood as synchronisation: reports are
 #        suppressed for CPython's own frames (scripts/tsan.supp) and the run
 #        is informational.
+#   hooks: no sanitizer; -DSUBRING_DEBUG_HOOKS, the random delays between the
+#        wake-up protocol's steps (ring.h SR_DEBUG_DELAY; amount from
+#        SUBRING_DEBUG_DELAY_NS, default here 50000), for the lost wake-up
+#        hunt: scripts/sanitize.sh hooks tests/reliability/test_stress_wakeup.py
 #
 # Default tests: the reliability suite plus the kernel-ring and subsystem
 # tests; pass paths / -k expressions to choose others.
 #   SANITIZE_BUILD=dir  where to build (default: build/sanitize-<kind>)
+#   SANITIZE_SRC=dir    the tree whose src/ and setup.py are built (default: this one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 KIND=${1:-asan}
-case "$KIND" in asan|tsan) shift || true ;; *) KIND=asan ;; esac
+case "$KIND" in asan|tsan|hooks) shift || true ;; *) KIND=asan ;; esac
+SRC=${SANITIZE_SRC:-$ROOT}
 BUILD=${SANITIZE_BUILD:-$ROOT/build/sanitize-$KIND}
 CC=${CC:-gcc}
 
@@ -34,27 +40,34 @@ asan)
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=0:handle_segv=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     ;;
+hooks)
+    FLAGS="-DSUBRING_DEBUG_HOOKS=1 -O2 -g"
+    RUNTIME=""
+    export SUBRING_DEBUG_HOOKS=1
+    export SUBRING_DEBUG_DELAY_NS=${SUBRING_DEBUG_DELAY_NS:-50000}
+    ;;
 tsan)
     FLAGS="-fsanitize=thread -fno-omit-frame-pointer -g -O1"
     RUNTIME=$($CC -print-file-name=libtsan.so)
     export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$ROOT/scripts/tsan.supp:halt_on_error=0:report_signal_unsafe=0:second_deadlock_stack=1}
     ;;
 esac
-[ -e "$RUNTIME" ] || { echo "no $KIND runtime for $CC ($RUNTIME)" >&2; exit 2; }
+[ "$KIND" = hooks ] || [ -e "$RUNTIME" ] || { echo "no $KIND runtime for $CC ($RUNTIME)" >&2; exit 2; }
 
 echo "== building the C core with $FLAGS into $BUILD"
 rm -rf "$BUILD"
 mkdir -p "$BUILD"
-cp -r "$ROOT/src" "$ROOT/setup.py" "$ROOT/pyproject.toml" "$BUILD/"
+cp -r "$SRC/src" "$SRC/setup.py" "$SRC/pyproject.toml" "$BUILD/"
 find "$BUILD/src" -name '*.so' -delete
 (cd "$BUILD" && CFLAGS="$FLAGS" LDFLAGS="$FLAGS" python3 setup.py -q build_ext --inplace \
     --build-temp "$BUILD/tmp" >"$BUILD/build.log" 2>&1) || { cat "$BUILD/build.log"; exit 1; }
 SO=$(ls "$BUILD"/src/subring/_core*.so)
-nm -D "$SO" | grep -q "__${KIND}_init\|__asan_init\|__tsan_init" \
-    || { echo "the built module is not instrumented" >&2; exit 1; }
+SYMS=$(nm -D "$SO")
+case "$KIND:$SYMS" in *__asan_init*|*__tsan_init*|hooks:*sr_debug_delay*) ;;
+    *) echo "the built module is not instrumented ($KIND)" >&2; exit 1 ;; esac
 
 export SUBRING_SANITIZE_CFLAGS="$FLAGS"        # tests that compile C (fuzz/ring_model.c)
-export LD_PRELOAD="$RUNTIME"
+[ -z "$RUNTIME" ] || export LD_PRELOAD="$RUNTIME"
 export PYTHONPATH="$BUILD/src"
 export PYTHONMALLOC=malloc                     # let ASan see every allocation
 if [ $# -eq 0 ]; then
