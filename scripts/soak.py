@@ -27,7 +27,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]
+# --src DIR: soak another tree's subring (default: this checkout's src/)
+SRC = os.path.join(ROOT, "src")
+if "--src" in sys.argv:
+    SRC = os.path.abspath(sys.argv[sys.argv.index("--src") + 1])
+sys.path[:0] = [SRC, os.path.join(ROOT, "tests")]
 
 import subring  # noqa: E402
 from subring import KernelRing, PeerDiedError, SubringError  # noqa: E402
@@ -71,8 +75,7 @@ class Soak:
     # -- the server ---------------------------------------------------------------
     def start_server(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"),
-                                             os.path.join(ROOT, "tests")])
+        env["PYTHONPATH"] = os.pathsep.join([SRC, os.path.join(ROOT, "tests")])
         log = open(os.path.join(self.dir, "server.log"), "ab")
         self.server = subprocess.Popen(
             [sys.executable, "-m", "subring.cli", "serve", "subsys_examples:EchoTest",
@@ -266,6 +269,7 @@ class Soak:
         base = base or samples[0]
         last = samples[-1]
         report = {
+            "subring": subring.__file__,
             "minutes": a.minutes, "clients": a.clients, "ops": self.ops, **self.counts,
             "ops_per_s_mean": round(self.ops / (a.minutes * 60)),
             "ops_per_s_min": min(s["ops_per_s"] for s in samples[1:] or samples),
@@ -290,6 +294,7 @@ def main() -> int:
                    help="seconds between server restarts (randomised +-50%%)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--json", help="write the final report here")
+    p.add_argument("--src", default=SRC, help="the subring source tree to soak (its src/)")
     args = p.parse_args()
     report = Soak(args).run()
     print(json.dumps(report, indent=1))
