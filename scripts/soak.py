@@ -233,7 +233,12 @@ class Soak:
         a = self.args
         self.start_server()
         time.sleep(1.0)
+        # /dev/shm is shared with everything else on the machine: count only
+        # entries that appeared during the run and name subring
         shm0 = set(os.listdir("/dev/shm"))
+
+        def shm_new() -> int:
+            return len([f for f in set(os.listdir("/dev/shm")) - shm0 if "subring" in f])
         threads = [threading.Thread(target=self.client, args=(k,), daemon=True)
                    for k in range(a.clients)]
         threads += [threading.Thread(target=f, daemon=True)
@@ -253,7 +258,7 @@ class Soak:
             s = {"t": round(now - t0, 1), "ops_per_s": round((ops - last_ops) / (now - last_t)),
                  "rss_kb": rss_kb(), "fds": len(os.listdir("/proc/self/fd")),
                  "threads": threading.active_count(),
-                 "shm": len(set(os.listdir("/dev/shm")) - shm0),
+                 "shm": shm_new(),
                  "errors": len(self.errors), **self.counts}
             samples.append(s)
             print(json.dumps(s), flush=True)
