@@ -287,7 +287,7 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):    # (reaped while reading)
             return
         if data[data.rindex(")") + 2] in "ZX":
             return
