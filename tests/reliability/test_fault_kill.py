@@ -297,8 +297,6 @@ def test_kill_executor_workers_at_random_points():
     assert outcomes["broken"] > 0 and outcomes["ok"] > 0, outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a task is dispatched to a worker already dead "
-                   "(coord/bugs.md, owner executor)")
 def test_executor_task_submitted_after_idle_worker_died_runs():
     """Bug (found by the worker-kill test): a task submitted after an idle
     worker had died -- its process gone, its sockets closed -- was sent to it
@@ -314,3 +312,29 @@ def test_executor_task_submitted_after_idle_worker_died_runs():
             kill9(pid)
             wait_gone(pid)
             assert ex.submit(ef.inc, k).result(timeout=30) == k + 1, k
+
+
+def test_executor_done_futures_do_not_keep_arenas_after_shutdown():
+    """Bug (found by the worker-kill test's leak check): finished futures
+    holding plain results kept a reference to their worker, so each
+    worker's 256 MiB arena stayed mapped after shutdown() for as long as the
+    caller kept any future."""
+    import gc
+
+    import executor_funcs as ef
+
+    from subring import RingExecutor
+
+    def arenas() -> int:
+        return sum("exec-arena" in m for m in subring_mappings())
+
+    before = arenas()
+    with RingExecutor(max_workers=2) as ex:
+        futs = [ex.submit(ef.inc, i) for i in range(10)]
+        assert [f.result(timeout=30) for f in futs] == list(range(1, 11))
+    deadline = time.monotonic() + 10
+    while arenas() > before and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert arenas() == before, f"{arenas() - before} arena mappings kept by done futures"
+    assert all(f.done() for f in futs)
