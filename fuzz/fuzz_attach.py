@@ -112,7 +112,7 @@ class Harness:
                     reply, rfds, _, _ = socket.recv_fds(s, _wire.MAX_MESSAGE, _wire.MAX_FDS)
                 except (BrokenPipeError, ConnectionResetError):
                     break
-                except socket.timeout:
+                except TimeoutError:
                     raise AssertionError("the server neither answered nor hung up in 5 s")
                 for fd in rfds:
                     os.close(fd)
@@ -142,26 +142,26 @@ class _MiniProvider:
         self.i += len(b)
         return b
 
-    def ConsumeIntInRange(self, lo: int, hi: int) -> int:   # noqa: N802
+    def ConsumeIntInRange(self, lo: int, hi: int) -> int:
         v = int.from_bytes(self._take(4), "little")
         return lo + v % (hi - lo + 1)
 
-    def ConsumeInt(self, n: int) -> int:   # noqa: N802
+    def ConsumeInt(self, n: int) -> int:
         return int.from_bytes(self._take(n), "little", signed=True)
 
-    def ConsumeBytes(self, n: int) -> bytes:   # noqa: N802
+    def ConsumeBytes(self, n: int) -> bytes:
         return self._take(n)
 
-    def ConsumeUnicodeNoSurrogates(self, n: int) -> str:   # noqa: N802
+    def ConsumeUnicodeNoSurrogates(self, n: int) -> str:
         return self._take(n).decode("latin-1")
 
-    def ConsumeBool(self) -> bool:   # noqa: N802
+    def ConsumeBool(self) -> bool:
         return bool(self._take(1)[:1] and self._take(0) == b"" and self.d[self.i - 1] & 1)
 
-    def ConsumeFloat(self) -> float:   # noqa: N802
+    def ConsumeFloat(self) -> float:
         return float(self.ConsumeInt(4)) / 7.0
 
-    def PickValueInList(self, xs):   # noqa: N802
+    def PickValueInList(self, xs):
         return xs[self.ConsumeIntInRange(0, len(xs) - 1)]
 
 

@@ -99,7 +99,7 @@ class Harness:
             return memoryview(b"readonly")
         return [0] * p.n(20)
 
-    METHODS = [
+    METHODS: tuple = (
         ("prep_nop", 0, ("user_data", "flags")),
         ("prep_read", 3, ("user_data", "flags", "rw_flags")),
         ("prep_write", 3, ("user_data", "flags", "rw_flags")),
@@ -134,7 +134,7 @@ class Harness:
         ("register_files", 1, ()),
         ("register_buffers", 1, ()),
         ("enable_eventfd", 1, ()),
-    ]
+    )
 
     @instrument
     def one(self, data: bytes) -> None:
@@ -165,7 +165,9 @@ class Harness:
                     raise AssertionError(f"inflight {r.inflight} after {name}")
         finally:
             t0 = time.monotonic()
-            r.close(timeout=2)
+            # (looking past the known close()-behind-DRAIN bug: do not pay
+            # its full timeout on every input that shows it)
+            r.close(timeout=0.2 if TOLERATE_KNOWN else 2)
             took = time.monotonic() - t0
         if took > 1.5 and not TOLERATE_KNOWN:
             raise AssertionError(f"close() took {took:.2f} s: ops it could not cancel")

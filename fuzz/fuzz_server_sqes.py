@@ -9,11 +9,10 @@ queue's own region / pool, and fds do not grow."""
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
-
-import errno
 
 from _common import instrument, instrumented, main
 

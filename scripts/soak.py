@@ -33,8 +33,8 @@ if "--src" in sys.argv:
     SRC = os.path.abspath(sys.argv[sys.argv.index("--src") + 1])
 sys.path[:0] = [SRC, os.path.join(ROOT, "tests")]
 
-import subring  # noqa: E402
-from subring import KernelRing, PeerDiedError, SubringError  # noqa: E402
+import subring
+from subring import KernelRing, PeerDiedError
 
 DEAD = (-errno.ECONNRESET, -errno.ECANCELED)
 
@@ -76,11 +76,11 @@ class Soak:
     def start_server(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([SRC, os.path.join(ROOT, "tests")])
-        log = open(os.path.join(self.dir, "server.log"), "ab")
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "subring.cli", "serve", "subsys_examples:EchoTest",
-             "--socket", self.path], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        log.close()
+        with open(os.path.join(self.dir, "server.log"), "ab") as log:
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "subring.cli", "serve", "subsys_examples:EchoTest",
+                 "--socket", self.path], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=env)
 
     def restarter(self) -> None:
         rng = random.Random(1)

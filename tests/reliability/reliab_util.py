@@ -82,7 +82,7 @@ def run_child(module: str, *args: Any, timeout: float, env: dict[str, str] | Non
     rc = proc.returncode
     lines = [ln for ln in text_out.splitlines() if ln.startswith("{")]
     if hung or rc != 0 or not lines:
-        why = ("hung (no exit within %.0f s)" % timeout if hung else
+        why = (f"hung (no exit within {timeout:.0f} s)" if hung else
                f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else
                f"exit status {rc}" if rc else "no result line")
         raise ChildFailed(f"child {module} {args}: {why}\n--- stdout ---\n{text_out[-4000:]}"

@@ -7,6 +7,7 @@ complete exactly once afterwards."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import select
@@ -85,8 +86,8 @@ def test_fork_with_ops_in_flight():
             if pid == 0:     # the child: its copy must refuse, close() must work
                 code = 0
                 try:
-                    for call in (lambda: r.prep_nop(), r.submit, r.reap,
-                                 lambda: r.submit_and_wait(1, timeout=0.01)):
+                    for call in (r.prep_nop, r.submit, r.reap,
+                                 functools.partial(r.submit_and_wait, 1, timeout=0.01)):
                         try:
                             call()
                             code = 3

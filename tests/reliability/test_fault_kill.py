@@ -15,7 +15,15 @@ import threading
 import time
 
 import pytest
-from reliab_util import ForkServer, Ledger, Snapshot, kill9, scale, subring_mappings, wait_gone
+from reliab_util import (
+    ForkServer,
+    Ledger,
+    Snapshot,
+    kill9,
+    scale,
+    subring_mappings,
+    wait_gone,
+)
 from subsys_helpers import server_stats, wait_until
 
 import subring
@@ -66,7 +74,7 @@ def _server_kill_round(fs, path, rng: random.Random) -> dict:
             ledger.sure.append(uid)
 
     def prep_one(uid: int) -> None:
-        if True:  # noqa: SIM108
+        if True:
             kind = rng.randrange(4)
             if kind == 0:
                 data = bytes([uid & 0xFF]) * rng.choice((1, 80, 200))

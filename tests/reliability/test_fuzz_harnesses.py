@@ -29,7 +29,7 @@ OPEN_FINDINGS: dict[str, str] = {
 
 def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, timeout=timeout,
-                          env=child_env(env), cwd=str(FUZZ))
+                          env=child_env(env), cwd=str(FUZZ), check=False)
 
 
 def _kept(harness: str) -> list[str]:

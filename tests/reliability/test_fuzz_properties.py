@@ -12,17 +12,15 @@ skipped without one)."""
 from __future__ import annotations
 
 import errno
-import os
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from reliab_util import scale  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reliab_util import scale
 
-import subring  # noqa: E402
-from subring import SQE, BufferPool, KernelRing, RingFullError  # noqa: E402
+from subring import SQE, BufferPool, KernelRing, RingFullError
 
 pytestmark = pytest.mark.fuzz
 

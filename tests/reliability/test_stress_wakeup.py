@@ -51,7 +51,7 @@ def _perturb(pids: list[int], stop: threading.Event, seed: int, counts: dict) ->
 
 @pytest.mark.parametrize("placement", ["same-cpu", "two-cpus"])
 @pytest.mark.parametrize("modes", [("interrupt", "interrupt"), ("hybrid", "interrupt"),
-                                   ("interrupt", "hybrid")], ids=lambda m: "srv-%s-cli-%s" % m)
+                                   ("interrupt", "hybrid")], ids=lambda m: f"srv-{m[0]}-cli-{m[1]}")
 def test_no_lost_wakeup(tmp_path, placement, modes, monkeypatch):
     if placement == "two-cpus" and len(CPUS) < 2:
         pytest.skip("needs two CPUs")

@@ -8,7 +8,6 @@ indices and flags as both sides published them, plus the client's own view.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
