@@ -27,9 +27,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# After PYTHONPATH: a tree given there (another build, a sanitizer build) wins.
 for p in (os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")):
     if p not in sys.path:
-        sys.path.insert(0, p)
+        sys.path.append(p)
 
 try:
     import atheris

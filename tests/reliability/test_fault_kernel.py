@@ -118,8 +118,6 @@ def test_fork_with_ops_in_flight():
             os.close(wr)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: close() cancels with an SQE held back by the "
-                   "DRAIN (coord/bugs.md, owner kernel)")
 @pytest.mark.parametrize("blocker", ["read", "timeout", "poll"])
 def test_close_with_drain_behind_blocked_op_does_not_time_out(blocker):
     """Bug (found by fuzz_prep_args): close() cancels with an SQE, and an

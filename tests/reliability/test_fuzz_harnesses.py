@@ -21,10 +21,7 @@ FUZZ = ROOT / "fuzz"
 HARNESSES = sorted(p.stem for p in FUZZ.glob("fuzz_*.py"))
 # kept inputs of bugs still open, with the bug each one shows (xfail strict:
 # the test fails once the bug is fixed, so the entry must then be removed)
-OPEN_FINDINGS: dict[str, str] = {
-    "crash-close-drain-behind-blocked-op":
-        "bug: close() times out behind an IOSQE_IO_DRAIN op (coord/bugs.md, owner kernel)",
-}
+OPEN_FINDINGS: dict[str, str] = {}
 
 
 def _run(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
