@@ -75,7 +75,10 @@ if [ $# -eq 0 ]; then
         tests/test_overflow.py tests/test_cancel.py tests/test_lifecycle.py \
         tests/test_buffer_lifetime.py tests/test_sq_full.py tests/test_bad_args.py \
         tests/test_subsystem_calls.py tests/test_subsystem_faults.py \
-        tests/test_subsystem_fuzz.py tests/test_subsystem_records.py
+        tests/test_subsystem_fuzz.py tests/test_subsystem_records.py \
+        --deselect tests/test_bad_args.py::test_regression_constructor_huge_or_negative_sizes
+    # (that test caps RLIMIT_AS at 2 GiB; ASan's shadow memory needs terabytes
+    # of address space, so the capped child dies with MemoryError at start-up)
 fi
 echo "== running pytest $* against $SO ($KIND)"
 python3 -c 'import subring, sys; assert subring.__file__.startswith(sys.argv[1]), subring.__file__' "$BUILD/src"
