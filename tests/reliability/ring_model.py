@@ -48,3 +48,20 @@ def validate(so, start: int, log2_entries: int, sq_delta: int, cq_delta: int):
     so.sr_model_validate(start, log2_entries, sq_delta, cq_delta, ctypes.byref(a),
                          ctypes.byref(s))
     return a.value, s.value
+
+
+THREADS_SRC = ROOT / "fuzz" / "ring_threads.c"
+
+
+def build_threads(out_dir: str, sanitize: str = "") -> str | None:
+    """fuzz/ring_threads.c as an executable (``sanitize``: e.g. "thread");
+    None without a compiler or that sanitizer's runtime."""
+    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if cc is None:
+        return None
+    exe = os.path.join(out_dir, f"ring_threads{'-' + sanitize if sanitize else ''}")
+    flags = [f"-fsanitize={sanitize}", "-Wno-tsan"] if sanitize else []
+    r = subprocess.run([cc, "-O1", "-g", "-std=gnu11", "-pthread", f"-I{CORE}", *flags,
+                        "-o", exe, str(THREADS_SRC)], capture_output=True, timeout=120,
+                       check=False)
+    return exe if r.returncode == 0 else None

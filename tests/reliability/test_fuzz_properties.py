@@ -126,6 +126,32 @@ def test_buffer_pool_buffers_are_disjoint_and_bounds_checked(count, size, picks)
                 b.release()
 
 
+@pytest.mark.parametrize("sanitize", ["", "thread"], ids=["plain", "tsan"])
+def test_ring_threads_across_the_wrap_without_lost_wakeups(tmp_path, sanitize):
+    """ring.h's queue pair between two real threads, from just below 2^32,
+    with the arm -> fence -> re-check -> sleep protocol in both directions,
+    random delays between the steps, and sleeps without a timeout: a lost
+    wake-up hangs (cut off here), a misordered entry is caught by the
+    FIFO/payload check, and under ThreadSanitizer a missing acquire/release
+    is a reported race (TSan does not model the standalone fences)."""
+    import subprocess
+
+    import ring_model
+    exe = ring_model.build_threads(str(tmp_path), sanitize)
+    if exe is None:
+        pytest.skip(f"cannot build fuzz/ring_threads.c{' with -fsanitize=' + sanitize if sanitize else ''}")
+    ops = int((10000 if sanitize else 30000) * scale())
+    for seed, (start, log2) in enumerate([(0xFFFFF000, 3), (0xFFFFFFF0, 0), (0xFFFF0000, 6)]):
+        try:
+            r = subprocess.run([exe, str(ops), str(start), str(log2), str(seed + 1)],
+                               capture_output=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ring_threads hung (lost wake-up?) start={start:#x} log2={log2}")
+        out = (r.stdout + r.stderr).decode(errors="replace")
+        assert r.returncode == 0 and "WARNING: ThreadSanitizer" not in out, out[-3000:]
+        assert out.startswith(f"ok {ops}"), out
+
+
 # -- link chains with CQE_SKIP_SUCCESS ------------------------------------------------
 
 CHAIN_OP = st.tuples(st.sampled_from(["nop", "fail"]), st.booleans())   # (kind, skip)
