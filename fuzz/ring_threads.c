@@ -91,7 +91,9 @@ static void *server(void *arg)
         if (avail < 0 || space < 0) { fprintf(stderr, "server: impossible index\n"); exit(1); }
         int64_t n = avail < space ? avail : space;
         if (n == 0) {
-            /* arm, fence, re-check, sleep (invariant 3, consumer side) */
+            /* arm, fence, re-check, sleep (invariant 3, consumer side); the
+             * delay before arming widens the window a missing re-check loses */
+            jitter(&seed);
             sr_store_release(&sq_flags, SQ_NEED_WAKEUP);
             jitter(&seed);
             sr_full_fence();
@@ -166,6 +168,7 @@ int main(int argc, char **argv)
         if (!ready) {
             /* nothing to reap: arm, fence, re-check, sleep */
             if (sr_sq_pending(&sq) == 0 && sent == got) continue;
+            jitter(&seed);
             sr_store_release(&cq_flags, CQ_ARMED);
             jitter(&seed);
             sr_full_fence();
