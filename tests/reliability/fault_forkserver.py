@@ -49,7 +49,8 @@ def _client(path: str, seed: int, log: str) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     rng = random.Random(seed)
-    c = subring.connect(path, entries=32, slot_size=512, timeout=5)
+    from reliab_util import connect_when_up
+    c = connect_when_up(path, timeout=5, entries=32, slot_size=512)
     if rng.random() < 0.3:
         c.register_pool(subring.BufferPool(4, 4096))
     ops = [c.op_index(n) for n in ("echo", "add", "slow", "defer", "flush")]

@@ -293,3 +293,18 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.002)
     raise AssertionError(f"process {pid} still alive {timeout} s after SIGKILL")
+
+
+def connect_when_up(path: str, timeout: float = 10.0, **kw: Any):
+    """``subring.connect`` to a server that may still be starting: retried
+    while the socket is missing or refuses (whether or not this version of
+    connect() retries by itself)."""
+    import subring
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return subring.connect(path, timeout=max(0.05, deadline - time.monotonic()), **kw)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)

@@ -19,6 +19,7 @@ from reliab_util import (
     ForkServer,
     Ledger,
     Snapshot,
+    connect_when_up,
     kill9,
     scale,
     subring_mappings,
@@ -55,7 +56,7 @@ def _server_kill_round(fs, path, rng: random.Random) -> dict:
     """One server life: start, attach, a workload, SIGKILL at a random point
     of ``phase``, then check the client's side of the contract."""
     pid = fs.serve(path)
-    c = subring.connect(path, entries=32, slot_size=256, timeout=10)
+    c = connect_when_up(path, entries=32, slot_size=256)
     echo, slow, defer, add = (c.op_index(n) for n in ("echo", "slow", "defer", "add"))
     ledger, expect = Ledger(), {}
     phase = rng.choice(PHASES)
@@ -177,7 +178,7 @@ def test_kill_server_at_random_points(tmp_path, forkserver):
     rng = random.Random(1234)
     survivor_path = str(tmp_path / "survivor.sock")
     forkserver.serve(survivor_path)
-    survivor = subring.connect(survivor_path, timeout=10)
+    survivor = connect_when_up(survivor_path)
     before = Snapshot()
     path = str(tmp_path / "victim.sock")
     rounds = int(60 * scale())
@@ -200,7 +201,7 @@ def test_kill_clients_at_random_points(tmp_path, forkserver):
     rng = random.Random(99)
     path = str(tmp_path / "srv.sock")
     spid = forkserver.serve(path)
-    survivor = subring.connect(path, timeout=10)
+    survivor = connect_when_up(path)
     base_stats = server_stats(survivor)
     base_fds = len(os.listdir(f"/proc/{spid}/fd"))
     base_maps = len(subring_mappings(spid))
@@ -300,6 +301,8 @@ def test_kill_executor_workers_at_random_points():
                 got = ex.submit(ef.inc, k).result(timeout=30)
             assert got == k + 1
             cf.wait(futs, timeout=0)
+    # (the caller has let go of every future: what they hold is theirs to keep)
+    del futs, done_calls
     leaks = before.leaks(settle=10)
     assert not leaks, leaks
     assert outcomes["broken"] > 0 and outcomes["ok"] > 0, outcomes
