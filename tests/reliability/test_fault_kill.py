@@ -302,7 +302,7 @@ def test_kill_executor_workers_at_random_points():
             assert got == k + 1
             cf.wait(futs, timeout=0)
     # (the caller has let go of every future: what they hold is theirs to keep)
-    del futs, done_calls
+    del futs, done_calls, f
     leaks = before.leaks(settle=10)
     assert not leaks, leaks
     assert outcomes["broken"] > 0 and outcomes["ok"] > 0, outcomes
