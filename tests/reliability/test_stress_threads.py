@@ -40,3 +40,14 @@ def test_subsystem_client_concurrent_methods(tmp_path, signals):
                         timeout=60 + 10 * SECONDS * scale())
         assert srv.alive(), srv.log()
     _check(res)
+
+
+def test_client_statistics_submitted_matches_completed_under_threads(tmp_path):
+    """Bug (found by the client stress on the subsys branch): with three
+    threads using one connection, ``statistics().submitted`` ended exactly
+    ``entries`` below ``completed`` after everything was drained -- a publish
+    path that did not count what it published."""
+    with start_server(tmp_path / "s.sock") as srv:
+        res = run_child("stress_client", srv.path, 2.0, 8, 3, 0, timeout=120)
+    st = res["stats"]
+    assert st["submitted"] == st["completed"] == res["completions"], st
