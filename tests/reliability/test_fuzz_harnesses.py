@@ -1,7 +1,7 @@
 """The fuzz harnesses of fuzz/ in the default run: every kept input
 (``fuzz/corpus/<harness>/``: seeds, and every input that ever found a bug,
 named ``crash-<bug>``) is replayed, and each harness fuzzes for a few
-seconds when atheris is installed (``SUBRING_FUZZ_SECONDS``, default 4;
+seconds when atheris is installed (``SUBRING_FUZZ_SECONDS``, default 2;
 ``SUBRING_RELIAB_SCALE`` multiplies it).  Each run is a child process: a
 crash is a failure with the input, not a dead pytest."""
 
@@ -72,7 +72,7 @@ def test_replay_finding(harness, name, request):
                     "runtime (CHECK failed: real___cxa_throw); the replays still run")
 @pytest.mark.parametrize("harness", HARNESSES)
 def test_fuzz_bounded(harness, tmp_path):
-    seconds = max(1, int(float(os.environ.get("SUBRING_FUZZ_SECONDS", "3")) * scale()))
+    seconds = max(1, int(float(os.environ.get("SUBRING_FUZZ_SECONDS", "2")) * scale()))
     work = tmp_path / "corpus"
     work.mkdir()
     args = [f"{harness}.py", f"-max_total_time={seconds}", "-rss_limit_mb=2048",

@@ -17,7 +17,7 @@ from subsys_helpers import start_server
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 
-SECONDS = 1.5
+SECONDS = 1.0
 
 
 def _check(res: dict) -> None:
