@@ -132,7 +132,8 @@ int main(int argc, char **argv)
     if (argc != 5) { fprintf(stderr, "usage: ring_threads OPS START LOG2 SEED\n"); return 2; }
     nops = strtoull(argv[1], NULL, 0);
     uint32_t start = (uint32_t)strtoull(argv[2], NULL, 0);
-    entries = 1u << (atoi(argv[3]) & 10);
+    int log2 = atoi(argv[3]);
+    entries = 1u << (log2 < 0 ? 0 : log2 > 12 ? 12 : log2);
     uint64_t seed = strtoull(argv[4], NULL, 0) | 1;
     sq_head = sq_tail = cq_head = cq_tail = start;
     sqes = calloc(entries, 128);
