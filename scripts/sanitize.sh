@@ -55,7 +55,7 @@ tsan)
     $CC -O1 -g -std=gnu11 -pthread -fsanitize=thread -Wno-tsan -I"$SRC/src/subring/_core" \
         -o "$EXE" "$ROOT/fuzz/ring_threads.c"
     export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66}
-    for args in "200000 0xFFFFF000 3 1" "200000 0xFFFFFFF0 0 2" "200000 0xFFFF0000 6 3" \
+    for args in "200000 0xFFFFF000 3 1" "200000 0xFFFFFFF0 0 2" "200000 0xFFFFC000 6 3" \
                 "200000 0 10 4"; do
         echo "== ring_threads $args"
         timeout 300 "$EXE" $args || { echo "FAILED (exit $?: 124 = hung, 66 = TSan report)"; exit 1; }
