@@ -125,6 +125,30 @@ def test_results_outlive_shutdown_without_a_descriptor():
     assert _arena_maps() == maps                    # and goes with the last view
 
 
+def test_done_futures_let_go_of_their_worker_and_executor():
+    """A finished or cancelled future holds its outcome and nothing else: no
+    claim (ClaimTable -> WorkerHandle -> arena -> its mapping), no call, no
+    executor -- so a kept future keeps no worker's arena mapped after
+    shutdown (see tests/reliability/test_fault_kill.py)."""
+    maps = _arena_maps()
+    ex = ef.RingExecutor(1, start="eager")
+    ok = ex.submit(ef.inc, 1)
+    bad = ex.submit(ef.raise_if, 3, 3)
+    slow = ex.submit(ef.sleep_return, 0.5, "slow")
+    queued = ex.submit(ef.inc, 2)                  # in the ring behind ``slow``
+    cancelled = queued.cancel()
+    assert ok.result(T) == 2 and slow.result(T) == "slow"
+    assert bad.exception(T) is not None
+    ef.bounded_shutdown(ex, wait=True)
+    del ex
+    gc.collect()
+    for f in (ok, bad, slow) + ((queued,) if cancelled else ()):
+        assert f.done()
+        assert f.claim is None and f._executor is None, f
+        assert f.frame is None and f.oob is None, f
+    assert _arena_maps() == maps
+
+
 def test_small_results_are_not_lent(make_executor):
     ex = make_executor(1, start="eager")
     assert ex.submit(ef.make_bytes, 1000).result(T) == ef.make_bytes(1000)

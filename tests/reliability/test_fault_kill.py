@@ -325,8 +325,6 @@ def test_executor_task_submitted_after_idle_worker_died_runs():
             assert ex.submit(ef.inc, k).result(timeout=30) == k + 1, k
 
 
-@pytest.mark.xfail(strict=True, reason="bug: done futures keep their worker's arena mapped "
-                   "after shutdown (coord/bugs.md, owner executor; the executor branch only)")
 def test_executor_done_futures_do_not_keep_arenas_after_shutdown():
     """Bug (found by the worker-kill test's leak check): finished futures
     holding plain results kept a reference to their worker, so each

@@ -36,9 +36,12 @@ def privatize_leases() -> None:
     snapshot of everything else; give it one of these too, by turning the
     pages under every live lease into private copies."""
     for arena in list(_lending_arenas):
+        shared = arena.map
+        if shared is None:
+            continue                # closed with nothing lent
         for off, n in list(arena.lent.items()):
             try:
-                arena.map.privatize(off, n)
+                shared.privatize(off, n)
             except (OSError, ValueError, MemoryError):
                 pass       # left shared: the best we can do without memory
 

@@ -71,6 +71,7 @@ class ClaimTable:
         """Unmap (the file goes with the executor's directory).  Every task
         of this worker is finished by now; late questions get False."""
         self.closed = True
+        self.exited = lambda: True      # (drops the bound method of its WorkerHandle)
         self.claims.release()
 
     def _get(self, slot: int) -> int:

@@ -156,9 +156,14 @@ class WorkerHandle:
         """Unmap the arena (left to the last view of a lent result)."""
         if self.pool is None:
             return
-        arena, pool, self.pool = self.arena, self.pool, None
+        arena, pool, self.pool, self.arena = self.arena, self.pool, None, None
         if arena is not None:
             arena.take_returns()
+            if not arena.lent:
+                # Nothing lent outlives the pool: drop the arena's own
+                # reference to the mapping too (whoever still holds the
+                # arena -- a stale lease callback -- must not keep it).
+                arena.map = None
         try:
             pool.close()
         except BufferError:

@@ -271,6 +271,7 @@ class RingExecutor(cf.Executor):
         no room in the arena).  True if it was sent or dropped."""
         if task.done():
             notify_cancelled(task)
+            _detach(task)
             return True
         h = self._pick()
         if h is None:
@@ -408,15 +409,15 @@ class RingExecutor(cf.Executor):
 
     def _settle(self, settle: list[Any]) -> None:
         for task, ok, value in settle:
-            if task.done():
-                continue                  # cancelled meanwhile
-            try:
-                if ok:
-                    task.set_result(value)
-                else:
-                    task.set_exception(value)
-            except cf.InvalidStateError:
-                pass                      # cancelled between the check and here
+            if not task.done():
+                try:
+                    if ok:
+                        task.set_result(value)
+                    else:
+                        task.set_exception(value)
+                except cf.InvalidStateError:
+                    pass                  # cancelled between the check and here
+            _detach(task)
 
     def drive(self, fut: cf.Future[Any], timeout: float | None) -> None:
         """Reap in the calling thread until ``fut`` is done (or the timeout).
@@ -494,6 +495,7 @@ class RingExecutor(cf.Executor):
                 if task.cancelled():
                     self._counts["cancelled"] += 1
                     notify_cancelled(task)      # (cancel() did already)
+                    _detach(task)
                 else:                           # never happens; if it did: run it later
                     log.error("task %r skipped by worker %d without a cancel",
                               task, h.index)
@@ -530,6 +532,7 @@ class RingExecutor(cf.Executor):
             elif claim is not None and task.big is None and not task.fetching and \
                     not claim[0].started(claim[1], claim[2]) and task.cancelled():
                 notify_cancelled(task)
+                _detach(task)
             else:
                 task.frame = task.oob = None
                 settle.append((task, False, err))
@@ -654,7 +657,9 @@ class RingExecutor(cf.Executor):
         if cancel:
             with self._lock:
                 while self._pending and self._pending[0].done():
-                    notify_cancelled(self._pending.popleft())
+                    task = self._pending.popleft()
+                    notify_cancelled(task)
+                    _detach(task)
         self._wake.set()
         if thread is None:
             with self._lock:
@@ -695,6 +700,18 @@ class RingExecutor(cf.Executor):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
+
+
+def _detach(task: RingFuture) -> None:
+    """A task that is over (finished or cancelled, out of every ring) drops
+    what tied it to its worker and executor: its claim (the ClaimTable, and
+    through it the WorkerHandle, its arena and that arena's 256 MiB mapping),
+    its call, and the executor.  A future the caller keeps then holds its
+    outcome only.  Called after the state change: a finished or cancelled
+    future needs neither claim nor executor to answer cancel()/result()."""
+    task.claim = None
+    task._executor = None
+    task.frame = task.oob = None
 
 
 def _rings(live: list[WorkerHandle]) -> list[_core.UserRing]:
