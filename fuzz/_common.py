@@ -28,7 +28,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # After PYTHONPATH: a tree given there (another build, a sanitizer build) wins.
-for p in (os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")):
+for p in (os.path.join(ROOT, "src"), os.path.join(ROOT, "tests", "helpers")):
     if p not in sys.path:
         sys.path.append(p)
 

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 SRC = os.path.join(ROOT, "src")
 if "--src" in sys.argv:
     SRC = os.path.abspath(sys.argv[sys.argv.index("--src") + 1])
-sys.path[:0] = [SRC, os.path.join(ROOT, "tests")]
+sys.path[:0] = [SRC, os.path.join(ROOT, "tests", "helpers")]
 
 import subring
 from subring import KernelRing, PeerDiedError
@@ -75,7 +75,7 @@ class Soak:
     # -- the server ---------------------------------------------------------------
     def start_server(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([SRC, os.path.join(ROOT, "tests")])
+        env["PYTHONPATH"] = os.pathsep.join([SRC, os.path.join(ROOT, "tests", "helpers")])
         with open(os.path.join(self.dir, "server.log"), "ab") as log:
             self.server = subprocess.Popen(
                 [sys.executable, "-m", "subring.cli", "serve", "subsys_examples:EchoTest",
@@ -286,6 +286,10 @@ class Soak:
         }
         growth = last["rss_kb"] - base["rss_kb"]
         report["rss_growth_kb"] = growth
+        if self.ops == 0:
+            # a server that never came up (clients retry connect() quietly while
+            # it restarts) must not pass as a clean soak
+            self.errors.append("no subsystem op completed: see server.log in " + self.dir)
         report["ok"] = (not self.errors and last["fds"] <= base["fds"] + 2 and last["shm"] == 0
                         and growth < 50_000 and not report["threads_alive_after_stop"])
         return report

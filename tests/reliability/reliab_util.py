@@ -30,7 +30,7 @@ def scale() -> float:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(HERE), str(TESTS)]
+    paths = [str(HERE), str(TESTS / "helpers")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
