@@ -12,6 +12,7 @@ import time
 import pytest
 from subsys_helpers import call_json, drain, start_py_server, start_server, wait_until
 
+import subring
 from subring.subsystem import ClientRow, SubsystemStatistics, query_statistics
 
 
@@ -157,7 +158,7 @@ def test_client_statistics_submitted_matches_completed_under_threads(tmp_path):
                         c.reap(rng.choice((None, 1, 3)))
                 except subring.RingFullError:
                     pass
-                except (subring.SubringError, TimeoutError) as e:
+                except Exception as e:  # noqa: BLE001 -- any other error fails the test
                     failures.append(e)
                     return
 
