@@ -148,21 +148,10 @@ def wait_connectable(srv: ServerProcess, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def start_server(path: str | os.PathLike, target: str = "subsys_examples:EchoTest", *,
-                 mode: str | None = None, spin_us: float | None = None,
-                 socket_mode: str | None = None, wait: bool = True,
-                 log_path: str | None = None, unlink: bool = True) -> Iterator[ServerProcess]:
-    """Run ``subring serve target --socket path`` in a child process.  On exit
-    the process is stopped and reaped and (``unlink``) the socket removed."""
-    path = str(path)
-    log_path = log_path or path + ".log"
-    args = [sys.executable, "-m", "subring.cli", "serve", target, "--socket", path]
-    if mode is not None:
-        args += ["--mode", mode]
-    if spin_us is not None:
-        args += ["--spin-us", str(spin_us)]
-    if socket_mode is not None:
-        args += ["--socket-mode", socket_mode]
+def _run_server(args: list[str], path: str, log_path: str, target: str, *,
+                wait: bool, unlink: bool) -> Iterator[ServerProcess]:
+    """Start a server process (output to ``log_path``), optionally wait until
+    it accepts, and always stop it -- killed if it will not stop -- on exit."""
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -184,6 +173,26 @@ def start_server(path: str | os.PathLike, target: str = "subsys_examples:EchoTes
             if unlink:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+
+
+@contextlib.contextmanager
+def start_server(path: str | os.PathLike, target: str = "subsys_examples:EchoTest", *,
+                 mode: str | None = None, spin_us: float | None = None,
+                 socket_mode: str | None = None, wait: bool = True,
+                 log_path: str | None = None, unlink: bool = True) -> Iterator[ServerProcess]:
+    """Run ``subring serve target --socket path`` in a child process.  On exit
+    the process is stopped and reaped and (``unlink``) the socket removed."""
+    path = str(path)
+    log_path = log_path or path + ".log"
+    args = [sys.executable, "-m", "subring.cli", "serve", target, "--socket", path]
+    if mode is not None:
+        args += ["--mode", mode]
+    if spin_us is not None:
+        args += ["--spin-us", str(spin_us)]
+    if socket_mode is not None:
+        args += ["--socket-mode", socket_mode]
+    with _run_server(args, path, log_path, target, wait=wait, unlink=unlink) as srv:
+        yield srv
 
 
 _SERVE_SCRIPT = """
@@ -214,26 +223,8 @@ def start_py_server(path: str | os.PathLike, target: str = "subsys_examples:Echo
     log_path = path + ".log"
     args = [sys.executable, "-c", _SERVE_SCRIPT, target, path,
             json.dumps(serve_kwargs or {}), str(rlimit_nofile)]
-    log = open(log_path, "ab")
-    try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=_child_env(), cwd=str(TESTS_DIR), close_fds=True)
-    finally:
-        log.close()
-    srv = ServerProcess(proc, path, log_path, target)
-    try:
-        if wait:
-            wait_connectable(srv)
+    with _run_server(args, path, log_path, target, wait=wait, unlink=True) as srv:
         yield srv
-    finally:
-        try:
-            srv.stop()
-        finally:
-            if proc.poll() is None:          # pragma: no cover - belt and braces
-                proc.kill()
-                proc.wait(10)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
 
 
 @pytest.fixture
