@@ -285,16 +285,7 @@ def test_serve_then_ops(server: tuple[subprocess.Popen[str], str]) -> None:
     assert not os.path.exists(sock)
 
 
-def _need_query_statistics() -> None:
-    from subring import subsystem
-
-    if not hasattr(subsystem, "query_statistics"):
-        pytest.skip("subring.subsystem.query_statistics is absent (the subsystem "
-                    "statistics API is not merged into this tree)")
-
-
 def test_stat_on_a_running_server(server: tuple[subprocess.Popen[str], str]) -> None:
-    _need_query_statistics()
     _, sock = server
     with subring.connect(sock) as c:
         for _ in range(5):
@@ -313,7 +304,6 @@ def test_stat_on_a_running_server(server: tuple[subprocess.Popen[str], str]) -> 
 
 
 def test_top_refreshes_with_rates(server: tuple[subprocess.Popen[str], str]) -> None:
-    _need_query_statistics()
     _, sock = server
     with subring.connect(sock) as c:
         c.call("echo", b"x")
@@ -322,19 +312,8 @@ def test_top_refreshes_with_rates(server: tuple[subprocess.Popen[str], str]) -> 
         assert proc.stdout.count("clients (per second)") == 2 and "sub/s" in proc.stdout
 
 
-def test_stat_without_query_statistics_says_so() -> None:
-    from subring import subsystem
-
-    if hasattr(subsystem, "query_statistics"):
-        pytest.skip("query_statistics exists here")
-    proc = run("stat", "/nonexistent.sock")
-    assert_one_line_error(proc, 3, "query_statistics")
-
-
 @pytest.mark.parametrize("command", ["ops", "stat"])
 def test_missing_socket_is_one_line_naming_the_path(tmp_path: Path, command: str) -> None:
-    if command == "stat":
-        _need_query_statistics()
     path = str(tmp_path / "missing.sock")
     t0 = time.monotonic()
     proc = run(command, path, "--timeout", "2")
@@ -522,7 +501,6 @@ def test_top_on_a_terminal(server: tuple[subprocess.Popen[str], str],
     import pty
     import select
 
-    _need_query_statistics()
     _, sock = server
     master, slave = pty.openpty()
     try:

@@ -9,10 +9,10 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-from .errors import EXIT_OK, EXIT_UNAVAILABLE, CommandError, unreachable
+from ..subsystem_stats import query_statistics
+from .errors import EXIT_OK, CommandError, unreachable
 from .output import Output
 
 # per-client counters shown as rates by `top` (monotonic in ClientRow)
@@ -22,26 +22,11 @@ CLIENT_COLUMNS = ("pid", "mode", "submitted", "completed", "inflight", "sq", "cq
                   "wakeups sent", "suppressed", "doorbells", "poll hits", "sleeps", "errors")
 
 
-def query_function() -> Callable[..., Any]:
-    """``query_statistics(address, timeout)`` from the subsystem package, or
-    CommandError when this subring does not have it."""
-    from .. import subsystem
-
-    fn = getattr(subsystem, "query_statistics", None)
-    if fn is None:
-        raise CommandError("this subring has no control-plane statistics "
-                           "(subring.subsystem.query_statistics is missing)", EXIT_UNAVAILABLE)
-    return fn  # type: ignore[no-any-return]
-
-
 def fetch(address: str, timeout: float) -> Any:
     """The subsystem's statistics, or CommandError naming the address."""
-    query = query_function()
     try:
-        return query(address, timeout)
-    except (OSError, TimeoutError) as e:
-        raise unreachable(address, e) from e
-    except ConnectionError as e:   # pragma: no cover -- OSError already, kept for clarity
+        return query_statistics(address, timeout)
+    except (OSError, TimeoutError) as e:     # ConnectionError is an OSError
         raise unreachable(address, e) from e
 
 
