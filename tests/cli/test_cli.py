@@ -424,17 +424,12 @@ def test_bench_unknown_suite_is_a_usage_error(tmp_path: Path) -> None:
 def test_fuse_command() -> None:
     proc = run("fuse", "--help")
     assert proc.returncode == 0, proc.stderr
-    if importlib.util.find_spec("subring.fuse") is None:
-        missing = run("fuse", "x:Y", "/mnt")
-        assert_one_line_error(missing, 3, "subring fuse is not available")
-        pytest.skip("subring.fuse is not in this tree: only the fallback was checked")
     assert "MOUNTPOINT" in proc.stdout.upper()
 
 
 
 # --------------------------------------------------------------------------
 # stat/top rendering, on data shaped as the statistics API documents it
-# (so this runs even before query_statistics is in the tree)
 # --------------------------------------------------------------------------
 
 def _row(token: int, n: int) -> dict[str, object]:

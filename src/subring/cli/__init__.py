@@ -120,25 +120,12 @@ def _run_probe(args: argparse.Namespace, out: Output) -> int:
 
 
 # --------------------------------------------------------------------------
-# fuse (the fuse package's own command, when this subring has it)
+# fuse (the fuse package's own command)
 # --------------------------------------------------------------------------
 
 def _add_fuse(sub: Any) -> None:
-    import importlib
+    from ..fuse import cli as fuse_cli
 
-    try:
-        fuse_cli: Any = importlib.import_module("subring.fuse.cli")
-    except ImportError as e:
-        why = f"{e}"
-        p = sub.add_parser("fuse", help="mount a Python file system (not available here)",
-                           description=f"subring.fuse is not available: {why}")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help="the file-system arguments")
-
-        def unavailable(args: argparse.Namespace, out: Output) -> int:
-            raise CommandError(f"subring fuse is not available: {why}", EXIT_UNAVAILABLE)
-
-        p.set_defaults(func=unavailable)
-        return
     p = fuse_cli.add_parser(sub)
 
     def run(args: argparse.Namespace, out: Output) -> int:
