@@ -193,8 +193,9 @@ def test_attach_abi_version_agrees_with_the_region_header(abi: dict[str, int],
             assert (raw.magic, raw.version) == (abi["SR_URING_MAGIC"], version)
         finally:
             raw.close()
-    from subring import _core, _wire
-    assert _core.URING_ABI_VERSION == _wire.ABI_VERSION == version
+    from subring import _core
+    from subring.subsystem import attach
+    assert _core.URING_ABI_VERSION == attach.ABI_VERSION == version
 
 
 # ---------------------------------------------------------------------------

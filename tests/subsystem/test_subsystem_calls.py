@@ -708,8 +708,9 @@ def test_client_refuses_a_server_of_another_ring_abi(tmp_path):
     import socket
     import threading
 
-    from subring import _core, _wire
-    from subring.client import AbiMismatchError
+    from subring import _core
+    from subring.subsystem import attach
+    from subring.subsystem import AbiMismatchError
 
     path = str(tmp_path / "other-abi.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -722,10 +723,10 @@ def test_client_refuses_a_server_of_another_ring_abi(tmp_path):
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(10)
-            assert json.loads(conn.recv(65536))["subring"] == _wire.PROTOCOL
+            assert json.loads(conn.recv(65536))["subring"] == attach.PROTOCOL
             fds = [os.eventfd(0) for _ in range(3)]
             try:
-                _wire.send(conn, {"ok": True, "abi": other, "name": "other", "ops": [],
+                attach.send(conn, {"ok": True, "abi": other, "name": "other", "ops": [],
                                   "entries": 8, "slot_size": 256, "server_pid": os.getpid()},
                            fds)
             finally:

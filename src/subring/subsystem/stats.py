@@ -13,7 +13,7 @@ import dataclasses
 import time
 from typing import Any
 
-from . import _wire
+from . import attach
 
 __all__ = ["ClientRow", "SubsystemStatistics", "query_statistics"]
 
@@ -46,6 +46,15 @@ class ClientRow:
     poll_hits: int           # client waits satisfied without sleeping
     sleeps: int              # client waits that slept
     errors: int              # error completions posted to it
+
+    @classmethod
+    def from_queue(cls, info: Any, raw: dict[str, Any]) -> ClientRow:
+        """The row of one attached client: who it is (``info``, a
+        :class:`~subring.ClientInfo`) and its queue's counters (``raw``, the
+        server queue's ``stats()``)."""
+        return cls(pid=info.pid, uid=info.uid, gid=info.gid, token=info.token,
+                   **{f.name: raw[f.name] for f in dataclasses.fields(cls)
+                      if f.name not in ("pid", "uid", "gid", "token")})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,25 +99,21 @@ def query_statistics(address: str, timeout: float = 5.0) -> SubsystemStatistics:
     Does not wait for a missing socket.  Raises ``FileNotFoundError`` /
     ``ConnectionRefusedError`` / ``PermissionError`` naming the path,
     ``TimeoutError`` if no answer comes within ``timeout`` seconds, and
-    :class:`~subring.client.AttachRefusedError` if the server refuses."""
-    from .client import AttachRefusedError
-
+    :class:`~subring.AttachRefusedError` if the server refuses."""
     deadline = time.monotonic() + timeout
-    sock = _wire.open_control(address, timeout, wait=False)
+    sock = attach.open_control(address, timeout, wait=False)
     try:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
-            reply, fds = _wire.exchange(sock, {"subring": _wire.PROTOCOL, "cmd": "stat"})
+            reply, fds = attach.exchange(sock, attach.stat_request())
         except TimeoutError:
             raise TimeoutError(f"{address}: no statistics within {timeout} s") from None
     finally:
         sock.close()
-    for fd in fds:
-        _wire._close(fd)
+    attach.close_fds(fds)           # a statistics reply carries none
     if reply is None:
         raise ConnectionError(f"{address}: the subsystem closed the connection")
-    if not reply.get("ok"):
-        raise AttachRefusedError(address, str(reply.get("error")), str(reply.get("refused", "")))
+    attach.check_reply(address, reply, [], nfds=0)
     try:
         return SubsystemStatistics.from_dict(reply["stat"])
     except (KeyError, TypeError) as e:

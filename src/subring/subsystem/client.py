@@ -37,43 +37,13 @@ import time
 import warnings
 from typing import Any, Self
 
-from . import _core, _wire
-from .errors import PeerDiedError, SubringError
+from .. import _core
+from ..errors import PeerDiedError
+from . import attach
+from .attach import AbiMismatchError, AttachRefusedError
 
 __all__ = ["AbiMismatchError", "AttachRefusedError", "ClientStatistics", "SubsystemClient",
            "connect"]
-
-
-class AttachRefusedError(SubringError, ConnectionError):
-    """The subsystem refused this connection, and said why.
-
-    ``reason`` is the server's text, ``code`` a short machine-readable word
-    (``"uid"``: this user may not attach; ``"busy"``: too many connections
-    (in total or not yet attached for this uid); ``"fd-limit"``: the server
-    is out of file descriptors; ``"timeout"``: no hello in time;
-    ``"protocol"``: a bad hello), ``address`` the socket path."""
-
-    def __init__(self, address: str, reason: str, code: str = "") -> None:
-        super().__init__(f"{address}: attach refused: {reason}")
-        self.address = address
-        self.reason = reason
-        self.code = code
-
-
-class AbiMismatchError(SubringError, ConnectionError):
-    """The subsystem shares rings laid out for another ABI version (a server
-    built from another subring release): attaching would misread its memory.
-
-    ``server_abi`` is the version in the server's attach reply (None if it
-    sent none), ``client_abi`` this build's, ``address`` the socket path."""
-
-    def __init__(self, address: str, server_abi: object, client_abi: int) -> None:
-        super().__init__(f"{address}: the subsystem speaks ring ABI {server_abi}, this "
-                         f"subring speaks {client_abi}: use the same subring version on both "
-                         "sides")
-        self.address = address
-        self.server_abi = server_abi
-        self.client_abi = client_abi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +143,11 @@ class SubsystemClient(_core.UserRing):
         sock = socket.socket(fileno=os.dup(self._sock_fd()))
         try:
             sock.settimeout(timeout)
-            _wire.send(sock, {"cmd": "pool", "count": pool.count, "size": pool.size}, [pool.fd])
-            reply, fds = _wire.recv(sock)
+            attach.send(sock, {"cmd": "pool", "count": pool.count, "size": pool.size}, [pool.fd])
+            reply, fds = attach.recv(sock)
         finally:
             sock.close()
-        for fd in fds:
-            os.close(fd)
+        attach.close_fds(fds)
         if reply is None:
             raise PeerDiedError("the subsystem closed the connection")
         if not reply.get("ok"):
@@ -278,32 +247,18 @@ def connect(address: str, *, entries: int = 256, slot_size: int = 4096,
     if mode not in ("hybrid", "interrupt", "poll"):
         raise ValueError("mode must be 'hybrid', 'interrupt' or 'poll'")
     deadline = None if timeout is None else time.monotonic() + timeout
-    sock = _wire.open_control(address, timeout, wait)
+    sock = attach.open_control(address, timeout, wait)
     try:
         if deadline is not None:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
-            reply, fds = _wire.exchange(sock, {"subring": _wire.PROTOCOL, "entries": entries,
-                                               "slot_size": slot_size, "mode": mode,
-                                               "pid": os.getpid()})
+            reply, fds = attach.exchange(sock, attach.hello(entries, slot_size, mode))
         except TimeoutError:
             raise TimeoutError(f"{address}: the subsystem did not answer the attach "
                                f"within {timeout} s") from None
         if reply is None:
             raise PeerDiedError(f"{address}: the subsystem closed the connection during attach")
-        if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
-            raise AttachRefusedError(address, str(reply.get("error")),
-                                     str(reply.get("refused", "")))
-        if reply.get("abi") != _wire.ABI_VERSION:
-            for fd in fds:
-                os.close(fd)
-            raise AbiMismatchError(address, reply.get("abi"), _wire.ABI_VERSION)
-        if len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            raise ConnectionError(f"{address}: attach reply carried {len(fds)} fds, not 3")
+        attach.check_reply(address, reply, fds, nfds=3)
         sock.settimeout(None)
         sock.setblocking(True)
     except BaseException:
