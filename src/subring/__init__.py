@@ -22,6 +22,7 @@ from .executor import RingExecutor
 from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
 from .memory import BufferPool
 from .ops import SQE, CQEFlag, Feature, Op, Setup
+from .ring import Ring
 from .subsystem import (
     PENDING,
     AbiMismatchError,
@@ -65,6 +66,7 @@ __all__ = [
     "PeerDiedError",
     "Pin",
     "Request",
+    "Ring",
     "RingBusyError",
     "RingClosedError",
     "RingExecutor",

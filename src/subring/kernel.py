@@ -357,12 +357,20 @@ class KernelRing(_core.KernelRing):
         self.close()
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Cancel every op in flight, wait (up to ``timeout``) for their final
+        """Drain, then release: cancel every op in flight, wait (up to
+        ``timeout`` seconds; None: without bound) for their final
         completions, then release the ring (and the eventfd of
-        ``enable_eventfd``).  Unreaped completions are discarded.  If the
+        ``enable_eventfd``).  Unreaped completions are discarded; the ops'
+        buffers are released once the kernel is done with them.  If the
         kernel does not finish in time, the buffers of the stragglers are kept
         alive forever (a ResourceWarning says so) rather than freed under the
-        kernel."""
+        kernel.  (A :class:`~subring.SubsystemClient` abandons its ops
+        instead: see its ``close``.)
+
+        Afterwards every verb raises :class:`~subring.RingClosedError` and
+        ``inflight`` is 0.  Idempotent.  Raises
+        :class:`~subring.RingBusyError` while another thread waits in this
+        ring."""
         super().close(timeout)
 
     def __repr__(self) -> str:

@@ -69,7 +69,7 @@ def test_subring_itself_never_uses_an_old_path() -> None:
     """Importing every subring package with DeprecationWarning as an error:
     nothing in the library goes through a shim."""
     code = ("import subring, subring.subsystem, subring.aio, subring.executor, "
-            "subring.cli, subring.fuse, subring.kernel, subring.memory")
+            "subring.cli, subring.fuse, subring.kernel, subring.memory, subring.ring")
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],
                           env=env, capture_output=True, text=True, timeout=60, check=False)

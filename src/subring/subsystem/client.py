@@ -218,7 +218,27 @@ class SubsystemClient(_core.UserRing):
         """The user_data of every op still in flight."""
         return list(self._live_user_data())
 
+    def close(self, timeout: float | None = None) -> None:
+        """Drop the connection.  Ops in flight are *abandoned*, not drained:
+        close returns at once, their completions never come (unreaped ones
+        are discarded too), and the subsystem, seeing the connection go,
+        finishes what its handlers still hold into nothing.  (A
+        :class:`~subring.KernelRing` instead cancels and waits, since the
+        kernel may write into an op's buffers until its final completion;
+        here every payload was copied into the shared region, which this
+        process simply unmaps.)  The exception: a handler still working on a
+        ``prep_call_pool`` op may write into that :class:`~subring.BufferPool`
+        buffer after close -- do not reuse it for data that matters until
+        the subsystem is known to be done (or gone).
+
+        ``timeout`` is not used (nothing here waits); it is accepted so that
+        ``close(timeout)`` works on every :class:`~subring.Ring`.  Afterwards
+        every verb raises :class:`~subring.RingClosedError` and ``inflight``
+        is 0.  Idempotent."""
+        super().close(timeout)
+
     def __exit__(self, *exc: object) -> None:
+        """Close the connection (see :meth:`close`)."""
         self.close()
 
     def __repr__(self) -> str:
