@@ -69,6 +69,7 @@ import os
 import select
 import socket
 import struct
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
@@ -384,9 +385,20 @@ class KernelRing(_core.KernelRing):
         return RingStatistics(**self._stats(), sq_entries=self.sq_entries,
                               cq_entries=self.cq_entries, max_inflight=self.max_inflight)
 
+    def supported_ops(self) -> frozenset[Op]:
+        """The opcodes this kernel supports (``IORING_REGISTER_PROBE`` on this
+        ring).  :func:`subring.probe` gives the whole picture -- opcodes,
+        features and the setup flags a ring can be created with -- once per
+        process."""
+        known = {int(o) for o in Op}
+        return frozenset(Op(o) for o in self._probe() if o in known)
+
     def probe(self) -> frozenset[Op]:
-        """Opcodes this kernel supports (IORING_REGISTER_PROBE)."""
-        return frozenset(Op(o) for o in self._probe() if o in Op._value2member_map_)
+        """Deprecated name of :meth:`supported_ops` (it was easy to confuse
+        with :func:`subring.probe`, which returns a :class:`KernelProbe`)."""
+        warnings.warn("KernelRing.probe() is deprecated; use supported_ops() (the "
+                      "kernel-wide probe is subring.probe())", DeprecationWarning, stacklevel=2)
+        return self.supported_ops()
 
     def cancel(self, target: int, *, wait: bool = False, timeout: float | None = 5.0) -> int:
         """Ask the kernel to cancel the op with token ``target`` and submit.
@@ -706,7 +718,7 @@ def probe() -> KernelProbe:
     """Probe the running kernel once: supported opcodes, features, and which
     setup flags a ring can be created with (each tried for real)."""
     with KernelRing(8) as r:
-        ops, feats, base = r.probe(), Feature(r.features), Setup(r.setup_flags)
+        ops, feats, base = r.supported_ops(), Feature(r.features), Setup(r.setup_flags)
     ok = Setup(0) | base
     trials = [Setup.SQE128, Setup.CQE32, Setup.COOP_TASKRUN,
               Setup.COOP_TASKRUN | Setup.TASKRUN_FLAG,

@@ -194,7 +194,8 @@ def _method_table(ring: KernelRing, fd: int):
         "wait": lambda: ring.wait(1, timeout=0),
         "completions": lambda: list(ring.completions(timeout=0)),
         "cancel": lambda: ring.cancel(1),
-        "probe": lambda: ring.probe(),
+        "supported_ops": lambda: ring.supported_ops(),
+        "probe": lambda: ring.probe(),             # deprecated name of supported_ops
         "_probe": lambda: ring._probe(),
         "enable_eventfd": lambda: ring.enable_eventfd(),
         "register_eventfd": lambda: ring.register_eventfd(fd),
