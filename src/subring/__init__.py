@@ -20,7 +20,7 @@ from .errors import (
 )
 from .executor import RingExecutor
 from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
-from .memory import BufferPool
+from .memory import BufferPool, PoolStatistics
 from .ops import SQE, CQEFlag, Feature, Op, Setup
 from .ring import Ring
 from .subsystem import (
@@ -65,6 +65,7 @@ __all__ = [
     "OpSpec",
     "PeerDiedError",
     "Pin",
+    "PoolStatistics",
     "Request",
     "Ring",
     "RingBusyError",

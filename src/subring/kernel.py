@@ -108,8 +108,8 @@ class RingStatistics:
     """A snapshot of a kernel ring's counters (``KernelRing.statistics()``).
 
     Frozen; ``backend`` is ``"kernel"`` (a subsystem client's statistics say
-    ``"subsystem"``), so code that aggregates statistics of several ring kinds
-    can tell them apart.  Every other field is a count since the ring was
+    ``"subsystem-client"``), so code that aggregates statistics of several ring
+    kinds can tell them apart.  Every other field is a count since the ring was
     created, except the sizes at the end.
     """
 
@@ -122,9 +122,9 @@ class RingStatistics:
     sq_full_flushes: int      # automatic submits because the SQ was full
     sq_dropped: int           # SQEs the kernel rejected as invalid
     cq_dropped: int           # CQEs the kernel had to drop (never with FEAT_NODROP)
-    sq_entries: int
-    cq_entries: int
-    max_inflight: int
+    sq_entries: int           # SQ size
+    cq_entries: int           # CQ size
+    max_inflight: int         # cap on ops in flight (RingFullError beyond it)
     backend: str = "kernel"   # which kind of ring these counters describe
 
 

@@ -50,15 +50,15 @@ __all__ = ["AbiMismatchError", "AttachRefusedError", "ClientStatistics", "Subsys
 class ClientStatistics:
     """What a :class:`SubsystemClient` did (``backend='subsystem-client'``)."""
 
-    backend: str
+    backend: str         # always 'subsystem-client'
     submitted: int       # SQEs published
     completed: int       # completions delivered (made-up ones included)
-    inflight: int
+    inflight: int        # ops prepared and not yet finally completed
     sleeps: int          # waits that slept (ppoll) for completions
     poll_hits: int       # waits satisfied while spinning, without sleeping
     doorbells: int       # times it had to wake the sleeping subsystem
-    sq_full_flushes: int
-    max_inflight: int
+    sq_full_flushes: int  # automatic submits because the SQ was full
+    max_inflight: int    # cap on ops in flight (= the data slots; RingFullError beyond)
     mode: str            # how it waits: 'hybrid', 'interrupt' or 'poll'
 
 

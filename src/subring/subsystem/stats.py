@@ -28,18 +28,18 @@ class ClientRow:
     (so they may lag by up to 63 waits; informational: a client only lies
     about itself)."""
 
-    pid: int
-    uid: int
-    gid: int
+    pid: int                 # the client process (SO_PEERCRED at connect)
+    uid: int                 # its user ...
+    gid: int                 # ... and group
     token: int               # connection id, unique in this server's life
-    mode: str                # the client's wait mode ('?' if it never said)
+    mode: str                # the client's notification mode ('?' if it never said)
     submitted: int           # SQEs the server took from this client
     completed: int           # CQEs posted to it
     inflight: int            # taken and not yet completed (PENDING requests included)
     sq_pending: int          # SQEs the client published that are not taken yet
-    sq_entries: int
+    sq_entries: int          # its SQ size
     cq_pending: int          # CQEs posted that the client has not reaped yet
-    cq_entries: int
+    cq_entries: int          # its CQ size
     wakeups_sent: int        # CQ publishes that had to signal the client's eventfd
     wakeups_suppressed: int  # CQ publishes while the client was awake: no syscall
     doorbells: int           # times the client rang the sleeping server
@@ -61,12 +61,12 @@ class ClientRow:
 class SubsystemStatistics:
     """A running subsystem's statistics (``backend='subsystem'``)."""
 
-    backend: str
-    name: str
-    address: str
-    pid: int
-    mode: str
-    spin_us: float
+    backend: str             # always 'subsystem'
+    name: str                # the name announced to clients
+    address: str             # the socket it serves
+    pid: int                 # the serving process
+    mode: str                # its notification mode: 'hybrid', 'interrupt' or 'poll'
+    spin_us: float           # hybrid mode: idle spinning before it sleeps
     uptime: float            # seconds since serve() started
     connections: int         # open control connections, attached or not yet
     rounds: int              # server loop rounds over the queues
@@ -75,7 +75,7 @@ class SubsystemStatistics:
     attaches: int            # successful attaches
     refused: int             # connections refused (uid, caps, bad hello, timeout, fd limit)
     dropped: int             # clients dropped for breaking the ring protocol
-    clients: tuple[ClientRow, ...]
+    clients: tuple[ClientRow, ...]   # one row per attached client
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what the control plane sends)."""
