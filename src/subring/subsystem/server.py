@@ -562,7 +562,7 @@ class Subsystem:
         allowed = self.allowed_ops(conn.info)
         if allowed is not None:
             names = set(allowed)
-            bitmap = bytearray(32)
+            bitmap = bytearray((handlers.MAX_OPS + 1) // 8)   # one bit per op index
             for spec in table:
                 if spec.name in names:
                     bitmap[spec.index >> 3] |= 1 << (spec.index & 7)
