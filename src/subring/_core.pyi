@@ -307,11 +307,12 @@ class ServerLoop:
     def queues(self) -> list[ServerQueue]: ...
 
 
-# FUSE over io_uring (src/subring/_core/fuse.c; used by subring.fuse)
+# FUSE over io_uring (src/subring/_core/fuse_*.c, map in fuse.h; used by subring.fuse)
 class FuseConn:
     def __init__(self, fd: int, ops: Any, *, max_write: int = 131072, direct_io: bool = False,
                  attr_timeout: float = 1.0, entry_timeout: float = 1.0,
-                 on_error: Callable[[str, BaseException], Any] | None = None) -> None: ...
+                 on_error: Callable[[str, BaseException], Any] | None = None,
+                 gil_spin_us: float = 20.0) -> None: ...
     @property
     def uring(self) -> bool: ...
     @property
