@@ -537,6 +537,33 @@ def test_pending_from_a_closed_client_completes_into_nothing(srv):
         assert got == {"mine": 20, "flush": 1}
 
 
+def test_close_abandons_at_once_but_a_held_pool_payload_can_still_be_written(srv, pool):
+    """What docs/subsystems.md says close() does with ops in flight: it does
+    not wait (the op is held for as long as the server likes), its result
+    never comes -- and the one exception: a handler that still holds a
+    prep_call_pool payload may write into that BufferPool buffer after close."""
+    pool.buffer(0)[:4] = b"init"
+    with srv.connect() as b:
+        a = srv.connect()
+        a.register_pool(pool)
+        a.prep_call_pool(a.ops["defer"], 0, 0, 16, user_data="held")
+        a.submit()
+        deadline = time.monotonic() + 5
+        while b.call("held") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        gone = server_stats(b)["disconnects"] + 1
+        t0 = time.monotonic()
+        a.close(timeout=5)                     # abandons: does not wait for "held"
+        assert time.monotonic() - t0 < 0.5
+        assert a.closed and a.inflight == 0
+        while server_stats(b)["disconnects"] < gone:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert b.call("flush", None, 3) == 0   # completed into nothing
+        assert bytes(pool.buffer(0)[:4]) == b"LATE"
+
+
 # ---------------------------------------------------------------------------
 # many ops in flight
 # ---------------------------------------------------------------------------
