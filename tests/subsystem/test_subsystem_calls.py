@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 from subsys_examples import EchoTest
-from subsys_helpers import call_json, drain, server_stats, start_server
+from subsys_helpers import call_json, drain, server_stats, start_server, wait_until
 
 import subring
 from subring import BufferPool, PeerDiedError
@@ -548,18 +548,14 @@ def test_close_abandons_at_once_but_a_held_pool_payload_can_still_be_written(srv
         a.register_pool(pool)
         a.prep_call_pool(a.ops["defer"], 0, 0, 16, user_data="held")
         a.submit()
-        deadline = time.monotonic() + 5
-        while b.call("held") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: b.call("held") >= 1, 5, what="the server to hold the op")
         gone = server_stats(b)["disconnects"] + 1
         t0 = time.monotonic()
         a.close(timeout=5)                     # abandons: does not wait for "held"
         assert time.monotonic() - t0 < 0.5
         assert a.closed and a.inflight == 0
-        while server_stats(b)["disconnects"] < gone:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: server_stats(b)["disconnects"] >= gone, 5,
+                   what="the server to see the client go")
         assert b.call("flush", None, 3) == 0   # completed into nothing
         assert bytes(pool.buffer(0)[:4]) == b"LATE"
 
