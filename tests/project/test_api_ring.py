@@ -19,6 +19,7 @@ import pytest
 
 import subring
 from subring import ring as ring_mod
+from subring.aio import _caps
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = Path(subring.__file__).resolve().parents[1]
@@ -48,6 +49,21 @@ def test_connected_client_is_a_ring(tmp_path: Path) -> None:
         assert isinstance(c, subring.Ring)
         assert isinstance(c.statistics(), ring_mod.RingCounters)
         assert ring_protocol.with_client(srv.path) == "subsystem-client"
+        caps = _caps.RingCaps.of(c)
+        assert (caps.cancellable, caps.data_results, caps.has_peer) == (False, True, True)
+        assert caps.default_spin_us > 0                 # hybrid mode: worth a spin
+        c.mode = "interrupt"
+        assert _caps.RingCaps.of(c).default_spin_us == 0
+
+
+def test_async_ring_asks_the_ring_what_it_can_do_not_its_class() -> None:
+    """aio/_caps.py: a kernel ring can cancel and has no peer; something
+    that is not a Ring is refused with the verbs it lacks."""
+    with subring.KernelRing(8) as r:
+        caps = _caps.RingCaps.of(r)
+    assert (caps.cancellable, caps.data_results, caps.has_peer) == (True, False, False)
+    with pytest.raises(TypeError, match=r"needs a subring.Ring; object lacks .*reap"):
+        _caps.RingCaps.of(object())
 
 
 def test_code_written_against_ring_runs_on_a_kernel_ring() -> None:
