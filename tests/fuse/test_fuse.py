@@ -326,6 +326,76 @@ def test_threads_modes(mnt, transport, threads):
         assert run("cat", os.path.join(mnt, "f")).stdout == "ok"
 
 
+class GilHoggingFS(MemFS):
+    """MemFS whose file 'busy' is read by a handler that keeps the GIL for
+    `hold` seconds (a pure-Python loop): a request served meanwhile by
+    another serving thread finds the GIL held by a serving thread."""
+
+    hold = 0.3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        for name in (b"busy", b"other"):
+            e = self.create(1, name, 0o644, 0)[0]
+            self.write(e.ino, 0, 0, name)
+            self.nodes[e.ino].lookups = 10**6
+        self.busy_ino = self.nodes[1].children[b"busy"]
+
+    def read(self, ino, fh, offset, size):
+        if ino == self.busy_ino:
+            self.started.set()
+            end = time.monotonic() + self.hold
+            while time.monotonic() < end:
+                pass
+        return super().read(ino, fh, offset, size)
+
+
+@pytest.mark.parametrize("gil_spin_us", [0, 20])
+def test_gil_spin_between_serving_threads(mnt, transport, gil_spin_us):
+    """mount(gil_spin_us=): a serving thread that finds another serving
+    thread holding the GIL spins for it up to that long before blocking
+    (0: never).  Counted in statistics(); the answers are the same."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two usable CPUs: one serving thread each")
+    fs = GilHoggingFS()
+    with mounted(fs, mnt, transport, threads="per-queue", gil_spin_us=gil_spin_us,
+                 attr_timeout=0, entry_timeout=0, direct_io=True) as m:
+        got = {}
+
+        def read(name, cpu):
+            # pinned: on io_uring the request goes to this CPU's queue, so the
+            # two requests are served by the two queue threads
+            os.sched_setaffinity(0, {cpu})
+            with open(os.path.join(mnt, name), "rb") as f:
+                got[name] = f.read()
+
+        before = m.statistics()
+        busy = threading.Thread(target=read, args=("busy", cpus[0]))
+        busy.start()
+        try:
+            assert fs.started.wait(10)
+            read("other", cpus[1])
+        finally:
+            busy.join(10)
+            os.sched_setaffinity(0, set(cpus))
+        assert not busy.is_alive()
+        assert got == {"busy": b"busy", "other": b"other"}
+        s = m.statistics()
+        spins = s.gil_spins - before.gil_spins
+        timeouts = s.gil_spin_timeouts - before.gil_spin_timeouts
+        if gil_spin_us == 0:
+            assert spins == timeouts == 0
+        else:
+            # 'other' waited for the GIL behind the 0.3 s handler: it spun,
+            # gave up after 20 us, and blocked in CPython's wait
+            assert spins >= 1 and timeouts >= 1
+    with pytest.raises(ValueError, match="gil_spin_us"):
+        with mounted(MemFS(), mnt, transport, gil_spin_us=-1):
+            pass
+
+
 def test_auto_threads_default_per_transport(memfs, transport):
     from subring.fuse import DEFAULT_THREADS
 

@@ -105,6 +105,13 @@ typedef struct {
     /* statistics: updated under the GIL; the ring loops count in their
      * struct fring and add to n_ring/n_err/n_batches when they end */
     uint64_t n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts, n_ring, n_batches;
+    /* How many serving loops hold the GIL right now (0 or 1; 2 for an
+     * instant while one hands over).  Written by the loops with relaxed
+     * atomics, read by a loop about to take the GIL: a hint for
+     * fuse_gil_take(), never a lock. */
+    int gil_loops;
+    int64_t gil_spin_ns;           /* set at construction: fuse_gil_take()'s limit */
+    uint64_t n_gil_spins, n_gil_spin_timeouts;   /* GIL */
 } FuseConn;
 
 typedef struct {
@@ -128,6 +135,50 @@ struct req {
     uint32_t rest_len;
 };
 
+
+/* ---- the GIL between serving loops ---------------------------------------- */
+/* The default spin limit, measured (docs/fuse.md, "The GIL between queue
+ * threads"): a handler holds the GIL ~0.7 us, a batch a few of those. */
+#define FUSE_GIL_SPIN_US 20.0
+
+/* Take the GIL in a serving loop.  While another loop of this connection
+ * holds it -- for well under a microsecond per request -- spin on its
+ * release for up to gil_spin_ns before calling into CPython: a thread that
+ * blocks in take_gil sleeps on a futex, and its CPU (whose caller is itself
+ * waiting for this answer) goes idle; waking it is then a cross-CPU wake-up
+ * of an idle vCPU, tens of microseconds on a VM without halt-polling.  The
+ * spin holds nothing, so it cannot deadlock; past the limit (a handler that
+ * runs long, or a thread that is not a serving loop holding the GIL, which
+ * the count does not see) CPython's ordinary wait takes over. */
+static inline void fuse_gil_take(FuseConn *c, PyThreadState *ts)
+{
+    int spun = 0, timed_out = 0;
+    if (c->gil_spin_ns > 0 && __atomic_load_n(&c->gil_loops, __ATOMIC_RELAXED) > 0) {
+        int64_t until = sr_now_ns() + c->gil_spin_ns;
+        unsigned i = 0;
+        spun = 1;
+        while (__atomic_load_n(&c->gil_loops, __ATOMIC_RELAXED) > 0) {
+            sr_cpu_relax();
+            if ((++i & 31) == 0 && sr_now_ns() >= until) {
+                timed_out = 1;
+                break;
+            }
+        }
+    }
+    PyEval_RestoreThread(ts);
+    __atomic_fetch_add(&c->gil_loops, 1, __ATOMIC_RELAXED);
+    c->n_gil_spins += (uint64_t)spun;
+    c->n_gil_spin_timeouts += (uint64_t)timed_out;
+}
+
+/* Release the GIL in a serving loop.  Relaxed is enough on both sides: the
+ * count is a hint (the GIL itself orders everything it protects), and a
+ * spinner that reads it a little late only spins a little longer. */
+static inline PyThreadState *fuse_gil_drop(FuseConn *c)
+{
+    __atomic_fetch_sub(&c->gil_loops, 1, __ATOMIC_RELAXED);
+    return PyEval_SaveThread();
+}
 
 /* ---- fuse_dispatch.c ------------------------------------------------------ */
 extern const char *const fuse_op_names[FUSE_OPCODE_MAX];   /* handler method names */

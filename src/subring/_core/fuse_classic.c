@@ -57,13 +57,17 @@ PyObject *fuse_serve_dev(FuseConn *c, PyObject *unused)
     int fd = c->fd, err = 0;
     Py_INCREF(c);
     c->dev_loops++;
+    /* From here this thread is a serving loop: it counts in gil_loops while
+     * it holds the GIL (fuse_gil_take/drop keep the count). */
+    __atomic_fetch_add(&c->gil_loops, 1, __ATOMIC_RELAXED);
     for (;;) {
         ssize_t n;
-        Py_BEGIN_ALLOW_THREADS
+        PyThreadState *ts = fuse_gil_drop(c);
         n = read(fd, in, inlen);
-        Py_END_ALLOW_THREADS
+        int rerr = n < 0 ? errno : 0;
+        fuse_gil_take(c, ts);
         if (n < 0) {
-            int e = errno;
+            int e = rerr;
             if (e == EINTR || e == EAGAIN || e == ENOENT)
                 continue;          /* ENOENT: that request was interrupted */
             if (e == ENODEV || e == ENOTCONN || e == ECONNABORTED)
@@ -87,6 +91,7 @@ PyObject *fuse_serve_dev(FuseConn *c, PyObject *unused)
         if (w == -ENODEV || w == -ENOTCONN)
             break;
     }
+    __atomic_fetch_sub(&c->gil_loops, 1, __ATOMIC_RELAXED);
     free(in);
     free(out);
     c->dev_loops--;

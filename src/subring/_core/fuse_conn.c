@@ -23,14 +23,19 @@
 static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"fd", "ops", "max_write", "direct_io", "attr_timeout",
-                             "entry_timeout", "on_error", NULL};
+                             "entry_timeout", "on_error", "gil_spin_us", NULL};
     int fd, direct_io = 0;
     unsigned int max_write = 131072;
-    double attr_t = 1.0, entry_t = 1.0;
+    double attr_t = 1.0, entry_t = 1.0, gil_spin_us = FUSE_GIL_SPIN_US;
     PyObject *ops, *on_error = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO|$IpddO:FuseConn", kwlist, &fd, &ops,
-                                     &max_write, &direct_io, &attr_t, &entry_t, &on_error))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO|$IpddOd:FuseConn", kwlist, &fd, &ops,
+                                     &max_write, &direct_io, &attr_t, &entry_t, &on_error,
+                                     &gil_spin_us))
         return NULL;
+    if (!(gil_spin_us >= 0 && gil_spin_us <= 1000)) {
+        PyErr_SetString(PyExc_ValueError, "gil_spin_us must be in [0, 1000]");
+        return NULL;
+    }
     if (max_write < 4096 || max_write > (1U << 20) || max_write % 4096) {
         PyErr_SetString(PyExc_ValueError, "max_write must be a multiple of 4096 in 4 KiB..1 MiB");
         return NULL;
@@ -52,6 +57,7 @@ static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     c->entry_ns = (uint32_t)((entry_t - (double)c->entry_s) * 1e9);
     c->attr_s = (uint32_t)attr_t;
     c->attr_ns = (uint32_t)((attr_t - (double)c->attr_s) * 1e9);
+    c->gil_spin_ns = (int64_t)(gil_spin_us * 1000.0);
     for (int op = 1; op < FUSE_OPCODE_MAX; op++) {
         if (!fuse_op_names[op])
             continue;
@@ -323,7 +329,7 @@ static PyObject *conn_statistics(FuseConn *c, PyObject *unused)
         batches += __atomic_load_n(&g->n_batches, __ATOMIC_RELAXED);
     }
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "requests", (unsigned long long)(ring + c->n_dev),
         "ring_requests", (unsigned long long)ring,
         "dev_requests", (unsigned long long)c->n_dev,
@@ -332,7 +338,9 @@ static PyObject *conn_statistics(FuseConn *c, PyObject *unused)
         "async_requests", (unsigned long long)c->n_async,
         "forgets", (unsigned long long)c->n_forgets,
         "interrupts", (unsigned long long)c->n_interrupts,
-        "batches", (unsigned long long)batches);
+        "batches", (unsigned long long)batches,
+        "gil_spins", (unsigned long long)c->n_gil_spins,
+        "gil_spin_timeouts", (unsigned long long)c->n_gil_spin_timeouts);
 }
 
 static PyObject *conn_get_uring(FuseConn *c, void *unused)
@@ -392,8 +400,10 @@ static PyTypeObject FuseConnType = {
     .tp_basicsize = sizeof(FuseConn),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "FuseConn(fd, ops, *, max_write=131072, direct_io=False, attr_timeout=1.0, "
-              "entry_timeout=1.0, on_error=None)\n--\n\n"
-              "One FUSE connection (a /dev/fuse fd, owned) served by the C loops.",
+              "entry_timeout=1.0, on_error=None, gil_spin_us=20.0)\n--\n\n"
+              "One FUSE connection (a /dev/fuse fd, owned) served by the C loops.\n"
+              "gil_spin_us: how long a serving loop spins for the GIL while another\n"
+              "serving loop holds it, before blocking (0: never spin).",
     .tp_new = conn_new,
     .tp_dealloc = (destructor)conn_dealloc,
     .tp_traverse = (traverseproc)conn_traverse,

@@ -300,12 +300,14 @@ int fuse_dispatch(FuseConn *c, struct req *r, uint8_t *out, uint32_t cap,
         }
         return -ENOSYS;
     }
-    PyObject *a[6] = {0};
+    /* av[0] is free for the callee: with PY_VECTORCALL_ARGUMENTS_OFFSET a
+     * bound method puts its self there instead of copying the arguments. */
+    PyObject *av[7] = {0}, **a = av + 1;
     uint32_t size = 0;
     int n = build_args(c, (int)op, r, a, &size);
     PyObject *res = NULL;
     if (n >= 0)
-        res = PyObject_Vectorcall(h, a, (size_t)n, NULL);
+        res = PyObject_Vectorcall(h, a, (size_t)n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     for (int i = 0; i < 6; i++)
         Py_XDECREF(a[i]);
     if (!res)

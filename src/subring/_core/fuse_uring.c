@@ -312,7 +312,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
             }
             /* A request is in the entry's buffers. */
             if (!have_gil) {
-                PyEval_RestoreThread(ts);
+                fuse_gil_take(c, ts);
                 have_gil = 1;
             }
             struct req r;
@@ -345,7 +345,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
             __atomic_store_n(&g->n_reqs, g->n_reqs + ring_reqs, __ATOMIC_RELAXED);
             __atomic_store_n(&g->n_errs, g->n_errs + errs, __ATOMIC_RELAXED);
             ring_reqs = errs = 0;
-            ts = PyEval_SaveThread();
+            ts = fuse_gil_drop(c);
             have_gil = 0;
         }
         if (fatal || stop)
