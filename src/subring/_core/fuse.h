@@ -137,7 +137,7 @@ struct req {
 
 
 /* ---- the GIL between serving loops ---------------------------------------- */
-/* The default spin limit, measured (docs/fuse.md, "The GIL between queue
+/* The default spin limit, measured (docs/fuse.md, "The GIL between serving
  * threads"): a handler holds the GIL ~0.7 us, a batch a few of those. */
 #define FUSE_GIL_SPIN_US 20.0
 

@@ -437,7 +437,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     may cache attributes and names, in seconds (0: ask every time).
     ``gil_spin_us``: how long a serving thread that finds another serving
     thread holding the GIL spins for it before blocking (0: never spin;
-    docs/fuse.md, "The GIL between queue threads")."""
+    docs/fuse.md, "The GIL between serving threads")."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     if threads not in THREADS:
