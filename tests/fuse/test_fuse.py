@@ -117,6 +117,25 @@ def test_direct_io_reads_reach_the_handler(mnt, transport):
         assert m.statistics().requests - before >= 50
 
 
+def test_read_may_return_a_buffer(mnt, transport):
+    """read() may answer with any buffer (a memoryview slice: no bytes
+    object per request); it is copied into the reply as bytes would be."""
+    class ViewFS(MemFS):
+        def read(self, ino, fh, offset, size):
+            return memoryview(self.nodes[ino].data)[offset:offset + size]
+
+    fs = ViewFS()
+    with mounted(fs, mnt, transport, direct_io=True) as m:
+        p = os.path.join(mnt, "f")
+        data = os.urandom(3 * 4096 + 100)
+        with open(p, "wb") as f:
+            f.write(data)
+        with open(p, "rb") as f:
+            assert f.read() == data
+            assert os.pread(f.fileno(), 50, 4000) == data[4000:4050]
+        assert m.statistics().handler_exceptions == 0
+
+
 def test_direct_io_without_an_open_handler(mnt, transport):
     """Regression: with no ``open`` defined, OPEN was answered ENOSYS, so the
     kernel never saw FOPEN_DIRECT_IO and served reads from the page cache."""
