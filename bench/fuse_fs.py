@@ -128,7 +128,8 @@ def report_stats(m: Any) -> None:
     except Exception as e:  # noqa: BLE001 -- informational only
         print(f"fuse_fs: no statistics: {type(e).__name__}: {e}", file=sys.stderr)
         return
-    fields = ("requests", "ring_requests", "dev_requests", "error_replies")
+    fields = ("requests", "ring_requests", "dev_requests", "error_replies", "gil_spins",
+              "gil_spin_timeouts")
     print("STATS " + json.dumps({k: getattr(st, k, None) for k in fields}), flush=True)
 
 

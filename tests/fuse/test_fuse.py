@@ -370,17 +370,31 @@ class GilHoggingFS(MemFS):
         return super().read(ino, fh, offset, size)
 
 
+_STAT_LOOP = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[2])})
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    for _ in range(100):
+        os.stat(sys.argv[1])
+"""
+
+
 @pytest.mark.parametrize("gil_spin_us", [0, 20])
 def test_gil_spin_between_serving_threads(mnt, transport, gil_spin_us):
     """mount(gil_spin_us=): a serving thread that finds another serving
-    thread holding the GIL spins for it up to that long before blocking
-    (0: never).  Counted in statistics(); the answers are the same."""
+    thread holding the GIL spins for it -- up to gil_spin_us after that
+    thread took it -- before blocking in CPython's wait; 0: never.  A
+    handler that keeps the GIL long is not spun on.  Counted in
+    statistics(); the answers are the same."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two usable CPUs: one serving thread each")
     fs = GilHoggingFS()
     with mounted(fs, mnt, transport, threads="per-queue", gil_spin_us=gil_spin_us,
                  attr_timeout=0, entry_timeout=0, direct_io=True) as m:
+        # 1. a handler holds the GIL for 0.3 s; a request on the other
+        # serving thread arrives milliseconds later: it does not spin
         got = {}
 
         def read(name, cpu):
@@ -395,6 +409,7 @@ def test_gil_spin_between_serving_threads(mnt, transport, gil_spin_us):
         busy.start()
         try:
             assert fs.started.wait(10)
+            time.sleep(0.01)
             read("other", cpus[1])
         finally:
             busy.join(10)
@@ -402,14 +417,26 @@ def test_gil_spin_between_serving_threads(mnt, transport, gil_spin_us):
         assert not busy.is_alive()
         assert got == {"busy": b"busy", "other": b"other"}
         s = m.statistics()
-        spins = s.gil_spins - before.gil_spins
-        timeouts = s.gil_spin_timeouts - before.gil_spin_timeouts
+        assert s.gil_spins == before.gil_spins
+        assert s.gil_spin_timeouts == before.gil_spin_timeouts
+
+        # 2. two callers on two CPUs keep both serving threads busy: their
+        # short turns at the GIL meet, and (gil_spin_us > 0) they spin
+        path = os.path.join(mnt, "other")
+        deadline = time.monotonic() + 10
+        while True:
+            procs = [subprocess.Popen([sys.executable, "-c", _STAT_LOOP, path, str(c), "0.3"])
+                     for c in cpus[:2]]
+            for p in procs:
+                assert p.wait(30) == 0
+            spins = m.statistics().gil_spins
+            if gil_spin_us == 0 or spins > 0 or time.monotonic() > deadline:
+                break
+        assert m.statistics().requests > 1000
         if gil_spin_us == 0:
-            assert spins == timeouts == 0
+            assert spins == 0 and m.statistics().gil_spin_timeouts == 0
         else:
-            # 'other' waited for the GIL behind the 0.3 s handler: it spun,
-            # gave up after 20 us, and blocked in CPython's wait
-            assert spins >= 1 and timeouts >= 1
+            assert spins > 0
     with pytest.raises(ValueError, match="gil_spin_us"):
         with mounted(MemFS(), mnt, transport, gil_spin_us=-1):
             pass

@@ -105,11 +105,13 @@ typedef struct {
     /* statistics: updated under the GIL; the ring loops count in their
      * struct fring and add to n_ring/n_err/n_batches when they end */
     uint64_t n_dev, n_err, n_exc, n_async, n_forgets, n_interrupts, n_ring, n_batches;
-    /* How many serving loops hold the GIL right now (0 or 1; 2 for an
-     * instant while one hands over).  Written by the loops with relaxed
-     * atomics, read by a loop about to take the GIL: a hint for
-     * fuse_gil_take(), never a lock. */
-    int gil_loops;
+    /* When the serving loop that holds the GIL took it (sr_now_ns, never
+     * 0), or 0: no serving loop holds it.  Written by that loop after it
+     * takes the GIL and cleared (if still its own) after it drops it; read
+     * by loops about to take the GIL.  A hint for fuse_gil_take(), never a
+     * lock: it can say 0 while a serving loop's handler holds the GIL, or
+     * name a loop whose handler let the GIL go for a while. */
+    int64_t gil_holder_since;
     int64_t gil_spin_ns;           /* set at construction: fuse_gil_take()'s limit */
     uint64_t n_gil_spins, n_gil_spin_timeouts;   /* GIL */
 } FuseConn;
@@ -141,43 +143,59 @@ struct req {
  * threads"): a handler holds the GIL ~0.7 us, a batch a few of those. */
 #define FUSE_GIL_SPIN_US 20.0
 
-/* Take the GIL in a serving loop.  While another loop of this connection
- * holds it -- for well under a microsecond per request -- spin on its
- * release for up to gil_spin_ns before calling into CPython: a thread that
+/* Take the GIL in a serving loop; returns the value to hand back to
+ * fuse_gil_drop().  While another serving loop holds the GIL -- for well
+ * under a microsecond per request -- spin on its release, until gil_spin_ns
+ * after that loop took it, before calling into CPython: a thread that
  * blocks in take_gil sleeps on a futex, and its CPU (whose caller is itself
  * waiting for this answer) goes idle; waking it is then a cross-CPU wake-up
  * of an idle vCPU, tens of microseconds on a VM without halt-polling.  The
- * spin holds nothing, so it cannot deadlock; past the limit (a handler that
- * runs long, or a thread that is not a serving loop holding the GIL, which
- * the count does not see) CPython's ordinary wait takes over. */
-static inline void fuse_gil_take(FuseConn *c, PyThreadState *ts)
+ * spin holds nothing, so it cannot deadlock; a holder that has been in for
+ * longer than the limit (a slow handler, one blocked in I/O), or a thread
+ * that is not a serving loop, gets CPython's ordinary wait.  All accesses
+ * to gil_holder_since are relaxed: it is a hint, and the GIL itself orders
+ * everything it protects. */
+static inline int64_t fuse_gil_take(FuseConn *c, PyThreadState *ts)
 {
     int spun = 0, timed_out = 0;
-    if (c->gil_spin_ns > 0 && __atomic_load_n(&c->gil_loops, __ATOMIC_RELAXED) > 0) {
-        int64_t until = sr_now_ns() + c->gil_spin_ns;
-        unsigned i = 0;
-        spun = 1;
-        while (__atomic_load_n(&c->gil_loops, __ATOMIC_RELAXED) > 0) {
-            sr_cpu_relax();
-            if ((++i & 31) == 0 && sr_now_ns() >= until) {
-                timed_out = 1;
-                break;
+    int64_t since = c->gil_spin_ns > 0
+                    ? __atomic_load_n(&c->gil_holder_since, __ATOMIC_RELAXED) : 0;
+    if (since != 0) {
+        int64_t until = since + c->gil_spin_ns;
+        if (sr_now_ns() < until) {
+            unsigned i = 0;
+            spun = 1;
+            while (__atomic_load_n(&c->gil_holder_since, __ATOMIC_RELAXED) == since) {
+                sr_cpu_relax();
+                if ((++i & 31) == 0 && sr_now_ns() >= until) {
+                    timed_out = 1;
+                    break;
+                }
             }
         }
     }
     PyEval_RestoreThread(ts);
-    __atomic_fetch_add(&c->gil_loops, 1, __ATOMIC_RELAXED);
+    int64_t mine = 0;
+    if (c->gil_spin_ns > 0) {
+        mine = sr_now_ns() | 1;
+        __atomic_store_n(&c->gil_holder_since, mine, __ATOMIC_RELAXED);
+    }
     c->n_gil_spins += (uint64_t)spun;
     c->n_gil_spin_timeouts += (uint64_t)timed_out;
+    return mine;
 }
 
-/* Release the GIL in a serving loop.  Relaxed is enough on both sides: the
- * count is a hint (the GIL itself orders everything it protects), and a
- * spinner that reads it a little late only spins a little longer. */
-static inline PyThreadState *fuse_gil_drop(FuseConn *c)
+/* Release the GIL in a serving loop (`mine`: what fuse_gil_take returned,
+ * 0 if this loop never took it that way).  The mark is cleared after the
+ * release, so a spinner that sees it go finds the GIL free; and only if it
+ * is still ours, not that of a loop that took the GIL meanwhile. */
+static inline PyThreadState *fuse_gil_drop(FuseConn *c, int64_t mine)
 {
-    __atomic_fetch_sub(&c->gil_loops, 1, __ATOMIC_RELAXED);
-    return PyEval_SaveThread();
+    PyThreadState *ts = PyEval_SaveThread();
+    if (mine != 0)
+        __atomic_compare_exchange_n(&c->gil_holder_since, &mine, 0, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+    return ts;
 }
 
 /* ---- fuse_dispatch.c ------------------------------------------------------ */

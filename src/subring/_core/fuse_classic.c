@@ -57,15 +57,13 @@ PyObject *fuse_serve_dev(FuseConn *c, PyObject *unused)
     int fd = c->fd, err = 0;
     Py_INCREF(c);
     c->dev_loops++;
-    /* From here this thread is a serving loop: it counts in gil_loops while
-     * it holds the GIL (fuse_gil_take/drop keep the count). */
-    __atomic_fetch_add(&c->gil_loops, 1, __ATOMIC_RELAXED);
+    int64_t gil_mark = 0;   /* fuse_gil_take's mark (0: not taken that way yet) */
     for (;;) {
         ssize_t n;
-        PyThreadState *ts = fuse_gil_drop(c);
+        PyThreadState *ts = fuse_gil_drop(c, gil_mark);
         n = read(fd, in, inlen);
         int rerr = n < 0 ? errno : 0;
-        fuse_gil_take(c, ts);
+        gil_mark = fuse_gil_take(c, ts);
         if (n < 0) {
             int e = rerr;
             if (e == EINTR || e == EAGAIN || e == ENOENT)
@@ -91,7 +89,9 @@ PyObject *fuse_serve_dev(FuseConn *c, PyObject *unused)
         if (w == -ENODEV || w == -ENOTCONN)
             break;
     }
-    __atomic_fetch_sub(&c->gil_loops, 1, __ATOMIC_RELAXED);
+    if (gil_mark != 0)   /* back to Python code: no longer a serving loop's turn */
+        __atomic_compare_exchange_n(&c->gil_holder_since, &gil_mark, 0, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
     free(in);
     free(out);
     c->dev_loops--;

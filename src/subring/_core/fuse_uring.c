@@ -254,6 +254,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
     uint64_t ring_reqs = 0, errs = 0;
     PyThreadState *ts = PyEval_SaveThread();
     int have_gil = 0;
+    int64_t gil_mark = 0;   /* fuse_gil_take's mark while have_gil */
     for (;;) {
         to_submit += sr_sq_publish(&g->r.sq);
         /* Submit the batch of commits and wait for the next requests (the
@@ -312,7 +313,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
             }
             /* A request is in the entry's buffers. */
             if (!have_gil) {
-                fuse_gil_take(c, ts);
+                gil_mark = fuse_gil_take(c, ts);
                 have_gil = 1;
             }
             struct req r;
@@ -345,7 +346,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
             __atomic_store_n(&g->n_reqs, g->n_reqs + ring_reqs, __ATOMIC_RELAXED);
             __atomic_store_n(&g->n_errs, g->n_errs + errs, __ATOMIC_RELAXED);
             ring_reqs = errs = 0;
-            ts = fuse_gil_drop(c);
+            ts = fuse_gil_drop(c, gil_mark);
             have_gil = 0;
         }
         if (fatal || stop)

@@ -435,8 +435,9 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     ``direct_io``: bypass the page cache (every read/write reaches the
     handler).  Timeouts are how long the kernel
     may cache attributes and names, in seconds (0: ask every time).
-    ``gil_spin_us``: how long a serving thread that finds another serving
-    thread holding the GIL spins for it before blocking (0: never spin;
+    ``gil_spin_us``: a serving thread that finds another serving thread
+    holding the GIL spins for it, up to this long after that thread took
+    it, before blocking in CPython's wait (0: never spin;
     docs/fuse.md, "The GIL between serving threads")."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
