@@ -468,11 +468,9 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         # (fusermount3's auto_unmount does the same for non-root mounts.)
         if helper is None:
             watchdog = _core.fuse_watchdog(path)
-        # (gil_spin_us goes through a dict until _core.pyi, pyapi's, declares it)
-        spin: dict[str, Any] = {"gil_spin_us": gil_spin_us}
         conn = _core.FuseConn(fd, ops, max_write=max_write, direct_io=direct_io,
                               attr_timeout=attr_timeout, entry_timeout=entry_timeout,
-                              on_error=_log_handler_error, **spin)
+                              on_error=_log_handler_error, gil_spin_us=gil_spin_us)
         ring_problem = _io_uring_problem() if transport != "classic" else None
         info = conn.init(transport != "classic" and ring_problem is None, 10.0)
         active = "uring" if info["uring"] else "classic"
