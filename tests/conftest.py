@@ -31,6 +31,24 @@ if HELPERS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         p for p in (HELPERS, os.environ.get("PYTHONPATH")) if p)
 
 
+def pytest_collection_finish(session):
+    """Move everything that exists once the tests are collected (modules,
+    test items, hypothesis, numpy, ...: ~100k objects) into the permanent
+    generation, so the two ``gc.collect()`` of every test's fd-leak check
+    below traverse only the objects made since -- the test's own.  Without
+    it the check cost ~0.1-0.3 s per test, about half the default run.
+
+    It changes nothing the check sees: the cyclic garbage a test leaves (and
+    the fds and ResourceWarnings it carries) is made after this point, so it
+    is still collected, and in that test's teardown.  Frozen objects are
+    still freed by reference counting; only a cycle among them would stay
+    (none holds a resource: no test has run yet).  ``gc.get_objects()``
+    leaves frozen objects out, so a test scanning it still sees everything
+    made by tests."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_fds():
     """Fail a test that leaks file descriptors (rings, eventfds, sockets)."""

@@ -94,12 +94,17 @@ def test_map_exception(ex):
         next(it)
 
 
-def test_map_timeout(ex):
+def test_map_timeout(ex, tmp_path):
+    # the third task waits for a gate opened only after the timeout (not a
+    # sleep that must outlast it), so it is certainly unfinished
+    gate = tmp_path / "gate"
     results = []
     with pytest.raises(cf.TimeoutError):
-        for r in ex.map(ef.sleep_return, [0, 0, 3], [1, 2, 3], timeout=0.5):
+        for r in ex.map(ef.gated, [str(tmp_path), str(tmp_path), str(gate)], [1, 2, 3],
+                        timeout=0.5):
             results.append(r)
     assert results == [1, 2]
+    gate.touch()                                    # the shared pool goes on idle
 
 
 def test_max_workers_invalid():
@@ -145,33 +150,44 @@ def idle(ex):
     assert ef.wait_until(lambda: ex.statistics().inflight == 0, T)
 
 
-def test_wait_first_completed(ex):
+# The "slow" tasks below wait for a gate file the test opens once it has
+# checked they are unfinished: certain on a loaded machine, where a sleep that
+# must outlast the check is not (and cheaper).
+
+
+def test_wait_first_completed(ex, tmp_path):
     idle(ex)
-    slow = ex.submit(ef.sleep_return, 1.0, "slow")
+    gate = tmp_path / "gate"
+    slow = ex.submit(ef.gated, str(gate), "slow")
     fast = ex.submit(ef.inc, 1)
     done, not_done = cf.wait([slow, fast], T, return_when=cf.FIRST_COMPLETED)
     assert fast in done and slow in not_done
+    gate.touch()
     assert slow.result(T) == "slow"
 
 
-def test_wait_first_exception(ex):
+def test_wait_first_exception(ex, tmp_path):
     idle(ex)
+    gate = tmp_path / "gate"
     ok = ex.submit(ef.inc, 1)
     bad = ex.submit(ef.sleep_and_raise, 0.1)
-    slow = ex.submit(ef.sleep_return, 2.0, "slow")
+    slow = ex.submit(ef.gated, str(gate), "slow")
     done, not_done = cf.wait([ok, bad, slow], T, return_when=cf.FIRST_EXCEPTION)
     assert bad in done and slow in not_done
-    slow.result(T)
+    gate.touch()
+    assert slow.result(T) == "slow"
 
 
-def test_wait_all_completed_and_timeout(ex):
+def test_wait_all_completed_and_timeout(ex, tmp_path):
     futs = [ex.submit(ef.inc, i) for i in range(6)]
     done, not_done = cf.wait(futs, T)
     assert done == set(futs) and not not_done
-    slow = ex.submit(ef.sleep_return, 1.0)
+    gate = tmp_path / "gate"
+    slow = ex.submit(ef.gated, str(gate), "slow")
     done, not_done = cf.wait([slow], timeout=0.1)
     assert not_done == {slow}
-    slow.result(T)
+    gate.touch()
+    assert slow.result(T) == "slow"
 
 
 def test_as_completed(ex):
@@ -181,16 +197,18 @@ def test_as_completed(ex):
     assert len(list(cf.as_completed(futs + futs, timeout=T))) == 9
 
 
-def test_as_completed_timeout(ex):
+def test_as_completed_timeout(ex, tmp_path):
     idle(ex)
-    slow = ex.submit(ef.sleep_return, 1.5)
+    gate = tmp_path / "gate"
+    slow = ex.submit(ef.gated, str(gate), "slow")
     fast = ex.submit(ef.inc, 1)
     got = []
     with pytest.raises(cf.TimeoutError, match="1 .*unfinished"):
         for f in cf.as_completed([slow, fast], timeout=0.5):
             got.append(f)
     assert got == [fast]
-    slow.result(T)
+    gate.touch()
+    assert slow.result(T) == "slow"
 
 
 def test_as_completed_frees_yielded_futures(ex):
@@ -207,9 +225,10 @@ def test_as_completed_frees_yielded_futures(ex):
 # -- cancel and callbacks (FutureTests with an executor behind) ------------------------
 
 
-def test_cancel_pending_and_callbacks(make):
+def test_cancel_pending_and_callbacks(make, tmp_path):
     e = make(1, start="eager")
-    blocker = e.submit(ef.sleep_return, 0.5, "b")
+    gate = tmp_path / "gate"
+    blocker = e.submit(ef.gated, str(gate), "b")
     queued = e.submit(ef.inc, 1)
     seen = []
     queued.add_done_callback(lambda f: seen.append(f.cancelled()))
@@ -217,6 +236,7 @@ def test_cancel_pending_and_callbacks(make):
     assert seen == [True]
     with pytest.raises(cf.CancelledError):
         queued.result(0)
+    gate.touch()
     assert blocker.result(T) == "b"
     assert not blocker.cancel()                     # finished: cannot be cancelled
     late = []
@@ -224,11 +244,14 @@ def test_cancel_pending_and_callbacks(make):
     assert late == [blocker]
 
 
-def test_running_task_cannot_be_cancelled(make):
+def test_running_task_cannot_be_cancelled(make, tmp_path):
     e = make(1, start="eager")
-    f = e.submit(ef.sleep_return, 0.5, "r")
+    gate = tmp_path / "gate"
+    f = e.submit(ef.gated, str(gate), "r")
     assert ef.wait_until(f.running, T)
-    assert not f.cancel() and f.result(T) == "r"
+    assert not f.cancel()
+    gate.touch()
+    assert f.result(T) == "r"
 
 
 # -- shutdown (ExecutorShutdownTest) ---------------------------------------------------

@@ -147,14 +147,23 @@ def test_asyncio_wrap_future(ex):
     assert asyncio.run(main()) == list(range(1, 101))
 
 
-def test_regression_shutdown_cancel_futures_notifies_waiters():
+def test_regression_shutdown_cancel_futures_notifies_waiters(tmp_path):
     e = ef.RingExecutor(1, start="eager", max_inflight_per_worker=1)
-    gate = e.submit(ef.sleep_return, 0.3, "gate")
+    # The one worker runs `gate` until the queued futures are cancelled.  (It
+    # slept 0.3 s: on a loaded machine the shutdown could come before it
+    # started, and cancel it, or after it ended, and a queued one would run.)
+    opened = tmp_path / "gate"
+    gate = e.submit(ef.gated, str(opened), "gate")
     queued = [e.submit(ef.inc, i) for i in range(5)]
+    assert ef.wait_until(gate.running, T)
     result: list[object] = []
     t = threading.Thread(target=lambda: result.append(cf.wait(queued, timeout=T)))
     t.start()
+    opener = threading.Thread(target=lambda: ef.wait_until(
+        lambda: all(f.cancelled() for f in queued), T) and opened.touch())
+    opener.start()
     ef.bounded_shutdown(e, wait=True, cancel_futures=True)
+    opener.join(T)
     t.join(T)
     done, not_done = result[0]
     assert not not_done and all(f.cancelled() for f in queued)
