@@ -128,13 +128,23 @@ class SlowFS(MemFS):
 
     def __init__(self) -> None:
         super().__init__()
+        # A test that sets `gate` holds the slow read until it sets the gate
+        # (instead of `delay`); `entered` says the slow read reached the handler.
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
         for name in (b"slow", b"stuck", b"fast"):
             e = self.create(1, name, 0o644, 0)[0]
             self.write(e.ino, 0, 0, b"x" * 10)
             self.nodes[e.ino].lookups = 10**6
 
     async def _slow_read(self, ino, fh, offset, size):
-        await asyncio.sleep(self.delay)
+        self.entered.set()
+        if self.gate is None:
+            await asyncio.sleep(self.delay)
+        else:
+            deadline = time.monotonic() + 30.0
+            while not self.gate.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)     # other requests are served meanwhile
         return MemFS.read(self, ino, fh, offset, size)
 
     def read(self, ino, fh, offset, size):
