@@ -27,6 +27,7 @@ core = Extension(
         "src/subring/_core/core.h",
         "src/subring/_core/optable.h",
         "src/subring/_core/kernel.h",
+        "src/subring/_core/ring_backend.h",
         "src/subring/_core/fuse_abi.h",
     ],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -80,10 +80,10 @@ int sr_as_u64(PyObject *o, uint64_t dflt, uint64_t *out, const char *what);
 int sr_as_int(PyObject *o, int dflt, int *out, const char *what);
 int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
 
-/* ---- pykring.c ---------------------------------------------------------- */
+/* ---- the ring object (ring_backend.h, pykring.c) ---------------------- */
 extern PyTypeObject SR_KernelRingType;
 extern PyTypeObject SR_UserRingType;
-extern PyMethodDef sr_pykring_functions[];
+extern PyMethodDef sr_ring_functions[];
 void sr_user_rings_after_fork(void);
 
 /* ---- server_*.c (the server half; its shared internals: server.h) ------- */

@@ -79,7 +79,7 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&coremodule);
     if (!m)
         return NULL;
-    if (PyModule_AddFunctions(m, sr_pykring_functions) < 0) {
+    if (PyModule_AddFunctions(m, sr_ring_functions) < 0) {
         Py_DECREF(m);
         return NULL;
     }

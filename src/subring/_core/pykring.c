@@ -30,154 +30,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core.h"
-#include "kernel.h"
-#include "optable.h"
+#include "ring_backend.h"
 
-enum { BACKEND_KERNEL = 0, BACKEND_USER = 1 };
-enum { WAIT_HYBRID = SR_MODE_HYBRID, WAIT_INTERRUPT = SR_MODE_INTERRUPT,
-       WAIT_POLL = SR_MODE_POLL };
-
-typedef struct {
-    PyObject_HEAD
-    struct sr_kring k;       /* kernel: the io_uring; user: sq/cq point into ureg */
-    sr_optable ops;
-    int backend;
-    /* ---- user backend (a client of a user-space subsystem) ---- */
-    struct sr_uring_region *ureg;
-    size_t ureg_len;
-    int doorbell_fd;         /* the server's eventfd: we signal it if it sleeps */
-    int cq_efd;              /* ours: the server signals it if we are ARMED */
-    int sock_fd;             /* attach socket: readable/HUP = server gone */
-    int peer_dead;
-    int wait_mode;           /* WAIT_* */
-    int64_t spin_ns;         /* hybrid: spin this long before sleeping */
-    uint8_t *send_area, *result_area;
-    uint32_t slot_size;
-    uint64_t pool_count, pool_size;   /* a registered BufferPool, if any */
-    uint64_t st_doorbells, st_sleeps, st_poll_hits;
-    int64_t next_peer_check;
-    PyObject *opnames;       /* tuple: op index -> name (from the attach reply) */
-    uint8_t opkinds[256];    /* op index -> 0 per-op, 1 batch, 2 vector handler */
-    int async_armed;         /* an event loop watches cq_efd: keep ARMED set */
-    void *fork_prev, *fork_next;  /* list of live user rings (see sr_user_rings_after_fork) */
-    uint64_t fork_gen;
-    int initialized;
-    int closed;
-    int sqpoll;
-    int defer_taskrun;
-    int taskrun_flag;
-    int in_enter;            /* threads currently inside io_uring_enter */
-    int chain_open;          /* last prepared SQE carries LINK/HARDLINK */
-    uint32_t pending_skip;   /* 1 + slot of a SKIP_SUCCESS op with no successor yet */
-    uint32_t pending_skip_gen;
-    uint32_t pending_skip_sqidx;
-    uint32_t multishot_live;
-    uint32_t last_slot;      /* 1 + slot of the last op prepared (for link chains) */
-    uint32_t last_gen;
-    uint32_t chain_head;     /* 1 + slot of the first op of the open chain, or 0 */
-    uint32_t chain_head_gen;
-    uint32_t chain_head_sqidx;  /* its SQ index (sqe_tail when it was prepared) */
-    /* Kernel backend: the SQE user_data is the op's token XOR this random
-     * per-ring key, and a CQE names one of our ops only if its user_data
-     * XOR the key decodes to a live slot of the right generation.  Tokens are
-     * predictable (they are returned to Python); the wire form is not, so a
-     * CQE another ring posts with MSG_RING -- whatever user_data it carries,
-     * even one of our tokens -- is a foreign completion and never releases
-     * an op.  0 for the user backend (a subsystem is trusted with its
-     * client's tokens: it answers them). */
-    uint64_t ud_key;
-    /* Our CQ head: a private copy of the only index we write on the CQ.
-     * Reaping never reads its own index back from shared memory (a peer
-     * could scribble on it); every store goes through kr_cq_release. */
-    uint32_t cq_head;
-    int no_sync_cancel;      /* the kernel lacks IORING_REGISTER_SYNC_CANCEL */
-    uint64_t *synth;         /* tokens of ops whose final completion we must make up,
-                              * oldest first (2 x max_inflight entries) */
-    uint32_t nsynth;
-    /* registered buffers: the ring holds their exports until unregistered */
-    Py_buffer *regbufs;
-    uint32_t nregbufs;
-    int files_registered;
-    int eventfd_registered;
-    int own_eventfd;         /* eventfd created by enable_eventfd(), closed with the ring */
-    PyObject *buffer_rings;  /* list of BufferRing created on this ring */
-    /* statistics (only ever touched with the GIL held) */
-    uint64_t st_submitted, st_completed, st_enters, st_overflow, st_foreign;
-    uint64_t st_sq_full_flushes;
-    PyObject *weakreflist;
-} KRing;
-
-/* ------------------------------------------------------------------------ */
-/* state checks                                                              */
-/* ------------------------------------------------------------------------ */
-
-static inline int kr_check(KRing *r)
-{
-    if (sr_unlikely(r->closed || r->fork_gen != sr_fork_generation)) {
-        if (!r->initialized)
-            PyErr_SetString(SR_RingClosedError, "ring was never set up");
-        else if (r->fork_gen != sr_fork_generation)
-            PyErr_SetString(SR_ForkedRingError,
-                            "this ring belongs to the parent process: it cannot be used "
-                            "after fork(); create a new ring in the child");
-        else
-            PyErr_SetString(SR_RingClosedError, "ring is closed");
-        return -1;
-    }
-    return 0;
-}
-
-/* The SQ tail as we last published it: ring.h's private copy (`published`),
- * never our own index read back from memory the peer can write (a client
- * that scribbles on it must not change what we believe we published). */
-static inline uint32_t kr_sq_published(const KRing *r)
-{
-    return r->k.sq.published;
-}
-
-static inline uint32_t kr_cq_head(const KRing *r)
-{
-    return r->cq_head;
-}
-
-/* Give CQEs up to `head` back to the producer (release: see ring.h). */
-static inline void kr_cq_release(KRing *r, uint32_t head)
-{
-    /* relaxed store: ur_cq_ready reads this copy without the GIL (atomic, so
-     * the read is never torn); the shared word below carries the ordering. */
-    __atomic_store_n(&r->cq_head, head, __ATOMIC_RELAXED);
-    sr_cq_release(&r->k.cq, head);
-}
-
-/* CQEs visible in the CQ (kernel backend). */
-static inline uint32_t kr_cq_ready_raw(KRing *r)
-{
-    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
-}
-
-/* The SQE user_data of slot i (see ud_key), and the reverse lookup. */
-static inline uint64_t kr_wire(const KRing *r, uint32_t i)
-{
-    return sr_token(&r->ops, i) ^ r->ud_key;
-}
-static inline int64_t kr_find(const KRing *r, uint64_t wire_ud)
-{
-    return sr_slot_find(&r->ops, wire_ud ^ r->ud_key);
-}
-
-static int64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* timeout argument: None or math.inf -> -1 (no timeout), a number of
  * seconds -> ns.  inf is "no timeout" for every purpose, in particular a
  * wait that could never be satisfied is refused at once instead of blocking
  * for ever (submit_and_wait). */
-static int parse_timeout(PyObject *o, int64_t *ns)
+static int sr_parse_timeout(PyObject *o, int64_t *ns)
 {
     if (!o || o == Py_None) { *ns = -1; return 0; }
     double t = PyFloat_AsDouble(o);
@@ -202,14 +62,15 @@ static int parse_timeout(PyObject *o, int64_t *ns)
 /* entering the kernel                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* Publish prepared SQEs.  Returns published-but-unconsumed count. */
-static uint32_t kr_publish(KRing *r)
+/* Publish prepared SQEs (shared by every backend).  Returns the number this
+ * call made visible. */
+uint32_t sr_ring_publish(SR_Ring *r)
 {
     if (r->pending_skip) {
         /* A CQE_SKIP_SUCCESS op is the last of this submission: no successor
          * will ever bound its lifetime, so let it post its CQE after all.  Its
          * SQE is not yet visible to the kernel, so it is still ours to edit. */
-        struct sr_sq *sq = &r->k.sq;
+        struct sr_sq *sq = &r->q.sq;
         struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes +
             ((size_t)(r->pending_skip_sqidx & sq->mask) << (6 + sq->sqe_shift)));
         sqe->flags &= ~IOSQE_CQE_SKIP_SUCCESS;
@@ -224,13 +85,19 @@ static uint32_t kr_publish(KRing *r)
     r->chain_open = 0;
     r->chain_head = 0;
     r->last_slot = 0;
-    if (r->sqpoll || r->backend == BACKEND_USER)   /* consumed without an enter */
-        r->st_submitted += r->k.sq.sqe_tail - kr_sq_published(r);
-    uint32_t fresh = sr_sq_publish(&r->k.sq);
-    /* The kernel's head is cheap to read (this CPU wrote it in our last
-     * enter); a subsystem's is a cache line on another CPU, and nothing on
-     * the user path needs more than what this call published. */
-    return r->backend == BACKEND_USER ? fresh : sr_sq_pending(&r->k.sq);
+    return sr_sq_publish(&r->q.sq);
+}
+
+/* Kernel backend: publish, and return the published-but-unconsumed count.
+ * The kernel's head is cheap to read (this CPU wrote it in our last enter);
+ * a subsystem's is a cache line on another CPU, and nothing on the user path
+ * needs more than what the call published (ur_publish). */
+static uint32_t kr_publish(SR_Ring *r)
+{
+    uint32_t fresh = sr_ring_publish(r);
+    if (r->k.sqpoll)      /* consumed without an enter: counted here */
+        r->st_submitted += fresh;
+    return sr_sq_pending(&r->q.sq);
 }
 
 /* io_uring_enter with the GIL released.  Returns the number of SQEs
@@ -244,36 +111,36 @@ static uint32_t kr_publish(KRing *r)
  * a wait (GETEVENTS, min_complete > 0) that returns with fewer completions
  * ready than asked, while no other thread consumed any, was interrupted too
  * and is resumed the same way. */
-static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
+int kr_enter(SR_Ring *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
 {
-    int64_t deadline = ts_ns >= 0 ? monotonic_ns() + ts_ns : -1;
+    int64_t deadline = ts_ns >= 0 ? sr_now_ns() + ts_ns : -1;
     int waiting = (flags & IORING_ENTER_GETEVENTS) && min_complete;
     int submitted = 0;
     for (;;) {
         uint32_t to_submit = 0;
-        if (!r->sqpoll)
-            to_submit = kr_sq_published(r) - sr_load_acquire(r->k.sq.khead);
-        uint32_t head0 = kr_cq_head(r);
+        if (!r->k.sqpoll)
+            to_submit = sr_ring_sq_published(r) - sr_load_acquire(r->q.sq.khead);
+        uint32_t head0 = sr_ring_cq_head(r);
         int ret;
         r->in_enter++;
         r->st_enters++;
         Py_BEGIN_ALLOW_THREADS
-        ret = sr_kring_enter(&r->k, to_submit, min_complete, flags, ts_ns);
+        ret = sr_kring_enter(&r->q, to_submit, min_complete, flags, ts_ns);
         Py_END_ALLOW_THREADS
         r->in_enter--;
         if (ret >= 0) {
-            if (!r->sqpoll)
+            if (!r->k.sqpoll)
                 r->st_submitted += (uint32_t)ret;
             submitted += ret;
             int again = 0;
             /* Without SUBMIT_ALL (kernels before 5.18) the kernel stops at
              * the first SQE it rejects, and then does not wait either: go on
              * with the rest (the rejected one already has its error CQE). */
-            if (!r->sqpoll && ret > 0 && (uint32_t)ret < to_submit)
+            if (!r->k.sqpoll && ret > 0 && (uint32_t)ret < to_submit)
                 again = 1;
             /* An interrupted wait that also submitted (see above). */
-            if (!again && waiting && kr_cq_ready_raw(r) < min_complete &&
-                kr_cq_head(r) == head0) {
+            if (!again && waiting && sr_ring_cq_ready(r) < min_complete &&
+                sr_ring_cq_head(r) == head0) {
                 if (PyErr_CheckSignals() < 0)
                     return -1;
                 again = 1;
@@ -300,7 +167,7 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
             return -1;
         }
         if (deadline >= 0) {
-            ts_ns = deadline - monotonic_ns();
+            ts_ns = deadline - sr_now_ns();
             if (ts_ns <= 0) {
                 if (!waiting)
                     ts_ns = 0;        /* still submit the rest, without waiting */
@@ -311,36 +178,23 @@ static int kr_enter(KRing *r, uint32_t min_complete, uint32_t flags, int64_t ts_
     }
 }
 
-/* Does the kernel hold completions we cannot see without entering?  (CQ
- * overflow backlog, or task work that posts CQEs.) */
-static inline int kr_needs_flush(KRing *r)
+int kr_flush_cq(SR_Ring *r)
 {
-    if (r->backend != BACKEND_KERNEL)
-        return 0;
-    uint32_t f = sr_load_relaxed(r->k.sq.kflags);
-    return (f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
-}
-
-static int kr_flush_cq(KRing *r)
-{
-    if (sr_load_relaxed(r->k.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
-        r->st_overflow++;
+    if (sr_load_relaxed(r->q.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        r->k.st_overflow++;
     return kr_enter(r, 0, IORING_ENTER_GETEVENTS, -1) < 0 ? -1 : 0;
 }
 
-static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns);
-
-/* Submit everything prepared; wait for `wait_nr` CQEs (0: don't wait). */
-static int kr_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
+/* Kernel backend: submit everything prepared; wait for `wait_nr` CQEs (0:
+ * don't wait). */
+int kr_submit(SR_Ring *r, uint32_t wait_nr, int64_t ts_ns)
 {
-    if (r->backend == BACKEND_USER)
-        return ur_submit(r, wait_nr, ts_ns);
     uint32_t pending = kr_publish(r);
     uint32_t flags = wait_nr ? IORING_ENTER_GETEVENTS : 0;
-    if (r->sqpoll) {
+    if (r->k.sqpoll) {
         /* The SQ thread consumes the ring by itself; only wake it if it went
          * to sleep (full fence inside, see ring.h). */
-        if (pending && sr_sq_needs_wakeup(&r->k.sq))
+        if (pending && sr_sq_needs_wakeup(&r->q.sq))
             flags |= IORING_ENTER_SQ_WAKEUP;
         if (!flags)
             return (int)pending;
@@ -353,7 +207,7 @@ static int kr_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
 
 /* Queue slot i for a made-up final completion (reap delivers it): the
  * kernel will never post one.  Idempotent. */
-static void kr_owe(KRing *r, uint32_t i)
+void sr_ring_owe(SR_Ring *r, uint32_t i)
 {
     sr_slot *s = &r->ops.slots[i];
     if (s->state != SLOT_LIVE || s->owed)
@@ -381,13 +235,13 @@ static void kr_owe(KRing *r, uint32_t i)
  * are taken back and never run.  Their tokens were handed out, so each op
  * still gets its one final completion: -ECANCELED, made up by reap, as if the
  * kernel had failed the chain before its first op started. */
-static void kr_withdraw_chain(KRing *r)
+void sr_ring_withdraw_chain(SR_Ring *r)
 {
-    struct sr_sq *sq = &r->k.sq;
+    struct sr_sq *sq = &r->q.sq;
     uint32_t nxt = r->chain_head, g = r->chain_head_gen;
     if (nxt) {
         sr_slot *h = &r->ops.slots[nxt - 1];
-        uint32_t unpublished = sq->sqe_tail - kr_sq_published(r);
+        uint32_t unpublished = sq->sqe_tail - sr_ring_sq_published(r);
         uint32_t back = sq->sqe_tail - r->chain_head_sqidx;
         if (h->state == SLOT_LIVE && h->gen == g && back <= unpublished)
             sq->sqe_tail = r->chain_head_sqidx;   /* the chain's SQEs are ours again */
@@ -396,7 +250,7 @@ static void kr_withdraw_chain(KRing *r)
         sr_slot *n = &r->ops.slots[nxt - 1];
         if (n->state != SLOT_LIVE || n->gen != g)
             break;
-        kr_owe(r, nxt - 1);
+        sr_ring_owe(r, nxt - 1);
         g = n->link_next_gen;
         nxt = n->link_next;
     }
@@ -407,10 +261,10 @@ static void kr_withdraw_chain(KRing *r)
 }
 
 /* The SQ is full: make room by submitting, unless that would split a chain. */
-static int kr_make_room(KRing *r)
+int sr_ring_make_room(SR_Ring *r)
 {
     if (r->chain_open) {
-        kr_withdraw_chain(r);
+        sr_ring_withdraw_chain(r);
         PyErr_SetString(SR_RingFullError,
                         "submission queue full in the middle of a link chain; a chain "
                         "must fit in the SQ (use a larger ring or a shorter chain).  The "
@@ -419,13 +273,13 @@ static int kr_make_room(KRing *r)
         return -1;
     }
     r->st_sq_full_flushes++;
-    if (kr_submit(r, 0, -1) < 0)
+    if (sr_be_submit(r, 0, -1) < 0)
         return -1;
-    if (sr_sq_space(&r->k.sq) == 0 && r->sqpoll) {
+    if (sr_sq_space(&r->q.sq) == 0 && r->k.sqpoll) {
         if (kr_enter(r, 0, IORING_ENTER_SQ_WAIT, -1) < 0)
             return -1;
     }
-    if (sr_sq_space(&r->k.sq) == 0) {
+    if (sr_sq_space(&r->q.sq) == 0) {
         PyErr_SetString(SR_RingFullError,
                         "submission queue full and the kernel did not consume it");
         return -1;
@@ -457,47 +311,48 @@ static int kr_make_room(KRing *r)
  * (invariant 4).
  */
 
-static int ur_peer_gone(KRing *r)
+int ur_peer_gone(SR_Ring *r)
 {
-    struct pollfd p = {.fd = r->sock_fd, .events = POLLIN};
-    if (r->peer_dead)
+    struct pollfd p = {.fd = r->u.sock_fd, .events = POLLIN};
+    if (r->u.peer_dead)
         return 1;
     if (poll(&p, 1, 0) > 0)
-        r->peer_dead = 1;
-    return r->peer_dead;
+        r->u.peer_dead = SR_PEER_GONE;
+    return r->u.peer_dead;
 }
 
 /* The subsystem (or someone scribbling on the shared region) broke the ring
  * protocol: fail the connection.  Every op in flight then gets its final
  * completion here (-EPROTO, ur_synth_dead), and shutting the attach socket
  * down makes the server drop us too, so neither side waits on the other. */
-static void ur_protocol_broken(KRing *r)
+void ur_protocol_broken(SR_Ring *r)
 {
-    if (r->peer_dead != 2 && r->sock_fd >= 0)
-        shutdown(r->sock_fd, SHUT_RDWR);
-    r->peer_dead = 2;
+    if (r->u.peer_dead != SR_PEER_BROKE && r->u.sock_fd >= 0)
+        shutdown(r->u.sock_fd, SHUT_RDWR);
+    r->u.peer_dead = SR_PEER_BROKE;
 }
 
 /* Counters for the server's statistics query, in the cq_head line we own
  * (abi.h: struct sr_cq_head_line).  Relaxed: informational only. */
-static inline void ur_publish_stats(KRing *r)
+void ur_publish_stats(SR_Ring *r)
 {
-    struct sr_cq_head_line *l = &r->ureg->cq_head;
+    struct sr_cq_head_line *l = &r->u.ureg->cq_head;
     __atomic_store_n(&l->submitted, r->st_submitted, __ATOMIC_RELAXED);
-    __atomic_store_n(&l->doorbells, r->st_doorbells, __ATOMIC_RELAXED);
-    __atomic_store_n(&l->poll_hits, r->st_poll_hits, __ATOMIC_RELAXED);
-    __atomic_store_n(&l->sleeps, r->st_sleeps, __ATOMIC_RELAXED);
-    __atomic_store_n(&l->mode, (uint32_t)r->wait_mode + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->doorbells, r->u.st_doorbells, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->poll_hits, r->u.st_poll_hits, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->sleeps, r->u.st_sleeps, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->mode, (uint32_t)r->u.wait_mode + 1, __ATOMIC_RELAXED);
 }
 
-static uint32_t ur_publish(KRing *r)
+uint32_t ur_publish(SR_Ring *r)
 {
     /* Only entries published by *this* call can need a doorbell: anything
      * published earlier was visible before the server set NEED_WAKEUP, so
      * its re-check after arming sees it (invariant 3). */
-    uint32_t fresh = kr_publish(r);
+    uint32_t fresh = sr_ring_publish(r);
+    r->st_submitted += fresh;    /* consumed without a syscall: counted here */
     SR_DEBUG_DELAY("client: sq_tail published, before the fence");
-    if (sr_unlikely(!sr_sq_head_sane(&r->k.sq))) {
+    if (sr_unlikely(!sr_sq_head_sane(&r->q.sq))) {
         /* The server's SQ head ran past what we ever published: it took
          * entries we never wrote, so some of our ops will never run. */
         ur_protocol_broken(r);
@@ -505,12 +360,12 @@ static uint32_t ur_publish(KRing *r)
     }
     if (fresh) {
         /* Invariant 3, submit side: the release store of sq_tail (in
-         * kr_publish) must be ordered before the load of sq_flags, or we and a
+         * sr_ring_publish) must be ordered before the load of sq_flags, or we and a
          * server going to sleep could both miss each other.  Full fence. */
         sr_full_fence();
-        if (sr_load_relaxed(&r->ureg->sq_flags.v) & SR_SQ_NEED_WAKEUP) {
-            r->st_doorbells++;
-            sr_eventfd_signal(r->doorbell_fd);
+        if (sr_load_relaxed(&r->u.ureg->sq_flags.v) & SR_SQ_NEED_WAKEUP) {
+            r->u.st_doorbells++;
+            sr_eventfd_signal(r->u.doorbell_fd);
             ur_publish_stats(r);    /* next to a syscall: free */
         }
     }
@@ -519,28 +374,28 @@ static uint32_t ur_publish(KRing *r)
 
 /* CQEs visible; a server that pushed the tail past our head + entries broke
  * the protocol: treat it as dead (corrupt) rather than read garbage. */
-static inline uint32_t ur_cq_ready(KRing *r)
+static inline uint32_t ur_cq_ready(SR_Ring *r)
 {
     /* This runs without the GIL, while threads holding it reap and advance
      * our head.  So the peer's tail is read FIRST, then our head (private
-     * copy, kr_cq_head; never the shared word read back).  The other order
+     * copy, sr_ring_cq_head; never the shared word read back).  The other order
      * let the head go stale while other threads reaped and the server posted
      * past it: tail - stale head exceeded the CQ, and a sane server was
      * failed as a protocol breaker (bug: "ClientStatistics.submitted ends 16
      * below completed under threads").  In this order the check is sound: the
      * server posted that tail only after seeing a shared head >= tail -
      * entries, and the reaper stored our private head before releasing that
-     * shared head (kr_cq_release), so the acquire of the tail makes a head at
+     * shared head (sr_ring_cq_release), so the acquire of the tail makes a head at
      * least that new visible to the relaxed load after it. */
-    uint32_t tail = sr_load_acquire(r->k.cq.ktail);
+    uint32_t tail = sr_load_acquire(r->q.cq.ktail);
     uint32_t head = sr_load_relaxed(&r->cq_head);
     uint32_t n = tail - head;
     /* Other threads reaped past the tail we read: nothing new for us (the
      * caller re-checks). */
     if ((int32_t)n < 0)
         return 0;
-    if (sr_unlikely(n > r->k.cq.entries)) {
-        r->peer_dead = 2;
+    if (sr_unlikely(n > r->q.cq.entries)) {
+        r->u.peer_dead = SR_PEER_BROKE;
         return 0;
     }
     return n;
@@ -548,15 +403,15 @@ static inline uint32_t ur_cq_ready(KRing *r)
 
 /* Wait without the GIL.  Returns 0 (condition, timeout or peer death) or
  * -EINTR. */
-static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int mode,
+int ur_wait_nogil(SR_Ring *r, uint32_t min_complete, int64_t deadline, int mode,
                          int64_t spin_ns, uint64_t *sleeps)
 {
     int64_t now = sr_now_ns();
-    int64_t spin_until = mode == WAIT_POLL ? deadline
-                        : mode == WAIT_HYBRID ? now + spin_ns : now;
+    int64_t spin_until = mode == SR_MODE_POLL ? deadline
+                        : mode == SR_MODE_HYBRID ? now + spin_ns : now;
     int64_t next_peer_check = now + 1000000;
     for (;;) {
-        if (ur_cq_ready(r) >= min_complete || r->peer_dead)
+        if (ur_cq_ready(r) >= min_complete || r->u.peer_dead)
             return 0;
         now = sr_now_ns();
         if (now >= deadline)
@@ -577,16 +432,16 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
         }
         /* Arm, fence, re-check (invariant 3, wait side).  We are the only
          * writer of cq_flags. */
-        sr_store_release(&r->ureg->cq_flags.v, SR_CQ_ARMED);
+        sr_store_release(&r->u.ureg->cq_flags.v, SR_CQ_ARMED);
         SR_DEBUG_DELAY("client: ARMED set, before the fence");
         sr_full_fence();
-        if (ur_cq_ready(r) >= min_complete || r->peer_dead) {
-            if (!r->async_armed)
-                sr_store_release(&r->ureg->cq_flags.v, 0);
+        if (ur_cq_ready(r) >= min_complete || r->u.peer_dead) {
+            if (!r->u.async_armed)
+                sr_store_release(&r->u.ureg->cq_flags.v, 0);
             return 0;
         }
-        struct pollfd pf[2] = {{.fd = r->cq_efd, .events = POLLIN},
-                               {.fd = r->sock_fd, .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = r->u.cq_efd, .events = POLLIN},
+                               {.fd = r->u.sock_fd, .events = POLLIN}};
         struct timespec ts, *tsp = NULL;
         if (deadline != INT64_MAX) {
             int64_t left = deadline - now;
@@ -598,24 +453,24 @@ static int ur_wait_nogil(KRing *r, uint32_t min_complete, int64_t deadline, int 
         SR_DEBUG_DELAY("client: re-checked, before ppoll");
         int n = ppoll(pf, 2, tsp, NULL);
         int err = errno;
-        if (!r->async_armed)
-            sr_store_release(&r->ureg->cq_flags.v, 0);
+        if (!r->u.async_armed)
+            sr_store_release(&r->u.ureg->cq_flags.v, 0);
         if (n < 0) {
             if (err == EINTR)
                 return -EINTR;
             return 0;
         }
         if (pf[0].revents & POLLIN)
-            sr_eventfd_drain(r->cq_efd);
+            sr_eventfd_drain(r->u.cq_efd);
         if (pf[1].revents)
-            r->peer_dead = 1;
+            r->u.peer_dead = SR_PEER_GONE;
     }
 }
 
-static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
+int ur_submit(SR_Ring *r, uint32_t wait_nr, int64_t ts_ns)
 {
     uint32_t pending = 0;
-    if (!r->peer_dead)
+    if (!r->u.peer_dead)
         pending = ur_publish(r);
     if (!wait_nr)
         return (int)pending;
@@ -623,14 +478,14 @@ static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
     for (;;) {
         int ret;
         uint64_t sleeps = 0;
-        int mode = r->wait_mode;
-        int64_t spin = r->spin_ns;
+        int mode = r->u.wait_mode;
+        int64_t spin = r->u.spin_ns;
         r->in_enter++;
         Py_BEGIN_ALLOW_THREADS
         ret = ur_wait_nogil(r, wait_nr, deadline, mode, spin, &sleeps);
         Py_END_ALLOW_THREADS
         r->in_enter--;
-        r->st_sleeps += sleeps;
+        r->u.st_sleeps += sleeps;
         r->st_enters += sleeps;
         if (ret == -EINTR) {
             if (PyErr_CheckSignals() < 0)
@@ -638,11 +493,11 @@ static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
             continue;
         }
         if (!sleeps)
-            r->st_poll_hits++;
+            r->u.st_poll_hits++;
         /* Published after a sleep (a syscall anyway) and every 64th poll
          * hit: the line is one the server reads while it spins, so we do
          * not add a store to it on every round trip. */
-        if (!r->closed && (sleeps || (r->st_poll_hits & 63) == 1))
+        if (!r->closed && (sleeps || (r->u.st_poll_hits & 63) == 1))
             ur_publish_stats(r);
         return (int)pending;
     }
@@ -652,7 +507,7 @@ static int ur_submit(KRing *r, uint32_t wait_nr, int64_t ts_ns)
 /* preparing SQEs                                                            */
 /* ------------------------------------------------------------------------ */
 
-static int check_sqe_flags(uint32_t flags)
+static int sr_check_sqe_flags(uint32_t flags)
 {
     if (flags > 0x7f) {
         PyErr_Format(PyExc_ValueError, "unknown SQE flags 0x%x", flags);
@@ -668,7 +523,7 @@ static int check_sqe_flags(uint32_t flags)
     return 0;
 }
 
-static int64_t kr_alloc(KRing *r, uint8_t opcode)
+static int64_t sr_ring_alloc(SR_Ring *r, uint8_t opcode)
 {
     int64_t i = sr_slot_alloc(&r->ops, opcode);
     if (sr_unlikely(i < 0))
@@ -679,22 +534,22 @@ static int64_t kr_alloc(KRing *r, uint8_t opcode)
 }
 
 /* Next SQE, flushing a full SQ if allowed. */
-static inline struct io_uring_sqe *kr_sqe(KRing *r)
+static inline struct io_uring_sqe *sr_ring_sqe(SR_Ring *r)
 {
-    uint32_t space = sr_sq_space(&r->k.sq);
+    uint32_t space = sr_sq_space(&r->q.sq);
     if (sr_unlikely(space == 0)) {
-        if (kr_make_room(r) < 0)
+        if (sr_ring_make_room(r) < 0)
             return NULL;
-        space = sr_sq_space(&r->k.sq);
+        space = sr_sq_space(&r->q.sq);
     }
-    return sr_sq_get(&r->k.sq, &space);
+    return sr_sq_get(&r->q.sq, &space);
 }
 
 /* Slot i is the next SQE in submission order: if the previous op carries
  * LINK/HARDLINK, i is its successor in the kernel's chain.  Every prep path
  * (single and batch) goes through here, so chain bookkeeping cannot be
  * attached to the wrong op. */
-static inline void kr_link_in(KRing *r, uint32_t i)
+static inline void sr_ring_link_in(SR_Ring *r, uint32_t i)
 {
     sr_slot *s = &r->ops.slots[i];
     if (r->pending_skip) {
@@ -714,7 +569,7 @@ static inline void kr_link_in(KRing *r, uint32_t i)
 }
 
 /* Fill the bookkeeping of slot i for `sqe` and return the token. */
-static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
+static inline uint64_t sr_ring_bind(SR_Ring *r, struct io_uring_sqe *sqe, uint32_t i,
                                PyObject *udata, uint8_t sqe_flags)
 {
     sr_slot *s = &r->ops.slots[i];
@@ -727,14 +582,14 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
         s->udata = NULL;
         s->int_udata = tok;
     }
-    kr_link_in(r, i);
+    sr_ring_link_in(r, i);
     s->linkflag = (sqe_flags & IOSQE_IO_LINK) ? 1 : (sqe_flags & IOSQE_IO_HARDLINK) ? 2 : 0;
     if (sqe_flags & IOSQE_CQE_SKIP_SUCCESS) {
         s->skip = 1;
         r->ops.skip_live++;
         r->pending_skip = i + 1;
         r->pending_skip_gen = s->gen;
-        r->pending_skip_sqidx = r->k.sq.sqe_tail - 1;
+        r->pending_skip_sqidx = r->q.sq.sqe_tail - 1;
     }
     if (sqe_flags & IOSQE_BUFFER_SELECT) {
         /* the kernel picks a buffer of group buf_group: remember the group so
@@ -745,49 +600,47 @@ static inline uint64_t kr_bind(KRing *r, struct io_uring_sqe *sqe, uint32_t i,
     int linked = (sqe_flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) != 0;
     if (linked && !r->chain_open) {
         /* first op of a new chain: remembered so that a chain cut short by a
-         * full SQ can be withdrawn as a whole (kr_make_room) */
+         * full SQ can be withdrawn as a whole (sr_ring_make_room) */
         r->chain_head = i + 1;
         r->chain_head_gen = s->gen;
-        r->chain_head_sqidx = r->k.sq.sqe_tail - 1;
+        r->chain_head_sqidx = r->q.sq.sqe_tail - 1;
     }
     r->chain_open = linked;
     return tok;
 }
 
 /* Common front half of every single-op prep: checks, slot, SQE. */
-static int ur_refuse_dead(KRing *r)
+int ur_refuse_dead(SR_Ring *r)
 {
-    PyErr_SetString(SR_PeerDiedError, r->peer_dead == 2
+    PyErr_SetString(SR_PeerDiedError, r->u.peer_dead == SR_PEER_BROKE
                     ? "the subsystem broke the ring protocol; the connection was failed"
                     : "the subsystem is gone (process exited or closed the connection); "
                       "reconnect to submit more");
     return -1;
 }
 
-static inline struct io_uring_sqe *kr_begin(KRing *r, uint8_t opcode, uint32_t sqe_flags,
+static inline struct io_uring_sqe *sr_ring_begin(SR_Ring *r, uint8_t opcode, uint32_t sqe_flags,
                                             int64_t *slot)
 {
-    if (kr_check(r) < 0 || check_sqe_flags(sqe_flags) < 0)
+    if (sr_ring_check(r) < 0 || sr_check_sqe_flags(sqe_flags) < 0)
         return NULL;
-    if (r->backend == BACKEND_USER && (r->peer_dead || (r->ops.live == 0 && ur_peer_gone(r)))) {
-        ur_refuse_dead(r);
+    if (sr_be_refuse_work(r, 1) < 0)
         return NULL;
-    }
     /* Refuse early when no slot is free (nothing gets submitted then)... */
     if (sr_unlikely(r->ops.nfree == 0)) {
-        kr_alloc(r, opcode);   /* fails: raises RingFullError */
+        sr_ring_alloc(r, opcode);   /* fails: raises RingFullError */
         return NULL;
     }
     /* ...then take the SQE, which may submit a full SQ and so release the
      * GIL, and only then the slot: another thread may have taken the last
      * free slot meanwhile, and a slot taken before the GIL was released
      * would sit live without an SQE. */
-    struct io_uring_sqe *sqe = kr_sqe(r);
+    struct io_uring_sqe *sqe = sr_ring_sqe(r);
     if (!sqe)
         return NULL;
-    *slot = kr_alloc(r, opcode);
+    *slot = sr_ring_alloc(r, opcode);
     if (*slot < 0) {
-        r->k.sq.sqe_tail--;   /* the SQE we just took (no GIL release since) */
+        r->q.sq.sqe_tail--;   /* the SQE we just took (no GIL release since) */
         return NULL;
     }
     sqe->opcode = opcode;
@@ -795,7 +648,7 @@ static inline struct io_uring_sqe *kr_begin(KRing *r, uint8_t opcode, uint32_t s
 }
 
 /* prep_nop(user_data=None, flags=0) */
-static PyObject *kr_prep_nop(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_prep_nop(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     static const char *const names[] = {"user_data", "flags"};
@@ -805,15 +658,15 @@ static PyObject *kr_prep_nop(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     if (sr_parse("prep_nop", args, nargs, kwnames, names, 2, 0, a) < 0 ||
         sr_as_u32(a[1], 0, &flags, "flags") < 0)
         return NULL;
-    struct io_uring_sqe *sqe = kr_begin(r, IORING_OP_NOP, flags, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, IORING_OP_NOP, flags, &i);
     if (!sqe)
         return NULL;
     sqe->fd = -1;
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[0], (uint8_t)flags));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[0], (uint8_t)flags));
 }
 
 /* prep_read / prep_write (fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0) */
-static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_prep_rw(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames, uint8_t opcode)
 {
     static const char *const names[] = {"fd", "buf", "offset", "user_data", "flags",
@@ -843,7 +696,7 @@ static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "buffer larger than 4 GiB - 1");
         return NULL;
     }
-    struct io_uring_sqe *sqe = kr_begin(r, opcode, flags, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, opcode, flags, &i);
     if (!sqe) {
         PyBuffer_Release(&view);
         return NULL;
@@ -855,21 +708,21 @@ static PyObject *kr_prep_rw(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     sqe->len = (uint32_t)view.len;
     sqe->off = (uint64_t)off;
     sqe->rw_flags = rw_flags;
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[3], (uint8_t)flags));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[3], (uint8_t)flags));
 }
 
-static PyObject *kr_prep_read(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_read(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rw(r, a, n, k, IORING_OP_READ);
 }
-static PyObject *kr_prep_write(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_write(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rw(r, a, n, k, IORING_OP_WRITE);
 }
 
 /* prep_read_fixed / prep_write_fixed
  *   (fd, buf_index, offset, nbytes, buf_offset=0, user_data=None, flags=0) */
-static PyObject *kr_prep_rw_fixed(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_prep_rw_fixed(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames, uint8_t opcode)
 {
     static const char *const names[] = {"fd", "buf_index", "offset", "nbytes",
@@ -887,40 +740,40 @@ static PyObject *kr_prep_rw_fixed(KRing *r, PyObject *const *args, Py_ssize_t na
         sr_as_i64(a[4], 0, &boff, "buf_offset") < 0 ||
         sr_as_u32(a[6], 0, &flags, "flags") < 0)
         return NULL;
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    if (bidx >= r->nregbufs || !r->regbufs[bidx].obj) {
+    if (bidx >= r->k.nregbufs || !r->k.regbufs[bidx].obj) {
         PyErr_Format(PyExc_IndexError, "no registered buffer at index %u", bidx);
         return NULL;
     }
-    if (boff < 0 || (uint64_t)boff + nbytes > (uint64_t)r->regbufs[bidx].len) {
+    if (boff < 0 || (uint64_t)boff + nbytes > (uint64_t)r->k.regbufs[bidx].len) {
         PyErr_Format(PyExc_ValueError,
                      "buf_offset %lld + nbytes %u is outside registered buffer %u "
-                     "(%zd bytes)", (long long)boff, nbytes, bidx, r->regbufs[bidx].len);
+                     "(%zd bytes)", (long long)boff, nbytes, bidx, r->k.regbufs[bidx].len);
         return NULL;
     }
     if (off < -1) {
         PyErr_SetString(PyExc_ValueError, "offset must be >= 0, or -1 for the file position");
         return NULL;
     }
-    struct io_uring_sqe *sqe = kr_begin(r, opcode, flags, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, opcode, flags, &i);
     if (!sqe)
         return NULL;
     sqe->fd = fd;
-    sqe->addr = (uint64_t)(uintptr_t)((char *)r->regbufs[bidx].buf + boff);
+    sqe->addr = (uint64_t)(uintptr_t)((char *)r->k.regbufs[bidx].buf + boff);
     sqe->len = nbytes;
     sqe->off = (uint64_t)off;
     sqe->buf_index = (uint16_t)bidx;
     r->ops.slots[i].fixed = 1;
     r->ops.fixed_live++;
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[5], (uint8_t)flags));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[5], (uint8_t)flags));
 }
 
-static PyObject *kr_prep_read_fixed(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_read_fixed(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rw_fixed(r, a, n, k, IORING_OP_READ_FIXED);
 }
-static PyObject *kr_prep_write_fixed(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_write_fixed(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rw_fixed(r, a, n, k, IORING_OP_WRITE_FIXED);
 }
@@ -930,7 +783,7 @@ static PyObject *kr_prep_write_fixed(KRing *r, PyObject *const *a, Py_ssize_t n,
  *          cmd=None, multishot=False)
  * The generic builder behind the Python-level prep_* methods.  `keep` is held
  * until the op's final completion: pass the Pins of every address you give. */
-static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *kr_prep_sqe(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     static const char *const names[] = {
@@ -967,9 +820,9 @@ static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyBuffer_Release(&cmd);
         return NULL;
     }
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         goto fail;
-    size_t cmd_max = r->k.sq.sqe_shift ? 80 : 16;
+    size_t cmd_max = r->q.sq.sqe_shift ? 80 : 16;
     if (cmd.obj && (size_t)cmd.len > cmd_max) {
         PyErr_Format(PyExc_ValueError, "cmd is %zd bytes; this ring's SQEs hold %zu "
                      "(use sqe128=True for 80)", cmd.len, cmd_max);
@@ -978,7 +831,7 @@ static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     if (opcode == IORING_OP_ASYNC_CANCEL || opcode == IORING_OP_TIMEOUT_REMOVE ||
         opcode == IORING_OP_POLL_REMOVE)
         addr ^= r->ud_key;    /* target token -> the user_data the kernel knows */
-    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)opcode, flags, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, (uint8_t)opcode, flags, &i);
     if (!sqe)
         goto fail;
     sqe->fd = fd;
@@ -1001,7 +854,7 @@ static PyObject *kr_prep_sqe(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         r->multishot_live++;
     }
     PyBuffer_Release(&cmd);
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[11], (uint8_t)flags));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[11], (uint8_t)flags));
 fail:
     PyBuffer_Release(&cmd);
     return NULL;
@@ -1011,7 +864,7 @@ fail:
 /* batch preparation                                                         */
 /* ------------------------------------------------------------------------ */
 
-static int kr_batch_room(KRing *r, Py_ssize_t n)
+int sr_ring_batch_room(SR_Ring *r, Py_ssize_t n)
 {
     if (n < 0) {
         PyErr_SetString(PyExc_ValueError, "count must be >= 0");
@@ -1032,7 +885,7 @@ static int kr_batch_room(KRing *r, Py_ssize_t n)
  * rest of the batch no longer fits, stop with RingFullError.  The first
  * `done` ops are prepared (and submitted) and complete as usual; the
  * exception's `prepared` attribute says how many. */
-static int kr_batch_still_fits(KRing *r, Py_ssize_t done, Py_ssize_t n)
+static int sr_ring_batch_still_fits(SR_Ring *r, Py_ssize_t done, Py_ssize_t n)
 {
     if ((uint64_t)(n - done) <= r->ops.nfree)
         return 0;
@@ -1054,7 +907,7 @@ static int kr_batch_still_fits(KRing *r, Py_ssize_t done, Py_ssize_t n)
 
 /* prep_nops(count, user_data=0, flags=0): NOPs whose user_data are
  * user_data + 0 .. user_data + count-1.  Returns count. */
-static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_prep_nops(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
     static const char *const names[] = {"count", "user_data", "flags"};
@@ -1066,24 +919,24 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sr_as_i64(a[0], 0, &n, "count") < 0 || sr_as_u64(a[1], 0, &base, "user_data") < 0 ||
         sr_as_u32(a[2], 0, &flags, "flags") < 0)
         return NULL;
-    if (kr_check(r) < 0 || check_sqe_flags(flags) < 0 || kr_batch_room(r, n) < 0)
+    if (sr_ring_check(r) < 0 || sr_check_sqe_flags(flags) < 0 || sr_ring_batch_room(r, n) < 0)
         return NULL;
-    /* Like every single-op prep (kr_begin): a dead subsystem takes no more
+    /* Like every single-op prep (sr_ring_begin): a dead subsystem takes no more
      * work; SQEs prepared now would never be published. */
-    if (r->backend == BACKEND_USER && r->peer_dead)
-        return ur_refuse_dead(r), NULL;
+    if (sr_be_refuse_work(r, 0) < 0)
+        return NULL;
     if (flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) {
         PyErr_SetString(PyExc_ValueError, "prep_nops does not take LINK/HARDLINK/SKIP_SUCCESS");
         return NULL;
     }
     if (n == 0)
         return PyLong_FromLong(0);   /* nothing prepared: an open chain stays open */
-    struct sr_sq *sq = &r->k.sq;
+    struct sr_sq *sq = &r->q.sq;
     uint32_t space = sr_sq_space(sq);
     uint32_t last = 0;
     for (int64_t k = 0; k < n; k++) {
         if (space == 0) {
-            if (kr_make_room(r) < 0 || kr_batch_still_fits(r, k, n) < 0) {
+            if (sr_ring_make_room(r) < 0 || sr_ring_batch_still_fits(r, k, n) < 0) {
                 /* the first k are prepared (submitted) and complete as usual */
                 return NULL;
             }
@@ -1096,11 +949,11 @@ static PyObject *kr_prep_nops(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sqe->opcode = IORING_OP_NOP;
         sqe->fd = -1;
         sqe->flags = (uint8_t)flags;
-        sqe->user_data = kr_wire(r, (uint32_t)i);
+        sqe->user_data = sr_ring_wire(r, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = base + (uint64_t)k;
         if (sr_unlikely(k == 0 || r->pending_skip || r->chain_open)) {
-            kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+            sr_ring_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
             r->chain_open = 0;
         }
         last = (uint32_t)i;
@@ -1121,9 +974,9 @@ typedef struct {
     Py_buffer view;
     PyObject *seq;
     Py_ssize_t n;
-} i64_array;
+} sr_i64_array;
 
-static int i64_array_get(PyObject *o, i64_array *arr, const char *what)
+static int sr_i64_array_get(PyObject *o, sr_i64_array *arr, const char *what)
 {
     memset(arr, 0, sizeof(*arr));
     if (PyObject_CheckBuffer(o)) {
@@ -1147,7 +1000,7 @@ static int i64_array_get(PyObject *o, i64_array *arr, const char *what)
     return 0;
 }
 
-static int i64_array_at(i64_array *arr, Py_ssize_t k, int64_t *out, const char *what)
+static int sr_i64_array_at(sr_i64_array *arr, Py_ssize_t k, int64_t *out, const char *what)
 {
     if (!arr->seq) {
         *out = ((int64_t *)arr->view.buf)[k];
@@ -1164,7 +1017,7 @@ static int i64_array_at(i64_array *arr, Py_ssize_t k, int64_t *out, const char *
     return sr_as_i64(o, 0, out, what);
 }
 
-static void i64_array_release(i64_array *arr)
+static void sr_i64_array_release(sr_i64_array *arr)
 {
     if (arr->view.obj)
         PyBuffer_Release(&arr->view);
@@ -1175,7 +1028,7 @@ static void i64_array_release(i64_array *arr)
  * Op k transfers buf[k*size:(k+1)*size] at file offset offsets[k].  user_data:
  * None -> k, an int -> user_data + k, or a sequence/array of ints.  One pin of
  * `buf` is shared by all ops of the batch.  Returns the number prepared. */
-static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_prep_rws(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames, uint8_t opcode)
 {
     static const char *const names[] = {"fd", "buf", "size", "offsets", "user_data",
@@ -1185,7 +1038,7 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     int fd;
     uint32_t size, flags;
     uint64_t ud_base = 0;
-    i64_array offs = {0}, uds = {0};
+    sr_i64_array offs = {0}, uds = {0};
     int have_uds = 0;
     SR_Pin *pin = NULL;
     PyObject *result = NULL;
@@ -1193,7 +1046,7 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sr_as_int(a[0], 0, &fd, "fd") < 0 || sr_as_u32(a[2], 0, &size, "size") < 0 ||
         sr_as_u32(a[5], 0, &flags, "flags") < 0)
         return NULL;
-    if (kr_check(r) < 0 || check_sqe_flags(flags) < 0)
+    if (sr_ring_check(r) < 0 || sr_check_sqe_flags(flags) < 0)
         return NULL;
     if (flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK | IOSQE_IO_HARDLINK)) {
         PyErr_Format(PyExc_ValueError, "%s does not take LINK/HARDLINK/SKIP_SUCCESS", fname);
@@ -1204,12 +1057,12 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             if (sr_as_u64(a[4], 0, &ud_base, "user_data") < 0)
                 return NULL;
         } else {
-            if (i64_array_get(a[4], &uds, "user_data") < 0)
+            if (sr_i64_array_get(a[4], &uds, "user_data") < 0)
                 return NULL;
             have_uds = 1;
         }
     }
-    if (i64_array_get(a[3], &offs, "offsets") < 0)
+    if (sr_i64_array_get(a[3], &offs, "offsets") < 0)
         goto out;
     Py_ssize_t n = offs.n;
     if (have_uds && uds.n != n) {
@@ -1224,7 +1077,7 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                      pin->view.len, n, size, (unsigned long long)n * size);
         goto out;
     }
-    if (kr_batch_room(r, n) < 0)
+    if (sr_ring_batch_room(r, n) < 0)
         goto out;
     if (n == 0) {                    /* nothing prepared: an open chain stays open */
         result = PyLong_FromLong(0);
@@ -1234,29 +1087,29 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
      * nothing: a bad item must not leave the first ones queued). */
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t off, ud;
-        if (i64_array_at(&offs, k, &off, "offsets") < 0)
+        if (sr_i64_array_at(&offs, k, &off, "offsets") < 0)
             goto out;
         if (off < -1) {
             PyErr_Format(PyExc_ValueError, "offsets[%zd] = %lld is negative", k,
                          (long long)off);
             goto out;
         }
-        if (have_uds && i64_array_at(&uds, k, &ud, "user_data") < 0)
+        if (have_uds && sr_i64_array_at(&uds, k, &ud, "user_data") < 0)
             goto out;
     }
-    struct sr_sq *sq = &r->k.sq;
+    struct sr_sq *sq = &r->q.sq;
     uint32_t space = sr_sq_space(sq);
     char *base = pin->view.buf;
     for (Py_ssize_t k = 0; k < n; k++) {
         int64_t off, ud;
         if (space == 0) {
-            if (kr_make_room(r) < 0 || kr_batch_still_fits(r, k, n) < 0)
+            if (sr_ring_make_room(r) < 0 || sr_ring_batch_still_fits(r, k, n) < 0)
                 goto out;     /* the first k are submitted and complete as usual */
             space = sr_sq_space(sq);
         }
-        i64_array_at(&offs, k, &off, "offsets");
+        sr_i64_array_at(&offs, k, &off, "offsets");
         if (have_uds) {
-            i64_array_at(&uds, k, &ud, "user_data");   /* validated above */
+            sr_i64_array_at(&uds, k, &ud, "user_data");   /* validated above */
         } else {
             ud = (int64_t)(ud_base + (uint64_t)k);
         }
@@ -1269,27 +1122,27 @@ static PyObject *kr_prep_rws(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         sqe->addr = (uint64_t)(uintptr_t)(base + (size_t)k * size);
         sqe->len = size;
         sqe->off = (uint64_t)off;
-        sqe->user_data = kr_wire(r, (uint32_t)i);
+        sqe->user_data = sr_ring_wire(r, (uint32_t)i);
         s->udata = NULL;
         s->int_udata = (uint64_t)ud;
         s->keep = Py_NewRef((PyObject *)pin);
-        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+        sr_ring_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
         r->chain_open = 0;
     }
     r->chain_open = 0;
     result = PyLong_FromSsize_t(n);
 out:
     Py_XDECREF(pin);
-    i64_array_release(&offs);
-    i64_array_release(&uds);
+    sr_i64_array_release(&offs);
+    sr_i64_array_release(&uds);
     return result;
 }
 
-static PyObject *kr_prep_reads(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_reads(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rws(r, a, n, k, IORING_OP_READ);
 }
-static PyObject *kr_prep_writes(KRing *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
+PyObject *kr_prep_writes(SR_Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
     return kr_prep_rws(r, a, n, k, IORING_OP_WRITE);
 }
@@ -1298,30 +1151,25 @@ static PyObject *kr_prep_writes(KRing *r, PyObject *const *a, Py_ssize_t n, PyOb
 /* submitting and reaping                                                    */
 /* ------------------------------------------------------------------------ */
 
-static PyObject *kr_submit_py(KRing *r, PyObject *unused)
+PyObject *sr_ring_submit_py(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    int ret = kr_submit(r, 0, -1);
+    int ret = sr_be_submit(r, 0, -1);
     return ret < 0 ? NULL : PyLong_FromLong(ret);
-}
-
-static inline uint32_t kr_cq_ready(KRing *r)
-{
-    return sr_cq_ready(&r->k.cq, kr_cq_head(r));
 }
 
 /* Ready CQEs that are not final completions of our live ops (posted into
  * this ring by MSG_RING): each live op gives at most one more completion, so
  * live + these bound what a wait can ever see. */
-static uint32_t kr_foreign_ready(KRing *r)
+static uint32_t sr_ring_foreign_ready(SR_Ring *r)
 {
-    struct sr_cq *cq = &r->k.cq;
-    uint32_t head = kr_cq_head(r), n = kr_cq_ready(r), foreign = 0;
+    struct sr_cq *cq = &r->q.cq;
+    uint32_t head = sr_ring_cq_head(r), n = sr_ring_cq_ready(r), foreign = 0;
     if (n > cq->entries)
         n = cq->entries;
     for (uint32_t k = 0; k < n; k++)
-        if (kr_find(r, sr_cq_at(cq, head + k)->user_data) < 0)
+        if (sr_ring_find(r, sr_cq_at(cq, head + k)->user_data) < 0)
             foreign++;
     return foreign;
 }
@@ -1332,7 +1180,7 @@ static uint32_t kr_foreign_ready(KRing *r)
  * without the flag) and ops owed a made-up completion (the kernel posts
  * none for them).  The SKIP_SUCCESS op still waiting for a successor loses
  * its flag when it is submitted (kr_publish), so it counts. */
-static uint64_t kr_may_post(KRing *r)
+static uint64_t sr_ring_may_post(SR_Ring *r)
 {
     uint64_t n = (uint64_t)r->ops.live - r->ops.skip_live - r->ops.owed_live;
     if (r->pending_skip) {
@@ -1346,7 +1194,7 @@ static uint64_t kr_may_post(KRing *r)
 /* submit_and_wait(wait_nr=1, timeout=None) -> completions ready to reap
  * ("ready" includes made-up completions: reap() returns them without the
  * kernel's help). */
-static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_submit_and_wait(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
     static const char *const names[] = {"wait_nr", "timeout"};
@@ -1354,16 +1202,16 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
     uint32_t wait_nr;
     int64_t ts;
     if (sr_parse("submit_and_wait", args, nargs, kwnames, names, 2, 0, a) < 0 ||
-        sr_as_u32(a[0], 1, &wait_nr, "wait_nr") < 0 || parse_timeout(a[1], &ts) < 0)
+        sr_as_u32(a[0], 1, &wait_nr, "wait_nr") < 0 || sr_parse_timeout(a[1], &ts) < 0)
         return NULL;
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     uint32_t made_up = r->ops.owed_live;
     uint32_t kwait = wait_nr > made_up ? wait_nr - made_up : 0;   /* from the kernel */
-    uint32_t ready = kr_cq_ready(r);
+    uint32_t ready = sr_ring_cq_ready(r);
     if (kwait > ready && ts < 0 && !r->multishot_live &&
-        (uint64_t)kwait > kr_may_post(r) + kr_foreign_ready(r) &&
-        !kr_needs_flush(r)) {
+        (uint64_t)kwait > sr_ring_may_post(r) + sr_ring_foreign_ready(r) &&
+        !sr_be_needs_flush(r)) {
         PyErr_Format(PyExc_ValueError,
                      "waiting for %u completions with %u ready and %u in flight would "
                      "never return%s; pass a timeout or wait for fewer", wait_nr,
@@ -1372,14 +1220,14 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
                                         "fail)" : "");
         return NULL;
     }
-    if (wait_nr && ready >= kwait && r->k.sq.sqe_tail == kr_sq_published(r) &&
+    if (wait_nr && ready >= kwait && r->q.sq.sqe_tail == sr_ring_sq_published(r) &&
         !r->pending_skip) {
         /* nothing to do: no syscall */
         return PyLong_FromUnsignedLong(ready + made_up);
     }
-    if (kr_submit(r, kwait, ts) < 0)
+    if (sr_be_submit(r, kwait, ts) < 0)
         return NULL;
-    return PyLong_FromUnsignedLong(kr_cq_ready(r) + r->ops.owed_live);
+    return PyLong_FromUnsignedLong(sr_ring_cq_ready(r) + r->ops.owed_live);
 }
 
 /* A CQE_SKIP_SUCCESS op only posts a CQE when it failed, and then the kernel
@@ -1387,7 +1235,7 @@ static PyObject *kr_submit_and_wait(KRing *r, PyObject *const *args, Py_ssize_t 
  * (req_set_fail turns REQ_F_CQE_SKIP into REQ_F_SKIP_LINK_CQES).  Those ops
  * must still get their one final completion (invariant 4): queue them, and
  * reap makes up -ECANCELED for each. */
-static void kr_silent_successors(KRing *r, uint32_t i)
+static void sr_ring_silent_successors(SR_Ring *r, uint32_t i)
 {
     sr_slot *s = &r->ops.slots[i];
     uint32_t nxt = s->link_next, g = s->link_next_gen;
@@ -1395,50 +1243,29 @@ static void kr_silent_successors(KRing *r, uint32_t i)
         sr_slot *n = &r->ops.slots[nxt - 1];
         if (n->state != SLOT_LIVE || n->gen != g)
             break;
-        kr_owe(r, nxt - 1);
+        sr_ring_owe(r, nxt - 1);
         g = n->link_next_gen;
         nxt = n->link_next;
     }
 }
 
 /* The final CQE of slot i was consumed. */
-static inline void kr_retire(KRing *r, uint32_t i)
+void sr_ring_retire(SR_Ring *r, uint32_t i)
 {
     sr_slot *s = &r->ops.slots[i];
     if (s->multishot)
         r->multishot_live--;
     if (sr_unlikely(s->skip && s->linkflag == 1))
-        kr_silent_successors(r, i);
+        sr_ring_silent_successors(r, i);
     sr_slot_release(&r->ops, i);
-}
-
-/* The name of a subsystem op (an index outside the table: "op<N>"). */
-static PyObject *ur_opname(KRing *r, unsigned opcode)
-{
-    if (opcode < (unsigned)PyTuple_GET_SIZE(r->opnames))
-        return Py_NewRef(PyTuple_GET_ITEM(r->opnames, opcode));
-    PyObject *n = PyUnicode_FromFormat("op%u", opcode);
-    if (!n)
-        PyErr_Clear();
-    return n;
 }
 
 /* Take one CQE apart.  On success the CQE is consumed from the op table's
  * point of view (slot released if final); on failure nothing changed. */
-static void kr_buffer_delivered(KRing *r, uint16_t bgid, uint32_t bid);
-
-/* A CQE of a buffer-select op names the provided buffer the kernel filled:
- * from now on it is the application's, until BufferRing.recycle(). */
-static inline void kr_note_buffer(KRing *r, const sr_slot *s, uint32_t cqe_flags)
+static SR_Completion *sr_ring_take_cqe(SR_Ring *r, const struct io_uring_cqe *cqe)
 {
-    if (sr_unlikely(s->bufsel) && (cqe_flags & IORING_CQE_F_BUFFER))
-        kr_buffer_delivered(r, s->bgid, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
-}
-
-static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
-{
-    const uint64_t *big = r->k.cq.cqe_shift ? cqe->big_cqe : NULL;
-    int64_t i = kr_find(r, cqe->user_data);
+    const uint64_t *big = r->q.cq.cqe_shift ? cqe->big_cqe : NULL;
+    int64_t i = sr_ring_find(r, cqe->user_data);
     if (i < 0) {
         /* Not one of our ops: posted by another ring through MSG_RING, or a
          * stale token.  Delivered as-is with the raw user_data. */
@@ -1478,80 +1305,66 @@ static SR_Completion *kr_take_cqe(KRing *r, const struct io_uring_cqe *cqe)
         c->big[0] = big[0];
         c->big[1] = big[1];
     }
-    if (r->opnames)
-        c->opname = ur_opname(r, s->opcode);
-    if (r->backend == BACKEND_USER &&
-        (cqe->flags & (IORING_CQE_F_BUFFER | SR_CQE_F_ERRTEXT)) &&
-        (cqe->flags >> IORING_CQE_BUFFER_SHIFT) == (uint32_t)i) {
-        /* The server wrote into this op's result slot (ours until we release
-         * the slot below).  Lengths come from the peer: bound them. */
-        const uint8_t *p = r->result_area + (size_t)i * r->slot_size;
-        if (cqe->flags & SR_CQE_F_ERRTEXT) {
-            uint16_t n;
-            memcpy(&n, p, 2);
-            if (n > r->slot_size - 2)
-                n = (uint16_t)(r->slot_size - 2);
-            c->data = PyUnicode_DecodeUTF8((const char *)p + 2, n, "replace");
-        } else if (cqe->res >= 0 && (uint32_t)cqe->res <= r->slot_size) {
-            c->data = PyBytes_FromStringAndSize((const char *)p, cqe->res);
-        }
-        if (!c->data && PyErr_Occurred()) {
-            c->user_data = NULL;      /* not consumed: give the ref back */
-            if (!s->udata || !final)
-                Py_DECREF(ud);
-            Py_DECREF(c);
-            return NULL;
-        }
+    c->opname = sr_be_opname(r, s->opcode);
+    if (sr_be_cqe_data(r, (uint32_t)i, cqe, c) < 0) {
+        c->user_data = NULL;      /* not consumed: give the ref back */
+        if (!s->udata || !final)
+            Py_DECREF(ud);
+        Py_DECREF(c);
+        return NULL;
     }
-    if (r->backend == BACKEND_KERNEL)
-        kr_note_buffer(r, s, cqe->flags);
+    sr_be_cqe_seen(r, s, cqe->flags);
     if (final) {
         s->udata = NULL;   /* moved into the completion */
-        kr_retire(r, (uint32_t)i);
+        sr_ring_retire(r, (uint32_t)i);
     }
     return c;
 }
 
 
-/* CQEs ready at `head`: the user backend validates the peer's tail. */
-static inline uint32_t kr_ready(KRing *r, uint32_t head)
+/* A CQE says the server wrote into op i's result slot (ours until the slot is
+ * released): the result bytes or an error text, into c->data.  Lengths come
+ * from the peer: bound them.  0, or -1 with an exception set. */
+int ur_cqe_data(SR_Ring *r, uint32_t i, const struct io_uring_cqe *cqe, SR_Completion *c)
 {
-    if (r->backend == BACKEND_USER) {
-        uint32_t n = sr_cq_ready(&r->k.cq, head);
-        if (sr_unlikely(n > r->k.cq.entries)) {
-            r->peer_dead = 2;
-            return 0;
-        }
-        return n;
+    if ((cqe->flags >> IORING_CQE_BUFFER_SHIFT) != i)
+        return 0;
+    const uint8_t *p = r->u.result_area + (size_t)i * r->u.slot_size;
+    if (cqe->flags & SR_CQE_F_ERRTEXT) {
+        uint16_t n;
+        memcpy(&n, p, 2);
+        if (n > r->u.slot_size - 2)
+            n = (uint16_t)(r->u.slot_size - 2);
+        c->data = PyUnicode_DecodeUTF8((const char *)p + 2, n, "replace");
+    } else if (cqe->res >= 0 && (uint32_t)cqe->res <= r->u.slot_size) {
+        c->data = PyBytes_FromStringAndSize((const char *)p, cqe->res);
     }
-    return sr_cq_ready(&r->k.cq, head);
+    return !c->data && PyErr_Occurred() ? -1 : 0;
 }
 
 /* After the CQ is drained: is the subsystem gone?  (At most one poll()
  * syscall per millisecond, and only while ops are in flight.) */
-static int ur_dead_after_drain(KRing *r)
+int ur_dead_after_drain(SR_Ring *r)
 {
-    if (r->backend != BACKEND_USER)
-        return 0;
     /* A completion that matches no op in flight (st_foreign) is impossible
      * from a subsystem: it posted an SQE we never published (a scribbled
      * tail), or garbage.  Either way the ring can no longer be trusted. */
-    if (sr_unlikely(r->st_foreign || r->peer_dead == 2))
+    if (sr_unlikely(r->st_foreign || r->u.peer_dead == SR_PEER_BROKE))
         ur_protocol_broken(r);
     if (!r->ops.live)
         return 0;
-    if (r->peer_dead)
+    if (r->u.peer_dead)
         return 1;
     int64_t now = sr_now_ns();
-    if (now < r->next_peer_check)
+    if (now < r->u.next_peer_check)
         return 0;
-    r->next_peer_check = now + 1000000;
+    r->u.next_peer_check = now + 1000000;
     return ur_peer_gone(r);
 }
 
 /* Make up the final completion of slot k with res -err (the peer will never
  * post it).  Appends to `list` or writes to the arrays. */
-static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t *uo,
+int sr_ring_synth_one(SR_Ring *r, uint32_t k, int err, PyObject *list, uint64_t *uo,
                         int32_t *ro, uint32_t *fo, int64_t *got)
 {
     sr_slot *s = &r->ops.slots[k];
@@ -1563,8 +1376,7 @@ static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t 
         SR_Completion *c = sr_completion_new(ud, -err, 0, s->opcode, NULL);
         if (!c)
             return -1;
-        if (r->opnames)
-            c->opname = ur_opname(r, s->opcode);
+        c->opname = sr_be_opname(r, s->opcode);
         if (PyList_Append(list, (PyObject *)c) < 0) {
             sr_trash_obj(&r->ops, (PyObject *)c);   /* no finalizer mid-update */
             return -1;
@@ -1584,30 +1396,30 @@ static int kr_synth_one(KRing *r, uint32_t k, int err, PyObject *list, uint64_t 
     }
     (*got)++;
     r->st_completed++;
-    kr_retire(r, k);
+    sr_ring_retire(r, k);
     return 0;
 }
 
 /* The subsystem died (or broke the protocol): every op still in flight gets
  * its final completion here, -ECONNRESET (-EPROTO), since the peer cannot
  * post it any more. */
-static int ur_synth_dead(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
+int ur_synth_dead(SR_Ring *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
                          int64_t max, int64_t *got)
 {
-    int err = r->peer_dead == 2 ? EPROTO : ECONNRESET;
+    int err = r->u.peer_dead == SR_PEER_BROKE ? EPROTO : ECONNRESET;
     for (uint32_t k = 0; k < r->ops.nslots && *got < max; k++) {
         if (r->ops.slots[k].state == SLOT_LIVE &&
-            kr_synth_one(r, k, err, list, uo, ro, fo, got) < 0)
+            sr_ring_synth_one(r, k, err, list, uo, ro, fo, got) < 0)
             return -1;
     }
     return 0;
 }
 
-/* Completions the kernel will never post (see kr_silent_successors and
- * kr_withdraw_chain), oldest first, so a chain's ops complete in chain order.
+/* Completions the kernel will never post (see sr_ring_silent_successors and
+ * sr_ring_withdraw_chain), oldest first, so a chain's ops complete in chain order.
  * An entry whose op is gone (or no longer owed) is skipped: each op gets
  * exactly one final completion. */
-static int kr_drain_synth(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
+static int sr_ring_drain_synth(SR_Ring *r, PyObject *list, uint64_t *uo, int32_t *ro, uint32_t *fo,
                           int64_t max, int64_t *got)
 {
     uint32_t k = 0;
@@ -1616,13 +1428,13 @@ static int kr_drain_synth(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, u
         int64_t j = sr_slot_find(&r->ops, r->synth[k++]);
         if (j < 0 || !r->ops.slots[j].owed)
             continue;
-        if (kr_synth_one(r, (uint32_t)j, ECANCELED, list, uo, ro, fo, got) < 0) {
+        if (sr_ring_synth_one(r, (uint32_t)j, ECANCELED, list, uo, ro, fo, got) < 0) {
             k--;          /* not delivered: stays queued */
             rc = -1;
             break;
         }
     }
-    /* kr_synth_one may have queued more (appended): keep what is left */
+    /* sr_ring_synth_one may have queued more (appended): keep what is left */
     memmove(r->synth, r->synth + k, (size_t)(r->nsynth - k) * sizeof(uint64_t));
     r->nsynth -= k;
     return rc;
@@ -1630,12 +1442,12 @@ static int kr_drain_synth(KRing *r, PyObject *list, uint64_t *uo, int32_t *ro, u
 
 /* Closing: ops owed a made-up completion are done (the kernel holds nothing
  * of theirs); free them without delivering anything. */
-static void kr_drop_synth(KRing *r)
+void sr_ring_drop_synth(SR_Ring *r)
 {
     while (r->nsynth) {
         int64_t j = sr_slot_find(&r->ops, r->synth[--r->nsynth]);
         if (j >= 0 && r->ops.slots[j].owed)
-            kr_retire(r, (uint32_t)j);   /* may queue more: the loop takes them */
+            sr_ring_retire(r, (uint32_t)j);   /* may queue more: the loop takes them */
     }
 }
 
@@ -1646,7 +1458,7 @@ static void kr_drop_synth(KRing *r)
  * step), and the only place the GIL is released is kr_flush_cq.  After that,
  * the CQ head is read again: another thread may have reaped meanwhile, and
  * writing back a head from before would hand its CQEs out a second time. */
-static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_reap(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames)
 {
     static const char *const names[] = {"max"};
@@ -1655,7 +1467,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     if (sr_parse("reap", args, nargs, kwnames, names, 1, 0, a) < 0 ||
         sr_as_i64(a[0] == Py_None ? NULL : a[0], INT64_MAX, &max, "max") < 0)
         return NULL;
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     if (max < 0) {
         PyErr_SetString(PyExc_ValueError, "max must be >= 0");
@@ -1666,31 +1478,31 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     PyObject *list = PyList_New(0);
     if (!list)
         return NULL;
-    struct sr_cq *cq = &r->k.cq;
-    uint32_t head = kr_cq_head(r);
-    uint32_t ready = kr_ready(r, head);
-    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
-        if (kr_flush_cq(r) < 0)
+    struct sr_cq *cq = &r->q.cq;
+    uint32_t head = sr_ring_cq_head(r);
+    uint32_t ready = sr_be_ready(r, head);
+    if (sr_be_flush_before_reap(r, ready)) {
+        if (sr_be_flush_cq(r) < 0)
             goto error;
-        head = kr_cq_head(r);     /* GIL was released: fresh head */
-        ready = kr_ready(r, head);
+        head = sr_ring_cq_head(r);     /* GIL was released: fresh head */
+        ready = sr_be_ready(r, head);
     }
     int64_t got = 0;
     while (got < max) {
         if (ready == 0) {
             /* Drained the CQ: if the kernel parked CQEs on its overflow list,
              * flush them in and keep going (FEAT_NODROP keeps them for us). */
-            if (!kr_needs_flush(r))
+            if (!sr_be_needs_flush(r))
                 break;
-            if (kr_flush_cq(r) < 0)
+            if (sr_be_flush_cq(r) < 0)
                 goto error;
-            head = kr_cq_head(r); /* GIL was released: fresh head */
-            ready = kr_ready(r, head);
+            head = sr_ring_cq_head(r); /* GIL was released: fresh head */
+            ready = sr_be_ready(r, head);
             if (ready == 0)
                 break;
         }
         const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
-        SR_Completion *c = kr_take_cqe(r, cqe);
+        SR_Completion *c = sr_ring_take_cqe(r, cqe);
         if (!c)
             goto error;
         head++;
@@ -1699,7 +1511,7 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         r->st_completed++;
         /* Release as we go: a producer (SQPOLL, other CPUs) can reuse slots
          * early.  The store is cheap; it is not a syscall. */
-        kr_cq_release(r, head);
+        sr_ring_cq_release(r, head);
         if (PyList_Append(list, (PyObject *)c) < 0) {
             /* The CQE is consumed: do not lose it silently (error), and do
              * not run its user_data's finalizer here (trash). */
@@ -1708,10 +1520,10 @@ static PyObject *kr_reap(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         }
         Py_DECREF(c);
     }
-    if (got < max && ready == 0 && ur_dead_after_drain(r) &&
-        ur_synth_dead(r, list, NULL, NULL, NULL, max, &got) < 0)
+    if (got < max && ready == 0 && sr_be_dead_after_drain(r) &&
+        sr_be_synth_dead(r, list, NULL, NULL, NULL, max, &got) < 0)
         goto error;
-    if (r->nsynth && kr_drain_synth(r, list, NULL, NULL, NULL, max, &got) < 0)
+    if (r->nsynth && sr_ring_drain_synth(r, list, NULL, NULL, NULL, max, &got) < 0)
         goto error;
     sr_optable_flush(&r->ops);
     return list;
@@ -1722,7 +1534,7 @@ error:
 }
 
 /* An integer buffer format ('B' when the exporter gives none). */
-static int int_format(const char *f)
+static int sr_int_format(const char *f)
 {
     if (!f)
         return 1;
@@ -1735,7 +1547,7 @@ static int int_format(const char *f)
  * Batch reaping into caller-owned arrays: user_data as 64-bit ints (an op
  * whose user_data is not an int reports its token), res as int32, flags as
  * uint32.  Fills at most the shortest array; never blocks. */
-static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_reap_into(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
     static const char *const names[] = {"user_data_out", "res_out", "flags_out"};
@@ -1744,7 +1556,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     PyObject *result = NULL;
     if (sr_parse("reap_into", args, nargs, kwnames, names, 3, 2, a) < 0)
         return NULL;
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     const int bf = PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
     if (PyObject_GetBuffer(a[0], &ub, bf) < 0)
@@ -1754,7 +1566,7 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     if (a[2] && a[2] != Py_None && PyObject_GetBuffer(a[2], &fb, bf) < 0)
         goto out;
     if (ub.itemsize != 8 || rb.itemsize != 4 || (fb.obj && fb.itemsize != 4) ||
-        !int_format(ub.format) || !int_format(rb.format) || (fb.obj && !int_format(fb.format))) {
+        !sr_int_format(ub.format) || !sr_int_format(rb.format) || (fb.obj && !sr_int_format(fb.format))) {
         PyErr_SetString(PyExc_TypeError,
                         "reap_into needs user_data_out with 8-byte items (array('Q')), "
                         "res_out with 4-byte items (array('i')) and flags_out with 4-byte "
@@ -1769,41 +1581,41 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
     uint32_t *fo = fb.obj ? fb.buf : NULL;
     Py_ssize_t got_counted = 0;
 
-    struct sr_cq *cq = &r->k.cq;
-    uint32_t head = kr_cq_head(r);
-    uint32_t ready = kr_ready(r, head);
-    if ((ready == 0 && r->defer_taskrun && r->ops.live) || kr_needs_flush(r)) {
-        if (kr_flush_cq(r) < 0)
+    struct sr_cq *cq = &r->q.cq;
+    uint32_t head = sr_ring_cq_head(r);
+    uint32_t ready = sr_be_ready(r, head);
+    if (sr_be_flush_before_reap(r, ready)) {
+        if (sr_be_flush_cq(r) < 0)
             goto out;
-        head = kr_cq_head(r);     /* GIL was released: fresh head */
-        ready = kr_ready(r, head);
+        head = sr_ring_cq_head(r);     /* GIL was released: fresh head */
+        ready = sr_be_ready(r, head);
     }
     Py_ssize_t got = 0;
     while (got < cap) {
         if (ready == 0) {
-            if (!kr_needs_flush(r))
+            if (!sr_be_needs_flush(r))
                 break;
-            kr_cq_release(r, head);
+            sr_ring_cq_release(r, head);
             r->st_completed += (uint64_t)(got - got_counted);  /* per stretch */
             got_counted = got;
-            if (kr_flush_cq(r) < 0)
+            if (sr_be_flush_cq(r) < 0)
                 goto out;
             /* The GIL was released: another thread may have reaped.  Never
              * write back the head from before (duplicate completions). */
-            head = kr_cq_head(r);
-            ready = kr_ready(r, head);
+            head = sr_ring_cq_head(r);
+            ready = sr_be_ready(r, head);
             if (ready == 0)
                 break;
         }
         const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
         head++;
         ready--;
-        int64_t i = kr_find(r, cqe->user_data);
+        int64_t i = sr_ring_find(r, cqe->user_data);
         uint64_t ud;
         if (sr_likely(i >= 0 && sr_slot_plain(&r->ops.slots[i]) &&
                       !(cqe->flags & IORING_CQE_F_MORE))) {
             /* The common batch case: an int user_data, nothing pinned, no
-             * link bookkeeping -- what kr_retire would do comes down to
+             * link bookkeeping -- what sr_ring_retire would do comes down to
              * putting the slot back. */
             ud = r->ops.slots[i].int_udata;
             sr_slot_free_plain(&r->ops, (uint32_t)i);
@@ -1819,10 +1631,9 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             } else {
                 ud = s->int_udata;
             }
-            if (r->backend == BACKEND_KERNEL)
-                kr_note_buffer(r, s, cqe->flags);
+            sr_be_cqe_seen(r, s, cqe->flags);
             if (!(cqe->flags & IORING_CQE_F_MORE))
-                kr_retire(r, (uint32_t)i);
+                sr_ring_retire(r, (uint32_t)i);
         } else {
             ud = cqe->user_data;   /* not ours: MSG_RING from another ring */
             r->st_foreign++;
@@ -1833,17 +1644,17 @@ static PyObject *kr_reap_into(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             fo[got] = cqe->flags;
         got++;
     }
-    kr_cq_release(r, head);
+    sr_ring_cq_release(r, head);
     r->st_completed += (uint64_t)(got - got_counted);
-    if (got < cap && ready == 0 && ur_dead_after_drain(r)) {
+    if (got < cap && ready == 0 && sr_be_dead_after_drain(r)) {
         int64_t g = got;
-        if (ur_synth_dead(r, NULL, uo, ro, fo, cap, &g) < 0)
+        if (sr_be_synth_dead(r, NULL, uo, ro, fo, cap, &g) < 0)
             goto out;
         got = (Py_ssize_t)g;
     }
     if (r->nsynth) {
         int64_t g = got;
-        kr_drain_synth(r, NULL, uo, ro, fo, cap, &g);
+        sr_ring_drain_synth(r, NULL, uo, ro, fo, cap, &g);
         got = (Py_ssize_t)g;
     }
     result = PyLong_FromSsize_t(got);
@@ -1852,7 +1663,7 @@ out:
     if (rb.obj) PyBuffer_Release(&rb);
     if (fb.obj) PyBuffer_Release(&fb);
     if (!r->closed)
-        sr_optable_flush(&r->ops);   /* last: may run finalizers (see kr_reap) */
+        sr_optable_flush(&r->ops);   /* last: may run finalizers (see sr_ring_reap) */
     return result;
 }
 
@@ -1860,7 +1671,7 @@ out:
 /* registration                                                              */
 /* ------------------------------------------------------------------------ */
 
-static PyObject *raise_register(int err, const char *what)
+static PyObject *kr_raise_register(int err, const char *what)
 {
     if (err == ENOMEM) {
         PyErr_Format(PyExc_MemoryError,
@@ -1871,17 +1682,17 @@ static PyObject *raise_register(int err, const char *what)
     return sr_raise_errno(err, what);
 }
 
-static void release_regbufs(KRing *r)
+void kr_release_regbufs(SR_Ring *r)
 {
-    for (uint32_t k = 0; k < r->nregbufs; k++)
-        if (r->regbufs[k].obj)
-            PyBuffer_Release(&r->regbufs[k]);
-    PyMem_Free(r->regbufs);
-    r->regbufs = NULL;
-    r->nregbufs = 0;
+    for (uint32_t k = 0; k < r->k.nregbufs; k++)
+        if (r->k.regbufs[k].obj)
+            PyBuffer_Release(&r->k.regbufs[k]);
+    PyMem_Free(r->k.regbufs);
+    r->k.regbufs = NULL;
+    r->k.nregbufs = 0;
 }
 
-static int fixed_busy(KRing *r, const char *what)
+static int kr_fixed_busy(SR_Ring *r, const char *what)
 {
     if (r->ops.fixed_live) {
         PyErr_Format(SR_RingBusyError,
@@ -1894,7 +1705,7 @@ static int fixed_busy(KRing *r, const char *what)
 
 /* Export each buffer (writable) into bufs[k] and describe it in iov[k]; None
  * leaves an empty entry (for sparse tables).  Returns 0 or -1. */
-static int export_buffers(PyObject *seq, Py_buffer *bufs, struct iovec *iov,
+static int kr_export_buffers(PyObject *seq, Py_buffer *bufs, struct iovec *iov,
                           Py_ssize_t n, int allow_none)
 {
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -1918,11 +1729,11 @@ static int export_buffers(PyObject *seq, Py_buffer *bufs, struct iovec *iov,
 }
 
 /* register_buffers(buffers): writable buffers, pinned until unregistered. */
-static PyObject *kr_register_buffers(KRing *r, PyObject *arg)
+static PyObject *kr_register_buffers(SR_Ring *r, PyObject *arg)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    if (r->regbufs) {
+    if (r->k.regbufs) {
         PyErr_SetString(SR_RingBusyError, "buffers already registered; unregister first");
         return NULL;
     }
@@ -1941,17 +1752,17 @@ static PyObject *kr_register_buffers(KRing *r, PyObject *arg)
         PyErr_NoMemory();
         goto fail;
     }
-    if (export_buffers(seq, bufs, iov, n, 0) < 0)
+    if (kr_export_buffers(seq, bufs, iov, n, 0) < 0)
         goto fail;
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS, iov, (unsigned)n);
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_BUFFERS, iov, (unsigned)n);
     if (ret < 0) {
         for (Py_ssize_t j = 0; j < n; j++)
             PyBuffer_Release(&bufs[j]);
-        raise_register(-ret, "register_buffers");
+        kr_raise_register(-ret, "register_buffers");
         goto fail;
     }
-    r->regbufs = bufs;
-    r->nregbufs = (uint32_t)n;
+    r->k.regbufs = bufs;
+    r->k.nregbufs = (uint32_t)n;
     PyMem_Free(iov);
     Py_DECREF(seq);
     Py_RETURN_NONE;
@@ -1963,12 +1774,12 @@ fail:
 }
 
 /* register_buffers_sparse(count): an empty table to fill with update_buffers. */
-static PyObject *kr_register_buffers_sparse(KRing *r, PyObject *arg)
+static PyObject *kr_register_buffers_sparse(SR_Ring *r, PyObject *arg)
 {
     uint32_t n;
-    if (kr_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
+    if (sr_ring_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
         return NULL;
-    if (r->regbufs) {
+    if (r->k.regbufs) {
         PyErr_SetString(SR_RingBusyError, "buffers already registered; unregister first");
         return NULL;
     }
@@ -1977,35 +1788,35 @@ static PyObject *kr_register_buffers_sparse(KRing *r, PyObject *arg)
         return NULL;
     }
     struct io_uring_rsrc_register reg = {.nr = n, .flags = IORING_RSRC_REGISTER_SPARSE};
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS2, &reg, sizeof(reg));
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_BUFFERS2, &reg, sizeof(reg));
     if (ret < 0)
-        return raise_register(-ret, "register_buffers_sparse");
-    r->regbufs = PyMem_Calloc(n, sizeof(Py_buffer));
-    if (!r->regbufs)
+        return kr_raise_register(-ret, "register_buffers_sparse");
+    r->k.regbufs = PyMem_Calloc(n, sizeof(Py_buffer));
+    if (!r->k.regbufs)
         return PyErr_NoMemory();
-    r->nregbufs = n;
+    r->k.nregbufs = n;
     Py_RETURN_NONE;
 }
 
 /* update_buffers(offset, buffers): replace table entries; None clears one. */
-static PyObject *kr_update_buffers(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *kr_update_buffers(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs)
 {
     uint32_t off;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "update_buffers(offset, buffers)");
         return NULL;
     }
-    if (kr_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0 ||
-        fixed_busy(r, "update_buffers") < 0)
+    if (sr_ring_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0 ||
+        kr_fixed_busy(r, "update_buffers") < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence");
     if (!seq)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (!r->regbufs || (uint64_t)off + (uint64_t)n > r->nregbufs) {
+    if (!r->k.regbufs || (uint64_t)off + (uint64_t)n > r->k.nregbufs) {
         Py_DECREF(seq);
         PyErr_Format(PyExc_IndexError, "update of %zd buffers at %u exceeds the table (%u)",
-                     n, off, r->nregbufs);
+                     n, off, r->k.nregbufs);
         return NULL;
     }
     Py_buffer *bufs = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
@@ -2015,22 +1826,22 @@ static PyObject *kr_update_buffers(KRing *r, PyObject *const *args, Py_ssize_t n
         PyErr_NoMemory();
         goto out;
     }
-    if (export_buffers(seq, bufs, iov, n, 1) < 0)
+    if (kr_export_buffers(seq, bufs, iov, n, 1) < 0)
         goto out;
     struct io_uring_rsrc_update2 up = {.offset = off, .data = (uint64_t)(uintptr_t)iov,
                                        .nr = (uint32_t)n};
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_BUFFERS_UPDATE, &up, sizeof(up));
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_BUFFERS_UPDATE, &up, sizeof(up));
     if (ret < 0) {
         for (Py_ssize_t j = 0; j < n; j++)
             if (bufs[j].obj)
                 PyBuffer_Release(&bufs[j]);
-        raise_register(-ret, "update_buffers");
+        kr_raise_register(-ret, "update_buffers");
         goto out;
     }
     for (Py_ssize_t j = 0; j < n; j++) {
-        if (r->regbufs[off + j].obj)
-            PyBuffer_Release(&r->regbufs[off + j]);
-        r->regbufs[off + j] = bufs[j];
+        if (r->k.regbufs[off + j].obj)
+            PyBuffer_Release(&r->k.regbufs[off + j]);
+        r->k.regbufs[off + j] = bufs[j];
     }
     res = PyLong_FromLong(ret);
 out:
@@ -2040,22 +1851,22 @@ out:
     return res;
 }
 
-static PyObject *kr_unregister_buffers(KRing *r, PyObject *unused)
+static PyObject *kr_unregister_buffers(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0 || fixed_busy(r, "unregister_buffers") < 0)
+    if (sr_ring_check(r) < 0 || kr_fixed_busy(r, "unregister_buffers") < 0)
         return NULL;
-    if (!r->regbufs) {
+    if (!r->k.regbufs) {
         PyErr_SetString(PyExc_ValueError, "no buffers registered");
         return NULL;
     }
-    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+    int ret = sr_kring_register(r->q.fd, IORING_UNREGISTER_BUFFERS, NULL, 0);
     if (ret < 0)
         return sr_raise_errno(-ret, "unregister_buffers");
-    release_regbufs(r);
+    kr_release_regbufs(r);
     Py_RETURN_NONE;
 }
 
-static int32_t *fd_array(PyObject *seq, Py_ssize_t n)
+static int32_t *kr_fd_array(PyObject *seq, Py_ssize_t n)
 {
     int32_t *fds = PyMem_Calloc((size_t)n + 1, sizeof(int32_t));
     if (!fds) {
@@ -2087,15 +1898,15 @@ static int32_t *fd_array(PyObject *seq, Py_ssize_t n)
 }
 
 /* register_files(fds): fds (ints, objects with fileno(), or None = empty). */
-static PyObject *kr_register_files(KRing *r, PyObject *arg)
+static PyObject *kr_register_files(SR_Ring *r, PyObject *arg)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(arg, "fds must be a sequence");
     if (!seq)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    int32_t *fds = n > 0 ? fd_array(seq, n) : NULL;
+    int32_t *fds = n > 0 ? kr_fd_array(seq, n) : NULL;
     Py_DECREF(seq);
     if (n <= 0) {
         PyErr_SetString(PyExc_ValueError, "register at least one fd");
@@ -2103,67 +1914,67 @@ static PyObject *kr_register_files(KRing *r, PyObject *arg)
     }
     if (!fds)
         return NULL;
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES, fds, (unsigned)n);
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_FILES, fds, (unsigned)n);
     PyMem_Free(fds);
     if (ret < 0)
         return sr_raise_errno(-ret, "register_files");
-    r->files_registered = 1;
+    r->k.files_registered = 1;
     Py_RETURN_NONE;
 }
 
-static PyObject *kr_register_files_sparse(KRing *r, PyObject *arg)
+static PyObject *kr_register_files_sparse(SR_Ring *r, PyObject *arg)
 {
     uint32_t n;
-    if (kr_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
+    if (sr_ring_check(r) < 0 || sr_as_u32(arg, 0, &n, "count") < 0)
         return NULL;
     struct io_uring_rsrc_register reg = {.nr = n, .flags = IORING_RSRC_REGISTER_SPARSE};
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
     if (ret < 0)
         return sr_raise_errno(-ret, "register_files_sparse");
-    r->files_registered = 1;
+    r->k.files_registered = 1;
     Py_RETURN_NONE;
 }
 
 /* update_files(offset, fds) -> number updated; -1/None clears a slot. */
-static PyObject *kr_update_files(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *kr_update_files(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs)
 {
     uint32_t off;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "update_files(offset, fds)");
         return NULL;
     }
-    if (kr_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0)
+    if (sr_ring_check(r) < 0 || sr_as_u32(args[0], 0, &off, "offset") < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(args[1], "fds must be a sequence");
     if (!seq)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    int32_t *fds = fd_array(seq, n);
+    int32_t *fds = kr_fd_array(seq, n);
     Py_DECREF(seq);
     if (!fds)
         return NULL;
     struct io_uring_rsrc_update2 up = {.offset = off, .data = (uint64_t)(uintptr_t)fds,
                                        .nr = (uint32_t)n};
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_FILES_UPDATE2, &up, sizeof(up));
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_FILES_UPDATE2, &up, sizeof(up));
     PyMem_Free(fds);
     if (ret < 0)
         return sr_raise_errno(-ret, "update_files");
     return PyLong_FromLong(ret);
 }
 
-static PyObject *kr_unregister_files(KRing *r, PyObject *unused)
+static PyObject *kr_unregister_files(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_FILES, NULL, 0);
+    int ret = sr_kring_register(r->q.fd, IORING_UNREGISTER_FILES, NULL, 0);
     if (ret < 0)
         return sr_raise_errno(-ret, "unregister_files");
-    r->files_registered = 0;
+    r->k.files_registered = 0;
     Py_RETURN_NONE;
 }
 
 /* register_eventfd(fd, async_only=False) */
-static PyObject *kr_register_eventfd(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_register_eventfd(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
     static const char *const names[] = {"fd", "async_only"};
@@ -2173,19 +1984,19 @@ static PyObject *kr_register_eventfd(KRing *r, PyObject *const *args, Py_ssize_t
         sr_as_int(a[0], 0, &fd, "fd") < 0)
         return NULL;
     int async_only = a[1] ? PyObject_IsTrue(a[1]) : 0;
-    if (async_only < 0 || kr_check(r) < 0)
+    if (async_only < 0 || sr_ring_check(r) < 0)
         return NULL;
-    int ret = sr_kring_register(r->k.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
+    int ret = sr_kring_register(r->q.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
                                                     : IORING_REGISTER_EVENTFD, &fd, 1);
     if (ret < 0)
         return sr_raise_errno(-ret, "register_eventfd");
-    r->eventfd_registered = 1;
+    r->k.eventfd_registered = 1;
     Py_RETURN_NONE;
 }
 
 /* enable_eventfd(async_only=False) -> fd: an eventfd made, registered and
  * owned by the ring (closed by close(), also when the ring is just dropped). */
-static PyObject *kr_enable_eventfd(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_enable_eventfd(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
     static const char *const names[] = {"async_only"};
@@ -2193,52 +2004,52 @@ static PyObject *kr_enable_eventfd(KRing *r, PyObject *const *args, Py_ssize_t n
     if (sr_parse("enable_eventfd", args, nargs, kwnames, names, 1, 0, a) < 0)
         return NULL;
     int async_only = a[0] ? PyObject_IsTrue(a[0]) : 0;
-    if (async_only < 0 || kr_check(r) < 0)
+    if (async_only < 0 || sr_ring_check(r) < 0)
         return NULL;
-    if (r->own_eventfd > 0)
-        return PyLong_FromLong(r->own_eventfd);
+    if (r->k.own_eventfd > 0)
+        return PyLong_FromLong(r->k.own_eventfd);
     int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    int ret = sr_kring_register(r->k.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
+    int ret = sr_kring_register(r->q.fd, async_only ? IORING_REGISTER_EVENTFD_ASYNC
                                                     : IORING_REGISTER_EVENTFD, &fd, 1);
     if (ret < 0) {
         close(fd);
         return sr_raise_errno(-ret, "register_eventfd");
     }
-    r->eventfd_registered = 1;
-    r->own_eventfd = fd;
+    r->k.eventfd_registered = 1;
+    r->k.own_eventfd = fd;
     return PyLong_FromLong(fd);
 }
 
-static PyObject *kr_get_eventfd(KRing *r, void *c)
+static PyObject *kr_get_eventfd(SR_Ring *r, void *c)
 {
-    if (r->own_eventfd > 0)
-        return PyLong_FromLong(r->own_eventfd);
+    if (r->k.own_eventfd > 0)
+        return PyLong_FromLong(r->k.own_eventfd);
     Py_RETURN_NONE;
 }
 
-static PyObject *kr_unregister_eventfd(KRing *r, PyObject *unused)
+static PyObject *kr_unregister_eventfd(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    int ret = sr_kring_register(r->k.fd, IORING_UNREGISTER_EVENTFD, NULL, 0);
+    int ret = sr_kring_register(r->q.fd, IORING_UNREGISTER_EVENTFD, NULL, 0);
     if (ret < 0)
         return sr_raise_errno(-ret, "unregister_eventfd");
-    r->eventfd_registered = 0;
+    r->k.eventfd_registered = 0;
     Py_RETURN_NONE;
 }
 
 /* probe() -> list of supported opcodes */
-static PyObject *kr_probe(KRing *r, PyObject *unused)
+static PyObject *kr_probe(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     size_t len = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
     struct io_uring_probe *p = PyMem_Calloc(1, len);
     if (!p)
         return PyErr_NoMemory();
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_PROBE, p, 256);
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_PROBE, p, 256);
     if (ret < 0) {
         PyMem_Free(p);
         return sr_raise_errno(-ret, "probe");
@@ -2260,17 +2071,17 @@ static PyObject *kr_probe(KRing *r, PyObject *unused)
 }
 
 /* register_raw(opcode, arg, nr_args) -> int: io_uring_register escape hatch. */
-static PyObject *kr_register_raw(KRing *r, PyObject *args)
+static PyObject *kr_register_raw(SR_Ring *r, PyObject *args)
 {
     unsigned opcode, nr;
     Py_buffer arg = {0};
     if (!PyArg_ParseTuple(args, "Iz*I:register_raw", &opcode, &arg, &nr))
         return NULL;
-    if (kr_check(r) < 0) {
+    if (sr_ring_check(r) < 0) {
         PyBuffer_Release(&arg);
         return NULL;
     }
-    int ret = sr_kring_register(r->k.fd, opcode, arg.buf, nr);
+    int ret = sr_kring_register(r->q.fd, opcode, arg.buf, nr);
     PyBuffer_Release(&arg);
     if (ret < 0)
         return sr_raise_errno(-ret, "io_uring_register");
@@ -2292,7 +2103,7 @@ static PyObject *kr_register_raw(KRing *r, PyObject *args)
  * memory itself lives until the ring is closed and every view is gone. */
 typedef struct {
     PyObject_HEAD
-    KRing *ring;
+    SR_Ring *ring;
     uint8_t *ring_mem;   /* count * 16 bytes: struct io_uring_buf[] */
     size_t ring_len;
     uint8_t *data;       /* count * size bytes */
@@ -2310,18 +2121,30 @@ typedef struct {
     uint64_t fork_gen;   /* sr_fork_generation at creation */
 } BufRing;
 
-static void kr_buffer_delivered(KRing *r, uint16_t bgid, uint32_t bid)
+void kr_buffer_delivered(SR_Ring *r, uint16_t bgid, uint32_t bid)
 {
-    if (!r->buffer_rings)
+    if (!r->k.buffer_rings)
         return;
-    Py_ssize_t n = PyList_GET_SIZE(r->buffer_rings);
+    Py_ssize_t n = PyList_GET_SIZE(r->k.buffer_rings);
     for (Py_ssize_t k = 0; k < n; k++) {
-        BufRing *b = (BufRing *)PyList_GET_ITEM(r->buffer_rings, k);
+        BufRing *b = (BufRing *)PyList_GET_ITEM(r->k.buffer_rings, k);
         if (b->registered && b->bgid == bgid) {
             if (bid < b->count)
                 b->owned[bid] = 1;
             return;
         }
+    }
+}
+
+/* The ring is closing: its buffer rings outlive it as plain memory (views
+ * may still exist), no longer registered and no longer pointing back. */
+void kr_bufrings_detach(SR_Ring *r)
+{
+    Py_ssize_t n = PyList_GET_SIZE(r->k.buffer_rings);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        BufRing *b = (BufRing *)PyList_GET_ITEM(r->k.buffer_rings, k);
+        b->registered = 0;
+        b->ring = NULL;
     }
 }
 
@@ -2353,7 +2176,7 @@ static void bufring_publish(BufRing *b)
     sr_store_release((uint16_t *)(b->ring_mem + IO_URING_BUF_RING_TAIL_OFFSET), b->tail);
 }
 
-static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *kr_register_buffer_ring(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                          PyObject *kwnames)
 {
     static const char *const names[] = {"group_id", "count", "size"};
@@ -2363,7 +2186,7 @@ static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssi
         sr_as_u32(a[0], 0, &bgid, "group_id") < 0 || sr_as_u32(a[1], 0, &count, "count") < 0 ||
         sr_as_u32(a[2], 0, &size, "size") < 0)
         return NULL;
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
     if (bgid > 0xffff || count == 0 || count > 32768 || (count & (count - 1)) || size == 0) {
         PyErr_SetString(PyExc_ValueError,
@@ -2404,14 +2227,14 @@ static PyObject *kr_register_buffer_ring(KRing *r, PyObject *const *args, Py_ssi
     bufring_publish(b);
     struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)b->ring_mem,
                                    .ring_entries = count, .bgid = (uint16_t)bgid};
-    int ret = sr_kring_register(r->k.fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    int ret = sr_kring_register(r->q.fd, IORING_REGISTER_PBUF_RING, &reg, 1);
     if (ret < 0) {
         b->ring = NULL;
         Py_DECREF(b);
         return sr_raise_errno(-ret, "register_buffer_ring");
     }
     b->registered = 1;
-    if (PyList_Append(r->buffer_rings, (PyObject *)b) < 0) {
+    if (PyList_Append(r->k.buffer_rings, (PyObject *)b) < 0) {
         Py_DECREF(b);
         return NULL;
     }
@@ -2499,7 +2322,7 @@ static PyObject *bufring_close(BufRing *b, PyObject *unused)
     if (b->registered && b->ring && !b->ring->closed &&
         b->ring->fork_gen == sr_fork_generation) {
         struct io_uring_buf_reg reg = {.bgid = b->bgid};
-        int ret = sr_kring_register(b->ring->k.fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+        int ret = sr_kring_register(b->ring->q.fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
         if (ret < 0)
             return sr_raise_errno(-ret, "unregister_buffer_ring");
     }
@@ -2573,19 +2396,19 @@ PyTypeObject SR_BufferRingType = {
 /* ------------------------------------------------------------------------ */
 
 /* Where a payload of `len` bytes goes: inline in the SQE or the op's send slot. */
-static int ur_check_payload(KRing *r, Py_ssize_t len)
+static int ur_check_payload(SR_Ring *r, Py_ssize_t len)
 {
-    if ((size_t)len > r->slot_size && len > SR_INLINE_MAX) {
+    if ((size_t)len > r->u.slot_size && len > SR_INLINE_MAX) {
         PyErr_Format(PyExc_ValueError,
                      "payload of %zd bytes exceeds this connection's slot_size (%u); "
                      "put large data in a BufferPool and use prep_call_pool",
-                     len, r->slot_size);
+                     len, r->u.slot_size);
         return -1;
     }
     return 0;
 }
 
-static void ur_fill(KRing *r, struct io_uring_sqe *sqe, uint32_t slot, const void *data,
+static void ur_fill(SR_Ring *r, struct io_uring_sqe *sqe, uint32_t slot, const void *data,
                     Py_ssize_t len, int64_t arg0, int64_t arg1)
 {
     sqe->off = (uint64_t)arg0;
@@ -2597,15 +2420,15 @@ static void ur_fill(KRing *r, struct io_uring_sqe *sqe, uint32_t slot, const voi
         memcpy(sqe->cmd, data, (size_t)len);
         where = SR_PAYLOAD_INLINE;
     } else if (data) {
-        memcpy(r->send_area + (size_t)slot * r->slot_size, data, (size_t)len);
+        memcpy(r->u.send_area + (size_t)slot * r->u.slot_size, data, (size_t)len);
         where = SR_PAYLOAD_SLOT;
     }
     sqe->op_flags = where | SR_OPF_RESULT;
 }
 
-static int ur_only(KRing *r, const char *what)
+static int ur_only(SR_Ring *r, const char *what)
 {
-    if (r->backend != BACKEND_USER) {
+    if (r->backend != SR_BACKEND_USER) {
         PyErr_Format(PyExc_TypeError, "%s is for subsystem connections", what);
         return -1;
     }
@@ -2613,7 +2436,7 @@ static int ur_only(KRing *r, const char *what)
 }
 
 /* prep_call(op, data=None, arg0=0, arg1=0, user_data=None) -> token */
-static PyObject *ur_prep_call(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *ur_prep_call(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
     static const char *const names[] = {"op", "data", "arg0", "arg1", "user_data"};
@@ -2637,7 +2460,7 @@ static PyObject *ur_prep_call(KRing *r, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)op, 0, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, (uint8_t)op, 0, &i);
     if (sqe) {
         /* The payload is copied into shared memory now: the caller's buffer
          * is free again as soon as this returns. */
@@ -2648,13 +2471,13 @@ static PyObject *ur_prep_call(KRing *r, PyObject *const *args, Py_ssize_t nargs,
         PyBuffer_Release(&view);
     if (!sqe)
         return NULL;
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[4], 0));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[4], 0));
 }
 
 /* prep_call_pool(op, buf_index, offset, length, arg0=0, arg1=0, user_data=None)
  * Zero-copy: the payload is bytes [offset, offset+length) of buffer
  * `buf_index` of the BufferPool registered on this connection. */
-static PyObject *ur_prep_call_pool(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *ur_prep_call_pool(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
     static const char *const names[] = {"op", "buf_index", "offset", "length", "arg0",
@@ -2672,18 +2495,18 @@ static PyObject *ur_prep_call_pool(KRing *r, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_ValueError, "op index %u out of range", op);
         return NULL;
     }
-    if (!r->pool_count) {
+    if (!r->u.pool_count) {
         PyErr_SetString(PyExc_ValueError, "no BufferPool is registered on this connection");
         return NULL;
     }
-    if (bidx >= r->pool_count || (uint64_t)off + len > r->pool_size) {
+    if (bidx >= r->u.pool_count || (uint64_t)off + len > r->u.pool_size) {
         PyErr_Format(PyExc_IndexError,
                      "buffer %u [%u, %u+%u) is outside the pool (%llu buffers of %llu bytes)",
-                     bidx, off, off, len, (unsigned long long)r->pool_count,
-                     (unsigned long long)r->pool_size);
+                     bidx, off, off, len, (unsigned long long)r->u.pool_count,
+                     (unsigned long long)r->u.pool_size);
         return NULL;
     }
-    struct io_uring_sqe *sqe = kr_begin(r, (uint8_t)op, 0, &i);
+    struct io_uring_sqe *sqe = sr_ring_begin(r, (uint8_t)op, 0, &i);
     if (!sqe)
         return NULL;
     ur_fill(r, sqe, (uint32_t)i, NULL, 0, arg0, arg1);
@@ -2691,7 +2514,7 @@ static PyObject *ur_prep_call_pool(KRing *r, PyObject *const *args, Py_ssize_t n
     sqe->buf_index = (uint16_t)bidx;
     sqe->file_index = off;
     sqe->op_flags = SR_PAYLOAD_POOL | SR_OPF_RESULT;
-    return PyLong_FromUnsignedLongLong(kr_bind(r, sqe, (uint32_t)i, a[6], 0));
+    return PyLong_FromUnsignedLongLong(sr_ring_bind(r, sqe, (uint32_t)i, a[6], 0));
 }
 
 /* The arguments of the batch call builders, parsed and checked:
@@ -2705,7 +2528,7 @@ typedef struct {
     Py_buffer view;
 } ur_batch_args;
 
-static int ur_parse_batch(KRing *r, const char *fname, const char *what,
+static int ur_parse_batch(SR_Ring *r, const char *fname, const char *what,
                           PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                           ur_batch_args *b)
 {
@@ -2716,13 +2539,13 @@ static int ur_parse_batch(KRing *r, const char *fname, const char *what,
         sr_as_u32(a[0], 0, &b->op, "op") < 0 || sr_as_u32(a[2], 0, &b->size, "size") < 0 ||
         sr_as_i64(a[3] == Py_None ? NULL : a[3], -1, &b->count, "count") < 0 ||
         sr_as_u64(a[4] == Py_None ? NULL : a[4], 0, &b->base, "user_data") < 0 ||
-        ur_only(r, fname) < 0 || kr_check(r) < 0)
+        ur_only(r, fname) < 0 || sr_ring_check(r) < 0)
         return -1;
     if (b->op > 255) {
         PyErr_Format(PyExc_ValueError, "op index %u out of range", b->op);
         return -1;
     }
-    if (r->peer_dead) {
+    if (r->u.peer_dead) {
         ur_refuse_dead(r);
         return -1;
     }
@@ -2744,7 +2567,7 @@ static int ur_parse_batch(KRing *r, const char *fname, const char *what,
 /* prep_calls(op, data, size, count=None, user_data=None) -> count
  * Batch: op k carries data[k*size:(k+1)*size] (inline up to 80 bytes, else in
  * its send slot); user_data None -> k, an int -> user_data + k. */
-static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *ur_prep_calls(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
     ur_batch_args b;
@@ -2754,14 +2577,14 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
     int64_t count = b.count;
     uint64_t base = b.base;
     PyObject *result = NULL;
-    if (ur_check_payload(r, size) < 0 || kr_batch_room(r, count) < 0)
+    if (ur_check_payload(r, size) < 0 || sr_ring_batch_room(r, count) < 0)
         goto out;
-    struct sr_sq *sq = &r->k.sq;
+    struct sr_sq *sq = &r->q.sq;
     uint32_t space = sr_sq_space(sq);
     const char *p = b.view.buf;
     for (int64_t k = 0; k < count; k++) {
         if (space == 0) {
-            if (kr_make_room(r) < 0)
+            if (sr_ring_make_room(r) < 0)
                 goto out;
             space = sr_sq_space(sq);
         }
@@ -2772,7 +2595,7 @@ static PyObject *ur_prep_calls(KRing *r, PyObject *const *args, Py_ssize_t nargs
         sqe->user_data = sr_token(&r->ops, (uint32_t)i);
         r->ops.slots[i].udata = NULL;
         r->ops.slots[i].int_udata = base + (uint64_t)k;
-        kr_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
+        sr_ring_link_in(r, (uint32_t)i);   /* joins a chain the previous op left open */
         r->chain_open = 0;
     }
     r->chain_open = 0;
@@ -2795,7 +2618,7 @@ out:
  * per-call result: an op completes once, res = the number of records it
  * carried (or -errno for all of them).  user_data: None -> op index k,
  * an int -> user_data + k. */
-static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *ur_prep_records(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
     ur_batch_args b;
@@ -2805,32 +2628,32 @@ static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nar
     int64_t count = b.count;
     uint64_t base = b.base;
     PyObject *result = NULL;
-    if (r->opkinds[op] != 2) {
-        PyObject *name = r->opnames ? ur_opname(r, op) : PyLong_FromUnsignedLong(op);
+    if (r->u.opkinds[op] != 2) {
+        PyObject *name = r->u.opnames ? ur_opname(r, op) : PyLong_FromUnsignedLong(op);
         PyErr_Format(PyExc_TypeError,
                      "prep_records needs a vector op (@op(vector=True)); %R is not one",
                      name ? name : Py_None);
         Py_XDECREF(name);
         goto out;
     }
-    if (size == 0 || size > 0xffff || size > r->slot_size) {
+    if (size == 0 || size > 0xffff || size > r->u.slot_size) {
         PyErr_Format(PyExc_ValueError,
                      "record size must be 1..%u bytes (this connection's slot_size, at "
-                     "most 65535)", r->slot_size < 0xffff ? r->slot_size : 0xffff);
+                     "most 65535)", r->u.slot_size < 0xffff ? r->u.slot_size : 0xffff);
         goto out;
     }
-    uint32_t per = r->slot_size / size;             /* records per op */
+    uint32_t per = r->u.slot_size / size;             /* records per op */
     if (per > SR_RECORDS_MAX)
         per = SR_RECORDS_MAX;
     int64_t nops = (count + per - 1) / per;
-    if (kr_batch_room(r, nops) < 0)
+    if (sr_ring_batch_room(r, nops) < 0)
         goto out;
-    struct sr_sq *sq = &r->k.sq;
+    struct sr_sq *sq = &r->q.sq;
     uint32_t space = sr_sq_space(sq);
     const char *p = b.view.buf;
     for (int64_t k = 0; k < nops; k++) {
         if (space == 0) {
-            if (kr_make_room(r) < 0)
+            if (sr_ring_make_room(r) < 0)
                 goto out;
             space = sr_sq_space(sq);
         }
@@ -2846,7 +2669,7 @@ static PyObject *ur_prep_records(KRing *r, PyObject *const *args, Py_ssize_t nar
         sqe->user_data = sr_token(&r->ops, (uint32_t)i);
         r->ops.slots[i].udata = NULL;
         r->ops.slots[i].int_udata = base + (uint64_t)k;
-        kr_link_in(r, (uint32_t)i);
+        sr_ring_link_in(r, (uint32_t)i);
         r->chain_open = 0;
     }
     r->chain_open = 0;
@@ -2859,90 +2682,90 @@ out:
 /* _set_async(on) -> cq eventfd: while on, the server signals the eventfd
  * after every batch of completions it posts (ARMED stays set), which is what
  * an event loop's add_reader needs.  Costs one eventfd write per batch. */
-static PyObject *ur_set_async(KRing *r, PyObject *arg)
+static PyObject *ur_set_async(SR_Ring *r, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
-    if (on < 0 || kr_check(r) < 0)
+    if (on < 0 || sr_ring_check(r) < 0)
         return NULL;
-    r->async_armed = on;
-    sr_store_release(&r->ureg->cq_flags.v, on ? SR_CQ_ARMED : 0);
+    r->u.async_armed = on;
+    sr_store_release(&r->u.ureg->cq_flags.v, on ? SR_CQ_ARMED : 0);
     sr_full_fence();
-    return PyLong_FromLong(r->cq_efd);
+    return PyLong_FromLong(r->u.cq_efd);
 }
 
-static PyObject *ur_get_sock_fd(KRing *r, PyObject *unused)
+static PyObject *ur_get_sock_fd(SR_Ring *r, PyObject *unused)
 {
-    if (kr_check(r) < 0)
+    if (sr_ring_check(r) < 0)
         return NULL;
-    return PyLong_FromLong(r->sock_fd);
+    return PyLong_FromLong(r->u.sock_fd);
 }
 
 /* _set_opnames(tuple_of_str, kinds=b"") -- kinds[i]: handler kind of op i */
-static PyObject *ur_set_opnames(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ur_set_opnames(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2 || !PyTuple_Check(args[0]) ||
         (nargs == 2 && !PyBytes_Check(args[1]))) {
         PyErr_SetString(PyExc_TypeError, "expected a tuple of names (and bytes of kinds)");
         return NULL;
     }
-    Py_XSETREF(r->opnames, Py_NewRef(args[0]));
-    memset(r->opkinds, 0, sizeof(r->opkinds));
+    Py_XSETREF(r->u.opnames, Py_NewRef(args[0]));
+    memset(r->u.opkinds, 0, sizeof(r->u.opkinds));
     if (nargs == 2) {
         Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
-        memcpy(r->opkinds, PyBytes_AS_STRING(args[1]), (size_t)(n < 256 ? n : 256));
+        memcpy(r->u.opkinds, PyBytes_AS_STRING(args[1]), (size_t)(n < 256 ? n : 256));
     }
     Py_RETURN_NONE;
 }
 
 /* _set_pool(count, size): the BufferPool the server accepted (for checks). */
-static PyObject *ur_set_pool(KRing *r, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ur_set_pool(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t count, size;
     if (nargs != 2 || sr_as_u64(args[0], 0, &count, "count") < 0 ||
         sr_as_u64(args[1], 0, &size, "size") < 0 || ur_only(r, "_set_pool") < 0)
         return NULL;
-    r->pool_count = count;
-    r->pool_size = size;
+    r->u.pool_count = count;
+    r->u.pool_size = size;
     Py_RETURN_NONE;
 }
 
-static PyObject *ur_get_wait_mode(KRing *r, void *c)
+static PyObject *ur_get_wait_mode(SR_Ring *r, void *c)
 {
-    return sr_mode_name(r->wait_mode);
+    return sr_mode_name(r->u.wait_mode);
 }
 
-static int ur_set_wait_mode(KRing *r, PyObject *v, void *c)
+static int ur_set_wait_mode(SR_Ring *r, PyObject *v, void *c)
 {
-    if (sr_mode_parse(v, &r->wait_mode) < 0)
+    if (sr_mode_parse(v, &r->u.wait_mode) < 0)
         return -1;
-    if (r->ureg && !r->closed && r->fork_gen == sr_fork_generation)
+    if (r->u.ureg && !r->closed && r->fork_gen == sr_fork_generation)
         ur_publish_stats(r);
     return 0;
 }
 
 /* _wait_stats() -> (poll_hits, sleeps, doorbells) */
-static PyObject *ur_wait_stats(KRing *r, PyObject *unused)
+static PyObject *ur_wait_stats(SR_Ring *r, PyObject *unused)
 {
-    return Py_BuildValue("(KKK)", (unsigned long long)r->st_poll_hits,
-                         (unsigned long long)r->st_sleeps,
-                         (unsigned long long)r->st_doorbells);
+    return Py_BuildValue("(KKK)", (unsigned long long)r->u.st_poll_hits,
+                         (unsigned long long)r->u.st_sleeps,
+                         (unsigned long long)r->u.st_doorbells);
 }
 
-static PyObject *ur_get_spin_us(KRing *r, void *c)
+static PyObject *ur_get_spin_us(SR_Ring *r, void *c)
 {
-    return PyFloat_FromDouble(r->spin_ns / 1000.0);
+    return PyFloat_FromDouble(r->u.spin_ns / 1000.0);
 }
 
-static int ur_set_spin_us(KRing *r, PyObject *v, void *c)
+static int ur_set_spin_us(SR_Ring *r, PyObject *v, void *c)
 {
-    return sr_spin_us_parse(v, &r->spin_ns);
+    return sr_spin_us_parse(v, &r->u.spin_ns);
 }
 
-static PyObject *ur_get_peer_dead(KRing *r, void *c)
+static PyObject *ur_get_peer_dead(SR_Ring *r, void *c)
 {
-    if (r->backend == BACKEND_USER && !r->closed && !r->peer_dead)
+    if (r->backend == SR_BACKEND_USER && !r->closed && !r->u.peer_dead)
         ur_peer_gone(r);
-    return PyBool_FromLong(r->peer_dead != 0);
+    return PyBool_FromLong(r->u.peer_dead != 0);
 }
 
 /* Live user rings.  A forked child must not keep the parent's connection
@@ -2950,38 +2773,38 @@ static PyObject *ur_get_peer_dead(KRing *r, void *c)
  * attach socket is how it learns that its client is gone).  The atfork child
  * handler closes them; the ring objects in the child then refuse to work
  * (fork generation) like every other ring. */
-static KRing *user_rings;
+static SR_Ring *user_rings;
 
-static void ur_link(KRing *r)
+static void ur_link(SR_Ring *r)
 {
-    r->fork_prev = NULL;
-    r->fork_next = user_rings;
+    r->u.fork_prev = NULL;
+    r->u.fork_next = user_rings;
     if (user_rings)
-        user_rings->fork_prev = r;
+        user_rings->u.fork_prev = r;
     user_rings = r;
 }
 
-static void ur_unlink(KRing *r)
+static void ur_unlink(SR_Ring *r)
 {
-    KRing *p = r->fork_prev, *n = r->fork_next;
-    if (p) p->fork_next = n; else if (user_rings == r) user_rings = n;
-    if (n) n->fork_prev = p;
-    r->fork_prev = r->fork_next = NULL;
+    SR_Ring *p = r->u.fork_prev, *n = r->u.fork_next;
+    if (p) p->u.fork_next = n; else if (user_rings == r) user_rings = n;
+    if (n) n->u.fork_prev = p;
+    r->u.fork_prev = r->u.fork_next = NULL;
 }
 
 void sr_user_rings_after_fork(void)
 {
-    for (KRing *r = user_rings; r; r = r->fork_next) {
-        close(r->sock_fd);
-        close(r->doorbell_fd);
-        close(r->cq_efd);
-        r->sock_fd = r->doorbell_fd = r->cq_efd = -1;
+    for (SR_Ring *r = user_rings; r; r = r->u.fork_next) {
+        close(r->u.sock_fd);
+        close(r->u.doorbell_fd);
+        close(r->u.cq_efd);
+        r->u.sock_fd = r->u.doorbell_fd = r->u.cq_efd = -1;
     }
 }
 
 /* UserRing(region_fd, doorbell_fd, cq_efd, sock_fd): takes ownership of the
  * four fds (they are closed with the ring, also on failure). */
-static int ur_init(KRing *r, PyObject *args, PyObject *kw)
+static int ur_init(SR_Ring *r, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"region_fd", "doorbell_fd", "cq_efd", "sock_fd", NULL};
     int rfd, dfd, cfd, sfd;
@@ -3025,11 +2848,11 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
         why = "region header is invalid (version mismatch or corrupt)";
         goto bad;
     }
-    memset(&r->k, 0, sizeof(r->k));
-    r->k.fd = -1;
-    r->k.sq_map = base;
-    r->k.sq_map_len = size;
-    struct sr_sq *sq = &r->k.sq;
+    memset(&r->q, 0, sizeof(r->q));
+    r->q.fd = -1;
+    r->q.sq_map = base;
+    r->q.sq_map_len = size;
+    struct sr_sq *sq = &r->q.sq;
     sq->khead = &g->sq_head.v;
     sq->ktail = &g->sq_tail.v;
     sq->kflags = &g->sq_flags.v;
@@ -3040,7 +2863,7 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
     sq->published = sq->sqe_tail;   /* from here on, never read back */
     sq->head_cache = sr_load_acquire(sq->khead);
     sq->sqe_shift = 1;
-    struct sr_cq *cq = &r->k.cq;
+    struct sr_cq *cq = &r->q.cq;
     cq->khead = &g->cq_head.v;
     r->cq_head = sr_load_relaxed(cq->khead);   /* read once, at attach */
     cq->ktail = &g->cq_tail.v;
@@ -3059,25 +2882,19 @@ static int ur_init(KRing *r, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
         goto fail;
     }
-    r->buffer_rings = PyList_New(0);
-    if (!r->buffer_rings) {
-        sr_optable_free(&r->ops);
-        munmap(base, (size_t)size);
-        goto fail;
-    }
     close(rfd);   /* the mapping keeps the memory */
-    r->ureg = g;
-    r->ureg_len = size;
-    r->send_area = (uint8_t *)base + g->send_off;
-    r->result_area = (uint8_t *)base + g->result_off;
-    r->slot_size = ss;
-    r->doorbell_fd = dfd;
-    r->cq_efd = cfd;
-    r->sock_fd = sfd;
-    r->backend = BACKEND_USER;
+    r->u.ureg = g;
+    r->u.ureg_len = size;
+    r->u.send_area = (uint8_t *)base + g->send_off;
+    r->u.result_area = (uint8_t *)base + g->result_off;
+    r->u.slot_size = ss;
+    r->u.doorbell_fd = dfd;
+    r->u.cq_efd = cfd;
+    r->u.sock_fd = sfd;
+    r->backend = SR_BACKEND_USER;
     ur_link(r);
-    r->wait_mode = WAIT_HYBRID;
-    r->spin_ns = 50000;
+    r->u.wait_mode = SR_MODE_HYBRID;
+    r->u.spin_ns = 50000;
     ur_publish_stats(r);
     r->fork_gen = sr_fork_generation;
     r->initialized = 1;
@@ -3099,19 +2916,19 @@ fail:
 /* lifecycle                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static PyObject *kr_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+PyObject *sr_ring_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    KRing *r = (KRing *)type->tp_alloc(type, 0);
+    SR_Ring *r = (SR_Ring *)type->tp_alloc(type, 0);
     if (!r)
         return NULL;
-    r->k.fd = -1;
-    r->doorbell_fd = r->cq_efd = r->sock_fd = -1;
+    r->q.fd = -1;
+    r->u.doorbell_fd = r->u.cq_efd = r->u.sock_fd = -1;
     r->closed = 1;
     r->fork_gen = sr_fork_generation;
     return (PyObject *)r;
 }
 
-static int kr_init(KRing *r, PyObject *args, PyObject *kw)
+static int kr_init(SR_Ring *r, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"entries", "cq_entries", "flags", "sq_thread_cpu",
                              "sq_thread_idle", "max_inflight", "try_flags", NULL};
@@ -3157,7 +2974,7 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
         }
         p.sq_thread_idle = idle;
         Py_BEGIN_ALLOW_THREADS
-        ret = sr_kring_setup(&r->k, entries, &p);
+        ret = sr_kring_setup(&r->q, entries, &p);
         Py_END_ALLOW_THREADS
         /* Optional flags (e.g. NO_SQARRAY on kernels before 6.6) are dropped
          * one at a time on EINVAL. */
@@ -3190,30 +3007,30 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
             sr_raise_errno(-ret, "io_uring_setup");
         return -1;
     }
-    uint32_t nslots = max_inflight ? max_inflight : r->k.cq.entries;
+    uint32_t nslots = max_inflight ? max_inflight : r->q.cq.entries;
     if (sr_optable_init(&r->ops, nslots) < 0) {
-        sr_kring_teardown(&r->k, 1);
+        sr_kring_teardown(&r->q, 1);
         return -1;
     }
     r->synth = PyMem_Calloc((size_t)nslots * 2, sizeof(uint64_t));
     if (!r->synth) {
         sr_optable_free(&r->ops);
-        sr_kring_teardown(&r->k, 1);
+        sr_kring_teardown(&r->q, 1);
         PyErr_NoMemory();
         return -1;
     }
-    r->buffer_rings = PyList_New(0);
-    if (!r->buffer_rings) {
+    r->k.buffer_rings = PyList_New(0);
+    if (!r->k.buffer_rings) {
         sr_optable_free(&r->ops);
-        sr_kring_teardown(&r->k, 1);
+        sr_kring_teardown(&r->q, 1);
         return -1;
     }
-    r->cq_head = sr_load_relaxed(r->k.cq.khead);   /* 0 for a new ring */
+    r->cq_head = sr_load_relaxed(r->q.cq.khead);   /* 0 for a new ring */
     if (getrandom(&r->ud_key, sizeof(r->ud_key), GRND_NONBLOCK) != sizeof(r->ud_key))
-        r->ud_key = (uint64_t)monotonic_ns() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
-    r->sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
-    r->defer_taskrun = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
-    r->taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
+        r->ud_key = (uint64_t)sr_now_ns() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
+    r->k.sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
+    r->k.defer_taskrun = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+    r->k.taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
     r->fork_gen = sr_fork_generation;
     r->initialized = 1;
     r->closed = 0;
@@ -3222,34 +3039,34 @@ static int kr_init(KRing *r, PyObject *args, PyObject *kw)
 
 /* Cancel everything in flight and reap until the kernel has posted every
  * final CQE or `timeout_ns` passed.  Returns the number still in flight. */
-static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
+static uint32_t kr_drain(SR_Ring *r, int64_t timeout_ns)
 {
     /* A link chain still open (its last op carries LINK) would take the
      * cancel below in as its next member: the cancel would wait for the
      * chain (a blocked read, say) instead of cancelling it.  Withdraw it:
      * closing cancels it anyway, and unsubmitted ops need not run. */
     if (r->chain_open)
-        kr_withdraw_chain(r);
-    else if (r->k.sq.sqe_tail != kr_sq_published(r)) {
+        sr_ring_withdraw_chain(r);
+    else if (r->q.sq.sqe_tail != sr_ring_sq_published(r)) {
         /* Belt and braces: the last unpublished SQE must not carry LINK
          * either (it is still ours to edit). */
-        struct sr_sq *q = &r->k.sq;
+        struct sr_sq *q = &r->q.sq;
         struct io_uring_sqe *last = (struct io_uring_sqe *)(q->sqes +
             ((size_t)((q->sqe_tail - 1) & q->mask) << (6 + q->sqe_shift)));
         last->flags &= (uint8_t)~(IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
     }
-    kr_drop_synth(r);
+    sr_ring_drop_synth(r);
     if (!r->ops.live)
         return 0;
-    int64_t deadline = monotonic_ns() + timeout_ns;
-    struct sr_sq *sq = &r->k.sq;
-    struct sr_cq *cq = &r->k.cq;
+    int64_t deadline = sr_now_ns() + timeout_ns;
+    struct sr_sq *sq = &r->q.sq;
+    struct sr_cq *cq = &r->q.cq;
     int cancel_sent = 0;
     int64_t last_cancel = 0;
     /* Ops prepared but not yet submitted: submit them (as they are) so that
      * they, too, end with a CQE; the cancel below catches them. */
     while (r->ops.live) {
-        if (!cancel_sent && !r->no_sync_cancel) {
+        if (!cancel_sent && !r->k.no_sync_cancel) {
             /* Preferred: cancel everything with IORING_REGISTER_SYNC_CANCEL.
              * A cancel *SQE* is ordered like any other: behind a DRAIN op
              * (which waits for the very op to be cancelled) or inside a
@@ -3264,24 +3081,24 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
             sc.timeout.tv_nsec = 0;
             int ret;
             Py_BEGIN_ALLOW_THREADS
-            if (!r->sqpoll && pending)
-                sr_kring_enter(&r->k, pending, 0, 0, -1);
-            else if (r->sqpoll && pending && sr_sq_needs_wakeup(sq))
-                sr_kring_enter(&r->k, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
-            ret = sr_kring_register(r->k.fd, IORING_REGISTER_SYNC_CANCEL, &sc, 1);
+            if (!r->k.sqpoll && pending)
+                sr_kring_enter(&r->q, pending, 0, 0, -1);
+            else if (r->k.sqpoll && pending && sr_sq_needs_wakeup(sq))
+                sr_kring_enter(&r->q, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
+            ret = sr_kring_register(r->q.fd, IORING_REGISTER_SYNC_CANCEL, &sc, 1);
             Py_END_ALLOW_THREADS
             if (ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOSYS) {
-                r->no_sync_cancel = 1;   /* before 5.19: the SQE path below */
+                r->k.no_sync_cancel = 1;   /* before 5.19: the SQE path below */
             } else {
                 cancel_sent = 1;
-                last_cancel = monotonic_ns();
+                last_cancel = sr_now_ns();
             }
         }
         if (!cancel_sent) {
             uint32_t space = sr_sq_space(sq);
             if (space == 0) {
                 kr_publish(r);
-                sr_kring_enter(&r->k, kr_sq_published(r) - sr_load_acquire(sq->khead),
+                sr_kring_enter(&r->q, sr_ring_sq_published(r) - sr_load_acquire(sq->khead),
                                0, 0, -1);
                 space = sr_sq_space(sq);
             }
@@ -3293,35 +3110,35 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
                 /* internal: decodes to token 0, never issued (optable.h) */
                 sqe->user_data = r->ud_key;
                 cancel_sent = 1;
-                last_cancel = monotonic_ns();
+                last_cancel = sr_now_ns();
             }
         }
-        int64_t left = deadline - monotonic_ns();
+        int64_t left = deadline - sr_now_ns();
         if (left <= 0)
             break;
         uint32_t pending = kr_publish(r);
         uint32_t flags = IORING_ENTER_GETEVENTS;
-        if (r->sqpoll && pending && sr_sq_needs_wakeup(sq))
+        if (r->k.sqpoll && pending && sr_sq_needs_wakeup(sq))
             flags |= IORING_ENTER_SQ_WAKEUP;
         int ret;
         Py_BEGIN_ALLOW_THREADS
-        ret = sr_kring_enter(&r->k, r->sqpoll ? 0 : pending, 1, flags,
+        ret = sr_kring_enter(&r->q, r->k.sqpoll ? 0 : pending, 1, flags,
                              left > 50000000 ? 50000000 : left);
         Py_END_ALLOW_THREADS
         (void)ret;
-        uint32_t head = kr_cq_head(r);
+        uint32_t head = sr_ring_cq_head(r);
         uint32_t ready = sr_cq_ready(cq, head);
         for (; ready; ready--, head++) {
             const struct io_uring_cqe *cqe = sr_cq_at(cq, head);
-            int64_t i = kr_find(r, cqe->user_data);
+            int64_t i = sr_ring_find(r, cqe->user_data);
             if (i >= 0 && !(cqe->flags & IORING_CQE_F_MORE))
-                kr_retire(r, (uint32_t)i);
+                sr_ring_retire(r, (uint32_t)i);
         }
-        kr_cq_release(r, head);
-        kr_drop_synth(r);
+        sr_ring_cq_release(r, head);
+        sr_ring_drop_synth(r);
         /* Ops that were not cancellable at that instant (e.g. just being
          * issued) get another cancel every 100 ms. */
-        if (r->ops.live && monotonic_ns() - last_cancel > 100000000)
+        if (r->ops.live && sr_now_ns() - last_cancel > 100000000)
             cancel_sent = 0;
     }
     return r->ops.live;
@@ -3331,7 +3148,7 @@ static uint32_t kr_drain(KRing *r, int64_t timeout_ns)
  * kept alive forever rather than freed under the kernel. */
 static PyObject *leaked_pins;
 
-static void kr_leak_live(KRing *r)
+static void kr_leak_live(SR_Ring *r)
 {
     if (!leaked_pins)
         leaked_pins = PyList_New(0);
@@ -3349,35 +3166,37 @@ static void kr_leak_live(KRing *r)
         if (s->udata && leaked_pins)
             PyList_Append(leaked_pins, s->udata);
     }
-    for (uint32_t k = 0; k < r->nregbufs; k++)
-        r->regbufs[k].obj = NULL;  /* same for registered buffers */
+    for (uint32_t k = 0; k < r->k.nregbufs; k++)
+        r->k.regbufs[k].obj = NULL;  /* same for registered buffers */
 }
 
-static void kr_do_close(KRing *r, int64_t timeout_ns)
+/* User backend, close() first half.  Nothing of ours can be written by the
+ * server after this: it only ever writes the shared region (which it keeps
+ * mapped on its side) and registered pools (shared memfds).  Closing the
+ * socket is how the server learns we are gone. */
+void ur_close_io(SR_Ring *r)
 {
-    if (r->closed)
-        return;
-    r->closed = 1;
-    if (r->backend == BACKEND_USER) {
-        /* Nothing of ours can be written by the server after this: it only
-         * ever writes the shared region (which it keeps mapped on its side)
-         * and registered pools (shared memfds).  Closing the socket is how the
-         * server learns we are gone. */
-        if (r->ureg && r->fork_gen == sr_fork_generation)
-            munmap(r->ureg, r->ureg_len);   /* (not mapped in a forked child) */
-        r->ureg = NULL;
-        r->k.sq_map = NULL;
-        ur_unlink(r);
-        if (r->doorbell_fd >= 0) close(r->doorbell_fd);
-        if (r->cq_efd >= 0) close(r->cq_efd);
-        if (r->sock_fd >= 0) close(r->sock_fd);
-        r->doorbell_fd = r->cq_efd = r->sock_fd = -1;
-    } else if (r->fork_gen != sr_fork_generation) {
+    if (r->u.ureg && r->fork_gen == sr_fork_generation)
+        munmap(r->u.ureg, r->u.ureg_len);   /* (not mapped in a forked child) */
+    r->u.ureg = NULL;
+    r->q.sq_map = NULL;
+    ur_unlink(r);
+    if (r->u.doorbell_fd >= 0) close(r->u.doorbell_fd);
+    if (r->u.cq_efd >= 0) close(r->u.cq_efd);
+    if (r->u.sock_fd >= 0) close(r->u.sock_fd);
+    r->u.doorbell_fd = r->u.cq_efd = r->u.sock_fd = -1;
+}
+
+/* Kernel backend, close() first half: cancel and drain what is in flight,
+ * then unmap and close the ring. */
+void kr_close_io(SR_Ring *r, int64_t timeout_ns)
+{
+    if (r->fork_gen != sr_fork_generation) {
         /* Forked child: the parent owns the in-flight ops and the rings (not
          * even mapped here: MADV_DONTFORK).  Drop our fd and our copies. */
-        close(r->k.fd);
-        r->k.fd = -1;
-        r->k.sq_map = r->k.cq_map = r->k.sqe_map = NULL;
+        close(r->q.fd);
+        r->q.fd = -1;
+        r->q.sq_map = r->q.cq_map = r->q.sqe_map = NULL;
     } else {
         uint32_t left = kr_drain(r, timeout_ns);
         if (left) {
@@ -3387,12 +3206,30 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
                              left);
             kr_leak_live(r);
         }
-        sr_kring_teardown(&r->k, 1);
+        sr_kring_teardown(&r->q, 1);
     }
-    if (r->own_eventfd > 0) {
-        close(r->own_eventfd);
-        r->own_eventfd = 0;
+    if (r->k.own_eventfd > 0) {
+        close(r->k.own_eventfd);
+        r->k.own_eventfd = 0;
     }
+}
+
+/* Kernel backend, close() second half (after the op table is freed). */
+void kr_release(SR_Ring *r)
+{
+    kr_release_regbufs(r);
+    if (r->k.buffer_rings) {
+        kr_bufrings_detach(r);
+        Py_CLEAR(r->k.buffer_rings);
+    }
+}
+
+static void sr_ring_do_close(SR_Ring *r, int64_t timeout_ns)
+{
+    if (r->closed)
+        return;
+    r->closed = 1;
+    sr_be_close_io(r, timeout_ns);
     /* Park what the slots hold (sr_slot_clear), then release it all at once
      * in sr_optable_free: a finalizer that runs then finds the ring closed,
      * not a table half torn down. */
@@ -3404,27 +3241,18 @@ static void kr_do_close(KRing *r, int64_t timeout_ns)
     PyMem_Free(r->synth);
     r->synth = NULL;
     r->nsynth = 0;
-    release_regbufs(r);
-    if (r->buffer_rings) {
-        Py_ssize_t n = PyList_GET_SIZE(r->buffer_rings);
-        for (Py_ssize_t k = 0; k < n; k++) {
-            BufRing *b = (BufRing *)PyList_GET_ITEM(r->buffer_rings, k);
-            b->registered = 0;
-            b->ring = NULL;
-        }
-        Py_CLEAR(r->buffer_rings);
-    }
+    sr_be_release(r);
 }
 
 /* close(timeout=5.0) */
-static PyObject *kr_close(KRing *r, PyObject *const *args, Py_ssize_t nargs,
+PyObject *sr_ring_close(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames)
 {
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
     int64_t ts;
     if (sr_parse("close", args, nargs, kwnames, names, 1, 0, a) < 0 ||
-        parse_timeout(a[0] ? a[0] : NULL, &ts) < 0)
+        sr_parse_timeout(a[0] ? a[0] : NULL, &ts) < 0)
         return NULL;
     if (!a[0])
         ts = 5000000000LL;
@@ -3436,7 +3264,7 @@ static PyObject *kr_close(KRing *r, PyObject *const *args, Py_ssize_t nargs,
                         "out) before closing");
         return NULL;
     }
-    kr_do_close(r, ts);
+    sr_ring_do_close(r, ts);
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
@@ -3447,10 +3275,10 @@ static PyObject *kr_close(KRing *r, PyObject *const *args, Py_ssize_t nargs,
  * a bound method of the object owning the ring) can then be collected.
  * Collecting it closes it -- cancel, wait for the final completions, then
  * release -- exactly as dropping the last reference does. */
-static int kr_traverse(KRing *r, visitproc visit, void *arg)
+int sr_ring_traverse(SR_Ring *r, visitproc visit, void *arg)
 {
-    Py_VISIT(r->buffer_rings);
-    Py_VISIT(r->opnames);
+    Py_VISIT(r->k.buffer_rings);
+    Py_VISIT(r->u.opnames);
     if (!r->closed && r->ops.slots) {
         for (uint32_t k = 0; k < r->ops.nslots; k++) {
             sr_slot *s = &r->ops.slots[k];
@@ -3465,7 +3293,7 @@ static int kr_traverse(KRing *r, visitproc visit, void *arg)
     return 0;
 }
 
-static int kr_clear(KRing *r)
+int sr_ring_clear(SR_Ring *r)
 {
     if (!r->closed && !r->in_enter) {
         PyObject *et, *ev, *tb;
@@ -3474,16 +3302,16 @@ static int kr_clear(KRing *r)
             PyErr_WarnFormat(PyExc_ResourceWarning, 1,
                              "unreachable %s with %u ops in flight closed by the "
                              "garbage collector", Py_TYPE(r)->tp_name, r->ops.live);
-        kr_do_close(r, 1000000000LL);
+        sr_ring_do_close(r, 1000000000LL);
         if (PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)r);
         PyErr_Restore(et, ev, tb);
     }
-    Py_CLEAR(r->opnames);
+    Py_CLEAR(r->u.opnames);
     return 0;
 }
 
-static void kr_dealloc(KRing *r)
+void sr_ring_dealloc(SR_Ring *r)
 {
     PyObject_GC_UnTrack(r);
     if (r->weakreflist)
@@ -3494,13 +3322,13 @@ static void kr_dealloc(KRing *r)
         if (r->ops.live && r->fork_gen == sr_fork_generation)
             PyErr_WarnFormat(PyExc_ResourceWarning, 1, "unclosed %s with %u ops in flight",
                              Py_TYPE(r)->tp_name, r->ops.live);
-        kr_do_close(r, 1000000000LL);
+        sr_ring_do_close(r, 1000000000LL);
         if (PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)r);
         PyErr_Restore(et, ev, tb);
     }
-    Py_CLEAR(r->buffer_rings);
-    Py_CLEAR(r->opnames);
+    Py_CLEAR(r->k.buffer_rings);
+    Py_CLEAR(r->u.opnames);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -3510,7 +3338,7 @@ static void kr_dealloc(KRing *r)
 
 /* _live_user_data() -> list: the user_data of every op still in flight (for
  * adapters that must fail what they were waiting for when they give up). */
-static PyObject *kr_live_user_data(KRing *r, PyObject *unused)
+PyObject *sr_ring_live_user_data(SR_Ring *r, PyObject *unused)
 {
     PyObject *out = PyList_New(0);
     if (!out || r->closed)
@@ -3531,79 +3359,87 @@ static PyObject *kr_live_user_data(KRing *r, PyObject *unused)
     return out;
 }
 
-static PyObject *kr_stats(KRing *r, PyObject *unused)
+PyObject *ur_stats_dict(SR_Ring *r)
+{
+    return Py_BuildValue("{sKsKsIsKsKsK}",
+                         "submitted", (unsigned long long)r->st_submitted,
+                         "completed", (unsigned long long)r->st_completed,
+                         "inflight", r->ops.live,
+                         "sleeps", (unsigned long long)r->u.st_sleeps,
+                         "doorbells", (unsigned long long)r->u.st_doorbells,
+                         "sq_full_flushes", (unsigned long long)r->st_sq_full_flushes);
+}
+
+PyObject *kr_stats_dict(SR_Ring *r)
 {
     uint32_t dropped = 0, overflow = 0;
-    if (!r->closed && r->fork_gen == sr_fork_generation && r->backend == BACKEND_KERNEL) {
-        dropped = sr_load_relaxed(r->k.sq.kdropped);
-        overflow = sr_load_relaxed(r->k.cq.koverflow);
+    if (!r->closed && r->fork_gen == sr_fork_generation) {
+        dropped = sr_load_relaxed(r->q.sq.kdropped);
+        overflow = sr_load_relaxed(r->q.cq.koverflow);
     }
-    if (r->backend == BACKEND_USER)
-        return Py_BuildValue("{sKsKsIsKsKsK}",
-                             "submitted", (unsigned long long)r->st_submitted,
-                             "completed", (unsigned long long)r->st_completed,
-                             "inflight", r->ops.live,
-                             "sleeps", (unsigned long long)r->st_sleeps,
-                             "doorbells", (unsigned long long)r->st_doorbells,
-                             "sq_full_flushes", (unsigned long long)r->st_sq_full_flushes);
     return Py_BuildValue("{sKsKsIsKsKsKsKsIsI}",
                          "submitted", (unsigned long long)r->st_submitted,
                          "completed", (unsigned long long)r->st_completed,
                          "inflight", r->ops.live,
                          "enter_calls", (unsigned long long)r->st_enters,
-                         "overflow_events", (unsigned long long)r->st_overflow,
+                         "overflow_events", (unsigned long long)r->k.st_overflow,
                          "foreign_completions", (unsigned long long)r->st_foreign,
                          "sq_full_flushes", (unsigned long long)r->st_sq_full_flushes,
                          "sq_dropped", dropped, "cq_dropped", overflow);
 }
 
-static PyObject *kr_get_fd(KRing *r, void *c) { return PyLong_FromLong(r->k.fd); }
-static PyObject *kr_get_closed(KRing *r, void *c)
+PyObject *sr_ring_stats(SR_Ring *r, PyObject *unused)
+{
+    return sr_be_stats(r);
+}
+
+static PyObject *kr_get_fd(SR_Ring *r, void *c) { return PyLong_FromLong(r->q.fd); }
+PyObject *sr_ring_get_closed(SR_Ring *r, void *c)
 {
     return PyBool_FromLong(r->closed || r->fork_gen != sr_fork_generation);
 }
-static PyObject *kr_get_sq_entries(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.sq.entries); }
-static PyObject *kr_get_cq_entries(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.cq.entries); }
-static PyObject *kr_get_setup_flags(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.setup_flags); }
-static PyObject *kr_get_features(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->k.features); }
-static PyObject *kr_get_inflight(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->ops.live); }
-static PyObject *kr_get_max_inflight(KRing *r, void *c) { return PyLong_FromUnsignedLong(r->ops.nslots); }
-static PyObject *kr_get_cq_ready(KRing *r, void *c)
+PyObject *sr_ring_get_sq_entries(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->q.sq.entries); }
+PyObject *sr_ring_get_cq_entries(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->q.cq.entries); }
+static PyObject *kr_get_setup_flags(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->q.setup_flags); }
+static PyObject *kr_get_features(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->q.features); }
+PyObject *sr_ring_get_inflight(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->ops.live); }
+PyObject *sr_ring_get_max_inflight(SR_Ring *r, void *c) { return PyLong_FromUnsignedLong(r->ops.nslots); }
+PyObject *sr_ring_get_cq_ready(SR_Ring *r, void *c)
 {
-    if (kr_check(r) < 0) return NULL;
+    if (sr_ring_check(r) < 0) return NULL;
     /* made-up completions (owed ops) are ready to reap too */
-    return PyLong_FromUnsignedLong(kr_cq_ready(r) + r->ops.owed_live);
+    return PyLong_FromUnsignedLong(sr_ring_cq_ready(r) + r->ops.owed_live);
 }
-static PyObject *kr_get_sq_space(KRing *r, void *c)
+PyObject *sr_ring_get_sq_space(SR_Ring *r, void *c)
 {
-    if (kr_check(r) < 0) return NULL;
-    return PyLong_FromUnsignedLong(sr_sq_space_now(&r->k.sq));
+    if (sr_ring_check(r) < 0) return NULL;
+    return PyLong_FromUnsignedLong(sr_sq_space_now(&r->q.sq));
 }
-static PyObject *kr_get_sq_pending(KRing *r, void *c)
+PyObject *sr_ring_get_sq_pending(SR_Ring *r, void *c)
 {
-    if (kr_check(r) < 0) return NULL;
-    return PyLong_FromUnsignedLong(r->k.sq.sqe_tail - sr_load_acquire(r->k.sq.khead));
+    if (sr_ring_check(r) < 0) return NULL;
+    return PyLong_FromUnsignedLong(r->q.sq.sqe_tail - sr_load_acquire(r->q.sq.khead));
 }
-static PyObject *kr_get_registered_buffers(KRing *r, void *c)
+static PyObject *kr_get_registered_buffers(SR_Ring *r, void *c)
 {
-    return PyLong_FromUnsignedLong(r->nregbufs);
+    return PyLong_FromUnsignedLong(r->k.nregbufs);
 }
-static PyObject *kr_get_sqe_size(KRing *r, void *c) { return PyLong_FromLong(64 << r->k.sq.sqe_shift); }
-static PyObject *kr_get_cqe_size(KRing *r, void *c) { return PyLong_FromLong(16 << r->k.cq.cqe_shift); }
+static PyObject *kr_get_sqe_size(SR_Ring *r, void *c) { return PyLong_FromLong(64 << r->q.sq.sqe_shift); }
+static PyObject *kr_get_cqe_size(SR_Ring *r, void *c) { return PyLong_FromLong(16 << r->q.cq.cqe_shift); }
 
 static PyGetSetDef kr_getset[] = {
     {"fd", (getter)kr_get_fd, NULL, "The io_uring file descriptor."},
     {"eventfd", (getter)kr_get_eventfd, NULL, "The eventfd from enable_eventfd(), or None."},
-    {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
-    {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size granted by the kernel."},
-    {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size granted by the kernel."},
+    {"closed", (getter)sr_ring_get_closed, NULL, "True after close() (or in a forked child)."},
+    {"sq_entries", (getter)sr_ring_get_sq_entries, NULL, "SQ size granted by the kernel."},
+    {"cq_entries", (getter)sr_ring_get_cq_entries, NULL, "CQ size granted by the kernel."},
     {"setup_flags", (getter)kr_get_setup_flags, NULL, "IORING_SETUP_* flags in effect."},
     {"features", (getter)kr_get_features, NULL, "IORING_FEAT_* bits reported by the kernel."},
-    {"inflight", (getter)kr_get_inflight, NULL, "Ops prepared and not yet finally completed."},
-    {"max_inflight", (getter)kr_get_max_inflight, NULL, "Cap on ops in flight."},
-    {"cq_ready", (getter)kr_get_cq_ready, NULL, "Completions ready to reap now."},
-    {"sq_space", (getter)kr_get_sq_space, NULL, "Free SQ entries."},
-    {"sq_pending", (getter)kr_get_sq_pending, NULL,
+    {"inflight", (getter)sr_ring_get_inflight, NULL, "Ops prepared and not yet finally completed."},
+    {"max_inflight", (getter)sr_ring_get_max_inflight, NULL, "Cap on ops in flight."},
+    {"cq_ready", (getter)sr_ring_get_cq_ready, NULL, "Completions ready to reap now."},
+    {"sq_space", (getter)sr_ring_get_sq_space, NULL, "Free SQ entries."},
+    {"sq_pending", (getter)sr_ring_get_sq_pending, NULL,
      "SQEs prepared (or published) that the kernel has not consumed yet."},
     {"registered_buffers", (getter)kr_get_registered_buffers, NULL,
      "Size of the registered-buffer table (0: none)."},
@@ -3612,66 +3448,65 @@ static PyGetSetDef kr_getset[] = {
     {NULL}
 };
 
-#define FAST(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL | METH_KEYWORDS, doc}
 
 /* Docstrings carry a text signature ("name($self, ...)\n--\n\n") so that
  * inspect.signature() and help() show the real parameters. */
 static PyMethodDef kr_methods[] = {
-    FAST("prep_nop", kr_prep_nop,
+    SR_FAST("prep_nop", sr_ring_prep_nop,
          "prep_nop($self, /, user_data=None, flags=0)\n--\n\n"
          "Prepare a NOP.  Returns the op's token (unique among ops in flight).\n"
          "`flags` are SQE flags (SQE.LINK, ...)."),
-    FAST("prep_read", kr_prep_read,
+    SR_FAST("prep_read", kr_prep_read,
          "prep_read($self, /, fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0)\n--\n\n"
          "Read len(buf) bytes into the writable buffer `buf` (pinned until the op's final\n"
          "completion) at `offset` (-1: the fd's position).  Returns the token."),
-    FAST("prep_write", kr_prep_write,
+    SR_FAST("prep_write", kr_prep_write,
          "prep_write($self, /, fd, buf, offset=-1, user_data=None, flags=0, rw_flags=0)\n--\n\n"
          "Write the bytes of `buf` (pinned until the final completion) at `offset`\n"
          "(-1: the fd's position).  Returns the token."),
-    FAST("prep_read_fixed", kr_prep_read_fixed,
+    SR_FAST("prep_read_fixed", kr_prep_read_fixed,
          "prep_read_fixed($self, /, fd, buf_index, offset, nbytes, buf_offset=0, "
          "user_data=None, flags=0)\n--\n\n"
          "Read `nbytes` into registered buffer `buf_index` at `buf_offset`.  Returns the token."),
-    FAST("prep_write_fixed", kr_prep_write_fixed,
+    SR_FAST("prep_write_fixed", kr_prep_write_fixed,
          "prep_write_fixed($self, /, fd, buf_index, offset, nbytes, buf_offset=0, "
          "user_data=None, flags=0)\n--\n\n"
          "Write `nbytes` from registered buffer `buf_index` at `buf_offset`.  Returns the token."),
-    FAST("prep_sqe", kr_prep_sqe,
+    SR_FAST("prep_sqe", kr_prep_sqe,
          "prep_sqe($self, /, opcode, fd=-1, addr=0, len=0, off=0, op_flags=0, flags=0, "
          "ioprio=0, buf_index=0, file_index=0, addr3=0, user_data=None, keep=None, cmd=None, "
          "multishot=False)\n--\n\n"
          "Generic SQE.  `keep` is held until the op's final completion: pass the Pin of\n"
          "every address you put in the SQE.  For ASYNC_CANCEL, TIMEOUT_REMOVE and\n"
          "POLL_REMOVE, `addr` is the target op's token.  Returns the token."),
-    FAST("prep_nops", kr_prep_nops,
+    SR_FAST("prep_nops", sr_ring_prep_nops,
          "prep_nops($self, /, count, user_data=0, flags=0)\n--\n\n"
          "Batch: `count` NOPs with user_data user_data + k.  Returns count.  If another\n"
          "thread takes the free slots while a full SQ is submitted mid-batch, raises\n"
          "RingFullError whose `prepared` says how many were prepared (they complete)."),
-    FAST("prep_reads", kr_prep_reads,
+    SR_FAST("prep_reads", kr_prep_reads,
          "prep_reads($self, /, fd, buf, size, offsets, user_data=None, flags=0)\n--\n\n"
          "Batch: op k reads buf[k*size:(k+1)*size] from offsets[k]; user_data None -> k,\n"
          "an int -> user_data + k, or a sequence.  Returns the count (RingFullError with\n"
          "`prepared` as for prep_nops)."),
-    FAST("prep_writes", kr_prep_writes,
+    SR_FAST("prep_writes", kr_prep_writes,
          "prep_writes($self, /, fd, buf, size, offsets, user_data=None, flags=0)\n--\n\n"
          "Batch: op k writes buf[k*size:(k+1)*size] at offsets[k] (as prep_reads)."),
-    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
+    {"submit", (PyCFunction)sr_ring_submit_py, METH_NOARGS,
      "submit($self, /)\n--\n\nSubmit everything prepared; no waiting.  Returns the SQEs submitted."},
-    FAST("submit_and_wait", kr_submit_and_wait,
+    SR_FAST("submit_and_wait", sr_ring_submit_and_wait,
          "submit_and_wait($self, /, wait_nr=1, timeout=None)\n--\n\n"
          "Submit, then wait until `wait_nr` completions are ready to reap or `timeout`\n"
          "seconds passed (a timeout is not an error).  Returns the number ready.\n"
          "timeout=None or math.inf: no timeout -- then a wait that could never be\n"
          "satisfied raises ValueError at once.  A signal whose handler returns resumes\n"
          "the wait; a handler that raises ends it with its exception."),
-    FAST("reap", kr_reap,
+    SR_FAST("reap", sr_ring_reap,
          "reap($self, /, max=None)\n--\n\n"
          "Take up to `max` ready completions (list of Completion); never blocks.\n"
          "Completions posted by other rings (MSG_RING) come as foreign completions\n"
          "with their raw user_data."),
-    FAST("reap_into", kr_reap_into,
+    SR_FAST("reap_into", sr_ring_reap_into,
          "reap_into($self, /, user_data_out, res_out, flags_out=None)\n--\n\n"
          "Batch reaping into caller-owned arrays (array('Q'), array('i'), array('I')).\n"
          "Returns the number filled; never blocks."),
@@ -3697,16 +3532,16 @@ static PyMethodDef kr_methods[] = {
      "Replace fixed files from `offset`; -1 or None clears a slot.  Returns the count."},
     {"unregister_files", (PyCFunction)kr_unregister_files, METH_NOARGS,
      "unregister_files($self, /)\n--\n\nDrop the fixed-file table."},
-    FAST("register_eventfd", kr_register_eventfd,
+    SR_FAST("register_eventfd", kr_register_eventfd,
          "register_eventfd($self, /, fd, async_only=False)\n--\n\n"
          "Have the kernel signal eventfd `fd` when it posts completions."),
-    FAST("enable_eventfd", kr_enable_eventfd,
+    SR_FAST("enable_eventfd", kr_enable_eventfd,
          "enable_eventfd($self, /, async_only=False)\n--\n\n"
          "Create, register and own an eventfd (non-blocking, close-on-exec) that becomes\n"
          "readable when completions are posted; returns it.  Closed with the ring."),
     {"unregister_eventfd", (PyCFunction)kr_unregister_eventfd, METH_NOARGS,
      "unregister_eventfd($self, /)\n--\n\nStop signalling the registered eventfd."},
-    FAST("register_buffer_ring", kr_register_buffer_ring,
+    SR_FAST("register_buffer_ring", kr_register_buffer_ring,
          "register_buffer_ring($self, /, group_id, count, size)\n--\n\n"
          "Register a provided-buffer ring of `count` buffers of `size` bytes as buffer\n"
          "group `group_id`; returns its BufferRing."),
@@ -3715,15 +3550,15 @@ static PyMethodDef kr_methods[] = {
      "io_uring_register(opcode, arg (bytes-like or None), nr_args) -> int."},
     {"_probe", (PyCFunction)kr_probe, METH_NOARGS,
      "_probe($self, /)\n--\n\nSupported opcodes (list of ints)."},
-    {"_stats", (PyCFunction)kr_stats, METH_NOARGS,
+    {"_stats", (PyCFunction)sr_ring_stats, METH_NOARGS,
      "_stats($self, /)\n--\n\nRaw statistics (dict); use statistics()."},
-    {"live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
+    {"live_user_data", (PyCFunction)sr_ring_live_user_data, METH_NOARGS,
      "live_user_data($self, /)\n--\n\n"
      "The user_data of every op in flight (list), e.g. for an adapter that fails\n"
      "what it waited for when it gives up on the ring."},
-    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS,
+    {"_live_user_data", (PyCFunction)sr_ring_live_user_data, METH_NOARGS,
      "_live_user_data($self, /)\n--\n\nOld name of live_user_data()."},
-    FAST("close", kr_close,
+    SR_FAST("close", sr_ring_close,
          "close($self, /, timeout=5.0)\n--\n\n"
          "Cancel and reap in-flight ops (up to `timeout` s), then release the ring."),
     {NULL}
@@ -3732,40 +3567,40 @@ static PyMethodDef kr_methods[] = {
 PyTypeObject SR_KernelRingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "subring._core.KernelRing",
-    .tp_basicsize = sizeof(KRing),
-    .tp_dealloc = (destructor)kr_dealloc,
+    .tp_basicsize = sizeof(SR_Ring),
+    .tp_dealloc = (destructor)sr_ring_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "C core of subring.KernelRing (use that class).",
-    .tp_traverse = (traverseproc)kr_traverse,
-    .tp_clear = (inquiry)kr_clear,
-    .tp_weaklistoffset = offsetof(KRing, weakreflist),
+    .tp_traverse = (traverseproc)sr_ring_traverse,
+    .tp_clear = (inquiry)sr_ring_clear,
+    .tp_weaklistoffset = offsetof(SR_Ring, weakreflist),
     .tp_methods = kr_methods,
     .tp_getset = kr_getset,
     .tp_init = (initproc)kr_init,
-    .tp_new = kr_new,
+    .tp_new = sr_ring_new,
 };
 
 /* ------------------------------------------------------------------------ */
 /* UserRing: the same object, client side of a user-space subsystem          */
 /* ------------------------------------------------------------------------ */
 
-static PyObject *ur_get_slot_size(KRing *r, void *c)
+static PyObject *ur_get_slot_size(SR_Ring *r, void *c)
 {
-    return PyLong_FromUnsignedLong(r->slot_size);
+    return PyLong_FromUnsignedLong(r->u.slot_size);
 }
 
 static PyGetSetDef ur_getset[] = {
     {"slot_size", (getter)ur_get_slot_size, NULL,
      "Bytes per op for payloads and results (as the server set it up)."},
-    {"closed", (getter)kr_get_closed, NULL, "True after close() (or in a forked child)."},
-    {"sq_entries", (getter)kr_get_sq_entries, NULL, "SQ size."},
-    {"cq_entries", (getter)kr_get_cq_entries, NULL, "CQ size."},
-    {"inflight", (getter)kr_get_inflight, NULL, "Ops prepared and not yet finally completed."},
-    {"max_inflight", (getter)kr_get_max_inflight, NULL,
+    {"closed", (getter)sr_ring_get_closed, NULL, "True after close() (or in a forked child)."},
+    {"sq_entries", (getter)sr_ring_get_sq_entries, NULL, "SQ size."},
+    {"cq_entries", (getter)sr_ring_get_cq_entries, NULL, "CQ size."},
+    {"inflight", (getter)sr_ring_get_inflight, NULL, "Ops prepared and not yet finally completed."},
+    {"max_inflight", (getter)sr_ring_get_max_inflight, NULL,
      "Cap on ops in flight (= the number of data slots)."},
-    {"cq_ready", (getter)kr_get_cq_ready, NULL, "Completions ready to reap now."},
-    {"sq_space", (getter)kr_get_sq_space, NULL, "Free SQ entries."},
-    {"sq_pending", (getter)kr_get_sq_pending, NULL, "SQEs the subsystem has not taken yet."},
+    {"cq_ready", (getter)sr_ring_get_cq_ready, NULL, "Completions ready to reap now."},
+    {"sq_space", (getter)sr_ring_get_sq_space, NULL, "Free SQ entries."},
+    {"sq_pending", (getter)sr_ring_get_sq_pending, NULL, "SQEs the subsystem has not taken yet."},
     {"wait_mode", (getter)ur_get_wait_mode, (setter)ur_set_wait_mode,
      "'hybrid' (spin spin_us, then sleep), 'interrupt' (sleep at once) or 'poll' (spin)."},
     {"spin_us", (getter)ur_get_spin_us, (setter)ur_set_spin_us,
@@ -3775,41 +3610,41 @@ static PyGetSetDef ur_getset[] = {
 };
 
 static PyMethodDef ur_methods[] = {
-    FAST("prep_nop", kr_prep_nop,
+    SR_FAST("prep_nop", sr_ring_prep_nop,
          "prep_nop($self, /, user_data=None, flags=0)\n--\n\n"
          "Prepare a NOP (answered by the subsystem's C core).  Returns the token."),
-    FAST("prep_call", ur_prep_call,
+    SR_FAST("prep_call", ur_prep_call,
          "prep_call($self, /, op, data=None, arg0=0, arg1=0, user_data=None)\n--\n\n"
          "Prepare a call of op index `op`.  `data` (bytes-like) is copied into shared\n"
          "memory before this returns.  Returns the token."),
-    FAST("prep_call_pool", ur_prep_call_pool,
+    SR_FAST("prep_call_pool", ur_prep_call_pool,
          "prep_call_pool($self, /, op, buf_index, offset, length, arg0=0, arg1=0, "
          "user_data=None)\n--\n\n"
          "Prepare a call whose payload is pool buffer `buf_index`[offset:offset+length]\n"
          "(zero-copy, from the registered BufferPool).  Returns the token."),
-    FAST("prep_calls", ur_prep_calls,
+    SR_FAST("prep_calls", ur_prep_calls,
          "prep_calls($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
          "Batch: op k carries data[k*size:(k+1)*size]; user_data None -> k, an int ->\n"
          "user_data + k.  Returns the count."),
-    FAST("prep_records", ur_prep_records,
+    SR_FAST("prep_records", ur_prep_records,
          "prep_records($self, /, op, data, size, count=None, user_data=None)\n--\n\n"
          "Pack `count` records of `size` bytes into as few ops as the slots allow\n"
          "(vector ops only); each op completes once, res = its number of records.\n"
          "Returns the number of ops."),
-    FAST("prep_nops", kr_prep_nops,
+    SR_FAST("prep_nops", sr_ring_prep_nops,
          "prep_nops($self, /, count, user_data=0, flags=0)\n--\n\n"
          "Batch: `count` NOPs with user_data user_data + k.  Returns count."),
-    {"submit", (PyCFunction)kr_submit_py, METH_NOARGS,
+    {"submit", (PyCFunction)sr_ring_submit_py, METH_NOARGS,
      "submit($self, /)\n--\n\nPublish everything prepared; no waiting.  Returns the count."},
-    FAST("submit_and_wait", kr_submit_and_wait,
+    SR_FAST("submit_and_wait", sr_ring_submit_and_wait,
          "submit_and_wait($self, /, wait_nr=1, timeout=None)\n--\n\n"
          "Publish, then wait until `wait_nr` completions are ready or `timeout` seconds\n"
          "passed (not an error).  Returns the number ready.  timeout=None or math.inf:\n"
          "no timeout -- a wait that could never be satisfied raises ValueError."),
-    FAST("reap", kr_reap,
+    SR_FAST("reap", sr_ring_reap,
          "reap($self, /, max=None)\n--\n\n"
          "Take up to `max` ready completions (list of Completion); never blocks."),
-    FAST("reap_into", kr_reap_into,
+    SR_FAST("reap_into", sr_ring_reap_into,
          "reap_into($self, /, user_data_out, res_out, flags_out=None)\n--\n\n"
          "Batch reaping into caller-owned arrays (result data dropped).  Returns n."),
     {"_set_pool", (PyCFunction)(void (*)(void))ur_set_pool, METH_FASTCALL, NULL},
@@ -3818,9 +3653,9 @@ static PyMethodDef ur_methods[] = {
      "_wait_stats($self, /)\n--\n\n(poll_hits, sleeps, doorbells) of this client's waits."},
     {"_get_sock_fd", (PyCFunction)ur_get_sock_fd, METH_NOARGS, NULL},
     {"_set_async", (PyCFunction)ur_set_async, METH_O, NULL},
-    {"_stats", (PyCFunction)kr_stats, METH_NOARGS, "Raw statistics (dict)."},
-    {"_live_user_data", (PyCFunction)kr_live_user_data, METH_NOARGS, NULL},
-    FAST("close", kr_close,
+    {"_stats", (PyCFunction)sr_ring_stats, METH_NOARGS, "Raw statistics (dict)."},
+    {"_live_user_data", (PyCFunction)sr_ring_live_user_data, METH_NOARGS, NULL},
+    SR_FAST("close", sr_ring_close,
          "close($self, /, timeout=None)\n--\n\n"
          "Drop the connection (in-flight ops are abandoned)."),
     {NULL}
@@ -3829,17 +3664,17 @@ static PyMethodDef ur_methods[] = {
 PyTypeObject SR_UserRingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "subring._core.UserRing",
-    .tp_basicsize = sizeof(KRing),
-    .tp_dealloc = (destructor)kr_dealloc,
+    .tp_basicsize = sizeof(SR_Ring),
+    .tp_dealloc = (destructor)sr_ring_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "C core of a subsystem client ring (use subring.connect()).",
-    .tp_traverse = (traverseproc)kr_traverse,
-    .tp_clear = (inquiry)kr_clear,
-    .tp_weaklistoffset = offsetof(KRing, weakreflist),
+    .tp_traverse = (traverseproc)sr_ring_traverse,
+    .tp_clear = (inquiry)sr_ring_clear,
+    .tp_weaklistoffset = offsetof(SR_Ring, weakreflist),
     .tp_methods = ur_methods,
     .tp_getset = ur_getset,
     .tp_init = (initproc)ur_init,
-    .tp_new = kr_new,
+    .tp_new = sr_ring_new,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -3859,7 +3694,7 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     int64_t ts;
-    if (parse_timeout(nargs > 1 ? args[1] : NULL, &ts) < 0)
+    if (sr_parse_timeout(nargs > 1 ? args[1] : NULL, &ts) < 0)
         return NULL;
     double spin_us = 50.0;
     if (nargs > 2) {
@@ -3876,7 +3711,7 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_ValueError, "at most 1024 rings");
         return NULL;
     }
-    KRing **rs = PyMem_Calloc((size_t)n + 1, sizeof(KRing *));
+    SR_Ring **rs = PyMem_Calloc((size_t)n + 1, sizeof(SR_Ring *));
     struct pollfd *pf = PyMem_Calloc((size_t)(2 * n) + 1, sizeof(struct pollfd));
     uint8_t *hit = PyMem_Calloc((size_t)n + 1, 1);
     PyObject *out = NULL;
@@ -3890,8 +3725,8 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
             PyErr_SetString(PyExc_TypeError, "wait_any takes subsystem client rings");
             goto done;
         }
-        rs[k] = (KRing *)o;
-        if (kr_check(rs[k]) < 0)
+        rs[k] = (SR_Ring *)o;
+        if (sr_ring_check(rs[k]) < 0)
             goto done;
     }
     int64_t now = sr_now_ns();
@@ -3903,7 +3738,7 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
         for (Py_ssize_t k = 0; k < n; k++) {
-            if (ur_cq_ready(rs[k]) || rs[k]->peer_dead) {
+            if (ur_cq_ready(rs[k]) || rs[k]->u.peer_dead) {
                 hit[k] = 1;
                 any = 1;
             }
@@ -3920,18 +3755,18 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
             continue;
         }
         for (Py_ssize_t k = 0; k < n; k++)
-            sr_store_release(&rs[k]->ureg->cq_flags.v, SR_CQ_ARMED);
+            sr_store_release(&rs[k]->u.ureg->cq_flags.v, SR_CQ_ARMED);
         sr_full_fence();
         for (Py_ssize_t k = 0; k < n; k++) {
-            if (ur_cq_ready(rs[k]) || rs[k]->peer_dead) {
+            if (ur_cq_ready(rs[k]) || rs[k]->u.peer_dead) {
                 hit[k] = 1;
                 any = 1;
             }
         }
         if (!any) {
             for (Py_ssize_t k = 0; k < n; k++) {
-                pf[2 * k] = (struct pollfd){.fd = rs[k]->cq_efd, .events = POLLIN};
-                pf[2 * k + 1] = (struct pollfd){.fd = rs[k]->sock_fd, .events = POLLIN};
+                pf[2 * k] = (struct pollfd){.fd = rs[k]->u.cq_efd, .events = POLLIN};
+                pf[2 * k + 1] = (struct pollfd){.fd = rs[k]->u.sock_fd, .events = POLLIN};
             }
             struct timespec t, *tp = NULL;
             if (deadline != INT64_MAX) {
@@ -3945,14 +3780,14 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
                 interrupted = 1;
             for (Py_ssize_t k = 0; m > 0 && k < n; k++) {
                 if (pf[2 * k].revents & POLLIN)
-                    sr_eventfd_drain(rs[k]->cq_efd);
+                    sr_eventfd_drain(rs[k]->u.cq_efd);
                 if (pf[2 * k + 1].revents)
-                    rs[k]->peer_dead = 1;
+                    rs[k]->u.peer_dead = SR_PEER_GONE;
             }
         }
         for (Py_ssize_t k = 0; k < n; k++)
-            if (!rs[k]->async_armed)
-                sr_store_release(&rs[k]->ureg->cq_flags.v, 0);
+            if (!rs[k]->u.async_armed)
+                sr_store_release(&rs[k]->u.ureg->cq_flags.v, 0);
         if (any || interrupted)
             break;
         /* woken: loop to collect what is ready (or sleep again) */
@@ -3982,7 +3817,7 @@ done:
     return out;
 }
 
-PyMethodDef sr_pykring_functions[] = {
+PyMethodDef sr_ring_functions[] = {
     {"wait_any", (PyCFunction)(void (*)(void))sr_wait_any, METH_FASTCALL,
      "wait_any(rings, timeout=None, spin_us=50.0, /)\n--\n\n"
      "The indices of the rings with completions ready or a dead peer."},
