@@ -296,6 +296,26 @@ PyObject *kr_stats_dict(SR_Ring *r);
 void kr_release_regbufs(SR_Ring *r);
 void kr_buffer_delivered(SR_Ring *r, uint16_t bgid, uint32_t bid);
 void kr_bufrings_detach(SR_Ring *r);
+/* kernel_register.c (KernelRing methods) */
+PyObject *kr_register_buffers(SR_Ring *r, PyObject *arg);
+PyObject *kr_register_buffers_sparse(SR_Ring *r, PyObject *arg);
+PyObject *kr_update_buffers(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kr_unregister_buffers(SR_Ring *r, PyObject *unused);
+PyObject *kr_register_files(SR_Ring *r, PyObject *arg);
+PyObject *kr_register_files_sparse(SR_Ring *r, PyObject *arg);
+PyObject *kr_update_files(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kr_unregister_files(SR_Ring *r, PyObject *unused);
+PyObject *kr_register_eventfd(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames);
+PyObject *kr_enable_eventfd(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames);
+PyObject *kr_get_eventfd(SR_Ring *r, void *c);
+PyObject *kr_unregister_eventfd(SR_Ring *r, PyObject *unused);
+PyObject *kr_probe(SR_Ring *r, PyObject *unused);
+PyObject *kr_register_raw(SR_Ring *r, PyObject *args);
+/* kernel_bufring.c */
+PyObject *kr_register_buffer_ring(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames);
 
 /* Does the kernel hold completions we cannot see without entering?  (CQ
  * overflow backlog, or task work that posts CQEs.)  Relaxed: a hint only --
@@ -343,6 +363,16 @@ PyObject *ur_prep_calls(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames);
 PyObject *ur_prep_records(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames);
+
+/* Belt and braces for the UserRing-only methods. */
+static inline int ur_only(SR_Ring *r, const char *what)
+{
+    if (r->backend != SR_BACKEND_USER) {
+        PyErr_Format(PyExc_TypeError, "%s is for subsystem connections", what);
+        return -1;
+    }
+    return 0;
+}
 
 /* The name of a subsystem op (an index outside the table: "op<N>"). */
 static inline PyObject *ur_opname(SR_Ring *r, unsigned opcode)
