@@ -88,10 +88,7 @@ static void bufring_push(BufRing *b, uint32_t bid)
 
 static void bufring_publish(BufRing *b)
 {
-    /* release: the entries written by bufring_push are visible before the
-     * kernel can see the tail move over them.  The tail overlays the resv
-     * field of entry 0, which the kernel never reads as buffer data. */
-    sr_store_release((uint16_t *)(b->ring_mem + IO_URING_BUF_RING_TAIL_OFFSET), b->tail);
+    sr_pbuf_publish(b->ring_mem, b->tail);   /* after the entries (release, ring.h) */
 }
 
 PyObject *kr_register_buffer_ring(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,

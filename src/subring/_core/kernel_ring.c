@@ -44,7 +44,7 @@ int kr_enter(SR_Ring *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
     for (;;) {
         uint32_t to_submit = 0;
         if (!r->k.sqpoll)
-            to_submit = sr_ring_sq_published(r) - sr_load_acquire(r->q.sq.khead);
+            to_submit = sr_sq_unconsumed(&r->q.sq);
         uint32_t head0 = sr_ring_cq_head(r);
         int ret;
         r->in_enter++;
@@ -105,7 +105,7 @@ int kr_enter(SR_Ring *r, uint32_t min_complete, uint32_t flags, int64_t ts_ns)
 
 int kr_flush_cq(SR_Ring *r)
 {
-    if (sr_load_relaxed(r->q.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+    if (sr_sq_flags(&r->q.sq) & IORING_SQ_CQ_OVERFLOW)
         r->k.st_overflow++;
     return kr_enter(r, 0, IORING_ENTER_GETEVENTS, -1) < 0 ? -1 : 0;
 }
@@ -227,7 +227,7 @@ static int kr_init(SR_Ring *r, PyObject *args, PyObject *kw)
         sr_kring_teardown(&r->q, 1);
         return -1;
     }
-    r->cq_head = sr_load_relaxed(r->q.cq.khead);   /* 0 for a new ring */
+    r->cq_head = sr_cq_init_head(&r->q.cq);   /* 0 for a new ring */
     if (getrandom(&r->ud_key, sizeof(r->ud_key), GRND_NONBLOCK) != sizeof(r->ud_key))
         r->ud_key = (uint64_t)sr_now_ns() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
     r->k.sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
@@ -249,12 +249,11 @@ static uint32_t kr_drain(SR_Ring *r, int64_t timeout_ns)
      * closing cancels it anyway, and unsubmitted ops need not run. */
     if (r->chain_open)
         sr_ring_withdraw_chain(r);
-    else if (r->q.sq.sqe_tail != sr_ring_sq_published(r)) {
+    else if (sr_sq_unpublished(&r->q.sq)) {
         /* Belt and braces: the last unpublished SQE must not carry LINK
          * either (it is still ours to edit). */
         struct sr_sq *q = &r->q.sq;
-        struct io_uring_sqe *last = (struct io_uring_sqe *)(q->sqes +
-            ((size_t)((q->sqe_tail - 1) & q->mask) << (6 + q->sqe_shift)));
+        struct io_uring_sqe *last = sr_sq_entry(q, sr_sq_last_index(q));
         last->flags &= (uint8_t)~(IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
     }
     sr_ring_drop_synth(r);
@@ -300,7 +299,7 @@ static uint32_t kr_drain(SR_Ring *r, int64_t timeout_ns)
             uint32_t space = sr_sq_space(sq);
             if (space == 0) {
                 kr_publish(r);
-                sr_kring_enter(&r->q, sr_ring_sq_published(r) - sr_load_acquire(sq->khead),
+                sr_kring_enter(&r->q, sr_sq_unconsumed(sq),
                                0, 0, -1);
                 space = sr_sq_space(sq);
             }
@@ -413,8 +412,8 @@ PyObject *kr_stats_dict(SR_Ring *r)
 {
     uint32_t dropped = 0, overflow = 0;
     if (!r->closed && r->fork_gen == sr_fork_generation) {
-        dropped = sr_load_relaxed(r->q.sq.kdropped);
-        overflow = sr_load_relaxed(r->q.cq.koverflow);
+        dropped = sr_sq_dropped(&r->q.sq);
+        overflow = sr_cq_overflow(&r->q.cq);
     }
     return Py_BuildValue("{sKsKsIsKsKsKsKsIsI}",
                          "submitted", (unsigned long long)r->st_submitted,

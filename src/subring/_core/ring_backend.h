@@ -88,13 +88,17 @@ struct sr_ur_state {
     int doorbell_fd;         /* the server's eventfd: we signal it if it sleeps */
     int cq_efd;              /* ours: the server signals it if we are ARMED */
     int sock_fd;             /* attach socket: readable/HUP = server gone */
-    /* sr_peer_state.  Written without the GIL by a waiter (ur_wait_rings: the
-     * attach socket polled HUP -> GONE; an impossible CQ tail -> BROKE) and
-     * with it by the reap and prep paths (ur_peer_gone, sr_be_ready,
+    /* sr_peer_state.  Written without the GIL by a waiter (user_wait.c:
+     * ppoll saw the attach socket HUP/readable or ur_peer_gone polled it ->
+     * GONE; ur_cq_ready saw an impossible CQ tail -> BROKE) and with the GIL
+     * by the reap and prep paths (ur_peer_gone, sr_be_ready,
      * ur_protocol_broken); read by all of them.  A plain int: every writer
-     * only moves it away from ALIVE, and a reader that sees a stale ALIVE
+     * only moves it away from ALIVE, and a reader that sees a stale value
      * just looks again on its next pass (the waiter re-checks every loop,
-     * reap re-polls the socket, ur_protocol_broken re-shuts a dead socket). */
+     * reap re-polls the socket once a millisecond).  GONE and BROKE may
+     * overwrite each other in a race (a waiter's HUP against a reaper's
+     * BROKE); that only changes the errno the made-up completions carry
+     * (ECONNRESET / EPROTO): both end the connection. */
     int peer_dead;
     int wait_mode;           /* SR_MODE_* (GIL held; copied before a wait) */
     int64_t spin_ns;         /* hybrid: spin this long before sleeping (as wait_mode) */
@@ -322,8 +326,7 @@ PyObject *kr_register_buffer_ring(SR_Ring *r, PyObject *const *args, Py_ssize_t 
  * a flag seen late means one more reap finds the CQEs after the next enter. */
 static inline int kr_needs_flush(SR_Ring *r)
 {
-    uint32_t f = sr_load_relaxed(r->q.sq.kflags);
-    return (f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
+    return (sr_sq_flags(&r->q.sq) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) != 0;
 }
 
 /* A CQE of a buffer-select op names the provided buffer the kernel filled:

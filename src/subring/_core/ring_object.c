@@ -48,7 +48,7 @@ static uint32_t sr_ring_foreign_ready(SR_Ring *r)
  * chain successors post none -- so a chain never posts more than its ops
  * without the flag) and ops owed a made-up completion (the kernel posts
  * none for them).  The SKIP_SUCCESS op still waiting for a successor loses
- * its flag when it is submitted (kr_publish), so it counts. */
+ * its flag when it is submitted (sr_ring_publish), so it counts. */
 static uint64_t sr_ring_may_post(SR_Ring *r)
 {
     uint64_t n = (uint64_t)r->ops.live - r->ops.skip_live - r->ops.owed_live;
@@ -89,7 +89,7 @@ PyObject *sr_ring_submit_and_wait(SR_Ring *r, PyObject *const *args, Py_ssize_t 
                                         "fail)" : "");
         return NULL;
     }
-    if (wait_nr && ready >= kwait && r->q.sq.sqe_tail == sr_ring_sq_published(r) &&
+    if (wait_nr && ready >= kwait && sr_sq_unpublished(&r->q.sq) == 0 &&
         !r->pending_skip) {
         /* nothing to do: no syscall */
         return PyLong_FromUnsignedLong(ready + made_up);
@@ -276,5 +276,5 @@ PyObject *sr_ring_get_sq_space(SR_Ring *r, void *c)
 PyObject *sr_ring_get_sq_pending(SR_Ring *r, void *c)
 {
     if (sr_ring_check(r) < 0) return NULL;
-    return PyLong_FromUnsignedLong(r->q.sq.sqe_tail - sr_load_acquire(r->q.sq.khead));
+    return PyLong_FromUnsignedLong(sr_sq_pending(&r->q.sq));
 }

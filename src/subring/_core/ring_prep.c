@@ -19,9 +19,7 @@ uint32_t sr_ring_publish(SR_Ring *r)
         /* A CQE_SKIP_SUCCESS op is the last of this submission: no successor
          * will ever bound its lifetime, so let it post its CQE after all.  Its
          * SQE is not yet visible to the kernel, so it is still ours to edit. */
-        struct sr_sq *sq = &r->q.sq;
-        struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes +
-            ((size_t)(r->pending_skip_sqidx & sq->mask) << (6 + sq->sqe_shift)));
+        struct io_uring_sqe *sqe = sr_sq_entry(&r->q.sq, r->pending_skip_sqidx);
         sqe->flags &= ~IOSQE_CQE_SKIP_SUCCESS;
         sr_slot *ps = &r->ops.slots[r->pending_skip - 1];
         if (ps->skip) {
@@ -73,10 +71,10 @@ void sr_ring_withdraw_chain(SR_Ring *r)
     uint32_t nxt = r->chain_head, g = r->chain_head_gen;
     if (nxt) {
         sr_slot *h = &r->ops.slots[nxt - 1];
-        uint32_t unpublished = sq->sqe_tail - sr_ring_sq_published(r);
-        uint32_t back = sq->sqe_tail - r->chain_head_sqidx;
+        uint32_t unpublished = sr_sq_unpublished(sq);
+        uint32_t back = sr_sq_next_index(sq) - r->chain_head_sqidx;
         if (h->state == SLOT_LIVE && h->gen == g && back <= unpublished)
-            sq->sqe_tail = r->chain_head_sqidx;   /* the chain's SQEs are ours again */
+            sr_sq_rewind(sq, r->chain_head_sqidx);   /* the chain's SQEs are ours again */
     }
     while (nxt) {
         sr_slot *n = &r->ops.slots[nxt - 1];

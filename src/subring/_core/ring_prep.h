@@ -91,7 +91,7 @@ static inline uint64_t sr_ring_bind(SR_Ring *r, struct io_uring_sqe *sqe, uint32
         r->ops.skip_live++;
         r->pending_skip = i + 1;
         r->pending_skip_gen = s->gen;
-        r->pending_skip_sqidx = r->q.sq.sqe_tail - 1;
+        r->pending_skip_sqidx = sr_sq_last_index(&r->q.sq);
     }
     if (sqe_flags & IOSQE_BUFFER_SELECT) {
         /* the kernel picks a buffer of group buf_group: remember the group so
@@ -105,12 +105,13 @@ static inline uint64_t sr_ring_bind(SR_Ring *r, struct io_uring_sqe *sqe, uint32
          * full SQ can be withdrawn as a whole (sr_ring_make_room) */
         r->chain_head = i + 1;
         r->chain_head_gen = s->gen;
-        r->chain_head_sqidx = r->q.sq.sqe_tail - 1;
+        r->chain_head_sqidx = sr_sq_last_index(&r->q.sq);
     }
     r->chain_open = linked;
     return tok;
 }
 
+/* Common front half of every single-op prep: checks, slot, SQE. */
 static inline struct io_uring_sqe *sr_ring_begin(SR_Ring *r, uint8_t opcode, uint32_t sqe_flags,
                                             int64_t *slot)
 {
@@ -132,7 +133,8 @@ static inline struct io_uring_sqe *sr_ring_begin(SR_Ring *r, uint8_t opcode, uin
         return NULL;
     *slot = sr_ring_alloc(r, opcode);
     if (*slot < 0) {
-        r->q.sq.sqe_tail--;   /* the SQE we just took (no GIL release since) */
+        sr_sq_rewind(&r->q.sq, sr_sq_last_index(&r->q.sq));   /* the SQE we just took
+                                                               * (no GIL release since) */
         return NULL;
     }
     sqe->opcode = opcode;

@@ -104,10 +104,11 @@ uint32_t ur_publish(SR_Ring *r)
     }
     if (fresh) {
         /* Invariant 3, submit side: the release store of sq_tail (in
-         * sr_ring_publish) must be ordered before the load of sq_flags, or we and a
-         * server going to sleep could both miss each other.  Full fence. */
+         * sr_ring_publish) must be ordered before the load of sq_flags, or we
+         * and a server going to sleep could both miss each other.  Full
+         * fence: release/acquire never orders a store before a later load. */
         sr_full_fence();
-        if (sr_load_relaxed(&r->u.ureg->sq_flags.v) & SR_SQ_NEED_WAKEUP) {
+        if (sr_sq_flags(&r->q.sq) & SR_SQ_NEED_WAKEUP) {
             r->u.st_doorbells++;
             sr_eventfd_signal(r->u.doorbell_fd);
             ur_publish_stats(r);    /* next to a syscall: free */
@@ -152,7 +153,8 @@ int ur_submit(SR_Ring *r, uint32_t wait_nr, int64_t ts_ns)
     }
 }
 
-/* Common front half of every single-op prep: checks, slot, SQE. */
+/* Raise PeerDiedError for a ring whose subsystem is gone or broke the
+ * protocol (sr_be_refuse_work); returns -1. */
 int ur_refuse_dead(SR_Ring *r)
 {
     PyErr_SetString(SR_PeerDiedError, r->u.peer_dead == SR_PEER_BROKE
@@ -308,13 +310,11 @@ static int ur_init(SR_Ring *r, PyObject *args, PyObject *kw)
     sq->sqes = (uint8_t *)base + g->sqes_off;
     sq->mask = sqn - 1;
     sq->entries = sqn;
-    sq->sqe_tail = sr_load_relaxed(sq->ktail);
-    sq->published = sq->sqe_tail;   /* from here on, never read back */
-    sq->head_cache = sr_load_acquire(sq->khead);
     sq->sqe_shift = 1;
+    sr_sq_init_indices(sq);         /* private copies: never read back (ring.h) */
     struct sr_cq *cq = &r->q.cq;
     cq->khead = &g->cq_head.v;
-    r->cq_head = sr_load_relaxed(cq->khead);   /* read once, at attach */
+    r->cq_head = sr_cq_init_head(cq);   /* read once, at attach */
     cq->ktail = &g->cq_tail.v;
     cq->kflags = &g->cq_flags.v;
     cq->cqes = (uint8_t *)base + g->cqes_off;
@@ -398,7 +398,11 @@ static PyObject *ur_set_async(SR_Ring *r, PyObject *arg)
     if (on < 0 || sr_ring_check(r) < 0)
         return NULL;
     r->u.async_armed = on;
-    sr_store_release(&r->u.ureg->cq_flags.v, on ? SR_CQ_ARMED : 0);
+    sr_cq_set_flags(&r->q.cq, on ? SR_CQ_ARMED : 0);
+    /* Full fence: the caller next watches cq_efd and then looks at the CQ;
+     * ARMED must be visible to the server before that look reads the tail
+     * (a store-then-load order only a full fence gives), else a completion
+     * posted in between is neither seen nor signalled (invariant 3). */
     sr_full_fence();
     return PyLong_FromLong(r->u.cq_efd);
 }

@@ -26,8 +26,8 @@ static inline uint32_t ur_cq_ready(SR_Ring *r)
      * entries, and the reaper stored our private head before releasing that
      * shared head (sr_ring_cq_release), so the acquire of the tail makes a head at
      * least that new visible to the relaxed load after it. */
-    uint32_t tail = sr_load_acquire(r->q.cq.ktail);
-    uint32_t head = sr_load_relaxed(&r->cq_head);
+    uint32_t tail = sr_cq_tail(&r->q.cq);
+    uint32_t head = sr_load_relaxed(&r->cq_head);   /* private copy: see ring_backend.h */
     uint32_t n = tail - head;
     /* Other threads reaped past the tail we read: nothing new for us (the
      * caller re-checks). */
@@ -40,47 +40,97 @@ static inline uint32_t ur_cq_ready(SR_Ring *r)
     return n;
 }
 
-/* Wait without the GIL.  Returns 0 (condition, timeout or peer death) or
- * -EINTR. */
-int ur_wait_nogil(SR_Ring *r, uint32_t min_complete, int64_t deadline, int mode,
-                         int64_t spin_ns, uint64_t *sleeps)
+/* Is ring k done waiting: `min_complete` CQEs ready, or its peer dead?
+ * Marks every such ring in hit[]; returns whether there was one. */
+static int ur_scan(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete, uint8_t *hit)
+{
+    int any = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        /* ur_cq_ready first: it may find the peer broke the protocol */
+        if (ur_cq_ready(rs[k]) >= min_complete || rs[k]->u.peer_dead) {
+            hit[k] = 1;
+            any = 1;
+        }
+    }
+    return any;
+}
+
+/* Our CQ flag word: ARMED asks the server to signal cq_efd after it posts.
+ * A ring an event loop watches (async_armed) stays armed. */
+static void ur_arm(SR_Ring *const *rs, Py_ssize_t n)
+{
+    for (Py_ssize_t k = 0; k < n; k++)
+        sr_cq_set_flags(&rs[k]->q.cq, SR_CQ_ARMED);
+}
+static void ur_disarm(SR_Ring *const *rs, Py_ssize_t n)
+{
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (!rs[k]->u.async_armed)
+            sr_cq_set_flags(&rs[k]->q.cq, 0);
+}
+
+/* The one waiter of the user backend: wait without the GIL until one of the
+ * `n` client rings rs[] has `min_complete` CQEs ready or a dead peer (each
+ * such ring is marked in hit[]), or until `deadline` (sr_now_ns; INT64_MAX:
+ * none).  Returns 1 (hit), 0 (timeout) or -EINTR (a signal: the caller runs
+ * the Python handlers with the GIL; submit_and_wait then waits on until the
+ * same deadline, wait_any returns).
+ *
+ *   spin     until `spin_until`: re-check between pauses (sr_cpu_relax),
+ *            yield the CPU after each burst, and look for peer death once a
+ *            millisecond (poll mode never sleeps, so only this finds it);
+ *   arm      set ARMED on every ring's CQ flags;
+ *   fence    full: orders the ARMED stores before the tail loads below --
+ *            the server publishes its tail, fences, then reads ARMED, so at
+ *            least one of us sees the other (invariant 3).  Release/acquire
+ *            cannot give that (a store then a load of another word);
+ *   re-check and only then
+ *   sleep    in one ppoll() on every completion eventfd and attach socket
+ *            (HUP / readable = the server is gone), then disarm and loop.
+ *
+ * `pf` has room for 2n entries.  `sleeps` counts the ppoll() calls.  Touches
+ * only what may be touched without the GIL: the shared region (ring.h), the
+ * private CQ head through ur_cq_ready, u.peer_dead and u.async_armed (see
+ * their comments in ring_backend.h). */
+static int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete,
+                         int64_t deadline, int64_t spin_until, struct pollfd *pf,
+                         uint8_t *hit, uint64_t *sleeps)
 {
     int64_t now = sr_now_ns();
-    int64_t spin_until = mode == SR_MODE_POLL ? deadline
-                        : mode == SR_MODE_HYBRID ? now + spin_ns : now;
     int64_t next_peer_check = now + 1000000;
     for (;;) {
-        if (ur_cq_ready(r) >= min_complete || r->u.peer_dead)
-            return 0;
+        if (ur_scan(rs, n, min_complete, hit))
+            return 1;
         now = sr_now_ns();
         if (now >= deadline)
             return 0;
         if (now < spin_until) {
-            for (int k = 0; k < 64; k++) {
+            for (int j = 0; j < 64; j++) {
                 sr_cpu_relax();
-                if (ur_cq_ready(r) >= min_complete)
-                    return 0;
+                if (ur_scan(rs, n, min_complete, hit))
+                    return 1;
             }
             sr_spin_yield();
-            if (now >= next_peer_check) {   /* poll mode never sleeps: look for death */
+            if (now >= next_peer_check) {
                 next_peer_check = now + 1000000;
-                if (ur_peer_gone(r))
-                    return 0;
+                for (Py_ssize_t k = 0; k < n; k++)
+                    ur_peer_gone(rs[k]);
+                if (ur_scan(rs, n, min_complete, hit))
+                    return 1;
             }
             continue;
         }
-        /* Arm, fence, re-check (invariant 3, wait side).  We are the only
-         * writer of cq_flags. */
-        sr_store_release(&r->u.ureg->cq_flags.v, SR_CQ_ARMED);
+        ur_arm(rs, n);
         SR_DEBUG_DELAY("client: ARMED set, before the fence");
         sr_full_fence();
-        if (ur_cq_ready(r) >= min_complete || r->u.peer_dead) {
-            if (!r->u.async_armed)
-                sr_store_release(&r->u.ureg->cq_flags.v, 0);
-            return 0;
+        if (ur_scan(rs, n, min_complete, hit)) {
+            ur_disarm(rs, n);
+            return 1;
         }
-        struct pollfd pf[2] = {{.fd = r->u.cq_efd, .events = POLLIN},
-                               {.fd = r->u.sock_fd, .events = POLLIN}};
+        for (Py_ssize_t k = 0; k < n; k++) {
+            pf[2 * k] = (struct pollfd){.fd = rs[k]->u.cq_efd, .events = POLLIN};
+            pf[2 * k + 1] = (struct pollfd){.fd = rs[k]->u.sock_fd, .events = POLLIN};
+        }
         struct timespec ts, *tsp = NULL;
         if (deadline != INT64_MAX) {
             int64_t left = deadline - now;
@@ -90,28 +140,42 @@ int ur_wait_nogil(SR_Ring *r, uint32_t min_complete, int64_t deadline, int mode,
         }
         (*sleeps)++;
         SR_DEBUG_DELAY("client: re-checked, before ppoll");
-        int n = ppoll(pf, 2, tsp, NULL);
+        int m = ppoll(pf, (nfds_t)(2 * n), tsp, NULL);
         int err = errno;
-        if (!r->u.async_armed)
-            sr_store_release(&r->u.ureg->cq_flags.v, 0);
-        if (n < 0) {
-            if (err == EINTR)
-                return -EINTR;
-            return 0;
+        ur_disarm(rs, n);
+        if (m < 0)
+            return err == EINTR ? -EINTR : 0;
+        for (Py_ssize_t k = 0; m > 0 && k < n; k++) {
+            if (pf[2 * k].revents & POLLIN)
+                sr_eventfd_drain(rs[k]->u.cq_efd);
+            if (pf[2 * k + 1].revents)
+                rs[k]->u.peer_dead = SR_PEER_GONE;
         }
-        if (pf[0].revents & POLLIN)
-            sr_eventfd_drain(r->u.cq_efd);
-        if (pf[1].revents)
-            r->u.peer_dead = SR_PEER_GONE;
+        /* woken: loop to collect what is ready (or sleep again) */
     }
+}
+
+/* One ring: wait for `min_complete` CQEs, spinning first as `mode` says.
+ * 0 (ready, timeout or peer death) or -EINTR. */
+int ur_wait_nogil(SR_Ring *r, uint32_t min_complete, int64_t deadline, int mode,
+                  int64_t spin_ns, uint64_t *sleeps)
+{
+    int64_t now = sr_now_ns();
+    int64_t spin_until = mode == SR_MODE_POLL ? deadline
+                        : mode == SR_MODE_HYBRID ? now + spin_ns : now;
+    struct pollfd pf[2];
+    uint8_t hit = 0;
+    int ret = ur_wait_rings(&r, 1, min_complete, deadline, spin_until, pf, &hit, sleeps);
+    return ret == -EINTR ? -EINTR : 0;
 }
 
 /* wait_any(rings, timeout=None, spin_us=50.0) -> list of indices of rings that
  * have completions ready or whose peer died.  Spins (without the GIL) up to
  * spin_us, then arms every ring's CQ, fences, re-checks and sleeps in one
  * ppoll() over all completion eventfds and attach sockets (invariant 3 for
- * each ring).  Returns [] on timeout.  Used by RingExecutor's completion
- * thread and by callers that drive completions themselves. */
+ * each ring; the helper above).  Returns [] on timeout, or when a signal
+ * handler returned.  Used by RingExecutor's completion thread and by callers
+ * that drive completions themselves. */
 static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 3) {
@@ -157,71 +221,20 @@ static PyObject *sr_wait_any(PyObject *mod, PyObject *const *args, Py_ssize_t na
     int64_t now = sr_now_ns();
     int64_t deadline = ts < 0 ? INT64_MAX : now + ts;
     int64_t spin_until = now + (int64_t)(spin_us * 1000);
-    int any = 0, interrupted = 0;
+    uint64_t sleeps = 0;
+    int ret;
     for (Py_ssize_t k = 0; k < n; k++)
         rs[k]->in_enter++;
     Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        for (Py_ssize_t k = 0; k < n; k++) {
-            if (ur_cq_ready(rs[k]) || rs[k]->u.peer_dead) {
-                hit[k] = 1;
-                any = 1;
-            }
-        }
-        if (any)
-            break;
-        now = sr_now_ns();
-        if (now >= deadline)
-            break;
-        if (now < spin_until) {
-            for (int j = 0; j < 32; j++)
-                sr_cpu_relax();
-            sr_spin_yield();
-            continue;
-        }
-        for (Py_ssize_t k = 0; k < n; k++)
-            sr_store_release(&rs[k]->u.ureg->cq_flags.v, SR_CQ_ARMED);
-        sr_full_fence();
-        for (Py_ssize_t k = 0; k < n; k++) {
-            if (ur_cq_ready(rs[k]) || rs[k]->u.peer_dead) {
-                hit[k] = 1;
-                any = 1;
-            }
-        }
-        if (!any) {
-            for (Py_ssize_t k = 0; k < n; k++) {
-                pf[2 * k] = (struct pollfd){.fd = rs[k]->u.cq_efd, .events = POLLIN};
-                pf[2 * k + 1] = (struct pollfd){.fd = rs[k]->u.sock_fd, .events = POLLIN};
-            }
-            struct timespec t, *tp = NULL;
-            if (deadline != INT64_MAX) {
-                int64_t left = deadline - now;
-                t.tv_sec = left / 1000000000LL;
-                t.tv_nsec = left % 1000000000LL;
-                tp = &t;
-            }
-            int m = ppoll(pf, (nfds_t)(2 * n), tp, NULL);
-            if (m < 0 && errno == EINTR)
-                interrupted = 1;
-            for (Py_ssize_t k = 0; m > 0 && k < n; k++) {
-                if (pf[2 * k].revents & POLLIN)
-                    sr_eventfd_drain(rs[k]->u.cq_efd);
-                if (pf[2 * k + 1].revents)
-                    rs[k]->u.peer_dead = SR_PEER_GONE;
-            }
-        }
-        for (Py_ssize_t k = 0; k < n; k++)
-            if (!rs[k]->u.async_armed)
-                sr_store_release(&rs[k]->u.ureg->cq_flags.v, 0);
-        if (any || interrupted)
-            break;
-        /* woken: loop to collect what is ready (or sleep again) */
-        spin_until = 0;
-    }
+    ret = ur_wait_rings(rs, n, 1, deadline, spin_until, pf, hit, &sleeps);
     Py_END_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < n; k++)
         rs[k]->in_enter--;
-    if (interrupted && PyErr_CheckSignals() < 0)
+    /* A signal: run the Python handlers; one that raises ends the wait with
+     * its exception.  One that returns ends it too, with what is ready (as
+     * wait_any always did; its callers loop anyway) -- unlike
+     * submit_and_wait, which waits on until its deadline. */
+    if (ret == -EINTR && PyErr_CheckSignals() < 0)
         goto done;
     out = PyList_New(0);
     for (Py_ssize_t k = 0; out && k < n; k++) {
