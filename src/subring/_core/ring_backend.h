@@ -27,15 +27,25 @@
  *   user_wait.c       ur_: the one arm -> fence -> re-check -> sleep helper;
  *                     _core.wait_any
  *
- * Dispatch: static inline functions that switch on r->backend, not a const
- * ops struct of function pointers.  Measured (bench/kernel.py --quick and
- * bench/ipc.py --quick, A/B alternated on a loaded 2-core machine; numbers in
- * the commit message that introduced this comment): the two were within noise
- * of each other on every row, and the switch keeps the small per-CQE checks
- * (sr_be_ready, sr_be_needs_flush, sr_be_cqe_seen) inline in the reap loop,
- * where an indirect call cannot be inlined and a table would end up holding
- * only the cold operations.  A third backend adds one enum value and one case
- * per sr_be_* function; the compiler's -Wswitch then lists any case it forgot.
+ * Dispatch: static inline functions that test r->backend, not a const ops
+ * struct of function pointers.  Both were built and measured, alternating
+ * A/B/A/B on the same (loaded, 2-core, shared) machine, 3 runs each of
+ * bench/kernel.py --quick and bench/ipc.py --quick; medians of the same-run
+ * ratios, inline test vs ops struct (higher is better):
+ *     kernel  nop1_vs_c 0.38 vs 0.39, nop256_vs_c 0.80 vs 0.86,
+ *             read_qd32_vs_c 0.84 vs 0.70, read_qd32_batch_vs_c 0.90 vs 0.72
+ *     ipc     msg64_vs_pipe 7.2 vs 6.7, msg64_batch_vs_best 45 vs 44,
+ *             rtt64_vs_best 2.77 vs 2.94, rtt64_interrupt_vs_pipe 3.19 vs 3.29
+ * Run-to-run spread is +-15% or more here; the ranges of the two overlap on
+ * every row but one, read_qd32_vs_c (per-op reads, the reap path with one
+ * CQE per op), where the inline test won (0.75..0.96 vs 0.69..0.73).  The
+ * code says the same: the per-CQE checks (sr_be_ready,
+ * sr_be_cqe_seen) and the per-reap ones (sr_be_needs_flush,
+ * sr_be_flush_before_reap) stay inline in the reap loop, where an indirect
+ * call could not be inlined and costs a call per CQE; the test on a field
+ * every ring has anyway needs no table to keep in step with the enum.  A
+ * third backend adds its enum value, its state sub-struct and a branch in
+ * each sr_be_* function below -- all in this one place.
  */
 #ifndef SUBRING_RING_BACKEND_H
 #define SUBRING_RING_BACKEND_H
@@ -132,7 +142,9 @@ typedef struct SR_Ring {
     int closed;
     uint64_t fork_gen;
     /* Threads currently waiting in this ring (enter / wait, GIL released).
-     * Changed and read only with the GIL held: close() refuses while > 0. */
+     * Changed and read only with the GIL held: close() refuses while > 0.
+     * That is what lets a waiter read without the GIL what only close()
+     * changes (q.sq / q.cq pointers and sizes, u.cq_efd, u.sock_fd). */
     int in_enter;
     /* link-chain bookkeeping (GIL held) */
     int chain_open;          /* last prepared SQE carries LINK/HARDLINK */
@@ -396,13 +408,8 @@ static inline PyObject *ur_opname(SR_Ring *r, unsigned opcode)
  * Returns >= 0, or -1 with an exception set. */
 static inline int sr_be_submit(SR_Ring *r, uint32_t wait_nr, int64_t ts_ns)
 {
-    switch (r->backend) {
-    case SR_BACKEND_USER:
-        return ur_submit(r, wait_nr, ts_ns);
-    case SR_BACKEND_KERNEL:
-    default:
-        return kr_submit(r, wait_nr, ts_ns);
-    }
+    return r->backend == SR_BACKEND_USER ? ur_submit(r, wait_nr, ts_ns)
+                                         : kr_submit(r, wait_nr, ts_ns);
 }
 
 /* Does the peer hold completions that only a flush (an enter) makes visible? */

@@ -40,14 +40,19 @@ static inline uint32_t ur_cq_ready(SR_Ring *r)
     return n;
 }
 
-/* Is ring k done waiting: `min_complete` CQEs ready, or its peer dead?
- * Marks every such ring in hit[]; returns whether there was one. */
-static int ur_scan(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete, uint8_t *hit)
+/* Is ring k done waiting: `min_complete` CQEs ready, or (unless
+ * `ready_only`) its peer dead?  Marks every such ring in hit[]; returns
+ * whether there was one.  ready_only is the spin burst's re-check: it runs
+ * between pauses, and in hybrid mode on a shared CPU the burst's length is
+ * the round trip (the server runs when we yield), so it does only the one
+ * load it must; death is looked at once per burst. */
+static inline int ur_scan(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete,
+                          uint8_t *hit, int ready_only)
 {
     int any = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         /* ur_cq_ready first: it may find the peer broke the protocol */
-        if (ur_cq_ready(rs[k]) >= min_complete || rs[k]->u.peer_dead) {
+        if (ur_cq_ready(rs[k]) >= min_complete || (!ready_only && rs[k]->u.peer_dead)) {
             hit[k] = 1;
             any = 1;
         }
@@ -88,18 +93,22 @@ static void ur_disarm(SR_Ring *const *rs, Py_ssize_t n)
  *   sleep    in one ppoll() on every completion eventfd and attach socket
  *            (HUP / readable = the server is gone), then disarm and loop.
  *
- * `pf` has room for 2n entries.  `sleeps` counts the ppoll() calls.  Touches
+ * `pf` has room for 2n entries.  `sleeps` counts the ppoll() calls.  Always
+ * inlined: the single-ring caller gets a copy with n = 1 folded in (the
+ * burst's re-check is then one acquire load and a compare, as it was before
+ * the two waiters were merged; measured on the hybrid round trip).  Touches
  * only what may be touched without the GIL: the shared region (ring.h), the
  * private CQ head through ur_cq_ready, u.peer_dead and u.async_armed (see
  * their comments in ring_backend.h). */
-static int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete,
-                         int64_t deadline, int64_t spin_until, struct pollfd *pf,
-                         uint8_t *hit, uint64_t *sleeps)
+static inline __attribute__((always_inline))
+int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete,
+                  int64_t deadline, int64_t spin_until, struct pollfd *pf,
+                  uint8_t *hit, uint64_t *sleeps)
 {
     int64_t now = sr_now_ns();
     int64_t next_peer_check = now + 1000000;
     for (;;) {
-        if (ur_scan(rs, n, min_complete, hit))
+        if (ur_scan(rs, n, min_complete, hit, 0))
             return 1;
         now = sr_now_ns();
         if (now >= deadline)
@@ -107,7 +116,7 @@ static int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete
         if (now < spin_until) {
             for (int j = 0; j < 64; j++) {
                 sr_cpu_relax();
-                if (ur_scan(rs, n, min_complete, hit))
+                if (ur_scan(rs, n, min_complete, hit, 1))
                     return 1;
             }
             sr_spin_yield();
@@ -115,7 +124,7 @@ static int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete
                 next_peer_check = now + 1000000;
                 for (Py_ssize_t k = 0; k < n; k++)
                     ur_peer_gone(rs[k]);
-                if (ur_scan(rs, n, min_complete, hit))
+                if (ur_scan(rs, n, min_complete, hit, 0))
                     return 1;
             }
             continue;
@@ -123,7 +132,7 @@ static int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete
         ur_arm(rs, n);
         SR_DEBUG_DELAY("client: ARMED set, before the fence");
         sr_full_fence();
-        if (ur_scan(rs, n, min_complete, hit)) {
+        if (ur_scan(rs, n, min_complete, hit, 0)) {
             ur_disarm(rs, n);
             return 1;
         }
