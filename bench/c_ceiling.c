@@ -61,7 +61,7 @@ static double now(void)
 }
 
 /* KernelRing's defaults: try NO_SQARRAY | SUBMIT_ALL, drop one optional flag
- * per EINVAL in the same order pykring.c does (lowest bit first). */
+ * per EINVAL in the same order kernel_ring.c (kr_init) does (lowest bit first). */
 static void ring_setup(void)
 {
     uint32_t try_flags = IORING_SETUP_NO_SQARRAY | IORING_SETUP_SUBMIT_ALL;

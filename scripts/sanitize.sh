@@ -82,12 +82,13 @@ export SUBRING_SANITIZE_CFLAGS="$FLAGS"        # tests that compile C (fuzz/ring
 export PYTHONPATH="$BUILD/src"
 export PYTHONMALLOC=malloc                     # let ASan see every allocation
 if [ $# -eq 0 ]; then
-    set -- tests/reliability tests/test_nop.py tests/test_batch.py tests/test_links.py \
-        tests/test_overflow.py tests/test_cancel.py tests/test_lifecycle.py \
-        tests/test_buffer_lifetime.py tests/test_sq_full.py tests/test_bad_args.py \
-        tests/test_subsystem_calls.py tests/test_subsystem_faults.py \
-        tests/test_subsystem_fuzz.py tests/test_subsystem_records.py \
-        --deselect tests/test_bad_args.py::test_regression_constructor_huge_or_negative_sizes
+    K=tests/kernel S=tests/subsystem
+    set -- tests/reliability $K/test_nop.py $K/test_batch.py $K/test_links.py \
+        $K/test_overflow.py $K/test_cancel.py $K/test_lifecycle.py \
+        $K/test_buffer_lifetime.py $K/test_sq_full.py $K/test_bad_args.py \
+        $S/test_subsystem_calls.py $S/test_subsystem_faults.py \
+        $S/test_subsystem_fuzz.py $S/test_subsystem_records.py \
+        --deselect $K/test_bad_args.py::test_regression_constructor_huge_or_negative_sizes
     # (that test caps RLIMIT_AS at 2 GiB; ASan's shadow memory needs terabytes
     # of address space, so the capped child dies with MemoryError at start-up)
 fi

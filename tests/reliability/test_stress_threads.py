@@ -43,7 +43,7 @@ def test_subsystem_client_concurrent_methods(tmp_path, signals):
 
 
 # Fixed: a waiter without the GIL read our CQ head before the peer's tail and
-# took a working server for a broken one (pykring.c ur_cq_ready); the lag shows
+# took a working server for a broken one (user_wait.c ur_cq_ready); the lag shows
 # only with a thread interleaving, so this runs two seeds.
 def test_client_statistics_submitted_matches_completed_under_threads(tmp_path):
     """Bug (found by the client stress on the subsys branch): with three

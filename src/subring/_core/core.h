@@ -79,11 +79,24 @@ int sr_as_i64(PyObject *o, int64_t dflt, int64_t *out, const char *what);
 int sr_as_u64(PyObject *o, uint64_t dflt, uint64_t *out, const char *what);
 int sr_as_int(PyObject *o, int dflt, int *out, const char *what);
 int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what);
+/* timeout argument: None or math.inf -> -1 (no timeout), seconds -> ns. */
+int sr_parse_timeout(PyObject *o, int64_t *ns);
+/* Read an array of 64-bit integers from a buffer (itemsize 8) or a sequence. */
+typedef struct {
+    Py_buffer view;
+    PyObject *seq;
+    Py_ssize_t n;
+} sr_i64_array;
+int sr_i64_array_get(PyObject *o, sr_i64_array *arr, const char *what);
+int sr_i64_array_at(sr_i64_array *arr, Py_ssize_t k, int64_t *out, const char *what);
+void sr_i64_array_release(sr_i64_array *arr);
+/* An integer buffer format ('B' when the exporter gives none)? */
+int sr_int_format(const char *f);
 
-/* ---- pykring.c ---------------------------------------------------------- */
+/* ---- the ring object (ring_backend.h; wait_any: user_wait.c) ---------- */
 extern PyTypeObject SR_KernelRingType;
 extern PyTypeObject SR_UserRingType;
-extern PyMethodDef sr_pykring_functions[];
+extern PyMethodDef sr_ring_functions[];
 void sr_user_rings_after_fork(void);
 
 /* ---- server_*.c (the server half; its shared internals: server.h) ------- */

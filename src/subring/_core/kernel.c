@@ -128,10 +128,8 @@ int sr_kring_setup(struct sr_kring *r, uint32_t entries, struct io_uring_params 
     sq->sqes     = r->sqe_map;
     sq->mask     = *(uint32_t *)(sqb + p->sq_off.ring_mask);
     sq->entries  = *(uint32_t *)(sqb + p->sq_off.ring_entries);
-    sq->sqe_tail = *sq->ktail;
-    sq->published = sq->sqe_tail;   /* private copy: never read back (ring.h) */
-    sq->head_cache = *sq->khead;
     sq->sqe_shift = sqe_shift;
+    sr_sq_init_indices(sq);         /* private copies: never read back (ring.h) */
 
     struct sr_cq *cq = &r->cq;
     cq->khead     = (uint32_t *)(cqb + p->cq_off.head);

@@ -79,7 +79,7 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&coremodule);
     if (!m)
         return NULL;
-    if (PyModule_AddFunctions(m, sr_pykring_functions) < 0) {
+    if (PyModule_AddFunctions(m, sr_ring_functions) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -100,6 +100,6 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     }
     { extern int sr_aiter_init(PyObject *); if (sr_aiter_init(m) < 0) { Py_DECREF(m); return NULL; } }  /* aiter.c */
-    { extern int sr_fuse_init(PyObject *); if (sr_fuse_init(m) < 0) { Py_DECREF(m); return NULL; } }  /* fuse.c */
+    { extern int sr_fuse_init(PyObject *); if (sr_fuse_init(m) < 0) { Py_DECREF(m); return NULL; } }  /* fuse_conn.c (declared in fuse.h) */
     return m;
 }

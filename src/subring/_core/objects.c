@@ -188,6 +188,92 @@ int sr_as_u32(PyObject *o, uint32_t dflt, uint32_t *out, const char *what)
     return 0;
 }
 
+/* ---- argument helpers of the ring methods (ring_*.c, kernel_*.c, user_*.c) */
+
+/* timeout argument: None or math.inf -> -1 (no timeout), a number of
+ * seconds -> ns.  inf is "no timeout" for every purpose, in particular a
+ * wait that could never be satisfied is refused at once instead of blocking
+ * for ever (submit_and_wait). */
+int sr_parse_timeout(PyObject *o, int64_t *ns)
+{
+    if (!o || o == Py_None) { *ns = -1; return 0; }
+    double t = PyFloat_AsDouble(o);
+    if (t == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, "
+                     "not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (!(t >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 (or None)");
+        return -1;
+    }
+    if (t == Py_HUGE_VAL) {
+        *ns = -1;
+        return 0;
+    }
+    *ns = t > 9e9 ? (int64_t)9e18 : (int64_t)(t * 1e9);
+    return 0;
+}
+
+
+int sr_i64_array_get(PyObject *o, sr_i64_array *arr, const char *what)
+{
+    memset(arr, 0, sizeof(*arr));
+    if (PyObject_CheckBuffer(o)) {
+        if (PyObject_GetBuffer(o, &arr->view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            return -1;
+        const char *f = arr->view.format ? arr->view.format : "B";
+        if (*f == '<' || *f == '=' || *f == '@') f++;
+        if (arr->view.itemsize != 8 || !strchr("qQlL", *f) || f[1]) {
+            PyErr_Format(PyExc_TypeError, "%s must hold 64-bit integers (array('q'), "
+                         "numpy int64) or be a sequence of ints", what);
+            PyBuffer_Release(&arr->view);
+            return -1;
+        }
+        arr->n = arr->view.len / 8;
+        return 0;
+    }
+    arr->seq = PySequence_Fast(o, what);
+    if (!arr->seq)
+        return -1;
+    arr->n = PySequence_Fast_GET_SIZE(arr->seq);
+    return 0;
+}
+
+int sr_i64_array_at(sr_i64_array *arr, Py_ssize_t k, int64_t *out, const char *what)
+{
+    if (!arr->seq) {
+        *out = ((int64_t *)arr->view.buf)[k];
+        return 0;
+    }
+    PyObject *o = PySequence_Fast_GET_ITEM(arr->seq, k);
+    if (PyLong_Check(o) && _PyLong_Sign(o) > 0) {   /* user_data may use all 64 bits */
+        uint64_t u;
+        if (sr_as_u64(o, 0, &u, what) < 0)
+            return -1;
+        *out = (int64_t)u;
+        return 0;
+    }
+    return sr_as_i64(o, 0, out, what);
+}
+
+void sr_i64_array_release(sr_i64_array *arr)
+{
+    if (arr->view.obj)
+        PyBuffer_Release(&arr->view);
+    Py_CLEAR(arr->seq);
+}
+
+/* An integer buffer format ('B' when the exporter gives none). */
+int sr_int_format(const char *f)
+{
+    if (!f)
+        return 1;
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    return f[0] && strchr("bBhHiIlLqQnN", f[0]) && !f[1];
+}
+
 /* ------------------------------------------------------------------------ */
 /* op table                                                                  */
 /* ------------------------------------------------------------------------ */

@@ -84,6 +84,44 @@ struct sr_cq {
 
 /* ---- SQ, producer side ----------------------------------------------- */
 
+/* At setup / attach, once the pointers are set: take our private copies from
+ * the shared words.  The only time our own tail is read from shared memory
+ * (the ring is new, or the server initialised the region); relaxed is enough
+ * for it (nobody else writes it).  acquire for the head: as in sr_sq_space. */
+static inline void sr_sq_init_indices(struct sr_sq *sq)
+{
+    sq->sqe_tail = sr_load_relaxed(sq->ktail);
+    sq->published = sq->sqe_tail;   /* from here on, never read back */
+    sq->head_cache = sr_load_acquire(sq->khead);
+}
+
+/* The address of SQ entry `idx` (free-running index, masked here). */
+static inline struct io_uring_sqe *sr_sq_entry(const struct sr_sq *sq, uint32_t idx)
+{
+    return (struct io_uring_sqe *)(sq->sqes +
+            ((size_t)(idx & sq->mask) << (6 + sq->sqe_shift)));
+}
+
+/* The index the next SQE will get (private copy). */
+static inline uint32_t sr_sq_next_index(const struct sr_sq *sq)
+{
+    return sq->sqe_tail;
+}
+
+/* The index of the SQE sr_sq_get handed out last (while it is unpublished,
+ * still ours to edit through sr_sq_entry). */
+static inline uint32_t sr_sq_last_index(const struct sr_sq *sq)
+{
+    return sq->sqe_tail - 1;
+}
+
+/* Take back the unpublished SQEs from index `idx` on (private copy only:
+ * the consumer never saw them).  The caller checked they are unpublished. */
+static inline void sr_sq_rewind(struct sr_sq *sq, uint32_t idx)
+{
+    sq->sqe_tail = idx;
+}
+
 /* Entries the producer may still fill, from the consumer's head as last
  * read; only when that shows less than half the ring free is the head read
  * again.  So the answer is exact below entries / 2 and at least entries / 2
@@ -120,8 +158,7 @@ static inline struct io_uring_sqe *sr_sq_get(struct sr_sq *sq, uint32_t *space)
     if (sr_unlikely(*space == 0))
         return NULL;
     (*space)--;
-    size_t idx = (size_t)(sq->sqe_tail & sq->mask) << (6 + sq->sqe_shift);
-    struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sq->sqes + idx);
+    struct io_uring_sqe *sqe = sr_sq_entry(sq, sq->sqe_tail);
     sq->sqe_tail++;
     /* Constant sizes: the compiler inlines these as a few vector stores. */
     if (sq->sqe_shift)
@@ -175,11 +212,34 @@ static inline int sr_sq_head_sane(const struct sr_sq *sq)
     return sr_sq_in_consumer(sq) <= sq->entries;
 }
 
-/* Published entries the consumer has not taken yet (reads its head). */
+/* Entries handed out (published or not) the consumer has not taken yet
+ * (reads its head). */
 static inline uint32_t sr_sq_pending(struct sr_sq *sq)
 {
     sq->head_cache = sr_load_acquire(sq->khead);
     return sq->sqe_tail - sq->head_cache;
+}
+
+/* Published entries the consumer has not taken yet (reads its head): what
+ * io_uring_enter is told to submit.  acquire: as in sr_sq_space. */
+static inline uint32_t sr_sq_unconsumed(struct sr_sq *sq)
+{
+    sq->head_cache = sr_load_acquire(sq->khead);
+    return sq->published - sq->head_cache;
+}
+
+/* The consumer's flag word (kernel: IORING_SQ_NEED_WAKEUP / CQ_OVERFLOW /
+ * TASKRUN).  Relaxed: a hint to act on (flush, wake); where a missed flag
+ * would lose a wake-up the caller fences first (sr_sq_needs_wakeup). */
+static inline uint32_t sr_sq_flags(const struct sr_sq *sq)
+{
+    return sr_load_relaxed(sq->kflags);
+}
+
+/* The kernel's count of invalid SQEs it dropped (statistics; relaxed). */
+static inline uint32_t sr_sq_dropped(const struct sr_sq *sq)
+{
+    return sr_load_relaxed(sq->kdropped);
 }
 
 /* After publishing, may the consumer be asleep?  (SQPOLL NEED_WAKEUP, or a
@@ -194,6 +254,37 @@ static inline int sr_sq_needs_wakeup(const struct sr_sq *sq)
 }
 
 /* ---- CQ, consumer side ----------------------------------------------- */
+
+/* At setup / attach: the CQ head to start our private copy from.  Relaxed:
+ * nobody else writes it (we are the consumer), and the ring is new or was
+ * just handed to us whole. */
+static inline uint32_t sr_cq_init_head(const struct sr_cq *cq)
+{
+    return sr_load_relaxed(cq->khead);
+}
+
+/* The producer's tail.  acquire: pairs with its release, so every CQE below
+ * the value returned is fully written.  (sr_cq_ready when the head to
+ * subtract must be read after the tail: see ur_cq_ready.) */
+static inline uint32_t sr_cq_tail(const struct sr_cq *cq)
+{
+    return sr_load_acquire(cq->ktail);
+}
+
+/* CQEs the kernel had to drop (statistics; relaxed). */
+static inline uint32_t sr_cq_overflow(const struct sr_cq *cq)
+{
+    return sr_load_relaxed(cq->koverflow);
+}
+
+/* Write our CQ flag word (user ring: SR_CQ_ARMED, read by the server).
+ * The ordering that matters is not this store's: a waiter puts a full fence
+ * between arming and re-checking the tail (invariant 3, ur_wait_rings).
+ * release is what this store always was; on x86 it is a plain store. */
+static inline void sr_cq_set_flags(struct sr_cq *cq, uint32_t v)
+{
+    sr_store_release(cq->kflags, v);
+}
 
 /* Number of CQEs ready.  The acquire pairs with the producer's release of the
  * tail: every CQE below the tail we read is fully written. */
@@ -256,6 +347,13 @@ static inline void sr_sqc_take(struct sr_sq_cons *c, void *out)
     c->head++;
 }
 
+/* SQEs the client published that we have not taken, unvalidated (for
+ * reporting only; the data path uses sr_sqc_avail). */
+static inline uint32_t sr_sqc_waiting(const struct sr_sq_cons *c)
+{
+    return sr_load_acquire(c->ktail) - c->head;
+}
+
 /* Tell the client the taken entries are free.  release: our copies of the
  * SQEs are complete before the client may overwrite those entries. */
 static inline void sr_sqc_release(struct sr_sq_cons *c)
@@ -296,10 +394,27 @@ static inline void sr_cqp_put(struct sr_cq_prod *p, uint64_t user_data, int32_t 
     p->tail++;
 }
 
+/* CQEs we posted that the client has not reaped, unvalidated (reporting). */
+static inline uint32_t sr_cqp_unreaped(const struct sr_cq_prod *p)
+{
+    return p->tail - sr_load_acquire(p->khead);
+}
+
 /* release: CQE contents are visible before the client sees the new tail. */
 static inline void sr_cqp_publish(struct sr_cq_prod *p)
 {
     sr_store_release(p->ktail, p->tail);
+}
+
+/* ---- provided buffer rings (kernel_bufring.c) --------------------------
+ * We produce buffers, the kernel consumes them.  The ring is struct
+ * io_uring_buf[]; its 16-bit tail overlays the resv field of entry 0, which
+ * the kernel never reads as buffer data. */
+static inline void sr_pbuf_publish(uint8_t *ring_mem, uint16_t tail)
+{
+    /* release: the entries written before are visible before the kernel can
+     * see the tail move over them. */
+    sr_store_release((uint16_t *)(ring_mem + IO_URING_BUF_RING_TAIL_OFFSET), tail);
 }
 
 #endif /* SUBRING_RING_H */

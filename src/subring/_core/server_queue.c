@@ -281,8 +281,8 @@ static PyObject *squeue_stats(SQueue *q, PyObject *unused)
     uint64_t c_sub = 0, c_bells = 0, c_hits = 0, c_sleeps = 0;
     if (q->reg && !q->dead) {
         struct sr_uring_region *g = q->reg;
-        sq_pending = sr_load_acquire(&g->sq_tail.v) - q->sq.head;
-        cq_pending = q->cq.tail - sr_load_acquire(&g->cq_head.v);
+        sq_pending = sr_sqc_waiting(&q->sq);
+        cq_pending = sr_cqp_unreaped(&q->cq);
         if (sq_pending > q->sq.entries) sq_pending = q->sq.entries;
         if (cq_pending > q->cq.entries) cq_pending = q->cq.entries;
         mode = __atomic_load_n(&g->cq_head.mode, __ATOMIC_RELAXED);
