@@ -28,16 +28,8 @@ MAX_LINES = 1100
 
 # Files still being split by another piece of work, with the reason.  Remove an
 # entry as soon as that work lands.
-TOO_LONG_ALLOWED = {
-    # fuse.c (1,887 lines) is being split by role in the fusesplit branch
-    # (fuse_conn.c, fuse_classic.c, fuse_uring.c, ...); it disappears then.
-    "fuse.c",
-}
-# fuse.c (fuse_uring.c once fusesplit's split lands) reads its CQ head once
-# with `*g->r.cq.khead`; the one-line change to sr_cq_init_head is requested
-# ("s2 from csplit to fusesplit" in the coordination notes).  Drop both entries
-# when it is made.
-INDEX_RULE_ALLOWED = {"fuse.c", "fuse_uring.c"}
+TOO_LONG_ALLOWED: set[str] = set()
+INDEX_RULE_ALLOWED: set[str] = set()
 
 _MEMBER = re.compile(r"\bk(head|tail|flags|dropped|overflow)\b")
 _MEMBER_ASSIGNED = re.compile(r"\bk(head|tail|flags|dropped|overflow)\b\s*=(?!=)")

@@ -248,7 +248,7 @@ PyObject *fuse_serve_ring(FuseConn *c, PyObject *const *args, Py_ssize_t nargs,
         prep_cmd(c, g, i, FUSE_IO_URING_CMD_REGISTER);
     prep_wake(g);
 
-    uint32_t to_submit = 0, cq_head = *g->r.cq.khead, alive = g->nent;
+    uint32_t to_submit = 0, cq_head = sr_cq_init_head(&g->r.cq), alive = g->nent;
     int fatal = 0, saw_gone = 0;
     const char *fatal_what = NULL;
     uint64_t ring_reqs = 0, errs = 0;
