@@ -387,7 +387,7 @@ static int sys_enter(int fd, unsigned submit, unsigned wait, unsigned flags)
  * mount hangs); SINGLE_ISSUER|DEFER_TASKRUN is the best setting measured for
  * this traffic (task work runs only in our own io_uring_enter), and
  * NO_SQARRAY saves an indirection.  The optional flags are dropped in the
- * same order as subring.fuse's ring (src/subring/_core/fuse.c), so the two
+ * same order as subring.fuse's ring (src/subring/_core/fuse_uring.c), so the two
  * rings are set up alike. */
 static void ring_init(struct ring *r, unsigned entries)
 {

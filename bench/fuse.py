@@ -42,6 +42,9 @@ Contenders
                        default threads (see ``servers`` in the JSON)
 ``subring-uring-X``    the same with the other threads mode (X = single or
                        per-queue): per-queue threads vs one thread for all
+``subring-nogilspin``  ``subring-uring`` with ``mount(gil_spin_us=0)``: serving
+                       threads block in CPython's GIL wait at once instead of
+                       spinning for a GIL another serving thread holds
 ``subring-classic``    subring.fuse, /dev/fuse read/write
 ``mfusepy``            mfusepy (ctypes, libfuse3 high-level API), single-
                        threaded loop (faster here than libfuse's
@@ -166,6 +169,7 @@ WORKLOADS: dict[str, tuple[str, int, str]] = {
 }
 
 SUBRING = "subring-uring"      # the subring contender of the bars (library default threads)
+NO_GIL_SPIN = "subring-nogilspin"   # the same with mount(gil_spin_us=0)
 C_FOR = {"single": "c-uring", "per-queue": "c-uring-pq"}
 
 
@@ -225,6 +229,12 @@ def ceiling_defs(c_match: str, alt: str | None) -> dict[str, tuple[str, tuple[st
             "stat()/s, c-uring: reader and server on one CPU / on two CPUs",
             ("stat_1r_same_cpu", "c-uring"), ("stat_1r_cross_cpu", "c-uring")),
     }
+    d["subring_read4k_2r_gil_spin_vs_off"] = (
+        f"4 KiB reads/s, two readers: {SUBRING} / the same with gil_spin_us=0",
+        ("read4k_2r", SUBRING), ("read4k_2r", NO_GIL_SPIN))
+    d["subring_stat_2r_gil_spin_vs_off"] = (
+        f"stat()/s, two readers: {SUBRING} / the same with gil_spin_us=0",
+        ("stat_2r", SUBRING), ("stat_2r", NO_GIL_SPIN))
     if alt:
         d["subring_read4k_threads_alt_vs_default"] = (
             f"4 KiB reads/s, one reader: {alt} / {SUBRING}",
@@ -599,6 +609,7 @@ def make_specs(mode: Mode, c_exe: str | None, unavailable: dict[str, str],
 
     specs = [
         Spec(SUBRING, fs("subring", "--transport", "uring"), True),
+        Spec(NO_GIL_SPIN, fs("subring", "--transport", "uring", "--gil-spin-us", "0"), True),
         Spec("subring-classic", fs("subring", "--transport", "classic"), False),
         Spec("mfusepy", fs("mfusepy"), False),
         Spec("pyfuse3", fs("pyfuse3"), False),

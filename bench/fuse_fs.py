@@ -12,7 +12,7 @@ with the answers built once up front, so that what is measured is the
 library's per-request cost.
 
     python bench/fuse_fs.py subring MOUNTPOINT --size BYTES \\
-        [--transport uring|classic] [--threads auto|per-queue|single]
+        [--transport uring|classic] [--threads auto|per-queue|single] [--gil-spin-us US]
     python bench/fuse_fs.py mfusepy MOUNTPOINT --size BYTES [--mt]
     python bench/fuse_fs.py pyfuse3 MOUNTPOINT --size BYTES
 
@@ -64,7 +64,8 @@ def die_with_parent() -> None:
 # subring.fuse: inode-based, handlers return Attr / Entry / bytes
 # --------------------------------------------------------------------------
 
-def serve_subring(mountpoint: str, size: int, transport: str, threads: str) -> int:
+def serve_subring(mountpoint: str, size: int, transport: str, threads: str,
+                  gil_spin_us: float | None = None) -> int:
     from subring import fuse
 
     data = make_data(size)
@@ -105,9 +106,10 @@ def serve_subring(mountpoint: str, size: int, transport: str, threads: str) -> i
         def readdir(self, ino: int, fh: int, offset: int) -> Any:
             return listing[offset:]
 
+    extra = {} if gil_spin_us is None else {"gil_spin_us": gil_spin_us}
     m = fuse.mount(BenchFS(), mountpoint, transport=transport, threads=threads,
                    direct_io=True, attr_timeout=0, entry_timeout=0, fsname="fusebench",
-                   subtype="subring_bench")
+                   subtype="subring_bench", **extra)
     signal.signal(signal.SIGTERM, lambda *_: m.unmount())
     ready(library="subring.fuse", transport=m.transport, threads=m.threads)
     try:
@@ -126,7 +128,8 @@ def report_stats(m: Any) -> None:
     except Exception as e:  # noqa: BLE001 -- informational only
         print(f"fuse_fs: no statistics: {type(e).__name__}: {e}", file=sys.stderr)
         return
-    fields = ("requests", "ring_requests", "dev_requests", "error_replies")
+    fields = ("requests", "ring_requests", "dev_requests", "error_replies", "gil_spins",
+              "gil_spin_timeouts")
     print("STATS " + json.dumps({k: getattr(st, k, None) for k in fields}), flush=True)
 
 
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transport", default="uring", choices=("uring", "classic", "auto"))
     p.add_argument("--threads", default="auto", choices=("auto", "per-queue", "single"))
     p.add_argument("--mt", action="store_true", help="mfusepy: libfuse's multi-threaded loop")
+    p.add_argument("--gil-spin-us", type=float, default=None,
+                   help="subring: mount(gil_spin_us=...) (default: the library's)")
     args = p.parse_args(argv)
     if args.size <= 0 or args.size % BLOCK:
         p.error("--size must be a positive multiple of 4096")
@@ -267,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         if args.library == "subring":
-            return serve_subring(args.mountpoint, args.size, args.transport, args.threads)
+            return serve_subring(args.mountpoint, args.size, args.transport, args.threads,
+                                 args.gil_spin_us)
         if args.library == "mfusepy":
             return serve_mfusepy(args.mountpoint, args.size, args.mt)
         return serve_pyfuse3(args.mountpoint, args.size)

@@ -48,7 +48,7 @@ Workloads
 Contenders
 ----------
 ``subring-MODE``        ``connect(..., mode=MODE)`` against ``serve(...,
-                        mode=MODE)`` (server mode and client ``wait_mode`` the
+                        mode=MODE)`` (server and client ``mode`` the
                         same; ``spin_us`` 50 in hybrid), MODE = hybrid
                         (default), interrupt, poll.  Per-op client API:
                         ``prep_call`` (``prep_call_pool`` for 1 MiB) per

@@ -18,7 +18,7 @@ from _common import atheris, instrument, instrumented, main
 
 with instrumented():
     import subring
-    from subring import _wire
+    from subring.subsystem import attach
 
 
 class Target(subring.Subsystem):
@@ -78,7 +78,7 @@ class Harness:
                 val = [fdp.ConsumeIntInRange(0, 9)]
             msg[key] = val
         if kind == 2:
-            msg.setdefault("subring", _wire.PROTOCOL)
+            msg.setdefault("subring", attach.PROTOCOL)
         if kind == 3:
             msg["cmd"] = "pool"
         try:
@@ -109,7 +109,7 @@ class Harness:
                         socket.send_fds(s, [raw or b" "], fds)
                     else:
                         s.send(raw or b" ")
-                    reply, rfds, _, _ = socket.recv_fds(s, _wire.MAX_MESSAGE, _wire.MAX_FDS)
+                    reply, rfds, _, _ = socket.recv_fds(s, attach.MAX_MESSAGE, attach.MAX_FDS)
                 except (BrokenPipeError, ConnectionResetError):
                     break
                 except TimeoutError:

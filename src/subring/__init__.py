@@ -8,7 +8,6 @@ See README.md and docs/.
 
 from . import errors, ops  # noqa: F401  (errors first: the C core imports it)
 from ._core import BufferRing, Completion, Pin
-from .client import AbiMismatchError, AttachRefusedError, ClientStatistics, SubsystemClient, connect
 from .errors import (
     CorruptRingError,
     ForkedRingError,
@@ -21,10 +20,26 @@ from .errors import (
 )
 from .executor import RingExecutor
 from .kernel import KernelProbe, KernelRing, RingStatistics, Statx, probe, sockaddr
-from .memory import BufferPool
+from .memory import BufferPool, PoolStatistics
 from .ops import SQE, CQEFlag, Feature, Op, Setup
-from .subsystem import PENDING, Batch, ClientInfo, OpSpec, Request, Subsystem, op
-from .subsystem_stats import ClientRow, SubsystemStatistics, query_statistics
+from .ring import Ring
+from .subsystem import (
+    PENDING,
+    AbiMismatchError,
+    AttachRefusedError,
+    Batch,
+    ClientInfo,
+    ClientRow,
+    ClientStatistics,
+    OpSpec,
+    Request,
+    Subsystem,
+    SubsystemClient,
+    SubsystemStatistics,
+    connect,
+    op,
+    query_statistics,
+)
 
 __version__ = "0.1.0"
 
@@ -50,7 +65,9 @@ __all__ = [
     "OpSpec",
     "PeerDiedError",
     "Pin",
+    "PoolStatistics",
     "Request",
+    "Ring",
     "RingBusyError",
     "RingClosedError",
     "RingExecutor",

@@ -62,17 +62,27 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import ipaddress
-import math
 import operator
 import os
 import select
 import socket
 import struct
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from . import _core
+from ._sqeargs import (
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    Statx,
+    fd32,
+    file_offset,
+    iovecs,
+    path_pin,
+    sockaddr,
+    timespec,
+)
 from .errors import UnsupportedError
 from .ops import (
     ACCEPT_MULTISHOT,
@@ -97,8 +107,6 @@ from .ops import (
 __all__ = ["KernelProbe", "KernelRing", "RingStatistics", "Statx", "probe", "sockaddr"]
 
 Pin = _core.Pin
-AT_FDCWD = -100
-AT_REMOVEDIR = 0x200
 _NO_USER_DATA: Any = None
 
 
@@ -107,8 +115,8 @@ class RingStatistics:
     """A snapshot of a kernel ring's counters (``KernelRing.statistics()``).
 
     Frozen; ``backend`` is ``"kernel"`` (a subsystem client's statistics say
-    ``"subsystem"``), so code that aggregates statistics of several ring kinds
-    can tell them apart.  Every other field is a count since the ring was
+    ``"subsystem-client"``), so code that aggregates statistics of several ring
+    kinds can tell them apart.  Every other field is a count since the ring was
     created, except the sizes at the end.
     """
 
@@ -121,9 +129,9 @@ class RingStatistics:
     sq_full_flushes: int      # automatic submits because the SQ was full
     sq_dropped: int           # SQEs the kernel rejected as invalid
     cq_dropped: int           # CQEs the kernel had to drop (never with FEAT_NODROP)
-    sq_entries: int
-    cq_entries: int
-    max_inflight: int
+    sq_entries: int           # SQ size
+    cq_entries: int           # CQ size
+    max_inflight: int         # cap on ops in flight (RingFullError beyond it)
     backend: str = "kernel"   # which kind of ring these counters describe
 
 
@@ -131,8 +139,8 @@ class RingStatistics:
 class KernelProbe:
     """What the running kernel supports (``subring.probe()``)."""
 
-    opcodes: frozenset[Op]
-    features: Feature
+    opcodes: frozenset[Op]     # opcodes it supports (IORING_REGISTER_PROBE)
+    features: Feature          # IORING_FEAT_* bits io_uring_setup reported
     setup_flags: Setup         # flags a ring could be created with here
 
     def supports(self, op: Op | str | int) -> bool:
@@ -140,138 +148,6 @@ class KernelProbe:
         if isinstance(op, str):
             op = Op[op.upper()]
         return Op(op) in self.opcodes
-
-
-def _path(path: str | bytes | os.PathLike[Any]) -> Pin:
-    """A NUL-terminated, pinned copy of a path."""
-    raw = os.fsencode(path)
-    if b"\0" in raw:
-        raise ValueError("embedded null byte in path")
-    return Pin(raw + b"\0")
-
-
-_U64 = 0xFFFFFFFFFFFFFFFF
-_LOFF_MAX = (1 << 63) - 1
-
-
-def _timespec(seconds: float) -> Pin:
-    """A pinned ``struct __kernel_timespec``.  NaN and negative values raise
-    ValueError; values that do not fit (``inf``, ``1e300``) OverflowError."""
-    seconds = float(seconds)
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {seconds!r}")
-    if seconds >= _LOFF_MAX:
-        raise OverflowError(f"timeout of {seconds!r} s does not fit a timespec "
-                            "(at most 2**63 - 1 seconds)")
-    sec = int(seconds)
-    nsec = round((seconds - sec) * 1e9)
-    if nsec >= 1_000_000_000:
-        sec, nsec = sec + 1, nsec - 1_000_000_000
-    return Pin(struct.pack("qq", sec, nsec))
-
-
-def _offset(offset: int, what: str = "offset") -> int:
-    """A file offset for an SQE's 64-bit field: -1 (the fd's own position)
-    becomes ``2**64 - 1``; anything else must fit a ``loff_t``.  Never wraps:
-    ValueError below -1, OverflowError at 2**63 and above (as ``prep_write``)."""
-    offset = operator.index(offset)
-    if offset == -1:
-        return _U64
-    if offset < -1:
-        raise ValueError(f"{what} must be >= 0, or -1 for the file position; got {offset}")
-    if offset > _LOFF_MAX:
-        raise OverflowError(f"{what} {offset} does not fit a 64-bit file offset")
-    return offset
-
-
-def _fd32(fd: int, what: str = "fd") -> int:
-    """An fd (or registered-file index) for a 32-bit SQE field, unwrapped."""
-    fd = operator.index(fd)
-    if not -(1 << 31) <= fd < (1 << 31):
-        raise OverflowError(f"{what} {fd} out of range for a 32-bit int")
-    return fd & 0xFFFFFFFF
-
-
-def _iovecs(buffers: Sequence[Any], writable: bool) -> tuple[Pin, tuple[Pin, ...]]:
-    pins = tuple(Pin(b, writable) for b in buffers)
-    if not pins:
-        raise ValueError("at least one buffer is needed")
-    iov = bytearray(16 * len(pins))
-    for k, p in enumerate(pins):
-        struct.pack_into("QQ", iov, 16 * k, p.address, p.nbytes)
-    return Pin(iov), pins
-
-
-def sockaddr(address: Any, family: int | None = None) -> bytes:
-    """Encode a socket address as a ``struct sockaddr``.
-
-    ``("127.0.0.1", 80)`` is AF_INET, ``("::1", 80[, flowinfo, scope_id])`` is
-    AF_INET6, a ``str``/``bytes`` path is AF_UNIX (a leading NUL: abstract).
-    Host names are not resolved: pass numeric addresses.
-    """
-    if isinstance(address, (str, bytes)) and family in (None, socket.AF_UNIX):
-        path = os.fsencode(address)
-        if len(path) > 107:
-            raise ValueError("AF_UNIX path longer than 107 bytes")
-        return struct.pack("H", socket.AF_UNIX) + path + (b"" if path[:1] == b"\0" else b"\0")
-    if not isinstance(address, tuple) or len(address) not in (2, 4):
-        raise TypeError(f"unsupported address {address!r}")
-    host, port = address[0], operator.index(address[1])
-    if not 0 <= port <= 0xFFFF:
-        raise ValueError(f"port must be in 0..65535, got {port}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{host!r} is not a numeric IP address (resolve it first)") from None
-    if family is None:
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    if family == socket.AF_INET:
-        return struct.pack("H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
-    flow, scope = (address[2], address[3]) if len(address) == 4 else (0, 0)
-    flow, scope = operator.index(flow), operator.index(scope)
-    if not (0 <= flow <= 0xFFFFFFFF and 0 <= scope <= 0xFFFFFFFF):
-        raise ValueError("flowinfo and scope_id must be in 0..2**32-1")
-    if ip.version == 4:
-        ip = ipaddress.ip_address("::ffff:" + str(ip))
-    return (struct.pack("H", socket.AF_INET6) + struct.pack("!HI", port, flow) + ip.packed
-            + struct.pack("I", scope))
-
-
-class Statx(bytearray):
-    """A ``struct statx`` buffer for :meth:`KernelRing.prep_statx` (256 bytes)."""
-
-    def __init__(self) -> None:
-        super().__init__(256)
-
-    def _u(self, fmt: str, off: int) -> int:
-        value: int = struct.unpack_from(fmt, self, off)[0]
-        return value
-
-    def _ts(self, off: int) -> float:
-        sec: int
-        nsec: int
-        sec, nsec = struct.unpack_from("qI", self, off)
-        return sec + nsec * 1e-9
-
-    mask = property(lambda s: s._u("I", 0))
-    blksize = property(lambda s: s._u("I", 4))
-    attributes = property(lambda s: s._u("Q", 8))
-    nlink = property(lambda s: s._u("I", 16))
-    uid = property(lambda s: s._u("I", 20))
-    gid = property(lambda s: s._u("I", 24))
-    mode = property(lambda s: s._u("H", 28))
-    ino = property(lambda s: s._u("Q", 32))
-    size = property(lambda s: s._u("Q", 40))
-    blocks = property(lambda s: s._u("Q", 48))
-    atime = property(lambda s: s._ts(64))
-    btime = property(lambda s: s._ts(80))
-    ctime = property(lambda s: s._ts(96))
-    mtime = property(lambda s: s._ts(112))
-    rdev = property(lambda s: os.makedev(s._u("I", 128), s._u("I", 132)))
-    dev = property(lambda s: os.makedev(s._u("I", 136), s._u("I", 140)))
-
-    def __repr__(self) -> str:
-        return f"<Statx mode={self.mode:o} size={self.size} ino={self.ino}>"
 
 
 class KernelRing(_core.KernelRing):
@@ -357,12 +233,20 @@ class KernelRing(_core.KernelRing):
         self.close()
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Cancel every op in flight, wait (up to ``timeout``) for their final
+        """Drain, then release: cancel every op in flight, wait (up to
+        ``timeout`` seconds; None: without bound) for their final
         completions, then release the ring (and the eventfd of
-        ``enable_eventfd``).  Unreaped completions are discarded.  If the
+        ``enable_eventfd``).  Unreaped completions are discarded; the ops'
+        buffers are released once the kernel is done with them.  If the
         kernel does not finish in time, the buffers of the stragglers are kept
         alive forever (a ResourceWarning says so) rather than freed under the
-        kernel."""
+        kernel.  (A :class:`~subring.SubsystemClient` abandons its ops
+        instead: see its ``close``.)
+
+        Afterwards every verb raises :class:`~subring.RingClosedError` and
+        ``inflight`` is 0.  Idempotent.  Raises
+        :class:`~subring.RingBusyError` while another thread waits in this
+        ring."""
         super().close(timeout)
 
     def __repr__(self) -> str:
@@ -376,9 +260,20 @@ class KernelRing(_core.KernelRing):
         return RingStatistics(**self._stats(), sq_entries=self.sq_entries,
                               cq_entries=self.cq_entries, max_inflight=self.max_inflight)
 
+    def supported_ops(self) -> frozenset[Op]:
+        """The opcodes this kernel supports (``IORING_REGISTER_PROBE`` on this
+        ring).  :func:`subring.probe` gives the whole picture -- opcodes,
+        features and the setup flags a ring can be created with -- once per
+        process."""
+        known = {int(o) for o in Op}
+        return frozenset(Op(o) for o in self._probe() if o in known)
+
     def probe(self) -> frozenset[Op]:
-        """Opcodes this kernel supports (IORING_REGISTER_PROBE)."""
-        return frozenset(Op(o) for o in self._probe() if o in Op._value2member_map_)
+        """Deprecated name of :meth:`supported_ops` (it was easy to confuse
+        with :func:`subring.probe`, which returns a :class:`KernelProbe`)."""
+        warnings.warn("KernelRing.probe() is deprecated; use supported_ops() (the "
+                      "kernel-wide probe is subring.probe())", DeprecationWarning, stacklevel=2)
+        return self.supported_ops()
 
     def cancel(self, target: int, *, wait: bool = False, timeout: float | None = 5.0) -> int:
         """Ask the kernel to cancel the op with token ``target`` and submit.
@@ -401,16 +296,16 @@ class KernelRing(_core.KernelRing):
                    user_data: Any = _NO_USER_DATA, *, flags: int = 0, rw_flags: int = 0) -> int:
         """readv(2) into ``buffers`` at ``offset`` (-1: the fd's position); every
         buffer and the iovec array stay pinned until the final completion."""
-        off = _offset(offset)
-        iov, pins = _iovecs(buffers, True)
+        off = file_offset(offset)
+        iov, pins = iovecs(buffers, True)
         return self.prep_sqe(Op.READV, fd, iov.address, len(pins), off,
                              rw_flags, flags, 0, 0, 0, 0, user_data, (iov, pins))
 
     def prep_writev(self, fd: int, buffers: Sequence[Any], offset: int = -1,
                     user_data: Any = _NO_USER_DATA, *, flags: int = 0, rw_flags: int = 0) -> int:
         """writev(2) of ``buffers`` at ``offset`` (-1: the fd's position)."""
-        off = _offset(offset)
-        iov, pins = _iovecs(buffers, False)
+        off = file_offset(offset)
+        iov, pins = iovecs(buffers, False)
         return self.prep_sqe(Op.WRITEV, fd, iov.address, len(pins), off,
                              rw_flags, flags, 0, 0, 0, 0, user_data, (iov, pins))
 
@@ -432,7 +327,7 @@ class KernelRing(_core.KernelRing):
         ``file_index`` opens straight into the registered-file table instead:
         a slot index (res is 0) or ``ops.FILE_INDEX_ALLOC`` (res is the slot
         the kernel picked)."""
-        p = _path(path)
+        p = path_pin(path)
         if file_index is None:
             fi, open_flags = 0, open_flags | os.O_CLOEXEC
         else:   # direct descriptors have no close-on-exec; the kernel refuses it
@@ -454,7 +349,7 @@ class KernelRing(_core.KernelRing):
         """statx(2) into ``statx`` (a :class:`Statx`, pinned until completion)."""
         if not isinstance(statx, Statx):
             raise TypeError("statx must be a subring.Statx buffer")
-        p, out = _path(path), Pin(statx, True)
+        p, out = path_pin(path), Pin(statx, True)
         return self.prep_sqe(Op.STATX, dir_fd, p.address, mask, out.address, at_flags,
                              flags, 0, 0, 0, 0, user_data, (p, out))
 
@@ -470,7 +365,7 @@ class KernelRing(_core.KernelRing):
                       user_data: Any = _NO_USER_DATA, *, dir_fd: int = AT_FDCWD,
                       rmdir: bool = False, flags: int = 0) -> int:
         """unlinkat(2) (``rmdir=True``: remove a directory)."""
-        p = _path(path)
+        p = path_pin(path)
         return self.prep_sqe(Op.UNLINKAT, dir_fd, p.address, 0, 0,
                              AT_REMOVEDIR if rmdir else 0, flags, 0, 0, 0, 0, user_data, p)
 
@@ -479,7 +374,7 @@ class KernelRing(_core.KernelRing):
                       old_dir_fd: int = AT_FDCWD, new_dir_fd: int = AT_FDCWD,
                       rename_flags: int = 0, flags: int = 0) -> int:
         """renameat2(2) of ``old`` to ``new`` (``rename_flags``: RENAME_*)."""
-        po, pn = _path(old), _path(new)
+        po, pn = path_pin(old), path_pin(new)
         return self.prep_sqe(Op.RENAMEAT, old_dir_fd, po.address, new_dir_fd & 0xFFFFFFFF,
                              pn.address, rename_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
 
@@ -489,8 +384,8 @@ class KernelRing(_core.KernelRing):
                     link_flags: int = 0, flags: int = 0) -> int:
         """linkat(2): a hard link ``new`` to ``old`` (``link_flags``:
         AT_SYMLINK_FOLLOW, AT_EMPTY_PATH)."""
-        po, pn = _path(old), _path(new)
-        return self.prep_sqe(Op.LINKAT, old_dir_fd, po.address, _fd32(new_dir_fd, "new_dir_fd"),
+        po, pn = path_pin(old), path_pin(new)
+        return self.prep_sqe(Op.LINKAT, old_dir_fd, po.address, fd32(new_dir_fd, "new_dir_fd"),
                              pn.address, link_flags, flags, 0, 0, 0, 0, user_data, (po, pn))
 
     def prep_symlinkat(self, target: str | bytes | os.PathLike[Any],
@@ -498,7 +393,7 @@ class KernelRing(_core.KernelRing):
                        dir_fd: int = AT_FDCWD, flags: int = 0) -> int:
         """symlinkat(2): a symbolic link ``link`` (relative to ``dir_fd``)
         whose contents are ``target``."""
-        pt, pl = _path(target), _path(link)
+        pt, pl = path_pin(target), path_pin(link)
         return self.prep_sqe(Op.SYMLINKAT, dir_fd, pt.address, 0, pl.address, 0, flags,
                              0, 0, 0, 0, user_data, (pt, pl))
 
@@ -506,7 +401,7 @@ class KernelRing(_core.KernelRing):
                      user_data: Any = _NO_USER_DATA, *, dir_fd: int = AT_FDCWD,
                      flags: int = 0) -> int:
         """mkdirat(2)."""
-        p = _path(path)
+        p = path_pin(path)
         return self.prep_sqe(Op.MKDIRAT, dir_fd, p.address, mode, 0, 0, flags, 0, 0, 0, 0,
                              user_data, p)
 
@@ -516,7 +411,7 @@ class KernelRing(_core.KernelRing):
         """Complete after ``seconds`` (res ``-ETIME``) or once ``count`` other
         completions were posted (res 0).  ``multishot``: fire every
         ``seconds``, ``count`` times (0: until cancelled)."""
-        ts = _timespec(seconds)
+        ts = timespec(seconds)
         tf = (TIMEOUT_ABS if absolute else 0) | (TIMEOUT_MULTISHOT if multishot else 0) | (
             TIMEOUT_ETIME_SUCCESS if etime_success else 0)
         return self.prep_sqe(Op.TIMEOUT, -1, ts.address, 1, count, tf, flags, 0, 0, 0, 0,
@@ -531,7 +426,7 @@ class KernelRing(_core.KernelRing):
                           flags: int = 0) -> int:
         """Bound the previous op (which must carry ``LINK``) by ``seconds``:
         on expiry it is cancelled (-ECANCELED) and this completes -ETIME."""
-        ts = _timespec(seconds)
+        ts = timespec(seconds)
         return self.prep_sqe(Op.LINK_TIMEOUT, -1, ts.address, 1, 0, 0, flags, 0, 0, 0, 0,
                              user_data, ts)
 
@@ -615,7 +510,7 @@ class KernelRing(_core.KernelRing):
                              None, None, multishot)
 
     def _msghdr(self, buffers: Sequence[Any], writable: bool, address: Any) -> tuple[Pin, Any]:
-        iov, pins = _iovecs(buffers, writable)
+        iov, pins = iovecs(buffers, writable)
         name = Pin(sockaddr(address)) if address is not None else None
         hdr = bytearray(56)
         struct.pack_into("QI4xQQQQi", hdr, 0, name.address if name else 0,
@@ -646,15 +541,15 @@ class KernelRing(_core.KernelRing):
                     user_data: Any = _NO_USER_DATA, *, splice_flags: int = 0,
                     flags: int = 0) -> int:
         """splice(2); an offset of -1 means "the fd's own position" (pipes)."""
-        oi, oo = _offset(off_in, "off_in"), _offset(off_out, "off_out")
+        oi, oo = file_offset(off_in, "off_in"), file_offset(off_out, "off_out")
         return self.prep_sqe(Op.SPLICE, fd_out, oi, nbytes, oo, splice_flags,
-                             flags, 0, 0, _fd32(fd_in, "fd_in"), 0, user_data)
+                             flags, 0, 0, fd32(fd_in, "fd_in"), 0, user_data)
 
     def prep_tee(self, fd_in: int, fd_out: int, nbytes: int, user_data: Any = _NO_USER_DATA, *,
                  splice_flags: int = 0, flags: int = 0) -> int:
         """tee(2): duplicate up to ``nbytes`` from pipe ``fd_in`` to pipe ``fd_out``."""
         return self.prep_sqe(Op.TEE, fd_out, 0, nbytes, 0, splice_flags, flags, 0, 0,
-                             _fd32(fd_in, "fd_in"), 0, user_data)
+                             fd32(fd_in, "fd_in"), 0, user_data)
 
     def prep_msg_ring(self, ring_fd: int, res: int, target_user_data: int,
                       user_data: Any = _NO_USER_DATA, *, flags: int = 0) -> int:
@@ -698,7 +593,7 @@ def probe() -> KernelProbe:
     """Probe the running kernel once: supported opcodes, features, and which
     setup flags a ring can be created with (each tried for real)."""
     with KernelRing(8) as r:
-        ops, feats, base = r.probe(), Feature(r.features), Setup(r.setup_flags)
+        ops, feats, base = r.supported_ops(), Feature(r.features), Setup(r.setup_flags)
     ok = Setup(0) | base
     trials = [Setup.SQE128, Setup.CQE32, Setup.COOP_TASKRUN,
               Setup.COOP_TASKRUN | Setup.TASKRUN_FLAG,

@@ -17,6 +17,7 @@ can make another one fault (SIGBUS) by truncating it.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import mmap
 import os
@@ -24,7 +25,21 @@ from typing import Any, Self
 
 from . import _core
 
-__all__ = ["BufferPool"]
+__all__ = ["BufferPool", "PoolStatistics"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of a :class:`BufferPool` (``BufferPool.statistics()``).
+
+    A pool does no I/O of its own -- rings and subsystems move its data -- so
+    this is its shape and state, not traffic counters."""
+
+    backend: str       # always 'buffer-pool'
+    count: int         # buffers
+    size: int          # bytes per buffer
+    nbytes: int        # count * size: the memfd's (sealed) length
+    closed: bool       # close() or close_when_unused() was called: the memfd is closed
 
 
 class BufferPool:
@@ -73,6 +88,16 @@ class BufferPool:
         code that needs the map itself (leases, ``privatize()`` of ranges in
         fork children).  None once the pool is closed."""
         return self._mmap
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or :meth:`close_when_unused`) closed the memfd."""
+        return self._fd < 0
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot (``backend='buffer-pool'``); works after close too."""
+        return PoolStatistics(backend="buffer-pool", count=self.count, size=self.size,
+                              nbytes=self.nbytes, closed=self.closed)
 
     def buffer(self, index: int) -> memoryview:
         """A writable view of buffer ``index`` (zero-copy)."""

@@ -1,115 +1,16 @@
-"""Statistics of a running subsystem, asked over its control plane.
-
-``query_statistics(address)`` opens a short connection of its own to the
-subsystem's socket, asks, and reads one reply: it never attaches, and the
-serving process answers from its control path (between batches, like an
-attach), so the data path of its clients is not slowed.  ``subring stat`` and
-``subring top`` are built on it.
-"""
+"""Deprecated alias of :mod:`subring.subsystem.stats` (moved there; this path is removed in
+the next release).  Every name still resolves, with a DeprecationWarning."""
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Any
 
-from . import _wire
-
-__all__ = ["ClientRow", "SubsystemStatistics", "query_statistics"]
+from . import _moved
 
 
-@dataclasses.dataclass(frozen=True)
-class ClientRow:
-    """One attached client, as the subsystem sees it.
-
-    Counters are monotonic since the client attached.  ``mode``,
-    ``doorbells``, ``poll_hits`` and ``sleeps`` are published by the client
-    in its shared region after each sleep or doorbell and every 64th wait
-    (so they may lag by up to 63 waits; informational: a client only lies
-    about itself)."""
-
-    pid: int
-    uid: int
-    gid: int
-    token: int               # connection id, unique in this server's life
-    mode: str                # the client's wait mode ('?' if it never said)
-    submitted: int           # SQEs the server took from this client
-    completed: int           # CQEs posted to it
-    inflight: int            # taken and not yet completed (PENDING requests included)
-    sq_pending: int          # SQEs the client published that are not taken yet
-    sq_entries: int
-    cq_pending: int          # CQEs posted that the client has not reaped yet
-    cq_entries: int
-    wakeups_sent: int        # CQ publishes that had to signal the client's eventfd
-    wakeups_suppressed: int  # CQ publishes while the client was awake: no syscall
-    doorbells: int           # times the client rang the sleeping server
-    poll_hits: int           # client waits satisfied without sleeping
-    sleeps: int              # client waits that slept
-    errors: int              # error completions posted to it
+def __getattr__(name: str) -> Any:
+    return _moved.forward(__name__, "subring.subsystem.stats", name)
 
 
-@dataclasses.dataclass(frozen=True)
-class SubsystemStatistics:
-    """A running subsystem's statistics (``backend='subsystem'``)."""
-
-    backend: str
-    name: str
-    address: str
-    pid: int
-    mode: str
-    spin_us: float
-    uptime: float            # seconds since serve() started
-    connections: int         # open control connections, attached or not yet
-    rounds: int              # server loop rounds over the queues
-    sleeps: int              # times the server slept in epoll_wait
-    ops: int                 # SQEs taken from all clients
-    attaches: int            # successful attaches
-    refused: int             # connections refused (uid, caps, bad hello, timeout, fd limit)
-    dropped: int             # clients dropped for breaking the ring protocol
-    clients: tuple[ClientRow, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (what the control plane sends)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SubsystemStatistics:
-        """Rebuild from :meth:`to_dict` (unknown keys are ignored, so a newer
-        server still answers an older client)."""
-        row_fields = {f.name for f in dataclasses.fields(ClientRow)}
-        top_fields = {f.name for f in dataclasses.fields(cls)}
-        rows = tuple(ClientRow(**{k: v for k, v in r.items() if k in row_fields})
-                     for r in d.get("clients", ()))
-        top = {k: v for k, v in d.items() if k in top_fields and k != "clients"}
-        return cls(**top, clients=rows)
-
-
-def query_statistics(address: str, timeout: float = 5.0) -> SubsystemStatistics:
-    """Ask the subsystem serving ``address`` for its statistics.
-
-    Does not wait for a missing socket.  Raises ``FileNotFoundError`` /
-    ``ConnectionRefusedError`` / ``PermissionError`` naming the path,
-    ``TimeoutError`` if no answer comes within ``timeout`` seconds, and
-    :class:`~subring.client.AttachRefusedError` if the server refuses."""
-    from .client import AttachRefusedError
-
-    deadline = time.monotonic() + timeout
-    sock = _wire.open_control(address, timeout, wait=False)
-    try:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            reply, fds = _wire.exchange(sock, {"subring": _wire.PROTOCOL, "cmd": "stat"})
-        except TimeoutError:
-            raise TimeoutError(f"{address}: no statistics within {timeout} s") from None
-    finally:
-        sock.close()
-    for fd in fds:
-        _wire._close(fd)
-    if reply is None:
-        raise ConnectionError(f"{address}: the subsystem closed the connection")
-    if not reply.get("ok"):
-        raise AttachRefusedError(address, str(reply.get("error")), str(reply.get("refused", "")))
-    try:
-        return SubsystemStatistics.from_dict(reply["stat"])
-    except (KeyError, TypeError) as e:
-        raise ConnectionError(f"{address}: malformed statistics reply ({e})") from None
+def __dir__() -> list[str]:
+    return _moved.names("subring.subsystem.stats")

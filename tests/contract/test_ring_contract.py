@@ -43,11 +43,14 @@ class Kind:
         self._request = request
         self._pipes: list[int] = []
 
+    def server(self):
+        """The module's subsystem server (started on first use)."""
+        return self._request.getfixturevalue("contract_server")
+
     def make(self):
         if self.is_kernel:
             return make_configured(self.variant, 64)
-        srv = self._request.getfixturevalue("contract_server")
-        return srv.connect(entries=64, mode=self.variant)
+        return self.server().connect(entries=64, mode=self.variant)
 
     def prep_slow(self, ring, user_data, seconds: float = 0.3):
         """Prepare an op that completes only after `seconds` (or when released)."""
@@ -224,6 +227,11 @@ def test_close_with_ops_in_flight(ring, kind):
                 buf.extend(b"x")                         # pinned for the kernel
             t0 = time.monotonic()
             ring.close(timeout=3)
+            elapsed = time.monotonic() - t0
+            # drained: the read was cancelled, not left pending -- data written
+            # now is still in the pipe for the next reader
+            os.write(w, b"after")
+            assert os.read(r, 16) == b"after"
         finally:
             os.close(r)
             os.close(w)
@@ -233,13 +241,50 @@ def test_close_with_ops_in_flight(ring, kind):
         ring.submit()
         t0 = time.monotonic()
         ring.close()
-    assert time.monotonic() - t0 < 2.0
+        elapsed = time.monotonic() - t0
+    assert elapsed < 2.0
     assert ring.closed and ring.inflight == 0
     for verb in (lambda: ring.prep_nop(), lambda: ring.reap(), lambda: ring.submit(),
                  lambda: ring.submit_and_wait(1, 0)):
         with pytest.raises(RingClosedError):
             verb()
     ring.close()                                         # idempotent
+
+
+def test_close_timeout_bounds_a_kernel_drain_and_is_unused_by_a_client(ring, kind):
+    """``close(timeout)`` on every Ring: a kernel ring waits at most that long
+    for its cancelled ops; a client does not wait at all, even for an op its
+    subsystem is still working on (1.5 s here), and the subsystem goes on
+    serving other connections."""
+    if kind.is_kernel:
+        kind.prep_slow(ring, "in flight")
+    else:
+        ring.prep_call(ring.op_index("slow_threaded"), None, 1500, 1, user_data="in flight")
+    ring.submit()
+    t0 = time.monotonic()
+    ring.close(timeout=5)
+    assert time.monotonic() - t0 < (2.0 if kind.is_kernel else 0.5)
+    assert ring.closed and ring.inflight == 0
+    if not kind.is_kernel:
+        with kind.server().connect(entries=8) as other:
+            assert other.call("echo", b"still serving", timeout=5) == b"still serving"
+
+
+def test_close_discards_unreaped_completions(ring):
+    ring.prep_nops(3, user_data=0)
+    assert ring.submit_and_wait(3, 5) >= 1
+    ring.close()
+    assert ring.closed and ring.inflight == 0
+    with pytest.raises(RingClosedError):
+        ring.reap()
+
+
+def test_every_ring_is_a_Ring(ring):
+    """KernelRing and SubsystemClient both satisfy the subring.Ring protocol,
+    open and closed (isinstance never raises on a closed ring)."""
+    assert isinstance(ring, subring.Ring)
+    ring.close()
+    assert isinstance(ring, subring.Ring)
 
 
 # -- statistics ---------------------------------------------------------------------------

@@ -117,6 +117,25 @@ def test_direct_io_reads_reach_the_handler(mnt, transport):
         assert m.statistics().requests - before >= 50
 
 
+def test_read_may_return_a_buffer(mnt, transport):
+    """read() may answer with any buffer (a memoryview slice: no bytes
+    object per request); it is copied into the reply as bytes would be."""
+    class ViewFS(MemFS):
+        def read(self, ino, fh, offset, size):
+            return memoryview(self.nodes[ino].data)[offset:offset + size]
+
+    fs = ViewFS()
+    with mounted(fs, mnt, transport, direct_io=True) as m:
+        p = os.path.join(mnt, "f")
+        data = os.urandom(3 * 4096 + 100)
+        with open(p, "wb") as f:
+            f.write(data)
+        with open(p, "rb") as f:
+            assert f.read() == data
+            assert os.pread(f.fileno(), 50, 4000) == data[4000:4050]
+        assert m.statistics().handler_exceptions == 0
+
+
 def test_direct_io_without_an_open_handler(mnt, transport):
     """Regression: with no ``open`` defined, OPEN was answered ENOSYS, so the
     kernel never saw FOPEN_DIRECT_IO and served reads from the page cache."""
@@ -324,6 +343,103 @@ def test_threads_modes(mnt, transport, threads):
         with open(os.path.join(mnt, "f"), "w") as f:
             f.write("ok")
         assert run("cat", os.path.join(mnt, "f")).stdout == "ok"
+
+
+class GilHoggingFS(MemFS):
+    """MemFS whose file 'busy' is read by a handler that keeps the GIL for
+    `hold` seconds (a pure-Python loop): a request served meanwhile by
+    another serving thread finds the GIL held by a serving thread."""
+
+    hold = 0.3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        for name in (b"busy", b"other"):
+            e = self.create(1, name, 0o644, 0)[0]
+            self.write(e.ino, 0, 0, name)
+            self.nodes[e.ino].lookups = 10**6
+        self.busy_ino = self.nodes[1].children[b"busy"]
+
+    def read(self, ino, fh, offset, size):
+        if ino == self.busy_ino:
+            self.started.set()
+            end = time.monotonic() + self.hold
+            while time.monotonic() < end:
+                pass
+        return super().read(ino, fh, offset, size)
+
+
+_STAT_LOOP = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[2])})
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    for _ in range(100):
+        os.stat(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("gil_spin_us", [0, 20])
+def test_gil_spin_between_serving_threads(mnt, transport, gil_spin_us):
+    """mount(gil_spin_us=): a serving thread that finds another serving
+    thread holding the GIL spins for it -- up to gil_spin_us after that
+    thread took it -- before blocking in CPython's wait; 0: never.  A
+    handler that keeps the GIL long is not spun on.  Counted in
+    statistics(); the answers are the same."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two usable CPUs: one serving thread each")
+    fs = GilHoggingFS()
+    with mounted(fs, mnt, transport, threads="per-queue", gil_spin_us=gil_spin_us,
+                 attr_timeout=0, entry_timeout=0, direct_io=True) as m:
+        # 1. a handler holds the GIL for 0.3 s; a request on the other
+        # serving thread arrives milliseconds later: it does not spin
+        got = {}
+
+        def read(name, cpu):
+            # pinned: on io_uring the request goes to this CPU's queue, so the
+            # two requests are served by the two queue threads
+            os.sched_setaffinity(0, {cpu})
+            with open(os.path.join(mnt, name), "rb") as f:
+                got[name] = f.read()
+
+        before = m.statistics()
+        busy = threading.Thread(target=read, args=("busy", cpus[0]))
+        busy.start()
+        try:
+            assert fs.started.wait(10)
+            time.sleep(0.01)
+            read("other", cpus[1])
+        finally:
+            busy.join(10)
+            os.sched_setaffinity(0, set(cpus))
+        assert not busy.is_alive()
+        assert got == {"busy": b"busy", "other": b"other"}
+        s = m.statistics()
+        assert s.gil_spins == before.gil_spins
+        assert s.gil_spin_timeouts == before.gil_spin_timeouts
+
+        # 2. two callers on two CPUs keep both serving threads busy: their
+        # short turns at the GIL meet, and (gil_spin_us > 0) they spin
+        path = os.path.join(mnt, "other")
+        deadline = time.monotonic() + 10
+        while True:
+            procs = [subprocess.Popen([sys.executable, "-c", _STAT_LOOP, path, str(c), "0.3"])
+                     for c in cpus[:2]]
+            for p in procs:
+                assert p.wait(30) == 0
+            spins = m.statistics().gil_spins
+            if gil_spin_us == 0 or spins > 0 or time.monotonic() > deadline:
+                break
+        assert m.statistics().requests > 1000
+        if gil_spin_us == 0:
+            assert spins == 0 and m.statistics().gil_spin_timeouts == 0
+        else:
+            assert spins > 0
+    with pytest.raises(ValueError, match="gil_spin_us"):
+        with mounted(MemFS(), mnt, transport, gil_spin_us=-1):
+            pass
 
 
 def test_auto_threads_default_per_transport(memfs, transport):

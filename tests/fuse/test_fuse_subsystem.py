@@ -91,7 +91,7 @@ def test_unprivileged_process_uses_it(served):
     code = (
         "import os, json, sys\n"
         "from subring.fuse import FuseClient, ROOT_INO\n"
-        "import subring.client, subring._wire\n"
+        "import subring.subsystem.client, subring.subsystem.attach\n"
         "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
         f"fs = FuseClient.connect({sock!r})\n"
         "e, fh = fs.create(ROOT_INO, b'from-child', 0o600, 0)\n"

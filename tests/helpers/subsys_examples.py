@@ -180,7 +180,8 @@ class EchoTest(subring.Subsystem):
     @op
     def flush(self, req):
         """Complete the deferred requests.  arg0: 0 -> complete(10 * arg0),
-        1 -> fail(EBUSY, text), 2 -> complete(bytes).  Returns how many
+        1 -> fail(EBUSY, text), 2 -> complete(bytes), 3 -> write b"LATE" into
+        a writable (pool) payload first, then complete(0).  Returns how many
         completions reached a live client; arg1=1 also checks that completing
         twice raises RuntimeError (returns -1 if it did not)."""
         held, self._deferred = self._deferred, []
@@ -190,6 +191,10 @@ class EchoTest(subring.Subsystem):
                 ok = r.fail(errno.EBUSY, f"deferred {r.arg0} busy")
             elif req.arg0 == 2:
                 ok = r.complete(b"late:" + str(r.arg0).encode())
+            elif req.arg0 == 3:
+                if not r.data.readonly:
+                    r.data[:4] = b"LATE"
+                ok = r.complete(0)
             else:
                 ok = r.complete(10 * r.arg0)
             alive += bool(ok)

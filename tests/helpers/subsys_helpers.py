@@ -7,7 +7,7 @@
   timeouts), reaps it and removes its socket file.
 * :func:`server_factory` -- fixture wrapping :func:`start_server` for a test
   (sockets in ``tmp_path``; every server started is cleaned up at teardown).
-* :class:`RawClient` -- performs the attach handshake with ``subring._wire``
+* :class:`RawClient` -- performs the attach handshake with ``subring.subsystem.attach``
   itself, receives the three fds, mmaps the region and exposes its indices,
   SQEs, CQEs and slots (layout from ``src/subring/_core/abi.h``) so a test can
   write arbitrary bytes and ring the doorbell.
@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 import subring
-from subring import _wire
+from subring.subsystem import attach
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -357,7 +357,7 @@ def raw_exchange(path: str, data: bytes, fds: list[int] | tuple[int, ...] = (),
             socket.send_fds(s, [data], list(fds))
         else:
             s.send(data)
-        msg, rfds, _flags, _ = socket.recv_fds(s, _wire.MAX_MESSAGE, _wire.MAX_FDS)
+        msg, rfds, _flags, _ = socket.recv_fds(s, attach.MAX_MESSAGE, attach.MAX_FDS)
         for fd in rfds:
             os.close(fd)
     finally:
@@ -375,9 +375,9 @@ class RawClient:
         self.doorbell_fd = self.cq_efd = -1
         self.pool: subring.BufferPool | None = None
         try:
-            _wire.send(self.sock, hello or {"subring": _wire.PROTOCOL, "entries": entries,
+            attach.send(self.sock, hello or {"subring": attach.PROTOCOL, "entries": entries,
                                              "slot_size": slot_size, "pid": os.getpid()})
-            reply, fds = _wire.recv(self.sock)
+            reply, fds = attach.recv(self.sock)
             if reply is None or not reply.get("ok") or len(fds) != 3:
                 for fd in fds:
                     os.close(fd)
@@ -529,7 +529,7 @@ class RawClient:
         if not r:
             return False
         try:
-            data = self.sock.recv(_wire.MAX_MESSAGE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = self.sock.recv(attach.MAX_MESSAGE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except (ConnectionResetError, OSError):
@@ -545,8 +545,8 @@ class RawClient:
 
     def register_pool(self, count: int, size: int) -> dict:
         self.pool = subring.BufferPool(count, size)
-        _wire.send(self.sock, {"cmd": "pool", "count": count, "size": size}, [self.pool.fd])
-        reply, fds = _wire.recv(self.sock)
+        attach.send(self.sock, {"cmd": "pool", "count": count, "size": size}, [self.pool.fd])
+        reply, fds = attach.recv(self.sock)
         for fd in fds:
             os.close(fd)
         return reply

@@ -572,9 +572,9 @@ def test_readv_bad_fd(plain_ring):
 
 def _raw_openat_direct(ring, path, slot_field: int):
     """OPENAT with file_index set and *without* O_CLOEXEC, built by hand."""
-    from subring.kernel import AT_FDCWD, _path
+    from subring._sqeargs import AT_FDCWD, path_pin
 
-    p = _path(path)
+    p = path_pin(path)
     return ring.prep_sqe(Op.OPENAT, AT_FDCWD, p.address, 0, 0, os.O_RDONLY, 0, 0, 0,
                          slot_field, 0, None, p)
 
@@ -671,9 +671,9 @@ def test_regression_wait_after_sqe_rejected_at_prep(plain_ring, tmp_path):
     (With SQPOLL the kernel thread picks the rest up by itself.)
     """
     _need("unlinkat", "nop")
-    from subring.kernel import AT_FDCWD, _path
+    from subring._sqeargs import AT_FDCWD, path_pin
 
-    p = _path(tmp_path / "whatever")
+    p = path_pin(tmp_path / "whatever")
     # unlink_flags other than AT_REMOVEDIR: -EINVAL at prep time
     plain_ring.prep_sqe(Op.UNLINKAT, AT_FDCWD, p.address, 0, 0, 0x1, 0, 0, 0, 0, 0, "bad", p)
     plain_ring.prep_nop(user_data="nop1")

@@ -57,18 +57,18 @@ def test_probe_is_cached():
     assert subring.probe() is subring.probe()
 
 
-def test_ring_probe_matches_module_probe(plain_ring, kprobe):
-    ops = plain_ring.probe()
+def test_ring_supported_ops_match_module_probe(plain_ring, kprobe):
+    ops = plain_ring.supported_ops()
     assert isinstance(ops, frozenset)
     assert ops == kprobe.opcodes
     assert Op.NOP in ops and Op.READ in ops
 
 
-def test_ring_probe_after_close_raises():
+def test_ring_supported_ops_after_close_raises():
     r = KernelRing(4)
     r.close()
     with pytest.raises(subring.RingClosedError):
-        r.probe()
+        r.supported_ops()
 
 
 def test_probe_agrees_with_reality(plain_ring, kprobe):

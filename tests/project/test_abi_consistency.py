@@ -2,7 +2,7 @@
 
 The C side is the source of truth: ``src/subring/_core/abi.h`` (io_uring uapi
 copy + the user-ring region), the opcode-name table in the core's C files,
-and, with the FUSE package, ``fuse_abi.h`` / ``fuse.c``.  Each Python copy is
+and, with the FUSE package, ``fuse_abi.h`` / ``fuse_dispatch.c``.  Each Python copy is
 checked name by name and number by number:
 
 * ``subring.ops``: opcodes, SQE / setup / feature / CQE flags, per-op flags;
@@ -193,8 +193,9 @@ def test_attach_abi_version_agrees_with_the_region_header(abi: dict[str, int],
             assert (raw.magic, raw.version) == (abi["SR_URING_MAGIC"], version)
         finally:
             raw.close()
-    from subring import _core, _wire
-    assert _core.URING_ABI_VERSION == _wire.ABI_VERSION == version
+    from subring import _core
+    from subring.subsystem import attach
+    assert _core.URING_ABI_VERSION == attach.ABI_VERSION == version
 
 
 # ---------------------------------------------------------------------------
@@ -271,11 +272,11 @@ def test_abi_h_agrees_with_the_system_io_uring_h(abi: dict[str, int], tmp_path: 
 
 
 # ---------------------------------------------------------------------------
-# FUSE (branch fuse): subring.fuse vs fuse_abi.h / fuse.c
+# FUSE: subring.fuse vs fuse_abi.h / fuse_dispatch.c
 # ---------------------------------------------------------------------------
 
 FUSE_ABI_H = CORE / "fuse_abi.h"
-FUSE_C = CORE / "fuse.c"
+FUSE_C = CORE / "fuse_dispatch.c"   # fuse_op_names[]
 
 
 def _fuse() -> ModuleType:
@@ -291,7 +292,7 @@ def test_fuse_operation_names_agree_with_the_c_table() -> None:
 
     consts = parse_constants(FUSE_ABI_H)
     table: dict[str, int] = {}   # name -> lowest opcode naming it
-    for entry in c_string_array(FUSE_C, "op_names").split(","):
+    for entry in c_string_array(FUSE_C, "fuse_op_names").split(","):
         if not entry.strip():
             continue
         key, _, name = entry.partition("=")

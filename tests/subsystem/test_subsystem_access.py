@@ -29,7 +29,7 @@ from subsys_helpers import (
 )
 
 import subring
-from subring.client import AttachRefusedError
+from subring.subsystem import AttachRefusedError
 from subring.subsystem import query_statistics
 
 _ARE = AttachRefusedError

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 from subsys_examples import EchoTest
-from subsys_helpers import call_json, drain, server_stats, start_server
+from subsys_helpers import call_json, drain, server_stats, start_server, wait_until
 
 import subring
 from subring import BufferPool, PeerDiedError
@@ -537,6 +537,29 @@ def test_pending_from_a_closed_client_completes_into_nothing(srv):
         assert got == {"mine": 20, "flush": 1}
 
 
+def test_close_abandons_at_once_but_a_held_pool_payload_can_still_be_written(srv, pool):
+    """What docs/subsystems.md says close() does with ops in flight: it does
+    not wait (the op is held for as long as the server likes), its result
+    never comes -- and the one exception: a handler that still holds a
+    prep_call_pool payload may write into that BufferPool buffer after close."""
+    pool.buffer(0)[:4] = b"init"
+    with srv.connect() as b:
+        a = srv.connect()
+        a.register_pool(pool)
+        a.prep_call_pool(a.ops["defer"], 0, 0, 16, user_data="held")
+        a.submit()
+        wait_until(lambda: b.call("held") >= 1, 5, what="the server to hold the op")
+        gone = server_stats(b)["disconnects"] + 1
+        t0 = time.monotonic()
+        a.close(timeout=5)                     # abandons: does not wait for "held"
+        assert time.monotonic() - t0 < 0.5
+        assert a.closed and a.inflight == 0
+        wait_until(lambda: server_stats(b)["disconnects"] >= gone, 5,
+                   what="the server to see the client go")
+        assert b.call("flush", None, 3) == 0   # completed into nothing
+        assert bytes(pool.buffer(0)[:4]) == b"LATE"
+
+
 # ---------------------------------------------------------------------------
 # many ops in flight
 # ---------------------------------------------------------------------------
@@ -708,8 +731,9 @@ def test_client_refuses_a_server_of_another_ring_abi(tmp_path):
     import socket
     import threading
 
-    from subring import _core, _wire
-    from subring.client import AbiMismatchError
+    from subring import _core
+    from subring.subsystem import attach
+    from subring.subsystem import AbiMismatchError
 
     path = str(tmp_path / "other-abi.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -722,10 +746,10 @@ def test_client_refuses_a_server_of_another_ring_abi(tmp_path):
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(10)
-            assert json.loads(conn.recv(65536))["subring"] == _wire.PROTOCOL
+            assert json.loads(conn.recv(65536))["subring"] == attach.PROTOCOL
             fds = [os.eventfd(0) for _ in range(3)]
             try:
-                _wire.send(conn, {"ok": True, "abi": other, "name": "other", "ops": [],
+                attach.send(conn, {"ok": True, "abi": other, "name": "other", "ops": [],
                                   "entries": 8, "slot_size": 256, "server_pid": os.getpid()},
                            fds)
             finally:

@@ -451,41 +451,41 @@ def test_wrong_hello_gets_error_reply(tmp_path):
 
 
 def test_unknown_command_after_attach(tmp_path):
-    from subring import _wire
+    from subring.subsystem import attach
 
     with start_server(tmp_path / "s.sock") as srv, srv.connect() as c:
         s = raw_connect(srv.path)
         try:
-            _wire.send(s, {"subring": 1, "entries": 4})
-            reply, fds = _wire.recv(s)
+            attach.send(s, {"subring": 1, "entries": 4})
+            reply, fds = attach.recv(s)
             for fd in fds:
                 os.close(fd)
             assert reply["ok"] and len(fds) == 3
-            _wire.send(s, {"subring": 1, "entries": 4})       # a second hello
-            reply, fds = _wire.recv(s)
+            attach.send(s, {"subring": 1, "entries": 4})       # a second hello
+            reply, fds = attach.recv(s)
             assert fds == [] and reply["ok"] is False and "unknown command" in reply["error"]
-            _wire.send(s, {"cmd": "pool", "count": 1, "size": 4096})   # no fd
-            reply, _ = _wire.recv(s)
+            attach.send(s, {"cmd": "pool", "count": 1, "size": 4096})   # no fd
+            reply, _ = attach.recv(s)
             assert reply["ok"] is False and "exactly one memfd" in reply["error"]
             # an unsealed memfd is refused
             fd = os.memfd_create("unsealed")
             try:
                 os.ftruncate(fd, 4096)
-                _wire.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [fd])
-                reply, _ = _wire.recv(s)
+                attach.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [fd])
+                reply, _ = attach.recv(s)
             finally:
                 os.close(fd)
             assert reply["ok"] is False and "sealed" in reply["error"]
             # geometry larger than the memfd is refused
             with subring.BufferPool(1, 4096) as pool:
-                _wire.send(s, {"cmd": "pool", "count": 2, "size": 4096}, [pool.fd])
-                reply, _ = _wire.recv(s)
+                attach.send(s, {"cmd": "pool", "count": 2, "size": 4096}, [pool.fd])
+                reply, _ = attach.recv(s)
                 assert reply["ok"] is False and "geometry" in reply["error"]
-                _wire.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [pool.fd])
-                reply, _ = _wire.recv(s)
+                attach.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [pool.fd])
+                reply, _ = attach.recv(s)
                 assert reply["ok"] is True
-                _wire.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [pool.fd])
-                reply, _ = _wire.recv(s)
+                attach.send(s, {"cmd": "pool", "count": 1, "size": 4096}, [pool.fd])
+                reply, _ = attach.recv(s)
                 assert reply["ok"] is False and "already" in reply["error"]
         finally:
             s.close()

@@ -41,7 +41,8 @@ from subsys_helpers import (
 )
 
 import subring
-from subring import BufferPool, _wire
+from subring import BufferPool
+from subring.subsystem import attach
 
 TARGET = "subsys_examples:FuzzTarget"
 POOL_COUNT, POOL_SIZE = 4, 512
@@ -586,7 +587,7 @@ def test_regression_full_cq_with_queued_sqes_starves_the_server(tmp_path, mode):
 
 def test_control_garbage_is_refused_or_dropped(fsrv, good):
     # too large for one message: truncated -> dropped
-    reply, raw_reply = raw_exchange(fsrv.path, b"{" + b" " * (_wire.MAX_MESSAGE + 10) + b"}")
+    reply, raw_reply = raw_exchange(fsrv.path, b"{" + b" " * (attach.MAX_MESSAGE + 10) + b"}")
     assert raw_reply == b""
     # more fds than the protocol allows: dropped, our fds stay ours
     fds = [os.eventfd(0) for _ in range(6)]
@@ -635,14 +636,14 @@ CRASHERS = {
 def _pool_message(path: str, msg: bytes):
     s = raw_connect(path)
     try:
-        _wire.send(s, {"subring": 1, "entries": 4})
-        reply, fds = _wire.recv(s)
+        attach.send(s, {"subring": 1, "entries": 4})
+        reply, fds = attach.recv(s)
         for fd in fds:
             os.close(fd)
         assert reply["ok"]
         with BufferPool(1, 4096) as pool:
             socket.send_fds(s, [msg], [pool.fd])
-            data = s.recv(_wire.MAX_MESSAGE)
+            data = s.recv(attach.MAX_MESSAGE)
         return (json.loads(data) if data else None), data
     finally:
         s.close()
@@ -653,7 +654,7 @@ def test_regression_control_message_crashes_server(tmp_path, case):
     """Malformed but size-limited control messages from an untrusted peer must
     be refused (or the peer dropped), never stop the server.  json.loads may
     raise RecursionError, and int(float('inf')) raises OverflowError: neither
-    is caught by _wire.recv()/Subsystem._control()."""
+    is caught by attach.recv()/Subsystem._control()."""
     with start_server(tmp_path / "s.sock", TARGET) as srv:
         reply, _ = CRASHERS[case](srv.path)
         assert reply is None or reply.get("ok") is False

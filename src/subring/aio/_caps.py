@@ -1,9 +1,10 @@
 """What a ring can do, asked of the ring itself (duck typing, no class checks).
 
-:class:`~subring.aio.AsyncRing` adapts any ring that has the shared verbs
-(``prep_*``, ``submit``, ``reap``, ``inflight``, ``max_inflight``, ``closed``).
-The rest it needs differs between ring kinds, and is found here by asking the
-ring for the methods that provide it:
+:class:`~subring.aio.AsyncRing` adapts any :class:`~subring.Ring` -- a ring
+with the shared verbs (``prep_nop``, ``submit``, ``reap``, ``inflight``,
+``max_inflight``, ``closed``...; see :mod:`subring.ring`).  The rest it needs
+differs between ring kinds, and is found here by asking the ring for the
+methods that provide it:
 
 * completion wake-ups: ``enable_eventfd()`` (the kernel signals an eventfd
   per completion) or ``set_async(on)`` (a subsystem client signals its
@@ -12,17 +13,21 @@ ring for the methods that provide it:
   be recalled once sent);
 * peer death: ``peer_dead`` plus the fd that becomes readable when the peer
   goes away;
-* spinning: a ring with a ``wait_mode`` other than ``"interrupt"`` answers in
-  microseconds, worth a short spin after submitting.
+* spinning: a ring with a peer whose notification ``mode`` is not
+  ``"interrupt"`` answers in microseconds, worth a short spin after
+  submitting.
 
 Every ring kind spells them the same (``enable_eventfd`` or ``set_async``,
-``peer_fd``, ``live_user_data``); this module is the only place that asks.
+``peer_fd``); this module is the only place that asks, and it never checks a
+ring's class.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from ..ring import Ring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +41,13 @@ class RingCaps:
 
     @classmethod
     def of(cls, ring: Any) -> RingCaps:
-        for verb in ("submit", "reap", "prep_nop"):
-            if not callable(getattr(ring, verb, None)):
-                raise TypeError(f"AsyncRing needs a ring with {verb}(); "
-                                f"{type(ring).__name__} has none")
+        if not isinstance(ring, Ring):      # structural: the shared verbs are all there
+            missing = [m for m in sorted(_RING_MEMBERS) if not hasattr(ring, m)]
+            raise TypeError(f"AsyncRing needs a subring.Ring; {type(ring).__name__} lacks "
+                            f"{', '.join(missing)}")
         has_peer = hasattr(ring, "peer_dead")
-        # the notification mode: `mode` (newer spelling), else `wait_mode`
+        # the notification mode: `mode`; a bare _core.UserRing (no Python
+        # class over it) only has the C attribute `wait_mode`
         mode = getattr(ring, "mode", None) if has_peer else "interrupt"
         if not isinstance(mode, str):
             mode = getattr(ring, "wait_mode", "interrupt")
@@ -51,7 +57,12 @@ class RingCaps:
                    default_spin_us=20.0 if has_peer and mode != "interrupt" else 0.0)
 
 
-def completion_fd(ring: Any) -> int:
+# the members isinstance(x, Ring) looks for (to name the missing ones)
+_RING_MEMBERS = frozenset(n for n in vars(Ring) if not n.startswith("_")) | {
+    "__enter__", "__exit__"}
+
+
+def completion_fd(ring: Ring) -> int:
     """Turn on eventfd wake-ups for the ring's completions; return the fd."""
     enable = getattr(ring, "enable_eventfd", None)
     if enable is not None:
@@ -63,7 +74,7 @@ def completion_fd(ring: Any) -> int:
     return int(set_async(True))
 
 
-def stop_completion_fd(ring: Any) -> None:
+def stop_completion_fd(ring: Ring) -> None:
     """Undo :func:`completion_fd` where that means something (a subsystem
     client returns to synchronous use; a kernel ring keeps its eventfd)."""
     set_async = getattr(ring, "set_async", None)
@@ -71,13 +82,13 @@ def stop_completion_fd(ring: Any) -> None:
         set_async(False)
 
 
-def peer_fd(ring: Any) -> int:
+def peer_fd(ring: Ring) -> int:
     """The fd that becomes readable when the ring's peer dies (-1: none)."""
     get = getattr(ring, "peer_fd", None)
     return int(get()) if get is not None else -1
 
 
-def live_user_data(ring: Any) -> list[Any]:
-    """The user_data of every op still in flight."""
-    get = getattr(ring, "live_user_data", None)
-    return list(get()) if get is not None else []
+def live_user_data(ring: Ring) -> list[Any]:
+    """The user_data of every op still in flight (a shared verb of every
+    :class:`~subring.Ring`)."""
+    return list(ring.live_user_data())

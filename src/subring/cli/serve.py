@@ -126,7 +126,7 @@ def run_ops(args: argparse.Namespace, out: Output) -> int:
     """``subring ops``."""
     import json
 
-    from ..client import connect
+    from ..subsystem import connect
 
     try:
         client = connect(args.address, timeout=args.timeout)

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from ..subsystem_stats import query_statistics
+from ..subsystem import query_statistics
 from .errors import EXIT_OK, CommandError, unreachable
 from .output import Output
 

@@ -236,6 +236,18 @@ class RingFuture(cf.Future):  # type: ignore[type-arg]
 
     # -- caller-driven results ---------------------------------------------------
 
+    def detach(self) -> None:
+        """For the executor, once this task is over (finished or cancelled,
+        out of every ring): drop what tied it to its worker and executor --
+        its claim (the ClaimTable, and through it the WorkerHandle, its arena
+        and that arena's 256 MiB mapping), its call, and the executor.  A
+        future the caller keeps then holds its outcome only.  Called after
+        the state change: a finished or cancelled future needs neither claim
+        nor executor to answer cancel()/result()."""
+        self.claim = None
+        self._executor = None
+        self.frame = self.oob = None
+
     def _help(self, timeout: float | None) -> float | None:
         """Reap in this thread; returns what is left of the timeout."""
         if self._state == PENDING or self._state == RUNNING:

@@ -9,8 +9,8 @@ import os
 import time
 from typing import Any
 
-from ..client import SubsystemClient, connect
 from ..memory import BufferPool
+from ..subsystem import SubsystemClient, connect
 from .arena import Arena, pool_close_when_unused, pool_map
 from .claims import ClaimTable
 from .future import BrokenProcessPool, RingFuture

@@ -19,12 +19,12 @@ class ExecutorStatistics:
     pending: int                    # tasks waiting in the executor (not in a ring yet)
     inflight: int                   # ops in the workers' rings (queued, running, fetching)
     per_worker: tuple[int, ...]     # ring entries each ready worker holds
-    submitted: int
+    submitted: int                  # tasks accepted by submit()/map() since the start
     completed: int                  # finished with a result or an exception
     cancelled: int                  # cancelled by the executor or skipped in a ring
-    worker_deaths: int
+    worker_deaths: int              # workers that died (the task each held failed; replaced)
     start_failures: int             # failed worker starts (retried with backoff)
-    broken: bool
+    broken: bool                    # the pool is broken: submit() raises BrokenProcessPool
 
     def __getitem__(self, key: str) -> Any:
         warnings.warn("RingExecutor.statistics() is a dataclass now: use attributes "

@@ -271,7 +271,7 @@ class RingExecutor(cf.Executor):
         no room in the arena).  True if it was sent or dropped."""
         if task.done():
             notify_cancelled(task)
-            _detach(task)
+            task.detach()
             return True
         h = self._pick()
         if h is None:
@@ -417,7 +417,7 @@ class RingExecutor(cf.Executor):
                         task.set_exception(value)
                 except cf.InvalidStateError:
                     pass                  # cancelled between the check and here
-            _detach(task)
+            task.detach()
 
     def drive(self, fut: cf.Future[Any], timeout: float | None) -> None:
         """Reap in the calling thread until ``fut`` is done (or the timeout).
@@ -495,7 +495,7 @@ class RingExecutor(cf.Executor):
                 if task.cancelled():
                     self._counts["cancelled"] += 1
                     notify_cancelled(task)      # (cancel() did already)
-                    _detach(task)
+                    task.detach()
                 else:                           # never happens; if it did: run it later
                     log.error("task %r skipped by worker %d without a cancel",
                               task, h.index)
@@ -532,7 +532,7 @@ class RingExecutor(cf.Executor):
             elif claim is not None and task.big is None and not task.fetching and \
                     not claim[0].started(claim[1], claim[2]) and task.cancelled():
                 notify_cancelled(task)
-                _detach(task)
+                task.detach()
             else:
                 task.frame = task.oob = None
                 settle.append((task, False, err))
@@ -659,7 +659,7 @@ class RingExecutor(cf.Executor):
                 while self._pending and self._pending[0].done():
                     task = self._pending.popleft()
                     notify_cancelled(task)
-                    _detach(task)
+                    task.detach()
         self._wake.set()
         if thread is None:
             with self._lock:
@@ -700,18 +700,6 @@ class RingExecutor(cf.Executor):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
-
-
-def _detach(task: RingFuture) -> None:
-    """A task that is over (finished or cancelled, out of every ring) drops
-    what tied it to its worker and executor: its claim (the ClaimTable, and
-    through it the WorkerHandle, its arena and that arena's 256 MiB mapping),
-    its call, and the executor.  A future the caller keeps then holds its
-    outcome only.  Called after the state change: a finished or cancelled
-    future needs neither claim nor executor to answer cancel()/result()."""
-    task.claim = None
-    task._executor = None
-    task.frame = task.oob = None
 
 
 def _rings(live: list[WorkerHandle]) -> list[_core.UserRing]:

@@ -70,6 +70,8 @@ class FuseStatistics:
     forgets: int            # FORGET / BATCH_FORGET items
     interrupts: int         # INTERRUPT requests seen
     batches: int            # io_uring_enter calls of the ring loops (COMMIT_AND_FETCH batches)
+    gil_spins: int          # a serving thread found another one holding the GIL and spun
+    gil_spin_timeouts: int  # ... of which spun the whole ``gil_spin_us`` and then blocked
 
 
 def request_context() -> tuple[int, int, int]:
@@ -417,7 +419,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
           queue_depth: int = 8, direct_io: bool = False, attr_timeout: float = 1.0,
           entry_timeout: float = 1.0, max_write: int = 131072, fsname: str = "subring",
           subtype: str | None = None, allow_other: bool = False, read_only: bool = False,
-          default_permissions: bool = False) -> FuseMount:
+          default_permissions: bool = False, gil_spin_us: float = 20.0) -> FuseMount:
     """Mount ``ops`` (an :class:`~subring.fuse.Operations`) on the directory
     ``mountpoint`` and start serving it in background threads.
 
@@ -432,7 +434,11 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     io_uring entries per queue (each pins a ``max_write`` + 4 KiB buffer).
     ``direct_io``: bypass the page cache (every read/write reaches the
     handler).  Timeouts are how long the kernel
-    may cache attributes and names, in seconds (0: ask every time)."""
+    may cache attributes and names, in seconds (0: ask every time).
+    ``gil_spin_us``: a serving thread that finds another serving thread
+    holding the GIL spins for it, up to this long after that thread took
+    it, before blocking in CPython's wait (0: never spin;
+    docs/fuse.md, "The GIL between serving threads")."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     if threads not in THREADS:
@@ -443,6 +449,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         raise ValueError(f"max_write must be a multiple of 4096 in 4 KiB..1 MiB, not {max_write}")
     if attr_timeout < 0 or entry_timeout < 0:
         raise ValueError("timeouts must be >= 0")
+    if not 0 <= gil_spin_us <= 1000:
+        raise ValueError(f"gil_spin_us must be in [0, 1000], not {gil_spin_us}")
     path = _check_mountpoint(mountpoint)
     subtype = subtype or type(ops).__name__.lower()
     opts = ""
@@ -462,7 +470,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
             watchdog = _core.fuse_watchdog(path)
         conn = _core.FuseConn(fd, ops, max_write=max_write, direct_io=direct_io,
                               attr_timeout=attr_timeout, entry_timeout=entry_timeout,
-                              on_error=_log_handler_error)
+                              on_error=_log_handler_error, gil_spin_us=gil_spin_us)
         ring_problem = _io_uring_problem() if transport != "classic" else None
         info = conn.init(transport != "classic" and ring_problem is None, 10.0)
         active = "uring" if info["uring"] else "classic"

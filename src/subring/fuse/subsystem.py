@@ -28,8 +28,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from ..client import SubsystemClient, connect
-from ..subsystem import Subsystem, op
+from ..subsystem import Subsystem, SubsystemClient, connect, op
 from .types import Attr, DirEntry, Entry, SetAttr, StatFS
 
 _ATTR = struct.Struct("<12q")

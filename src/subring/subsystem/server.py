@@ -21,36 +21,8 @@ memory, with no system call per operation while both sides are busy.  A
 
     Store().serve("/run/store.sock")
 
-Handlers
---------
-A handler receives a :class:`~subring.Request` (``op``, ``arg0``, ``arg1``,
-``data``, ``user_data``, ``client``) and returns
-
-* ``None`` (res 0) or an ``int`` (res; negative means -errno),
-* a bytes-like object: copied into the op's result slot (res = its length),
-* :data:`subring.PENDING`: it will call ``req.complete(value)``,
-  ``req.fail(errno, text)`` or ``req.fail_with(exc)`` later (from the serving
-  thread), or it returned ``self.defer_to_thread(req, fn, *args)`` (blocking
-  work on a worker thread, finished on the serving thread); a request dropped
-  without completion completes with ``-ECANCELED``;
-
-or raises: ``OSError`` keeps its errno, ``KeyError`` -> ENOENT, ``ValueError``/
-``TypeError`` -> EINVAL, ``NotImplementedError`` -> ENOSYS, anything else ->
-EIO; the text ``"Type: message"`` travels to the client
-(``Completion.error_text``, and the message of ``Completion.result()``).  The
-subsystem keeps running.  ``KeyboardInterrupt``/``SystemExit`` stop it (after
-every taken op got its completion).
-
-``@subring.op(batch=True)`` handlers get a list of requests (consecutive ops of
-that kind in one batch) and return one result for all, a sequence of results,
-or PENDING; requests a short sequence has no result for fail with EINVAL (the
-same rule as vector handlers).  The serving loop is one thread: a handler
-that blocks stalls every client (use ``defer_to_thread``).
-
-``req.data`` is zero-copy: inline payloads live in the request, larger ones in
-the op's slot of the shared region, pool payloads in the client's BufferPool
-(writable: handlers may write results in place).  It is valid until the
-request completes; copy what you keep.
+Handlers -- what a handler receives and may return, how exceptions map to
+errno -- are described in :mod:`subring.subsystem.handlers`.
 
 Modes (the interrupt plane)
 ---------------------------
@@ -86,86 +58,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any
 
-from . import _core, _wire
-from ._ratelimit import RateLimitedLog
-from .subsystem_stats import ClientRow, SubsystemStatistics, query_statistics
+from .. import _core
+from .._ratelimit import RateLimitedLog
+from . import attach, handlers
+from .handlers import PENDING, ClientInfo, OpSpec
+from .stats import ClientRow, SubsystemStatistics
 
-__all__ = [
-    "PENDING",
-    "Batch",
-    "ClientInfo",
-    "ClientRow",
-    "OpSpec",
-    "Request",
-    "Subsystem",
-    "SubsystemStatistics",
-    "op",
-    "query_statistics",
-]
-
-PENDING = _core.PENDING
-Request = _core.Request
-Batch = _core.Batch
+__all__ = ["Subsystem"]
 
 log = logging.getLogger("subring.subsystem")
 
 _TOKEN_LISTEN = 0
 _TOKEN_WAKE = 1
 _FIRST_CLIENT_TOKEN = 16
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One entry of a subsystem's op table (what clients learn at attach)."""
-
-    index: int
-    name: str
-    batch: int      # 0 per-op, 1 batch (list of Requests), 2 vector (Batch)
-    doc: str
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """Who is on the other side of a connection (from SO_PEERCRED)."""
-
-    pid: int
-    uid: int
-    gid: int
-    token: int
-
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-@overload
-def op(fn: _Handler, *, batch: bool = False, vector: bool = False,
-       name: str | None = None) -> _Handler: ...
-@overload
-def op(fn: None = None, *, batch: bool = False, vector: bool = False,
-       name: str | None = None) -> Callable[[_Handler], _Handler]: ...
-def op(fn: Callable[..., Any] | None = None, *, batch: bool = False, vector: bool = False,
-       name: str | None = None) -> Any:
-    """Mark a method as a subsystem operation.
-
-    ``@op``: called once per request with a :class:`Request`.
-    ``@op(batch=True)``: called with a list of Requests (a run of consecutive
-    ops of this kind).  ``@op(vector=True)``: called with one :class:`Batch`
-    -- every payload back to back in ``batch.data`` (``offsets``, ``arg0``,
-    ``arg1`` as arrays) and no per-message Python object; return None / an
-    int for all, or one int per op (a sequence, ``array('i')``, int32 NumPy).
-    ``@op(name="other_name")`` renames it."""
-    if batch and vector:
-        raise ValueError("an op is batch or vector, not both")
-
-    def mark(f: _Handler) -> _Handler:
-        f.__subring_op__ = {"batch": 2 if vector else int(batch),  # type: ignore[attr-defined]
-                            "name": name or f.__name__}
-        return f
-
-    return mark(fn) if fn is not None else mark
 
 
 class _Conn:
@@ -230,28 +137,7 @@ class Subsystem:
     @classmethod
     def op_table(cls) -> list[OpSpec]:
         """Index 0 is the built-in ``nop`` (answered by the C core)."""
-        table = [OpSpec(0, "nop", 0, "No operation (answered without Python).")]
-        seen: set[str] = {"nop"}
-        for klass in reversed(cls.__mro__):
-            for fn in vars(klass).values():
-                meta = getattr(fn, "__subring_op__", None)
-                if meta is None or meta["name"] in seen:
-                    continue
-                seen.add(meta["name"])
-                table.append(OpSpec(len(table), meta["name"], meta["batch"],
-                                    (fn.__doc__ or "").strip().split("\n")[0]))
-        if len(table) > 256:
-            raise ValueError("a subsystem has at most 255 operations")
-        return table
-
-    def _handlers(self) -> list[Any]:
-        out: list[Any] = [None]
-        attrs = {getattr(fn, "__subring_op__", {}).get("name"): attr
-                 for klass in type(self).__mro__ for attr, fn in vars(klass).items()
-                 if hasattr(fn, "__subring_op__")}
-        for spec in self.op_table()[1:]:
-            out.append((getattr(self, attrs[spec.name]), spec.batch))
-        return out
+        return handlers.op_table(cls)
 
     def _handler_error(self, op_index: int, exc: BaseException) -> None:
         """Called by the C loop when a handler raised an exception that maps
@@ -410,7 +296,7 @@ class Subsystem:
         loop = _core.ServerLoop()
         loop.mode = self._mode
         loop.spin_us = self._spin_us
-        loop.set_handlers(self._handlers())
+        loop.set_handlers(handlers.bound_handlers(self))
         self._op_names = [s.name for s in self.op_table()]
         loop.set_error_hook(self._handler_error)
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -513,7 +399,7 @@ class Subsystem:
     def _listen(self, address: str, mode: int) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            _wire.replace_stale_socket(address)
+            attach.replace_stale_socket(address)
             old = os.umask(0o777 & ~mode)
             try:
                 s.bind(address)
@@ -601,7 +487,7 @@ class Subsystem:
                           who or "a connection", reason)
         try:
             sock.setblocking(False)
-            _wire.send(sock, {"ok": False, "error": reason, "refused": code})
+            attach.send(sock, attach.refusal(reason, code))
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -619,7 +505,7 @@ class Subsystem:
         """The client's socket is readable: a control message, or EOF."""
         if conn.closing:                      # refused: wait for its EOF
             try:
-                data = conn.sock.recv(_wire.MAX_MESSAGE)
+                data = conn.sock.recv(attach.MAX_MESSAGE)
             except BlockingIOError:
                 return
             except OSError:
@@ -628,7 +514,7 @@ class Subsystem:
                 self._disconnect(conn)
             return
         try:
-            msg, fds = _wire.recv(conn.sock)
+            msg, fds = attach.recv(conn.sock)
         except BlockingIOError:
             return
         except (OSError, ValueError) as e:
@@ -640,21 +526,21 @@ class Subsystem:
             return
         try:
             if not conn.attached:
-                if msg.get("cmd") == "stat" and msg.get("subring") == _wire.PROTOCOL:
+                if attach.is_stat_request(msg):
                     self._answer_stat(conn)
                 else:
                     self._attach(conn, msg)
             elif msg.get("cmd") == "pool":
                 self._attach_pool(conn, msg, fds)
             else:
-                _wire.send(conn.sock, {"ok": False, "error": "unknown command"})
+                attach.send(conn.sock, attach.refusal("unknown command"))
         except Exception as e:  # noqa: BLE001 - a client's message must never stop the server
             if not conn.attached:
                 self._counts["refused"] += 1
                 log.info("refused attach from %s: %s: %s", conn.info, type(e).__name__, e)
             try:
-                _wire.send(conn.sock, {"ok": False, "error": f"{type(e).__name__}: {e}"[:512],
-                                       **({} if conn.attached else {"refused": "protocol"})})
+                attach.send(conn.sock, attach.refusal(f"{type(e).__name__}: {e}"[:512],
+                                                      None if conn.attached else "protocol"))
             except OSError:
                 self._disconnect(conn)
         finally:
@@ -663,33 +549,27 @@ class Subsystem:
 
     def _answer_stat(self, conn: _Conn) -> None:
         try:
-            _wire.send(conn.sock, {"ok": True, "stat": self.statistics().to_dict()})
+            attach.send(conn.sock, {"ok": True, "stat": self.statistics().to_dict()})
         except (OSError, ValueError) as e:
             log.info("statistics reply to %s failed: %s", conn.info, e)
         self._disconnect(conn)
 
     def _attach(self, conn: _Conn, hello: dict[str, Any]) -> None:
-        if hello.get("subring") != _wire.PROTOCOL:
-            raise ValueError("unsupported protocol version")
-        entries = _wire.get_int(hello, "entries", 256, 1, 1 << 20)
-        slot_size = _wire.get_int(hello, "slot_size", 4096, 64, 1 << 40, clamp_low=True)
-        entries = min(1 << (entries - 1).bit_length(), self.max_entries)
-        slot_size = (max(64, min(slot_size, self.max_slot_size)) + 63) & ~63
+        entries, slot_size = attach.parse_hello(hello, self.max_entries, self.max_slot_size)
         q = _core.ServerQueue(entries, slot_size, conn.info.pid)
         q.info = conn.info
         table = self.op_table()
         allowed = self.allowed_ops(conn.info)
         if allowed is not None:
             names = set(allowed)
-            bitmap = bytearray(32)
+            bitmap = bytearray((handlers.MAX_OPS + 1) // 8)   # one bit per op index
             for spec in table:
                 if spec.name in names:
                     bitmap[spec.index >> 3] |= 1 << (spec.index & 7)
             q.restrict(bytes(bitmap))
-        reply = {"ok": True, "abi": _wire.ABI_VERSION, "name": self.name or type(self).__name__,
-                 "ops": [[s.name, s.batch, s.doc] for s in table], "entries": entries,
-                 "slot_size": slot_size, "server_pid": os.getpid()}
-        _wire.send(conn.sock, reply, [q.region_fd, q.doorbell_fd, q.cq_efd])
+        reply = attach.attach_reply(self.name or type(self).__name__,
+                                    [[s.name, s.batch, s.doc] for s in table], entries, slot_size)
+        attach.send(conn.sock, reply, [q.region_fd, q.doorbell_fd, q.cq_efd])
         q.close_region_fd()
         conn.queue = q
         conn.attached = True
@@ -703,9 +583,9 @@ class Subsystem:
     def _attach_pool(self, conn: _Conn, msg: dict[str, Any], fds: list[int]) -> None:
         if len(fds) != 1:
             raise ValueError("pool registration carries exactly one memfd")
-        conn.queue.attach_pool(fds[0], _wire.get_int(msg, "count", 0, 1, 1 << 20),
-                               _wire.get_int(msg, "size", 0, 1, 1 << 40))
-        _wire.send(conn.sock, {"ok": True})
+        conn.queue.attach_pool(fds[0], attach.get_int(msg, "count", 0, 1, 1 << 20),
+                               attach.get_int(msg, "size", 0, 1, 1 << 40))
+        attach.send(conn.sock, {"ok": True})
 
     def _drop_queue(self, q: Any, why: str) -> None:
         self._counts["dropped"] += 1
@@ -750,16 +630,7 @@ class Subsystem:
         for conn in list(self._conns.values()):
             if not conn.attached or conn.queue is None:
                 continue
-            q = conn.queue.stats()
-            i = conn.info
-            rows.append(ClientRow(
-                pid=i.pid, uid=i.uid, gid=i.gid, token=i.token, mode=q["mode"],
-                submitted=q["submitted"], completed=q["completed"], inflight=q["inflight"],
-                sq_pending=q["sq_pending"], sq_entries=q["sq_entries"],
-                cq_pending=q["cq_pending"], cq_entries=q["cq_entries"],
-                wakeups_sent=q["wakeups_sent"], wakeups_suppressed=q["wakeups_suppressed"],
-                doorbells=q["doorbells"], poll_hits=q["poll_hits"], sleeps=q["sleeps"],
-                errors=q["errors"]))
+            rows.append(ClientRow.from_queue(conn.info, conn.queue.stats()))
         return SubsystemStatistics(
             backend="subsystem", name=self.name or type(self).__name__,
             address=self._address, pid=os.getpid(), mode=self._mode,
