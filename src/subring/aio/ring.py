@@ -11,6 +11,9 @@ How it meets the event loop
   (``call_soon``), which submits everything prepared so far -- one
   ``io_uring_enter`` (or one doorbell at most) per iteration, not per op --
   and reaps whatever already completed (page-cache reads usually do).
+  Subsystem calls are also published every ``EARLY_SUBMIT`` calls prepared
+  in an iteration, so that a spinning server starts on them before the
+  flush (see ``EARLY_SUBMIT``; off while that rings its doorbell).
 
 Every verb goes through :meth:`AsyncRing._op` (room, one SQE, flush, await,
 the cancellation rule) except the two benchmarked hot paths, written out
