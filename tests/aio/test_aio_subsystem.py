@@ -223,6 +223,37 @@ def test_thousands_of_concurrent_calls(server):
     run(main, timeout=30)
 
 
+def test_early_submission_stops_while_the_server_sleeps(server):
+    """The module's server runs in interrupt mode: it sleeps after every
+    batch, so each early publish (every EARLY_SUBMIT calls prepared in one
+    loop iteration, for a spinning client) rings its doorbell.  The adapter
+    must see that in the client's doorbell count and stop publishing early:
+    past the first checks, about one doorbell per flush (the flush's own),
+    not one per EARLY_SUBMIT calls."""
+    from subring.aio import ring as ring_mod
+
+    async def main():
+        c = subring.connect(server.path, mode="hybrid")
+        async with AsyncRing(c, own=True) as ar:
+            async def worker(k, n):
+                for i in range(n):
+                    assert await ar.call("add", None, k, i) == k + i
+
+            deadline = time.monotonic() + 20
+            while ar.statistics().flushes < 3 * ring_mod.EARLY_CHECK:    # past the checks
+                await asyncio.gather(*(worker(k, 20) for k in range(32)))
+                assert time.monotonic() < deadline
+            f0, b0 = ar.statistics().flushes, c.statistics().doorbells
+            await asyncio.gather(*(worker(k, 100) for k in range(32)))
+            flushes = ar.statistics().flushes - f0
+            bells = c.statistics().doorbells - b0
+            assert flushes < ring_mod.EARLY_RETRY       # no new try within the window
+            assert bells <= 1.5 * flushes, (bells, flushes)
+            await settle(ar.ring)
+
+    run(main, timeout=40)
+
+
 def test_concurrent_calls_small_ring_backpressure(server):
     """A 16-entry connection: 2000 concurrent calls wait for room, all complete."""
 
