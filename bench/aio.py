@@ -499,7 +499,8 @@ class SubringCalls(_CallContender):
 
     async def setup(self, ntasks: int) -> None:
         if self.aring is None:
-            client = subring.connect(self.sock_path, timeout=20)
+            # wait=True: the echo server was just started and may not listen yet
+            client = subring.connect(self.sock_path, timeout=20, wait=True)
             self.aring = subring.aio.AsyncRing(client, own=True)
             self.op = client.op_index("echo")
 

@@ -35,6 +35,7 @@ from typing import Any, Self, cast
 
 from ..errors import RingBusyError, RingFullError
 from ..kernel import KernelRing, Statx
+from ..ring import Ring
 from . import _caps
 from .streams import Stream, accept_stream, recv_stream
 
@@ -105,7 +106,7 @@ class AsyncRingStatistics:
     room_waits: int          # times a task had to wait for room
     cancels: int             # cancel requests sent to the ring
     flushes: int             # submit/reap passes (about one per loop iteration with work)
-    closed: bool
+    closed: bool             # the AsyncRing was closed (aclose/close)
 
 
 class FdResult:
@@ -161,13 +162,15 @@ class AsyncRing:
     letting the loop sleep -- default 20 for subsystem clients not in
     interrupt mode, 0 otherwise."""
 
-    def __init__(self, ring: Any = None, *, entries: int = 256, own: bool | None = None,
-                 spin_us: float | None = None) -> None:
+    def __init__(self, ring: Ring | None = None, *, entries: int = 256,
+                 own: bool | None = None, spin_us: float | None = None) -> None:
         if ring is None:
             ring = KernelRing(entries)
             own = True if own is None else own
         caps = _caps.RingCaps.of(ring)
-        self.ring = ring
+        # Any: besides the shared Ring verbs, AsyncRing calls the kind's own
+        # prep_* builders, which _caps has just checked for.
+        self.ring: Any = ring
         self._own = bool(own)
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
