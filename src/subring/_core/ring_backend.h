@@ -59,7 +59,7 @@ typedef enum {
     SR_BACKEND_KERNEL = 0,   /* _core.KernelRing: the kernel's io_uring */
     SR_BACKEND_USER = 1,     /* _core.UserRing: client of a user-space subsystem */
     /* Slot for the third peer: the kernel calling *us* through FUSE over
-     * io_uring (fuse.c, docs/fuse.md).  There the roles flip -- the kernel
+     * io_uring (fuse_uring.c, docs/fuse.md).  There the roles flip -- the kernel
      * is the client and we answer its requests -- so it will bring its own
      * state sub-struct (like k / u below) and its own case in every sr_be_*
      * function.  Not a valid value yet: no SR_Ring is created with it. */
@@ -133,7 +133,7 @@ struct sr_ur_state {
 typedef struct SR_Ring {
     PyObject_HEAD
     /* The queue pair.  Kernel backend: the io_uring itself (fd, maps, flags:
-     * kernel.h, shared with fuse.c).  User backend: only q.sq, q.cq and
+     * kernel.h, shared with fuse_uring.c).  User backend: only q.sq, q.cq and
      * q.sq_map are used; they point into the shared region (fd = -1). */
     struct sr_kring q;
     sr_optable ops;
