@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <time.h>
 #include "arch.h"   /* sr_cpu_relax */
 #include "ring.h"
 
@@ -110,6 +111,13 @@ extern PyObject *SR_PENDING;
 int sr_eventfd_signal(int fd);          /* write 1; EAGAIN (counter full) is fine */
 void sr_eventfd_drain(int fd);          /* read until empty (fd is non-blocking) */
 int64_t sr_now_ns(void);                /* CLOCK_MONOTONIC */
+/* A non-negative duration in ns as a libc timespec (ppoll, nanosleep).  The
+ * kernel ring's io_uring_enter timeout is the kernel's own 64-bit type and is
+ * filled in kernel.c. */
+static inline struct timespec sr_timespec_from_ns(int64_t ns)
+{
+    return (struct timespec){.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+}
 /* Between spin bursts: let a peer that shares our CPU run.  Without it a
  * client and a server on the same CPU each spin out their whole budget while
  * the other cannot make progress (hybrid round trips of 2 x spin_us). */

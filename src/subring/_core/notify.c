@@ -68,7 +68,7 @@ void sr_debug_delay(const char *where)
     if (x & 7)
         return;
     int64_t ns = (int64_t)((x >> 3) % (uint64_t)(max_ns + 1));
-    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    struct timespec ts = sr_timespec_from_ns(ns);
     nanosleep(&ts, NULL);
 }
 #endif

@@ -142,9 +142,7 @@ int ur_wait_rings(SR_Ring *const *rs, Py_ssize_t n, uint32_t min_complete,
         }
         struct timespec ts, *tsp = NULL;
         if (deadline != INT64_MAX) {
-            int64_t left = deadline - now;
-            ts.tv_sec = left / 1000000000LL;
-            ts.tv_nsec = left % 1000000000LL;
+            ts = sr_timespec_from_ns(deadline - now);
             tsp = &ts;
         }
         (*sleeps)++;
