@@ -219,10 +219,16 @@ def test_smoke_baseline_that_crashes_is_skipped(tmp_path: Path) -> None:
         assert "c-classic" in doc["results"]["read4k_1r"]
 
 
-@pytest.mark.parametrize("after", ["setup done", "c-classic: serving", "measuring"])
-def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
-    """Ctrl-C while servers start, between mounts, or while measuring: every
-    mount is gone, every server and reader stopped, enable_uring restored."""
+def _ctrl_c_reaches_child() -> None:
+    """preexec_fn: give the benchmark the SIGINT disposition an interactive
+    run has.  A suite started in the background by a non-interactive shell
+    (`cmd &`, as a CI script may) inherits SIGINT *ignored*; Python then
+    installs no KeyboardInterrupt handler, and the Ctrl-C these tests send
+    would never arrive (each waited out its 60 s and left mounts behind)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _sigint_cleans_up(tmp_path: Path, after: str) -> None:
     if not HAVE_CC:
         pytest.skip("no C compiler: the C servers this test interrupts cannot be built")
     before = _enable_uring()
@@ -230,7 +236,8 @@ def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--quick", "--no-install", "--only", "c-uring,c-classic",
          "--reps", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=_ctrl_c_reaches_child)
     try:
         deadline = time.monotonic() + 60
         seen = ""
@@ -248,10 +255,30 @@ def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        for path in _bench_mounts(tmp_path):   # never leave one behind, even on failure
+            subprocess.run(["umount", "-l", path], check=False)
     assert proc.returncode != 0
     assert "cleaning up" in rest
     _no_leftovers(tmp_path, env)
     assert _enable_uring() == before
+
+
+@pytest.mark.parametrize("after", ["setup done", "c-classic: serving", "measuring"])
+def test_sigint_cleans_up(tmp_path: Path, after: str) -> None:
+    """Ctrl-C while servers start, between mounts, or while measuring: every
+    mount is gone, every server and reader stopped, enable_uring restored."""
+    _sigint_cleans_up(tmp_path, after)
+
+
+def test_regression_sigint_tests_hold_when_the_suite_ignores_sigint(tmp_path: Path) -> None:
+    """The suite itself running with SIGINT ignored (started with `&` by a
+    non-interactive shell): the Ctrl-C still reaches the benchmark, which
+    cleans up (these tests timed out and left mounts behind in such a run)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _sigint_cleans_up(tmp_path, "setup done")
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_sigint_while_a_mounted_server_is_not_ready(tmp_path: Path) -> None:
@@ -273,7 +300,8 @@ def test_sigint_while_a_mounted_server_is_not_ready(tmp_path: Path) -> None:
         [str(fake)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--smoke", "--no-install", "--only", "mfusepy"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=_ctrl_c_reaches_child)
     try:
         seen = ""
         while "mfusepy: starting" not in seen:
