@@ -19,6 +19,7 @@ import typing
 import pytest
 
 import subring
+from subring import _core
 from subring import Op
 from subring.cli import build_parser
 
@@ -59,7 +60,10 @@ def test_mode_is_the_parameter_of_connect_and_serve() -> None:
 
 def test_mode_is_the_attribute_of_every_side_and_of_their_statistics() -> None:
     assert isinstance(inspect.getattr_static(subring.Subsystem, "mode"), property)
-    assert isinstance(inspect.getattr_static(subring.SubsystemClient, "mode"), property)
+    # the client's is the C ring's own attribute (a getset descriptor), so the
+    # private core says `mode` too
+    assert inspect.isdatadescriptor(inspect.getattr_static(subring.SubsystemClient, "mode"))
+    assert "mode" in vars(_core.UserRing) and "wait_mode" not in vars(_core.UserRing)
     for cls in (subring.ClientStatistics, subring.ClientRow, subring.SubsystemStatistics):
         names = {f.name for f in dataclasses.fields(cls)}
         assert "mode" in names and not {n for n in names if "mode" in n} - {"mode"}, cls

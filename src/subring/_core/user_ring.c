@@ -443,12 +443,12 @@ static PyObject *ur_set_pool(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
-static PyObject *ur_get_wait_mode(SR_Ring *r, void *c)
+static PyObject *ur_get_mode(SR_Ring *r, void *c)
 {
     return sr_mode_name(r->u.wait_mode);
 }
 
-static int ur_set_wait_mode(SR_Ring *r, PyObject *v, void *c)
+static int ur_set_mode(SR_Ring *r, PyObject *v, void *c)
 {
     if (sr_mode_parse(v, &r->u.wait_mode) < 0)
         return -1;
@@ -499,7 +499,7 @@ static PyGetSetDef ur_getset[] = {
     {"cq_ready", (getter)sr_ring_get_cq_ready, NULL, "Completions ready to reap now."},
     {"sq_space", (getter)sr_ring_get_sq_space, NULL, "Free SQ entries."},
     {"sq_pending", (getter)sr_ring_get_sq_pending, NULL, "SQEs the subsystem has not taken yet."},
-    {"wait_mode", (getter)ur_get_wait_mode, (setter)ur_set_wait_mode,
+    {"mode", (getter)ur_get_mode, (setter)ur_set_mode,
      "'hybrid' (spin spin_us, then sleep), 'interrupt' (sleep at once) or 'poll' (spin)."},
     {"spin_us", (getter)ur_get_spin_us, (setter)ur_set_spin_us,
      "Hybrid mode: microseconds to spin before sleeping."},

@@ -46,11 +46,8 @@ class RingCaps:
             raise TypeError(f"AsyncRing needs a subring.Ring; {type(ring).__name__} lacks "
                             f"{', '.join(missing)}")
         has_peer = hasattr(ring, "peer_dead")
-        # the notification mode: `mode`; a bare _core.UserRing (no Python
-        # class over it) only has the C attribute `wait_mode`
-        mode = getattr(ring, "mode", None) if has_peer else "interrupt"
-        if not isinstance(mode, str):
-            mode = getattr(ring, "wait_mode", "interrupt")
+        # the notification mode (`mode` on every ring kind that has a peer)
+        mode = getattr(ring, "mode", "interrupt") if has_peer else "interrupt"
         return cls(cancellable=callable(getattr(ring, "prep_cancel", None)),
                    data_results=callable(getattr(ring, "prep_call", None)),
                    has_peer=has_peer,

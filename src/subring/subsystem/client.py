@@ -62,11 +62,6 @@ class ClientStatistics:
     mode: str            # how it waits: 'hybrid', 'interrupt' or 'poll'
 
 
-# the C ring's wait-mode attribute (a getset descriptor), which SubsystemClient
-# re-exports as ``mode`` and shadows under its deprecated name ``wait_mode``
-_RING_WAIT_MODE: Any = vars(_core.UserRing)["wait_mode"]
-
-
 class SubsystemClient(_core.UserRing):
     """A connection to a subsystem (use :func:`connect`)."""
 
@@ -173,16 +168,9 @@ class SubsystemClient(_core.UserRing):
                                 sq_full_flushes=raw["sq_full_flushes"],
                                 max_inflight=self.max_inflight, mode=self.mode)
 
-    @property
-    def mode(self) -> str:
-        """How this client waits for completions: ``'hybrid'`` (spin
-        ``spin_us``, then sleep), ``'interrupt'`` (sleep at once) or
-        ``'poll'`` (never sleep).  May change at any time."""
-        return str(_RING_WAIT_MODE.__get__(self))
-
-    @mode.setter
-    def mode(self, value: str) -> None:
-        _RING_WAIT_MODE.__set__(self, value)
+    # ``mode`` (how this client waits for completions: 'hybrid' spins
+    # ``spin_us`` then sleeps, 'interrupt' sleeps at once, 'poll' never
+    # sleeps; may change at any time) is the C ring's attribute.
 
     @property
     def wait_mode(self) -> str:
