@@ -110,8 +110,8 @@ struct sr_ur_state {
      * BROKE); that only changes the errno the made-up completions carry
      * (ECONNRESET / EPROTO): both end the connection. */
     int peer_dead;
-    int wait_mode;           /* SR_MODE_* (GIL held; copied before a wait) */
-    int64_t spin_ns;         /* hybrid: spin this long before sleeping (as wait_mode) */
+    int mode;                /* SR_MODE_* (GIL held; copied before a wait) */
+    int64_t spin_ns;         /* hybrid: spin this long before sleeping (as mode) */
     uint8_t *send_area, *result_area;
     uint32_t slot_size;
     uint64_t pool_count, pool_size;   /* a registered BufferPool, if any */

@@ -85,7 +85,7 @@ void ur_publish_stats(SR_Ring *r)
     __atomic_store_n(&l->doorbells, r->u.st_doorbells, __ATOMIC_RELAXED);
     __atomic_store_n(&l->poll_hits, r->u.st_poll_hits, __ATOMIC_RELAXED);
     __atomic_store_n(&l->sleeps, r->u.st_sleeps, __ATOMIC_RELAXED);
-    __atomic_store_n(&l->mode, (uint32_t)r->u.wait_mode + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->mode, (uint32_t)r->u.mode + 1, __ATOMIC_RELAXED);
 }
 
 uint32_t ur_publish(SR_Ring *r)
@@ -128,7 +128,7 @@ int ur_submit(SR_Ring *r, uint32_t wait_nr, int64_t ts_ns)
     for (;;) {
         int ret;
         uint64_t sleeps = 0;
-        int mode = r->u.wait_mode;
+        int mode = r->u.mode;
         int64_t spin = r->u.spin_ns;
         r->in_enter++;
         Py_BEGIN_ALLOW_THREADS
@@ -342,7 +342,7 @@ static int ur_init(SR_Ring *r, PyObject *args, PyObject *kw)
     r->u.sock_fd = sfd;
     r->backend = SR_BACKEND_USER;
     ur_link(r);
-    r->u.wait_mode = SR_MODE_HYBRID;
+    r->u.mode = SR_MODE_HYBRID;
     r->u.spin_ns = 50000;
     ur_publish_stats(r);
     r->fork_gen = sr_fork_generation;
@@ -445,12 +445,12 @@ static PyObject *ur_set_pool(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs
 
 static PyObject *ur_get_mode(SR_Ring *r, void *c)
 {
-    return sr_mode_name(r->u.wait_mode);
+    return sr_mode_name(r->u.mode);
 }
 
 static int ur_set_mode(SR_Ring *r, PyObject *v, void *c)
 {
-    if (sr_mode_parse(v, &r->u.wait_mode) < 0)
+    if (sr_mode_parse(v, &r->u.mode) < 0)
         return -1;
     if (r->u.ureg && !r->closed && r->fork_gen == sr_fork_generation)
         ur_publish_stats(r);
