@@ -48,7 +48,7 @@ class Harness:
                                    os.dup(self.q.cq_efd), a.detach())
         self.q.close_region_fd()
         self.ring._set_opnames(("nop", "echo"), b"\0\0")
-        self.ring.wait_mode = "poll"
+        self.ring.mode = "poll"
         self.cq_tail = 0
         self.completed: set = set()
         self.uid = 0

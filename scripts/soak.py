@@ -163,7 +163,7 @@ class Soak:
                 c.prep_call(set_mode, None, rng.randrange(3))
                 self.add("mode_switches", 1)
             if rng.random() < 0.05:
-                c.wait_mode = rng.choice(("hybrid", "interrupt", "poll"))
+                c.mode = rng.choice(("hybrid", "interrupt", "poll"))
             c.submit_and_wait(rng.randrange(1, 8), timeout=5)
             self.check(c.reap())
 
