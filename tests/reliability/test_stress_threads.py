@@ -11,6 +11,10 @@ pytest, and a hang is cut off (SIGABRT -> stacks) by a hard timeout."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+
 import pytest
 from reliab_util import run_child, scale
 from subsys_helpers import start_server
@@ -31,6 +35,63 @@ def test_kernel_ring_concurrent_methods(scenario, seed):
     res = run_child("stress_kernel", scenario, SECONDS * scale(), seed, 4,
                     timeout=60 + 10 * SECONDS * scale())
     _check(res)
+
+
+def test_regression_stress_batch_ids_survive_a_signal_at_every_line():
+    """The kernel stress child reserved a batch's user_data range one
+    ``next()`` at a time, so a signal handler (or another thread) could take
+    ids inside the range; the ledger then reported "4 ops completed more than
+    once" (a clean-clone CI run, signals scenario).  Here the handler's
+    action runs at *every* line of a batch action, in-process, with a trace
+    function standing in for the signal, and every op must still complete
+    exactly once."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import stress_kernel
+
+    s = stress_kernel.Stress("signals", 1.0, 1, 1)
+
+    class Forced:  # the rng of one action: `what` and the batch size
+        def __init__(self, what: int) -> None:
+            self.what = what
+
+        def choice(self, seq):
+            return self.what if seq is s.actions else seq[0]
+
+        def randrange(self, a, b=None):
+            return 4 if b is not None else 0
+
+    code = stress_kernel.Stress.action.__code__
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_locals.get("what") == 1:
+            fired.append(frame.f_lineno)
+            s.action(Forced(0))       # the "signal handler": one more nop ...
+            while s.ring.inflight > 4:   # ... reaping so the ring never fills
+                s.ring.submit_and_wait(1, timeout=1)
+                s.ledger.done.extend(c.user_data for c in s.ring.reap())
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is code else None
+
+    try:
+        sys.settrace(tracer)
+        try:
+            s.action(Forced(1))       # prep_nops(4) with the handler at every line
+        finally:
+            sys.settrace(None)
+        assert fired, "the trace function never ran inside the batch action"
+        deadline = time.monotonic() + 10
+        while s.ring.inflight and time.monotonic() < deadline:
+            s.ring.submit_and_wait(1, timeout=1)
+            s.ledger.done.extend(c.user_data for c in s.ring.reap())
+        assert s.ledger.check() == []
+        assert len(s.ledger.done) == len(s.ledger.sure) == 4 + len(fired)
+    finally:
+        s.ring.close()
+        os.close(s.fd)
+        os.close(s.null)
 
 
 @pytest.mark.parametrize("signals", [0, 1], ids=["threads", "threads+signals"])
