@@ -183,6 +183,23 @@ void sr_ring_drop_synth(SR_Ring *r)
  * step), and the only place the GIL is released is kr_flush_cq.  After that,
  * the CQ head is read again: another thread may have reaped meanwhile, and
  * writing back a head from before would hand its CQEs out a second time. */
+/* Where a reap starts: the CQ head and the CQEs ready there, after the flush
+ * the backend may need first (DEFER_TASKRUN, overflow).  The flush releases
+ * the GIL -- another thread may reap meanwhile -- so the head is read again
+ * after it, never kept from before.  Returns the count ready, or -1. */
+static inline int64_t sr_ring_reap_start(SR_Ring *r, uint32_t *head)
+{
+    *head = sr_ring_cq_head(r);
+    uint32_t ready = sr_be_ready(r, *head);
+    if (sr_be_flush_before_reap(r, ready)) {
+        if (sr_be_flush_cq(r) < 0)
+            return -1;
+        *head = sr_ring_cq_head(r);
+        ready = sr_be_ready(r, *head);
+    }
+    return ready;
+}
+
 PyObject *sr_ring_reap(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames)
 {
@@ -204,14 +221,11 @@ PyObject *sr_ring_reap(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
     if (!list)
         return NULL;
     struct sr_cq *cq = &r->q.cq;
-    uint32_t head = sr_ring_cq_head(r);
-    uint32_t ready = sr_be_ready(r, head);
-    if (sr_be_flush_before_reap(r, ready)) {
-        if (sr_be_flush_cq(r) < 0)
-            goto error;
-        head = sr_ring_cq_head(r);     /* GIL was released: fresh head */
-        ready = sr_be_ready(r, head);
-    }
+    uint32_t head;
+    int64_t start = sr_ring_reap_start(r, &head);
+    if (start < 0)
+        goto error;
+    uint32_t ready = (uint32_t)start;
     int64_t got = 0;
     while (got < max) {
         if (ready == 0) {
@@ -297,14 +311,11 @@ PyObject *sr_ring_reap_into(SR_Ring *r, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t got_counted = 0;
 
     struct sr_cq *cq = &r->q.cq;
-    uint32_t head = sr_ring_cq_head(r);
-    uint32_t ready = sr_be_ready(r, head);
-    if (sr_be_flush_before_reap(r, ready)) {
-        if (sr_be_flush_cq(r) < 0)
-            goto out;
-        head = sr_ring_cq_head(r);     /* GIL was released: fresh head */
-        ready = sr_be_ready(r, head);
-    }
+    uint32_t head;
+    int64_t start = sr_ring_reap_start(r, &head);
+    if (start < 0)
+        goto out;
+    uint32_t ready = (uint32_t)start;
     Py_ssize_t got = 0;
     while (got < cap) {
         if (ready == 0) {
