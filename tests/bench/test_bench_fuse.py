@@ -251,16 +251,16 @@ def _sigint_cleans_up(tmp_path: Path, after: str) -> None:
             time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert "cleaning up" in rest
+        _no_leftovers(tmp_path, env)      # checked before the safety net below
+        assert _enable_uring() == before
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         for path in _bench_mounts(tmp_path):   # never leave one behind, even on failure
             subprocess.run(["umount", "-l", path], check=False)
-    assert proc.returncode != 0
-    assert "cleaning up" in rest
-    _no_leftovers(tmp_path, env)
-    assert _enable_uring() == before
 
 
 @pytest.mark.parametrize("after", ["setup done", "c-classic: serving", "measuring"])
