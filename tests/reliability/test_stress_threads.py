@@ -45,8 +45,7 @@ def test_regression_stress_batch_ids_survive_a_signal_at_every_line():
     action runs at *every* line of a batch action, in-process, with a trace
     function standing in for the signal, and every op must still complete
     exactly once."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    import stress_kernel
+    import stress_kernel   # beside this file, like reliab_util
 
     s = stress_kernel.Stress("signals", 1.0, 1, 1)
 
