@@ -8,7 +8,7 @@
  * carries zero entry/attr timeouts and every open FOPEN_DIRECT_IO, so each
  * stat() and each read() reaches this server.
  *
- *   c_fuse MOUNTPOINT TRANSPORT THREADS FILE_BYTES [DEPTH]
+ *   c_fuse MOUNTPOINT TRANSPORT THREADS FILE_BYTES [DEPTH [POLL_US]]
  *
  *   TRANSPORT  uring    FUSE over io_uring: SQE128 URING_CMD REGISTER /
  *                       COMMIT_AND_FETCH on /dev/fuse (Linux 6.14+, the
@@ -20,10 +20,14 @@
  *                         a ring per thread holding that CPU's queue;
  *                         classic: that many threads reading /dev/fuse)
  *   DEPTH      ring entries per queue (default 2)
+ *   POLL_US    uring: after answering, poll for the next request this long,
+ *              yielding the CPU, before sleeping (default 0) -- the same
+ *              technique, for the same reason, as subring.fuse's poll_us
+ *              (src/subring/_core/fuse_uring.c, fring_wait)
  *
  * The program mounts MOUNTPOINT itself (mount(2) with the /dev/fuse fd; root
  * only), answers FUSE_INIT, registers its ring entries, then prints one line
- * "READY transport=... threads=... queues=N depth=D ring_flags=0x..." on
+ * "READY transport=... threads=... queues=N depth=D ring_flags=0x... [poll_us=P]" on
  * stdout.  It exits 0 once the mount is gone (its requests end with ENODEV /
  * ENOTCONN); the caller unmounts.  It dies with its parent (PDEATHSIG).
  * At exit it prints "c_fuse: served N requests (M on the ring)" on stderr.
@@ -58,6 +62,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------
@@ -144,6 +149,7 @@ static uint8_t *data;                          /* the file's bytes, read-only af
 static uint64_t file_size;
 static int fuse_fd = -1;
 static unsigned nr_queues, depth = 2;
+static long poll_ns;                           /* POLL_US * 1000; 0: sleep at once */
 static int per_queue;
 static uint64_t n_requests;                    /* answered, all threads (relaxed atomic) */
 static uint64_t n_ring;                        /* of which came through the ring */
@@ -476,6 +482,40 @@ static void ring_enter(struct ring *r, unsigned wait)
     }
 }
 
+static long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* Publish prepared SQEs, then wait for at least one CQE -- polling first for
+ * poll_ns: sched_yield() (the reader we just woke may want this CPU), then
+ * io_uring_enter(GETEVENTS, 0) to run our deferred task work, until a CQE
+ * shows up or time is up.  Keeping this CPU busy for a while after an answer
+ * keeps the scheduler from moving the reader to it (see fring_wait in
+ * src/subring/_core/fuse_uring.c). */
+static void ring_wait(struct ring *r)
+{
+    if (poll_ns <= 0) {
+        ring_enter(r, 1);
+        return;
+    }
+    ring_enter(r, 0);
+    long until = now_ns() + poll_ns;
+    /* acquire: CQE contents are valid once we see the kernel's tail */
+    while (__atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) == *r->cq_head) {
+        if (now_ns() >= until) {
+            ring_enter(r, 1);
+            return;
+        }
+        sched_yield();
+        if (sys_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR
+            && errno != EAGAIN && errno != EBUSY)
+            die(2, "io_uring_enter: %s", strerror(errno));
+    }
+}
+
 /* ---------------------------------------------------------------------
  * io_uring transport: entries, REGISTER, COMMIT_AND_FETCH
  * ------------------------------------------------------------------- */
@@ -515,13 +555,13 @@ static void uring_serve(struct ring *r, struct entry *ents, unsigned n, pthread_
     if (ready) {
         pthread_barrier_wait(ready);
     } else {
-        printf("READY transport=uring threads=single queues=%u depth=%u ring_flags=%#x\n",
-               nr_queues, depth, r->flags);
+        printf("READY transport=uring threads=single queues=%u depth=%u ring_flags=%#x "
+               "poll_us=%g\n", nr_queues, depth, r->flags, (double)poll_ns / 1000.0);
         fflush(stdout);
     }
     unsigned live = n;         /* entries still registered */
     while (live) {
-        ring_enter(r, 1);
+        ring_wait(r);
         /* acquire: CQE contents are valid once we see the kernel's tail */
         unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
         unsigned head = *r->cq_head;          /* only we write the head */
@@ -690,7 +730,8 @@ static void do_init(int want_uring)
 int main(int argc, char **argv)
 {
     if (argc < 5)
-        die(2, "usage: c_fuse MOUNTPOINT uring|classic single|per-queue FILE_BYTES [DEPTH]");
+        die(2, "usage: c_fuse MOUNTPOINT uring|classic single|per-queue FILE_BYTES "
+            "[DEPTH [POLL_US]]");
     const char *mnt = argv[1];
     int want_uring = strcmp(argv[2], "uring") == 0;
     if (!want_uring && strcmp(argv[2], "classic") != 0)
@@ -701,8 +742,11 @@ int main(int argc, char **argv)
     file_size = strtoull(argv[4], NULL, 0);
     if (argc > 5)
         depth = (unsigned)strtoul(argv[5], NULL, 0);
-    if (!file_size || file_size % 4096 || !depth || depth > 64)
-        die(2, "bad FILE_BYTES or DEPTH");
+    if (argc > 6)
+        poll_ns = (long)(strtod(argv[6], NULL) * 1000.0);
+    if (!file_size || file_size % 4096 || !depth || depth > 64 || poll_ns < 0
+        || poll_ns > 10000000)
+        die(2, "bad FILE_BYTES, DEPTH or POLL_US");
     prctl(PR_SET_PDEATHSIG, SIGKILL);      /* never outlive the benchmark */
 
     data = malloc(file_size);
@@ -760,8 +804,8 @@ int main(int argc, char **argv)
             if (pthread_create(&tids[q], NULL, uring_queue_thread, (void *)(uintptr_t)q))
                 die(2, "pthread_create failed");
         pthread_barrier_wait(&ready_barrier);
-        printf("READY transport=uring threads=per-queue queues=%u depth=%u ring_flags=%#x\n",
-               nr_queues, depth, ring_flags_seen);
+        printf("READY transport=uring threads=per-queue queues=%u depth=%u ring_flags=%#x "
+               "poll_us=%g\n", nr_queues, depth, ring_flags_seen, (double)poll_ns / 1000.0);
         fflush(stdout);
         for (unsigned q = 0; q < nthreads; q++)
             pthread_join(tids[q], NULL);

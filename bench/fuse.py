@@ -45,6 +45,10 @@ Contenders
 ``subring-nogilspin``  ``subring-uring`` with ``mount(gil_spin_us=0)``: serving
                        threads block in CPython's GIL wait at once instead of
                        spinning for a GIL another serving thread holds
+``subring-nopoll``     ``subring-uring`` with ``mount(poll_us=0)``: a serving
+                       thread sleeps at once after answering instead of
+                       polling for the next request (docs/fuse.md, "Polling
+                       keeps the caller on its CPU")
 ``subring-classic``    subring.fuse, /dev/fuse read/write
 ``mfusepy``            mfusepy (ctypes, libfuse3 high-level API), single-
                        threaded loop (faster here than libfuse's
@@ -52,6 +56,9 @@ Contenders
 ``pyfuse3``            pyfuse3 (Cython, libfuse3 low-level API, trio)
 ``c-uring``            bench/c_fuse.c, io_uring, one thread for all queues
 ``c-uring-pq``         bench/c_fuse.c, io_uring, a thread per queue pinned
+                       (both io_uring C servers poll like subring's default:
+                       the same ``poll_us``, the same technique)
+``c-uring-pq-nopoll``  ``c-uring-pq`` sleeping at once (POLL_US 0)
 ``c-classic``          bench/c_fuse.c, /dev/fuse read/write, one thread
 ``c-classic-pq``       bench/c_fuse.c, /dev/fuse, a reader thread per CPU
 
@@ -170,7 +177,18 @@ WORKLOADS: dict[str, tuple[str, int, str]] = {
 
 SUBRING = "subring-uring"      # the subring contender of the bars (library default threads)
 NO_GIL_SPIN = "subring-nogilspin"   # the same with mount(gil_spin_us=0)
+NO_POLL = "subring-nopoll"          # the same with mount(poll_us=0)
 C_FOR = {"single": "c-uring", "per-queue": "c-uring-pq"}
+C_NO_POLL = "c-uring-pq-nopoll"     # c-uring-pq with POLL_US 0
+
+
+def library_poll_us() -> float:
+    """subring.fuse.mount()'s default ``poll_us``: the C servers poll as long
+    (same technique, so the C ceiling stays a ceiling)."""
+    import inspect
+
+    from subring import fuse
+    return float(inspect.signature(fuse.mount).parameters["poll_us"].default)
 
 
 def ratio_defs(c_match: str) -> dict[str, tuple[str, float, tuple[str, str], tuple[str, str]]]:
@@ -242,6 +260,21 @@ def ceiling_defs(c_match: str, alt: str | None) -> dict[str, tuple[str, tuple[st
         d["subring_read4k_2r_threads_alt_vs_default"] = (
             f"4 KiB reads/s, two readers: {alt} / {SUBRING}",
             ("read4k_2r", alt), ("read4k_2r", SUBRING))
+    d["subring_read4k_poll_vs_off"] = (
+        f"4 KiB reads/s, one reader: {SUBRING} / the same with poll_us=0",
+        ("read4k_1r", SUBRING), ("read4k_1r", NO_POLL))
+    d["subring_stat_poll_vs_off"] = (
+        f"stat()/s, one reader: {SUBRING} / the same with poll_us=0",
+        ("stat_1r", SUBRING), ("stat_1r", NO_POLL))
+    d["subring_read4k_2r_poll_vs_off"] = (
+        f"4 KiB reads/s, two readers: {SUBRING} / the same with poll_us=0",
+        ("read4k_2r", SUBRING), ("read4k_2r", NO_POLL))
+    d["c_read4k_poll_vs_off"] = (
+        f"4 KiB reads/s, one reader: c-uring-pq / {C_NO_POLL}",
+        ("read4k_1r", "c-uring-pq"), ("read4k_1r", C_NO_POLL))
+    d["read4k_nopoll_vs_c_nopoll"] = (
+        f"4 KiB reads/s, one reader, neither polling: {NO_POLL} / {C_NO_POLL}",
+        ("read4k_1r", NO_POLL), ("read4k_1r", C_NO_POLL))
     return d
 
 
@@ -446,8 +479,11 @@ class Server:
                 for line in f:
                     if line.startswith("STATS "):
                         st = json.loads(line[6:])
-                        return {"requests_served": st["requests"],
-                                "ring_requests": st["ring_requests"]}
+                        out = {"requests_served": st["requests"],
+                               "ring_requests": st["ring_requests"]}
+                        out.update({k: st[k] for k in ("gil_spins", "gil_spin_timeouts")
+                                    if k in st})
+                        return out
             with open(self.err_path) as f:
                 for line in f:
                     if line.startswith("c_fuse: served "):
@@ -604,17 +640,21 @@ def make_specs(mode: Mode, c_exe: str | None, unavailable: dict[str, str],
     def fs(*args: str) -> Callable[[str], list[str]]:
         return lambda mnt: [py, FS_SCRIPT, args[0], mnt, "--size", size, *args[1:]]
 
-    def c(*args: str) -> Callable[[str], list[str]]:
-        return lambda mnt: [c_exe or "c_fuse", mnt, *args, size]
+    def c(*args: str, poll_us: float = 0.0) -> Callable[[str], list[str]]:
+        return lambda mnt: [c_exe or "c_fuse", mnt, *args, size, "2", f"{poll_us:g}"]
+
+    poll = library_poll_us()
 
     specs = [
         Spec(SUBRING, fs("subring", "--transport", "uring"), True),
         Spec(NO_GIL_SPIN, fs("subring", "--transport", "uring", "--gil-spin-us", "0"), True),
+        Spec(NO_POLL, fs("subring", "--transport", "uring", "--poll-us", "0"), True),
         Spec("subring-classic", fs("subring", "--transport", "classic"), False),
         Spec("mfusepy", fs("mfusepy"), False),
         Spec("pyfuse3", fs("pyfuse3"), False),
-        Spec("c-uring", c("uring", "single"), True),
-        Spec("c-uring-pq", c("uring", "per-queue"), True),
+        Spec("c-uring", c("uring", "single", poll_us=poll), True),
+        Spec("c-uring-pq", c("uring", "per-queue", poll_us=poll), True),
+        Spec(C_NO_POLL, c("uring", "per-queue"), True),
         Spec("c-classic", c("classic", "single"), False),
         Spec("c-classic-pq", c("classic", "per-queue"), False),
     ]
@@ -857,7 +897,7 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, ceiling: di
     print()
     for name, info in servers.items():
         desc = ", ".join(f"{k}={v}" for k, v in info.items()
-                         if k in ("transport", "threads", "queues", "depth", "ring_flags"))
+                         if k in ("transport", "threads", "queues", "depth", "ring_flags", "poll_us"))
         print(f"server {name:<22} {desc}")
     print()
     _common.print_ratio_table(ratios, samples, bars, width=28)

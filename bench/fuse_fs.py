@@ -13,6 +13,7 @@ library's per-request cost.
 
     python bench/fuse_fs.py subring MOUNTPOINT --size BYTES \\
         [--transport uring|classic] [--threads auto|per-queue|single] [--gil-spin-us US]
+        [--poll-us US]
     python bench/fuse_fs.py mfusepy MOUNTPOINT --size BYTES [--mt]
     python bench/fuse_fs.py pyfuse3 MOUNTPOINT --size BYTES
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import inspect
 import json
 import signal
 import stat
@@ -65,7 +67,7 @@ def die_with_parent() -> None:
 # --------------------------------------------------------------------------
 
 def serve_subring(mountpoint: str, size: int, transport: str, threads: str,
-                  gil_spin_us: float | None = None) -> int:
+                  gil_spin_us: float | None = None, poll_us: float | None = None) -> int:
     from subring import fuse
 
     data = make_data(size)
@@ -106,12 +108,16 @@ def serve_subring(mountpoint: str, size: int, transport: str, threads: str,
         def readdir(self, ino: int, fh: int, offset: int) -> Any:
             return listing[offset:]
 
-    extra = {} if gil_spin_us is None else {"gil_spin_us": gil_spin_us}
+    extra = {k: v for k, v in (("gil_spin_us", gil_spin_us), ("poll_us", poll_us))
+             if v is not None}
     m = fuse.mount(BenchFS(), mountpoint, transport=transport, threads=threads,
                    direct_io=True, attr_timeout=0, entry_timeout=0, fsname="fusebench",
                    subtype="subring_bench", **extra)
     signal.signal(signal.SIGTERM, lambda *_: m.unmount())
-    ready(library="subring.fuse", transport=m.transport, threads=m.threads)
+    if poll_us is None:
+        poll_us = inspect.signature(fuse.mount).parameters["poll_us"].default
+    ready(library="subring.fuse", transport=m.transport, threads=m.threads,
+          **({"poll_us": poll_us} if m.transport == "uring" else {}))
     try:
         m.wait()
         report_stats(m)
@@ -129,7 +135,7 @@ def report_stats(m: Any) -> None:
         print(f"fuse_fs: no statistics: {type(e).__name__}: {e}", file=sys.stderr)
         return
     fields = ("requests", "ring_requests", "dev_requests", "error_replies", "gil_spins",
-              "gil_spin_timeouts")
+              "gil_spin_timeouts", "poll_hits", "poll_timeouts")
     print("STATS " + json.dumps({k: getattr(st, k, None) for k in fields}), flush=True)
 
 
@@ -265,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mt", action="store_true", help="mfusepy: libfuse's multi-threaded loop")
     p.add_argument("--gil-spin-us", type=float, default=None,
                    help="subring: mount(gil_spin_us=...) (default: the library's)")
+    p.add_argument("--poll-us", type=float, default=None,
+                   help="subring: mount(poll_us=...) (default: the library's)")
     args = p.parse_args(argv)
     if args.size <= 0 or args.size % BLOCK:
         p.error("--size must be a positive multiple of 4096")
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.library == "subring":
             return serve_subring(args.mountpoint, args.size, args.transport, args.threads,
-                                 args.gil_spin_us)
+                                 args.gil_spin_us, args.poll_us)
         if args.library == "mfusepy":
             return serve_mfusepy(args.mountpoint, args.size, args.mt)
         return serve_pyfuse3(args.mountpoint, args.size)

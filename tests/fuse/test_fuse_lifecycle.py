@@ -326,3 +326,20 @@ def test_cli_bad_target_is_exit_status_2(tmp_path):
                              check=False)
         assert out.returncode == 2, (target, out.stderr)
         assert out.stderr.startswith("subring fuse: ") and "Traceback" not in out.stderr
+
+
+def test_regression_cli_bad_tuning_value_is_exit_status_2_not_a_traceback(tmp_path):
+    """The bug: a value mount() refuses (--queue-depth 0) escaped the CLI as a
+    ValueError traceback.  Now it is one 'subring fuse: ...' line and exit
+    status 2, like a bad target; nothing is mounted."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + ROOT)
+    for args, what in ((["--queue-depth", "0"], "queue_depth"),
+                       (["--poll-us", "-1"], "poll_us")):
+        out = subprocess.run([sys.executable, "-m", "subring.fuse", "examples.memfs:MemFS",
+                              str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=30, env=env, cwd=ROOT,
+                             check=False)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith("subring fuse: ") and what in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+        assert not is_mounted(str(tmp_path))

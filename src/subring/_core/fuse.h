@@ -82,6 +82,7 @@ struct fring {
      * relaxed by statistics() and folded into the connection's totals when
      * the loop ends. */
     uint64_t n_reqs, n_errs, n_batches;
+    uint64_t n_poll_hits, n_poll_timeouts;   /* fring_wait()'s polls */
 };
 
 typedef struct {
@@ -113,7 +114,9 @@ typedef struct {
      * name a loop whose handler let the GIL go for a while. */
     int64_t gil_holder_since;
     int64_t gil_spin_ns;           /* set at construction: fuse_gil_take()'s limit */
+    int64_t poll_ns;               /* set at construction: fring_wait()'s poll limit */
     uint64_t n_gil_spins, n_gil_spin_timeouts;   /* GIL */
+    uint64_t n_poll_hits, n_poll_timeouts;       /* GIL: the ended ring loops' polls */
 } FuseConn;
 
 typedef struct {
@@ -142,6 +145,9 @@ struct req {
 /* The default spin limit, measured (docs/fuse.md, "The GIL between serving
  * threads"): a handler holds the GIL ~0.7 us, a batch a few of those. */
 #define FUSE_GIL_SPIN_US 20.0
+/* The default for how long a ring loop polls for the next request before it
+ * sleeps, measured (docs/fuse.md, "Polling keeps the reader on its CPU"). */
+#define FUSE_POLL_US 50.0
 
 /* Take the GIL in a serving loop; returns the value to hand back to
  * fuse_gil_drop().  While another serving loop holds the GIL -- for well

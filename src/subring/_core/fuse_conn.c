@@ -23,15 +23,19 @@
 static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"fd", "ops", "max_write", "direct_io", "attr_timeout",
-                             "entry_timeout", "on_error", "gil_spin_us", NULL};
+                             "entry_timeout", "on_error", "gil_spin_us", "poll_us", NULL};
     int fd, direct_io = 0;
     unsigned int max_write = 131072;
-    double attr_t = 1.0, entry_t = 1.0, gil_spin_us = FUSE_GIL_SPIN_US;
+    double attr_t = 1.0, entry_t = 1.0, gil_spin_us = FUSE_GIL_SPIN_US, poll_us = FUSE_POLL_US;
     PyObject *ops, *on_error = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO|$IpddOd:FuseConn", kwlist, &fd, &ops,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO|$IpddOdd:FuseConn", kwlist, &fd, &ops,
                                      &max_write, &direct_io, &attr_t, &entry_t, &on_error,
-                                     &gil_spin_us))
+                                     &gil_spin_us, &poll_us))
         return NULL;
+    if (!(poll_us >= 0 && poll_us <= 10000)) {
+        PyErr_SetString(PyExc_ValueError, "poll_us must be in [0, 10000]");
+        return NULL;
+    }
     if (!(gil_spin_us >= 0 && gil_spin_us <= 1000)) {
         PyErr_SetString(PyExc_ValueError, "gil_spin_us must be in [0, 1000]");
         return NULL;
@@ -58,6 +62,7 @@ static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     c->attr_s = (uint32_t)attr_t;
     c->attr_ns = (uint32_t)((attr_t - (double)c->attr_s) * 1e9);
     c->gil_spin_ns = (int64_t)(gil_spin_us * 1000.0);
+    c->poll_ns = (int64_t)(poll_us * 1000.0);
     for (int op = 1; op < FUSE_OPCODE_MAX; op++) {
         if (!fuse_op_names[op])
             continue;
@@ -323,13 +328,16 @@ static PyObject *conn_set_async_runner(FuseConn *c, PyObject *const *args, Py_ss
 static PyObject *conn_statistics(FuseConn *c, PyObject *unused)
 {
     uint64_t ring = c->n_ring, err = c->n_err, batches = c->n_batches;
+    uint64_t hits = c->n_poll_hits, pto = c->n_poll_timeouts;
     for (struct fring *g = c->rings; g; g = g->next) {   /* live loops (GIL: list stable) */
         ring += __atomic_load_n(&g->n_reqs, __ATOMIC_RELAXED);
         err += __atomic_load_n(&g->n_errs, __ATOMIC_RELAXED);
         batches += __atomic_load_n(&g->n_batches, __ATOMIC_RELAXED);
+        hits += __atomic_load_n(&g->n_poll_hits, __ATOMIC_RELAXED);
+        pto += __atomic_load_n(&g->n_poll_timeouts, __ATOMIC_RELAXED);
     }
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
         "requests", (unsigned long long)(ring + c->n_dev),
         "ring_requests", (unsigned long long)ring,
         "dev_requests", (unsigned long long)c->n_dev,
@@ -340,7 +348,9 @@ static PyObject *conn_statistics(FuseConn *c, PyObject *unused)
         "interrupts", (unsigned long long)c->n_interrupts,
         "batches", (unsigned long long)batches,
         "gil_spins", (unsigned long long)c->n_gil_spins,
-        "gil_spin_timeouts", (unsigned long long)c->n_gil_spin_timeouts);
+        "gil_spin_timeouts", (unsigned long long)c->n_gil_spin_timeouts,
+        "poll_hits", (unsigned long long)hits,
+        "poll_timeouts", (unsigned long long)pto);
 }
 
 static PyObject *conn_get_uring(FuseConn *c, void *unused)
@@ -400,10 +410,12 @@ static PyTypeObject FuseConnType = {
     .tp_basicsize = sizeof(FuseConn),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "FuseConn(fd, ops, *, max_write=131072, direct_io=False, attr_timeout=1.0, "
-              "entry_timeout=1.0, on_error=None, gil_spin_us=20.0)\n--\n\n"
+              "entry_timeout=1.0, on_error=None, gil_spin_us=20.0, poll_us=50.0)\n--\n\n"
               "One FUSE connection (a /dev/fuse fd, owned) served by the C loops.\n"
               "gil_spin_us: how long a serving loop spins for the GIL while another\n"
-              "serving loop holds it, before blocking (0: never spin).",
+              "serving loop holds it, before blocking (0: never spin).\n"
+              "poll_us: how long a ring loop polls for its next request, yielding\n"
+              "the CPU, before it sleeps (0: sleep at once).",
     .tp_new = conn_new,
     .tp_dealloc = (destructor)conn_dealloc,
     .tp_traverse = (traverseproc)conn_traverse,

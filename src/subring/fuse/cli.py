@@ -44,6 +44,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "auto (default): per-queue on io_uring, single on classic")
     p.add_argument("--queue-depth", type=int, default=8,
                    help="io_uring entries per queue (default 8)")
+    p.add_argument("--poll-us", type=float, default=None, metavar="US",
+                   help="io_uring: how long a serving thread polls for the next request "
+                        "before it sleeps (default: the library's, 50; 0: never poll)")
     p.add_argument("--enable-uring", action="store_true",
                    help="set /sys/module/fuse/parameters/enable_uring to Y for the mount "
                         "(root) and restore it afterwards")
@@ -101,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"subring fuse: --enable-uring: {e}", file=sys.stderr)
                 return 3 if isinstance(e, FileNotFoundError) else 1
         try:
+            tuning = {} if args.poll_us is None else {"poll_us": args.poll_us}
             m = mount(ops, args.mountpoint, transport=args.transport, threads=args.threads,
                       queue_depth=args.queue_depth, direct_io=args.direct_io,
-                      attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout)
+                      attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout,
+                      **tuning)
+        except ValueError as e:
+            print(f"subring fuse: {e}", file=sys.stderr)
+            return 2
         except (FuseUnavailableError, FuseTransportError) as e:
             print(f"subring fuse: cannot mount {args.mountpoint}: {e}", file=sys.stderr)
             return 3

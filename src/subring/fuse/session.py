@@ -72,6 +72,8 @@ class FuseStatistics:
     batches: int            # io_uring_enter calls of the ring loops (COMMIT_AND_FETCH batches)
     gil_spins: int          # a serving thread found another one holding the GIL and spun
     gil_spin_timeouts: int  # ... of which spun the whole ``gil_spin_us`` and then blocked
+    poll_hits: int          # io_uring loops: a request came in while polling (no sleep, no wake-up)
+    poll_timeouts: int      # ... polls that lasted the whole ``poll_us`` and then slept
 
 
 def request_context() -> tuple[int, int, int]:
@@ -419,7 +421,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
           queue_depth: int = 8, direct_io: bool = False, attr_timeout: float = 1.0,
           entry_timeout: float = 1.0, max_write: int = 131072, fsname: str = "subring",
           subtype: str | None = None, allow_other: bool = False, read_only: bool = False,
-          default_permissions: bool = False, gil_spin_us: float = 20.0) -> FuseMount:
+          default_permissions: bool = False, gil_spin_us: float = 20.0,
+          poll_us: float = 50.0) -> FuseMount:
     """Mount ``ops`` (an :class:`~subring.fuse.Operations`) on the directory
     ``mountpoint`` and start serving it in background threads.
 
@@ -438,7 +441,12 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     ``gil_spin_us``: a serving thread that finds another serving thread
     holding the GIL spins for it, up to this long after that thread took
     it, before blocking in CPython's wait (0: never spin;
-    docs/fuse.md, "The GIL between serving threads")."""
+    docs/fuse.md, "The GIL between serving threads").  ``poll_us``
+    (io_uring transport): after answering, a serving thread polls its ring
+    for the next request this long, yielding its CPU to anything runnable,
+    before it sleeps -- which keeps an unpinned caller from bouncing between
+    CPUs on every request (0: sleep at once; docs/fuse.md, "Polling keeps
+    the caller on its CPU")."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     if threads not in THREADS:
@@ -451,6 +459,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
         raise ValueError("timeouts must be >= 0")
     if not 0 <= gil_spin_us <= 1000:
         raise ValueError(f"gil_spin_us must be in [0, 1000], not {gil_spin_us}")
+    if not 0 <= poll_us <= 10000:
+        raise ValueError(f"poll_us must be in [0, 10000], not {poll_us}")
     path = _check_mountpoint(mountpoint)
     subtype = subtype or type(ops).__name__.lower()
     opts = ""
@@ -470,7 +480,8 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
             watchdog = _core.fuse_watchdog(path)
         conn = _core.FuseConn(fd, ops, max_write=max_write, direct_io=direct_io,
                               attr_timeout=attr_timeout, entry_timeout=entry_timeout,
-                              on_error=_log_handler_error, gil_spin_us=gil_spin_us)
+                              on_error=_log_handler_error, gil_spin_us=gil_spin_us,
+                              poll_us=poll_us)
         ring_problem = _io_uring_problem() if transport != "classic" else None
         info = conn.init(transport != "classic" and ring_problem is None, 10.0)
         active = "uring" if info["uring"] else "classic"
