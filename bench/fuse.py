@@ -159,7 +159,7 @@ MODES = {
     # scheduler's placement (same CPU or not) changes the rate several-fold
     # and sticks for a while, so more samples make the medians steadier.
     "full": Mode(reps=11, slice_s=0.3, file_size=16 << 20, chunk=50),
-    "quick": Mode(reps=5, slice_s=0.1, file_size=16 << 20, chunk=50),
+    "quick": Mode(reps=7, slice_s=0.1, file_size=16 << 20, chunk=50),
     "smoke": Mode(reps=2, slice_s=0.02, file_size=1 << 20, chunk=20),
 }
 
