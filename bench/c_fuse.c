@@ -742,11 +742,15 @@ int main(int argc, char **argv)
     file_size = strtoull(argv[4], NULL, 0);
     if (argc > 5)
         depth = (unsigned)strtoul(argv[5], NULL, 0);
-    if (argc > 6)
-        poll_ns = (long)(strtod(argv[6], NULL) * 1000.0);
-    if (!file_size || file_size % 4096 || !depth || depth > 64 || poll_ns < 0
-        || poll_ns > 10000000)
-        die(2, "bad FILE_BYTES, DEPTH or POLL_US");
+    if (argc > 6) {
+        char *end;
+        double us = strtod(argv[6], &end);
+        if (end == argv[6] || *end || !(us >= 0 && us <= 10000))   /* NaN fails too */
+            die(2, "POLL_US must be a number in [0, 10000], not %s", argv[6]);
+        poll_ns = (long)(us * 1000.0);
+    }
+    if (!file_size || file_size % 4096 || !depth || depth > 64)
+        die(2, "bad FILE_BYTES or DEPTH");
     prctl(PR_SET_PDEATHSIG, SIGKILL);      /* never outlive the benchmark */
 
     data = malloc(file_size);

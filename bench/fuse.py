@@ -481,8 +481,9 @@ class Server:
                         st = json.loads(line[6:])
                         out = {"requests_served": st["requests"],
                                "ring_requests": st["ring_requests"]}
-                        out.update({k: st[k] for k in ("gil_spins", "gil_spin_timeouts")
-                                    if k in st})
+                        counters = ("gil_spins", "gil_spin_timeouts", "poll_hits",
+                                    "poll_timeouts")
+                        out.update({k: st[k] for k in counters if k in st})
                         return out
             with open(self.err_path) as f:
                 for line in f:

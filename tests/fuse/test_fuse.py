@@ -514,13 +514,19 @@ def test_regression_unpinned_reader_ping_pong_serving_thread_polls(mnt):
     assert inspect.signature(fuse.mount).parameters["poll_us"].default > 0
     with mounted(_blocks_fs(), mnt, "uring", direct_io=True, attr_timeout=0,
                  entry_timeout=0, threads="per-queue") as m:
-        before = m.statistics()
-        _read_blocks(os.path.join(mnt, "blocks"), 1000)
-        s = m.statistics()
-        hits = s.poll_hits - before.poll_hits
-        # on a loaded machine the reader may stay away longer than a poll;
-        # the old loop had no poll hits at all
-        assert hits >= 100, (hits, s.poll_timeouts - before.poll_timeouts)
+        rounds = []
+        for _ in range(3):
+            # on a loaded machine the reader may stay away longer than a poll
+            # for a while: a round of 1000 reads is retried (the old loop had
+            # no poll hits at all, in any round)
+            before = m.statistics()
+            _read_blocks(os.path.join(mnt, "blocks"), 1000)
+            s = m.statistics()
+            rounds.append((s.poll_hits - before.poll_hits,
+                           s.poll_timeouts - before.poll_timeouts))
+            if rounds[-1][0] >= 100:
+                break
+        assert rounds[-1][0] >= 100, rounds
 
 
 def test_auto_threads_default_per_transport(memfs, transport):

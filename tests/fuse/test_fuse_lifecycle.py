@@ -27,7 +27,13 @@ from fuse_support import (
     nothing_left_behind,  # noqa: F401 - autouse module fixture
     require,
 )
-from subring.fuse import FuseTransportError, mount, uring_enabled, uring_switched
+from subring.fuse import (
+    FuseOptionError,
+    FuseTransportError,
+    mount,
+    uring_enabled,
+    uring_switched,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -175,8 +181,9 @@ def test_context_manager_and_wait(mnt):
 def test_bad_arguments_raise_before_mounting(tmp_path):
     with pytest.raises(ValueError):
         mount(MemFS(), str(tmp_path), transport="carrier-pigeon")
-    with pytest.raises(ValueError):
+    with pytest.raises(FuseOptionError, match="queue_depth"):     # a ValueError
         mount(MemFS(), str(tmp_path), queue_depth=0)
+    assert issubclass(FuseOptionError, ValueError)
     with pytest.raises(NotADirectoryError):
         f = tmp_path / "file"
         f.write_text("")

@@ -146,7 +146,7 @@ struct req {
  * threads"): a handler holds the GIL ~0.7 us, a batch a few of those. */
 #define FUSE_GIL_SPIN_US 20.0
 /* The default for how long a ring loop polls for the next request before it
- * sleeps, measured (docs/fuse.md, "Polling keeps the reader on its CPU"). */
+ * sleeps, measured (docs/fuse.md, "Polling keeps the caller on its CPU"). */
 #define FUSE_POLL_US 50.0
 
 /* Take the GIL in a serving loop; returns the value to hand back to

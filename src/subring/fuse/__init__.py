@@ -13,6 +13,7 @@ from .session import (
                     DEFAULT_THREADS,
                     FuseError,
                     FuseMount,
+                    FuseOptionError,
                     FuseStatistics,
                     FuseTransportError,
                     FuseUnavailableError,
@@ -25,7 +26,7 @@ from .types import ROOT_INO, Attr, DirEntry, Entry, SetAttr, StatFS
 __all__ = [
     "Operations", "OPERATIONS", "ROOT_INO", "Attr", "Entry", "StatFS", "SetAttr", "DirEntry",
     "mount", "FuseMount", "FuseStatistics", "FuseError", "FuseUnavailableError",
-    "FuseTransportError", "request_context", "DEFAULT_THREADS",
+    "FuseTransportError", "FuseOptionError", "request_context", "DEFAULT_THREADS",
     "FuseSubsystem", "FuseClient",
     "possible_cpus", "uring_enabled", "set_uring_enabled", "uring_switched",
 ]

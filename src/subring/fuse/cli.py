@@ -85,7 +85,13 @@ def _load(target: str, args: list[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command described by ``args`` (from :func:`add_parser`)."""
-    from . import FuseTransportError, FuseUnavailableError, mount, set_uring_enabled
+    from . import (
+        FuseOptionError,
+        FuseTransportError,
+        FuseUnavailableError,
+        mount,
+        set_uring_enabled,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                       queue_depth=args.queue_depth, direct_io=args.direct_io,
                       attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout,
                       **tuning)
-        except ValueError as e:
+        except FuseOptionError as e:      # a bad --queue-depth, --poll-us...: usage
             print(f"subring fuse: {e}", file=sys.stderr)
             return 2
         except (FuseUnavailableError, FuseTransportError) as e:

@@ -52,6 +52,10 @@ class FuseTransportError(FuseError):
     """The requested transport is not available on this kernel/mount."""
 
 
+class FuseOptionError(ValueError):
+    """mount() refused an option's value; raised before anything is mounted."""
+
+
 @dataclass(frozen=True)
 class FuseStatistics:
     """Counters of one mount (a snapshot)."""
@@ -72,7 +76,7 @@ class FuseStatistics:
     batches: int            # io_uring_enter calls of the ring loops (COMMIT_AND_FETCH batches)
     gil_spins: int          # a serving thread found another one holding the GIL and spun
     gil_spin_timeouts: int  # ... of which spun the whole ``gil_spin_us`` and then blocked
-    poll_hits: int          # io_uring loops: a request came in while polling (no sleep, no wake-up)
+    poll_hits: int          # io_uring loops: a CQE (a request, an async answer) came while polling
     poll_timeouts: int      # ... polls that lasted the whole ``poll_us`` and then slept
 
 
@@ -448,19 +452,20 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
     CPUs on every request (0: sleep at once; docs/fuse.md, "Polling keeps
     the caller on its CPU")."""
     if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        raise FuseOptionError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     if threads not in THREADS:
-        raise ValueError(f"threads must be one of {THREADS}, not {threads!r}")
+        raise FuseOptionError(f"threads must be one of {THREADS}, not {threads!r}")
     if not 1 <= queue_depth <= 1024:
-        raise ValueError(f"queue_depth must be in 1..1024, not {queue_depth}")
+        raise FuseOptionError(f"queue_depth must be in 1..1024, not {queue_depth}")
     if not 4096 <= max_write <= 1 << 20 or max_write % 4096:
-        raise ValueError(f"max_write must be a multiple of 4096 in 4 KiB..1 MiB, not {max_write}")
+        raise FuseOptionError(
+            f"max_write must be a multiple of 4096 in 4 KiB..1 MiB, not {max_write}")
     if attr_timeout < 0 or entry_timeout < 0:
-        raise ValueError("timeouts must be >= 0")
+        raise FuseOptionError("timeouts must be >= 0")
     if not 0 <= gil_spin_us <= 1000:
-        raise ValueError(f"gil_spin_us must be in [0, 1000], not {gil_spin_us}")
+        raise FuseOptionError(f"gil_spin_us must be in [0, 1000], not {gil_spin_us}")
     if not 0 <= poll_us <= 10000:
-        raise ValueError(f"poll_us must be in [0, 10000], not {poll_us}")
+        raise FuseOptionError(f"poll_us must be in [0, 10000], not {poll_us}")
     path = _check_mountpoint(mountpoint)
     subtype = subtype or type(ops).__name__.lower()
     opts = ""
