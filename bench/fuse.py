@@ -185,10 +185,8 @@ C_NO_POLL = "c-uring-pq-nopoll"     # c-uring-pq with POLL_US 0
 def library_poll_us() -> float:
     """subring.fuse.mount()'s default ``poll_us``: the C servers poll as long
     (same technique, so the C ceiling stays a ceiling)."""
-    import inspect
-
-    from subring import fuse
-    return float(inspect.signature(fuse.mount).parameters["poll_us"].default)
+    from subring.fuse import DEFAULT_POLL_US
+    return DEFAULT_POLL_US
 
 
 def ratio_defs(c_match: str) -> dict[str, tuple[str, float, tuple[str, str], tuple[str, str]]]:
@@ -897,8 +895,8 @@ def print_report(raw: dict, ratios: dict, samples: dict, bars: dict, ceiling: di
         print(f"{'(all)':<20} {name:<22} {'skipped':>12}  ({why})")
     print()
     for name, info in servers.items():
-        desc = ", ".join(f"{k}={v}" for k, v in info.items()
-                         if k in ("transport", "threads", "queues", "depth", "ring_flags", "poll_us"))
+        shown = ("transport", "threads", "queues", "depth", "ring_flags", "poll_us")
+        desc = ", ".join(f"{k}={v}" for k, v in info.items() if k in shown)
         print(f"server {name:<22} {desc}")
     print()
     _common.print_ratio_table(ratios, samples, bars, width=28)

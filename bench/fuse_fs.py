@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
-import inspect
 import json
 import signal
 import stat
@@ -115,7 +114,7 @@ def serve_subring(mountpoint: str, size: int, transport: str, threads: str,
                    subtype="subring_bench", **extra)
     signal.signal(signal.SIGTERM, lambda *_: m.unmount())
     if poll_us is None:
-        poll_us = inspect.signature(fuse.mount).parameters["poll_us"].default
+        poll_us = fuse.DEFAULT_POLL_US
     ready(library="subring.fuse", transport=m.transport, threads=m.threads,
           **({"poll_us": poll_us} if m.transport == "uring" else {}))
     try:

@@ -10,6 +10,7 @@ See docs/fuse.md.
 from .kernelparam import possible_cpus, set_uring_enabled, uring_enabled, uring_switched
 from .operations import OPERATIONS, Operations
 from .session import (
+                    DEFAULT_POLL_US,
                     DEFAULT_THREADS,
                     FuseError,
                     FuseMount,
@@ -27,6 +28,7 @@ __all__ = [
     "Operations", "OPERATIONS", "ROOT_INO", "Attr", "Entry", "StatFS", "SetAttr", "DirEntry",
     "mount", "FuseMount", "FuseStatistics", "FuseError", "FuseUnavailableError",
     "FuseTransportError", "FuseOptionError", "request_context", "DEFAULT_THREADS",
+    "DEFAULT_POLL_US",
     "FuseSubsystem", "FuseClient",
     "possible_cpus", "uring_enabled", "set_uring_enabled", "uring_switched",
 ]

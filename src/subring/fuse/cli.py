@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import Any
 
+from .session import DEFAULT_POLL_US
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``fuse`` command to an argparse subparsers object."""
@@ -46,7 +48,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="io_uring entries per queue (default 8)")
     p.add_argument("--poll-us", type=float, default=None, metavar="US",
                    help="io_uring: how long a serving thread polls for the next request "
-                        "before it sleeps (default: the library's, 50; 0: never poll)")
+                        f"before it sleeps (default {DEFAULT_POLL_US:g}; 0: never poll)")
     p.add_argument("--enable-uring", action="store_true",
                    help="set /sys/module/fuse/parameters/enable_uring to Y for the mount "
                         "(root) and restore it afterwards")

@@ -35,6 +35,10 @@ THREADS = ("auto", "per-queue", "single")
 #: serves each caller on its own CPU; classic -- one reader, because several
 #: threads blocked in read(/dev/fuse) wake each other across CPUs.
 DEFAULT_THREADS = {"uring": "per-queue", "classic": "single"}
+#: mount()'s default poll_us: how long an io_uring serving thread polls for
+#: the next request before it sleeps (measured, docs/fuse.md "Polling keeps
+#: the caller on its CPU"; the C core's FUSE_POLL_US is the same value).
+DEFAULT_POLL_US = 50.0
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MNT_FORCE, MNT_DETACH = 1, 2
@@ -426,7 +430,7 @@ def mount(ops: Any, mountpoint: str, *, transport: str = "auto", threads: str = 
           entry_timeout: float = 1.0, max_write: int = 131072, fsname: str = "subring",
           subtype: str | None = None, allow_other: bool = False, read_only: bool = False,
           default_permissions: bool = False, gil_spin_us: float = 20.0,
-          poll_us: float = 50.0) -> FuseMount:
+          poll_us: float = DEFAULT_POLL_US) -> FuseMount:
     """Mount ``ops`` (an :class:`~subring.fuse.Operations`) on the directory
     ``mountpoint`` and start serving it in background threads.
 
@@ -548,4 +552,5 @@ class _NullConn:
 
 
 __all__ = ["mount", "FuseMount", "FuseStatistics", "FuseError", "FuseUnavailableError",
-           "FuseTransportError", "request_context", "DEFAULT_THREADS"]
+           "FuseTransportError", "FuseOptionError", "request_context", "DEFAULT_THREADS",
+           "DEFAULT_POLL_US"]
